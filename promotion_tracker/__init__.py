@@ -1,0 +1,1 @@
+"""Clause-8 promotion award: the policy, the award rule and the tally built on it."""

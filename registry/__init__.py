@@ -1,0 +1,1 @@
+"""Identifier data and its rules: handles, values, stores, identities and the write service."""

@@ -1,0 +1,110 @@
+"""Errors of the registry, each carrying its Handle System response code.
+
+The HTTP status of each code lives in one place on the network side (``resolver.errors``); code here
+only raises.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationNeeded",
+    "HandleAlreadyExists",
+    "HandleError",
+    "HandleNotFound",
+    "InvalidCredential",
+    "InvalidHandle",
+    "InvalidRequest",
+    "InvalidValue",
+    "NotResponsible",
+    "PermissionDenied",
+    "ServerError",
+    "StoreUnavailable",
+    "ValueAlreadyExists",
+    "ValuesNotFound",
+]
+
+# Response codes of RFC 3652 section 2.2.2.1 and HANDLE.NET's HTTP JSON API.
+RC_SUCCESS = 1
+RC_ERROR = 2
+RC_SERVER_TOO_BUSY = 3
+RC_PROTOCOL_ERROR = 4
+RC_HANDLE_NOT_FOUND = 100
+RC_HANDLE_ALREADY_EXISTS = 101
+RC_INVALID_HANDLE = 102
+RC_VALUES_NOT_FOUND = 200
+RC_VALUE_ALREADY_EXISTS = 201
+RC_INVALID_VALUE = 202
+RC_SERVER_NOT_RESP = 301
+RC_SERVER_BACKUP = 302
+RC_PREFIX_REFERRAL = 303
+RC_NOT_AUTHORIZED = 400
+RC_ACCESS_DENIED = 401
+RC_AUTHEN_NEEDED = 402
+RC_INVALID_CREDENTIAL = 404
+
+
+class HandleError(Exception):
+    """Base class: a failure with a Handle response code and a message fit for the client."""
+
+    code: int = RC_ERROR
+
+    def __init__(self, message: str, handle: str | None = None, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.handle = handle
+        if code is not None:
+            self.code = code
+
+
+class ServerError(HandleError):
+    code = RC_ERROR
+
+
+class StoreUnavailable(HandleError):
+    """The store cannot be reached; the write was not made (responseCode 3, HTTP 503)."""
+
+    code = RC_SERVER_TOO_BUSY
+
+
+class InvalidRequest(HandleError):
+    code = RC_PROTOCOL_ERROR
+
+
+class HandleNotFound(HandleError):
+    code = RC_HANDLE_NOT_FOUND
+
+
+class HandleAlreadyExists(HandleError):
+    code = RC_HANDLE_ALREADY_EXISTS
+
+
+class InvalidHandle(HandleError):
+    code = RC_INVALID_HANDLE
+
+
+class ValuesNotFound(HandleError):
+    code = RC_VALUES_NOT_FOUND
+
+
+class ValueAlreadyExists(HandleError):
+    code = RC_VALUE_ALREADY_EXISTS
+
+
+class InvalidValue(HandleError):
+    code = RC_INVALID_VALUE
+
+
+class NotResponsible(HandleError):
+    code = RC_SERVER_NOT_RESP
+
+
+class AuthenticationNeeded(HandleError):
+    code = RC_AUTHEN_NEEDED
+
+
+class InvalidCredential(HandleError):
+    code = RC_INVALID_CREDENTIAL
+
+
+class PermissionDenied(HandleError):
+    code = RC_NOT_AUTHORIZED

@@ -1,0 +1,160 @@
+"""Handle values in the JSON shapes of HANDLE.NET 9's ``/api/handles`` API, both directions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from registry.errors import InvalidValue
+from registry.model import DEFAULT_PERMISSIONS, DEFAULT_TTL, MAX_INDEX, HandleValue, Reference
+from registry.valuedata import data_from_json, data_to_json
+
+__all__ = ["ValueLimits", "parse_values", "value_from_json", "value_to_json", "values_to_json"]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueLimits:
+    max_values: int = 1000
+    max_data_bytes: int = 65536
+    max_type_length: int = 255
+    max_references: int = 100
+
+
+def _iso(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _perm_string(p: int) -> str:
+    return format(p & 0xF, "04b")
+
+
+def value_to_json(v: HandleValue) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": v.index, "type": v.type, "data": data_to_json(v.type, v.data)}
+    if v.permissions != DEFAULT_PERMISSIONS:
+        out["permissions"] = _perm_string(v.permissions)
+    out["ttl"] = _iso(v.ttl) if v.ttl_absolute else v.ttl
+    if v.timestamp:
+        out["timestamp"] = _iso(v.timestamp)
+    if v.references:
+        out["references"] = [{"handle": r.handle, "index": r.index} for r in v.references]
+    return out
+
+
+def values_to_json(values: Iterable[HandleValue]) -> list[dict[str, Any]]:
+    return [value_to_json(v) for v in values]
+
+
+def _int(value: Any, what: str, position: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidValue(f"{position}: {what} must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise InvalidValue(f"{position}: {what} must be an integer, got {value!r}"[:300])
+
+
+def _ttl(value: Any, position: str) -> tuple[int, bool]:
+    if value is None:
+        return DEFAULT_TTL, False
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        try:
+            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidValue(f"{position}: ttl must be seconds or an ISO 8601 time, got {value!r}"[:300]) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return max(0, int(when.timestamp())), True
+    ttl = _int(value, "ttl", position)
+    if not 0 <= ttl <= 0x7FFFFFFF:
+        raise InvalidValue(f"{position}: ttl out of range (0..2147483647)")
+    return ttl, False
+
+
+def _permissions(value: Any, position: str) -> int:
+    if value is None:
+        return DEFAULT_PERMISSIONS
+    if not isinstance(value, str) or len(value) != 4 or set(value) - {"0", "1"}:
+        raise InvalidValue(f"{position}: permissions must be 4 characters of 0/1 (admin r/w, public r/w)")
+    return int(value, 2)
+
+
+def value_from_json(obj: Any, position: str, limits: ValueLimits, index: int | None = None) -> HandleValue:
+    """One value from its JSON form. ``index`` is used when the object has none."""
+    if not isinstance(obj, dict):
+        raise InvalidValue(f"{position}: a handle value must be a JSON object")
+    raw_index = obj.get("index", index)
+    if raw_index is None:
+        raise InvalidValue(f"{position}: value has no index")
+    idx = _int(raw_index, "index", position)
+    if not 0 < idx <= MAX_INDEX:
+        raise InvalidValue(f"{position}: index must be between 1 and {MAX_INDEX}, got {idx}")
+    type_ = obj.get("type")
+    if not isinstance(type_, str) or not type_.strip():
+        raise InvalidValue(f"{position}: value type must be a non-empty string")
+    if len(type_) > limits.max_type_length or any(ord(ch) < 32 for ch in type_):
+        raise InvalidValue(f"{position}: value type too long or with control characters")
+    if "data" not in obj:
+        raise InvalidValue(f"{position}: value has no data")
+    data = data_from_json(type_, obj["data"])
+    if len(data) > limits.max_data_bytes:
+        raise InvalidValue(f"{position}: data is {len(data)} bytes, the limit is {limits.max_data_bytes}")
+    ttl, absolute = _ttl(obj.get("ttl"), position)
+    refs_raw = obj.get("references") or []
+    if not isinstance(refs_raw, list) or len(refs_raw) > limits.max_references:
+        raise InvalidValue(f"{position}: references must be a list of at most {limits.max_references}")
+    refs = []
+    for r in refs_raw:
+        if not isinstance(r, dict) or not isinstance(r.get("handle"), str):
+            raise InvalidValue(f"{position}: a reference is {{\"handle\": …, \"index\": …}}")
+        refs.append(Reference(r["handle"], _int(r.get("index", 0), "reference index", position)))
+    return HandleValue(
+        index=idx,
+        type=type_,
+        data=data,
+        ttl=ttl,
+        ttl_absolute=absolute,
+        permissions=_permissions(obj.get("permissions"), position),
+        references=tuple(refs),
+    )
+
+
+def parse_values(body: Any, limits: ValueLimits, *, handle_keys: tuple[str, ...] = ()) -> list[HandleValue]:
+    """The values of a PUT body: ``{"values": […]}``, a bare array of values, or one value.
+
+    Values without an index get the lowest free index. Duplicate indexes are refused (202)."""
+    if isinstance(body, dict) and "values" in body:
+        items = body["values"]
+    elif isinstance(body, dict):
+        items = [body]
+    else:
+        items = body
+    if not isinstance(items, list):
+        raise InvalidValue("values must be a JSON array of handle values")
+    if len(items) > limits.max_values:
+        raise InvalidValue(f"{len(items)} values; a handle may hold at most {limits.max_values}")
+    explicit = {v.get("index") for v in items if isinstance(v, dict)}
+    used = set()
+    for i in explicit:
+        try:
+            used.add(int(i))
+        except (TypeError, ValueError):
+            continue
+    out: list[HandleValue] = []
+    seen: set[int] = set()
+    next_free = 1
+    for n, obj in enumerate(items):
+        auto = None
+        if isinstance(obj, dict) and obj.get("index") is None:
+            while next_free in used:
+                next_free += 1
+            auto = next_free
+            used.add(auto)
+        v = value_from_json(obj, f"value {n}", limits, auto)
+        if v.index in seen:
+            raise InvalidValue(f"value {n}: index {v.index} appears more than once")
+        seen.add(v.index)
+        out.append(v)
+    return out

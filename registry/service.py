@@ -1,0 +1,614 @@
+"""The write service: the only code that changes identifier data.
+
+Single writes, batches, CLI imports and enterprise onboarding all come through :class:`Registry`, so
+validation, authorisation, counting and cache invalidation are the same on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from registry import valuedata
+from registry.auth import Caller, Identity, SecretKeyAuthenticator, has_right
+from registry.errors import (
+    HandleAlreadyExists,
+    HandleError,
+    HandleNotFound,
+    InvalidHandle,
+    InvalidRequest,
+    InvalidValue,
+    NotResponsible,
+    PermissionDenied,
+    ServerError,
+    ValueAlreadyExists,
+    ValuesNotFound,
+)
+from registry.jsonvalues import ValueLimits
+from registry.model import (
+    ADMIN_READ,
+    ADMIN_WRITE,
+    HandleName,
+    HandleValue,
+    Record,
+    normalise_prefix,
+    parse_handle,
+    prefix_handle_of,
+)
+from registry.packing import unpack_record
+from registry.secretkeys import generate_secret, hash_secret, is_hashed
+from registry.stores.base import (
+    ANY_VERSION,
+    MUST_NOT_EXIST,
+    Enterprise,
+    HandleStore,
+    HandleWrite,
+    Promoter,
+    WriteOutcome,
+    WriteResult,
+)
+from registry.uscc import InvalidUSCC, normalize_uscc
+
+__all__ = ["ChangeListener", "NodeSettings", "Registry", "WriteReport"]
+
+ADMIN_INDEX = 100
+SECKEY_INDEX = 300
+SITE_INDEX = 1
+FIRST_ENTERPRISE_NUMBER = 1001
+# What an enterprise admin may do on its own prefix handle and on the handles it creates.
+ENTERPRISE_PERMS = valuedata.ALL_PERMS & ~(valuedata.ADD_DERIVED_PREFIX | valuedata.DELETE_DERIVED_PREFIX)
+DEFAULT_HANDLE_ADMIN_PERMS = ENTERPRISE_PERMS
+ChangeListener = Callable[[Sequence[str]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    prefix: str = "88.118.8"
+    max_handle_length: int = 255
+    case_sensitive_suffix: bool = True
+    value_limits: ValueLimits = field(default_factory=ValueLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReport:
+    handle: str
+    created: bool
+    version: int
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class Registry:
+    """Validates, authorises and applies every change; notifies listeners after each commit."""
+
+    def __init__(
+        self, store: HandleStore, settings: NodeSettings | None = None, *, clock: Callable[[], int] = _now
+    ) -> None:
+        self.store = store
+        self.settings = settings or NodeSettings()
+        self.node_prefix = self.settings.prefix
+        self._node_prefix_norm = normalise_prefix(self.node_prefix)
+        self.node_admin_handle = prefix_handle_of(self.node_prefix)
+        self._node_admin_key = parse_handle(self.node_admin_handle).key
+        self.clock = clock
+        self.authenticator = SecretKeyAuthenticator(self.read_record)
+        self._listeners: list[ChangeListener] = []
+        self._enterprise_lock = asyncio.Lock()
+
+    # -- reading -------------------------------------------------------------------------------
+    def parse(self, text: str) -> HandleName:
+        return parse_handle(
+            text,
+            max_length=self.settings.max_handle_length,
+            case_sensitive_suffix=self.settings.case_sensitive_suffix,
+        )
+
+    async def read_record(self, key: str) -> Record | None:
+        """The record as the store has it now (authoritative, no cache)."""
+        row = await self.store.get(key)
+        return unpack_record(row.packed) if row else None
+
+    def is_responsible(self, name: HandleName) -> bool:
+        """Is the handle in this node's namespace (its prefix, or a prefix derived from it)?"""
+        prefix = normalise_prefix(name.suffix) if name.is_prefix_handle else normalise_prefix(name.prefix)
+        node = self._node_prefix_norm
+        return prefix == node or prefix.startswith(node + ".")
+
+    def require_responsible(self, name: HandleName) -> None:
+        if not self.is_responsible(name):
+            raise NotResponsible(f"this node is not responsible for {name.text}", name.text)
+
+    # -- listeners (cache invalidation) --------------------------------------------------------
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    async def _changed(self, keys: Sequence[str]) -> None:
+        for listener in self._listeners:
+            await listener(keys)
+
+    # -- callers -------------------------------------------------------------------------------
+    async def caller_for(self, identity_text: str, secret: str) -> Caller:
+        identity = await self.authenticator.authenticate(identity_text, secret)
+        return await self.caller_of(identity)
+
+    async def caller_of(self, identity: Identity) -> Caller:
+        node_record = await self.read_record(self._node_admin_key)
+        node_admin = await has_right(identity, node_record, valuedata.ALL_PERMS, self.read_record)
+        role = await self.store.get_meta(f"role:{identity.key}:{identity.index}")
+        return Caller(identity=identity, node_admin=node_admin, role=role)
+
+    async def may_read_private(self, caller: Caller, record: Record) -> bool:
+        """Non-public values are for node admins and identities with READ_VALUE on the handle."""
+        if caller.identity is None:
+            return False
+        if caller.node_admin:
+            return True
+        return await has_right(caller.identity, record, valuedata.READ_VALUE, self.read_record)
+
+    async def _prefix_record(self, name: HandleName) -> Record | None:
+        prefix = name.suffix if name.is_prefix_handle else name.prefix
+        if name.is_prefix_handle:
+            # The admin of 0.NA/88.118.8.1001 is found on its parent prefix handle.
+            parent = prefix.rsplit(".", 1)[0] if "." in prefix else prefix
+            return await self.read_record(parse_handle(prefix_handle_of(parent)).key)
+        return await self.read_record(parse_handle(prefix_handle_of(prefix)).key)
+
+    async def _authorise(self, caller: Caller, name: HandleName, current: Record | None, perms: list[int]) -> None:
+        """Raise unless ``caller`` holds every right in ``perms`` for a write on ``name``."""
+        identity = caller.require_authenticated()
+        if caller.role == "auditor":
+            raise PermissionDenied("the auditor identity cannot write", name.text)
+        if caller.node_admin:
+            return
+        prefix_record = await self._prefix_record(name)
+        if name.is_prefix_handle and current is not None:
+            # An enterprise administers its own prefix handle through the HS_ADMIN in it.
+            prefix_record = current
+        # An enterprise writes only under its own prefix: it must be an admin of that prefix handle.
+        if not await has_right(identity, prefix_record, valuedata.ALL_PERMS, self.read_record):
+            raise PermissionDenied(f"{identity} is not an administrator of the prefix of {name.text}", name.text)
+        target = prefix_record if current is None else current
+        for perm in perms:
+            if not await has_right(identity, target, perm, self.read_record):
+                what = valuedata.perm_name(perm) if hasattr(valuedata, "perm_name") else hex(perm)
+                raise PermissionDenied(f"{identity} lacks {what} on {name.text}", name.text)
+
+    async def _check_enterprise(self, caller: Caller, name: HandleName) -> int | None:
+        """The enterprise whose prefix holds ``name`` (None for node handles); refuses writes under a
+        disabled enterprise unless the caller is a node admin."""
+        if name.is_prefix_handle:
+            return None
+        enterprise = await self.store.get_enterprise(name.prefix)
+        if enterprise is None:
+            if normalise_prefix(name.prefix) != self._node_prefix_norm:
+                raise NotResponsible(f"prefix {name.prefix} is not allocated on this node", name.text)
+            return None
+        if enterprise.status != "active" and not caller.node_admin:
+            raise PermissionDenied(f"enterprise {enterprise.prefix} is disabled", name.text)
+        return enterprise.id
+
+    # -- values --------------------------------------------------------------------------------
+    def _prepare(self, values: Sequence[HandleValue], caller: Caller) -> tuple[HandleValue, ...]:
+        """Stamp values with the write time and hash any plain-text secret key."""
+        now = self.clock()
+        out = []
+        for v in values:
+            data = v.data
+            if v.type.upper() == "HS_SECKEY":
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidValue(f"HS_SECKEY at index {v.index} must be text") from None
+                if not is_hashed(text):
+                    if not text:
+                        raise InvalidValue(f"HS_SECKEY at index {v.index} is empty")
+                    data = hash_secret(text).encode("ascii")
+            elif v.type.upper() == "HS_ADMIN":
+                try:
+                    valuedata.decode_admin(data)
+                except (ValueError, HandleError) as exc:
+                    raise InvalidValue(f"HS_ADMIN at index {v.index}: {exc}") from None
+            out.append(replace(v, data=data, timestamp=now))
+        return tuple(out)
+
+    def _default_admin(self, caller: Caller) -> HandleValue:
+        identity = caller.require_authenticated()
+        data = valuedata.encode_admin(identity.handle, identity.index, DEFAULT_HANDLE_ADMIN_PERMS)
+        return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data, permissions=ADMIN_READ | ADMIN_WRITE | 0x2)
+
+    # -- single-handle writes ------------------------------------------------------------------
+    async def put_handle(
+        self,
+        caller: Caller,
+        name: HandleName,
+        values: Sequence[HandleValue],
+        *,
+        overwrite: bool = True,
+        indexes: Sequence[int] | None = None,
+        mint: bool = False,
+    ) -> WriteReport:
+        """Create or replace a handle (``indexes`` None), or add/replace only the given values."""
+        caller.require_authenticated()
+        if mint:
+            name = self.parse(name.text + uuid.uuid4().hex)
+        self.require_responsible(name)
+        limits = self.settings.value_limits
+        for _ in range(8):  # compare-and-set retries when a concurrent writer wins the race
+            row = await self.store.get(name.key)
+            current = unpack_record(row.packed) if row else None
+            if indexes is None:
+                new_values, perms, expect = self._replace_all(caller, name, current, values, overwrite)
+            else:
+                if current is None:
+                    raise HandleNotFound("handle not found", name.text)
+                new_values, perms = self._merge(name, current, values, indexes, overwrite)
+                expect = current.version
+            if len(new_values) > limits.max_values:
+                raise InvalidValue(f"a handle may hold at most {limits.max_values} values", name.text)
+            await self._authorise(caller, name, current, perms)
+            enterprise_id = await self._check_enterprise(caller, name)
+            if current is None and not name.is_prefix_handle:
+                await self._require_prefix_handle(name)
+            if name.is_prefix_handle and current is None and not caller.node_admin:
+                raise PermissionDenied("only the node administrator creates prefixes", name.text)
+            write = HandleWrite(
+                key=name.key,
+                handle=name.text if current is None else current.handle,
+                prefix=normalise_prefix(name.prefix),
+                values=self._prepare(new_values, caller),
+                expect=expect,
+                enterprise_id=enterprise_id,
+            )
+            (result,) = await self.store.write([write], now=self.clock())
+            if result.ok:
+                await self._changed([name.key])
+                return WriteReport(name.text, result.outcome is WriteOutcome.CREATED, result.version)
+            if result.outcome is WriteOutcome.EXISTS and not overwrite:
+                raise HandleAlreadyExists("handle already exists", name.text)
+        raise ServerError("too many concurrent writers on this handle; try again", name.text)
+
+    async def _require_prefix_handle(self, name: HandleName) -> None:
+        if normalise_prefix(name.prefix) == self._node_prefix_norm:
+            return
+        if await self.store.get(parse_handle(prefix_handle_of(name.prefix)).key) is None:
+            raise NotResponsible(f"prefix {name.prefix} is not allocated on this node", name.text)
+
+    def _replace_all(
+        self,
+        caller: Caller,
+        name: HandleName,
+        current: Record | None,
+        values: Sequence[HandleValue],
+        overwrite: bool,
+    ) -> tuple[list[HandleValue], list[int], int]:
+        if current is not None and not overwrite:
+            raise HandleAlreadyExists("handle already exists", name.text)
+        new_values = list(values)
+        if current is None:
+            if not any(v.type.upper() == "HS_ADMIN" for v in new_values):
+                admin = self._default_admin(caller)
+                if any(v.index == admin.index for v in new_values):
+                    raise InvalidValue(
+                        f"no HS_ADMIN given and index {admin.index}, where the default one goes, is taken",
+                        name.text,
+                    )
+                new_values.append(admin)
+            return new_values, [valuedata.ADD_HANDLE], MUST_NOT_EXIST
+        perms = _perms_for_change(current.values, new_values)
+        return new_values, perms, current.version
+
+    def _merge(
+        self,
+        name: HandleName,
+        current: Record,
+        values: Sequence[HandleValue],
+        indexes: Sequence[int],
+        overwrite: bool,
+    ) -> tuple[list[HandleValue], list[int]]:
+        given = {v.index: v for v in values}
+        wanted = list(given) if not indexes else list(indexes)
+        missing = [i for i in wanted if i not in given]
+        if missing:
+            raise InvalidValue(f"no value in the body for index {missing[0]}", name.text)
+        existing = {v.index: v for v in current.values}
+        if not overwrite:
+            clash = [i for i in wanted if i in existing]
+            if clash:
+                raise ValueAlreadyExists(f"a value at index {clash[0]} already exists", name.text)
+        merged = dict(existing)
+        for i in wanted:
+            merged[i] = given[i]
+        new_values = sorted(merged.values(), key=lambda v: v.index)
+        return new_values, _perms_for_change(current.values, new_values)
+
+    async def delete(self, caller: Caller, name: HandleName, indexes: Sequence[int] | None = None) -> WriteReport:
+        """Delete the handle, or only the values at ``indexes``."""
+        caller.require_authenticated()
+        self.require_responsible(name)
+        for _ in range(8):
+            row = await self.store.get(name.key)
+            if row is None:
+                raise HandleNotFound("handle not found", name.text)
+            current = unpack_record(row.packed)
+            if indexes:
+                present = {v.index for v in current.values}
+                absent = [i for i in indexes if i not in present]
+                if absent:
+                    raise ValuesNotFound(f"no value at index {absent[0]}", name.text)
+                remaining = tuple(v for v in current.values if v.index not in set(indexes))
+                perms = _perms_for_change(current.values, remaining)
+                values: tuple[HandleValue, ...] | None = remaining
+            else:
+                perms = [valuedata.DELETE_HANDLE]
+                values = None
+            await self._authorise(caller, name, current, perms)
+            enterprise_id = await self._check_enterprise(caller, name)
+            if name.key == self._node_admin_key and values is None:
+                raise PermissionDenied("the node's own prefix handle cannot be deleted", name.text)
+            write = HandleWrite(
+                key=name.key,
+                handle=current.handle,
+                prefix=normalise_prefix(name.prefix),
+                values=values,
+                expect=current.version,
+                enterprise_id=enterprise_id,
+            )
+            (result,) = await self.store.write([write], now=self.clock())
+            if result.ok:
+                await self._changed([name.key])
+                return WriteReport(name.text, False, result.version)
+            if result.outcome is WriteOutcome.MISSING:
+                raise HandleNotFound("handle not found", name.text)
+        raise ServerError("too many concurrent writers on this handle; try again", name.text)
+
+    async def write_many(
+        self, writes: Sequence[HandleWrite], *, atomic: bool = True
+    ) -> list[WriteResult]:
+        """Apply already validated and authorised writes (batches, imports) and notify listeners."""
+        results = await self.store.write(writes, now=self.clock(), atomic=atomic)
+        changed = [w.key for w, r in zip(writes, results, strict=True) if r.ok]
+        if changed:
+            await self._changed(changed)
+        return results
+
+    async def list_handles(self, caller: Caller, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
+        identity = caller.require_authenticated()
+        try:
+            name = self.parse(prefix_handle_of(prefix))
+        except InvalidHandle:
+            raise InvalidHandle(f"invalid prefix {prefix!r}", prefix) from None
+        self.require_responsible(name)
+        if not caller.node_admin:
+            record = await self.read_record(name.key)
+            if not await has_right(identity, record, valuedata.LIST_HANDLES, self.read_record):
+                raise PermissionDenied(f"{identity} may not list handles under {prefix}", prefix)
+        return await self.store.list_handles(normalise_prefix(prefix), page, page_size)
+
+    # -- node bootstrap ------------------------------------------------------------------------
+    async def bootstrap(self, admin_secret: str | None, site_data: bytes | None) -> str | None:
+        """Create the node's prefix handle on first start. Returns a generated secret (to print once)
+        when none was given, else None. An existing prefix handle is left as it is, except that the
+        HS_SITE value is refreshed to describe the interfaces this process serves."""
+        key = self._node_admin_key
+        existing = await self.read_record(key)
+        now = self.clock()
+        generated = None
+        if existing is None:
+            secret = admin_secret or generate_secret()
+            generated = None if admin_secret else secret
+            values = [
+                HandleValue(
+                    index=ADMIN_INDEX,
+                    type="HS_ADMIN",
+                    data=valuedata.encode_admin(self.node_admin_handle, SECKEY_INDEX, valuedata.ALL_PERMS),
+                    timestamp=now,
+                ),
+                HandleValue(
+                    index=SECKEY_INDEX,
+                    type="HS_SECKEY",
+                    data=hash_secret(secret).encode("ascii"),
+                    permissions=ADMIN_READ | ADMIN_WRITE,
+                    timestamp=now,
+                ),
+            ]
+            if site_data is not None:
+                values.insert(0, HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now))
+            write = HandleWrite(key, self.node_admin_handle, "0.NA", tuple(values), MUST_NOT_EXIST)
+            (result,) = await self.store.write([write], now=now)
+            if result.outcome is WriteOutcome.EXISTS:  # another worker got there first
+                return None
+            await self._changed([key])
+            return generated
+        if site_data is not None:
+            site = existing.value_at(SITE_INDEX)
+            if site is None or (site.type.upper() == "HS_SITE" and site.data != site_data):
+                others = tuple(v for v in existing.values if v.index != SITE_INDEX)
+                values = (HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now), *others)
+                write = HandleWrite(key, existing.handle, "0.NA", values, existing.version)
+                (result,) = await self.store.write([write], now=now)
+                if result.ok:
+                    await self._changed([key])
+        return None
+
+    async def set_node_value(self, value: HandleValue) -> None:
+        """Add or replace one value of the node's prefix handle (node key, site)."""
+        for _ in range(8):
+            existing = await self.read_record(self._node_admin_key)
+            if existing is None:
+                raise HandleNotFound("node prefix handle missing", self.node_admin_handle)
+            current = existing.value_at(value.index)
+            if current is not None and current.type == value.type and current.data == value.data:
+                return
+            values = tuple(sorted([*(v for v in existing.values if v.index != value.index), value], key=lambda v: v.index))
+            write = HandleWrite(self._node_admin_key, existing.handle, "0.NA", values, existing.version)
+            (result,) = await self.store.write([write], now=self.clock())
+            if result.ok:
+                await self._changed([self._node_admin_key])
+                return
+        raise ServerError("could not update the node prefix handle")
+
+    # -- promoters and enterprises -------------------------------------------------------------
+    @staticmethod
+    def _require_node_admin(caller: Caller) -> None:
+        caller.require_authenticated()
+        if not caller.node_admin:
+            raise PermissionDenied("only the node administrator manages promoters and enterprises")
+
+    @staticmethod
+    def _uscc(text: object) -> str:
+        if not isinstance(text, str):
+            raise InvalidRequest("uscc (unified social credit code) must be a string")
+        try:
+            return normalize_uscc(text)
+        except InvalidUSCC as exc:
+            raise InvalidRequest(f"invalid unified social credit code: {exc}") from None
+
+    @staticmethod
+    def _name(text: object) -> str:
+        if not isinstance(text, str) or not text.strip() or len(text) > 200:
+            raise InvalidRequest("name must be a non-empty string of at most 200 characters")
+        return text.strip()
+
+    async def add_promoter(self, caller: Caller, name: object, uscc: object) -> Promoter:
+        self._require_node_admin(caller)
+        return await self.store.add_promoter(self._name(name), self._uscc(uscc), now=self.clock())
+
+    async def find_promoter(self, ref: object) -> Promoter:
+        promoter = None
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            promoter = await self.store.get_promoter(ref)
+        elif isinstance(ref, str):
+            text = ref.strip()
+            promoter = await self.store.get_promoter(int(text) if text.isdigit() else text.upper())
+        if promoter is None:
+            raise InvalidRequest(f"unknown promoter {ref!r}")
+        return promoter
+
+    async def find_enterprise(self, ref: object) -> Enterprise:
+        enterprise = None
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            enterprise = await self.store.get_enterprise(ref)
+        elif isinstance(ref, str):
+            text = ref.strip()
+            enterprise = await self.store.get_enterprise(int(text) if text.isdigit() else text)
+        if enterprise is None:
+            raise InvalidRequest(f"unknown enterprise {ref!r}")
+        return enterprise
+
+    async def add_enterprise(
+        self, caller: Caller, name: object, uscc: object, promoter: object, prefix: object = None
+    ) -> tuple[Enterprise, str]:
+        """Onboard an enterprise: allocate its prefix, create its prefix handle with its own HS_ADMIN
+        and hashed HS_SECKEY. Returns the enterprise and its secret (shown once, stored hashed)."""
+        self._require_node_admin(caller)
+        name_ = self._name(name)
+        uscc_ = self._uscc(uscc)
+        promoter_ = await self.find_promoter(promoter)
+        async with self._enterprise_lock:
+            if prefix is None:
+                prefix_ = await self._next_prefix()
+            else:
+                prefix_ = self._check_enterprise_prefix(prefix)
+            secret = generate_secret()
+            handle = prefix_handle_of(prefix_)
+            now = self.clock()
+            node = await self.read_record(self._node_admin_key)
+            site = node.value_at(SITE_INDEX) if node else None
+            values = [
+                HandleValue(
+                    index=ADMIN_INDEX,
+                    type="HS_ADMIN",
+                    data=valuedata.encode_admin(handle, SECKEY_INDEX, ENTERPRISE_PERMS),
+                    timestamp=now,
+                ),
+                HandleValue(
+                    index=SECKEY_INDEX,
+                    type="HS_SECKEY",
+                    data=hash_secret(secret).encode("ascii"),
+                    permissions=ADMIN_READ | ADMIN_WRITE,
+                    timestamp=now,
+                ),
+            ]
+            if site is not None:
+                values.insert(0, replace(site, timestamp=now))
+            hname = parse_handle(handle)
+            write = HandleWrite(hname.key, handle, "0.NA", tuple(values), MUST_NOT_EXIST)
+            enterprise = await self.store.add_enterprise(name_, uscc_, prefix_, promoter_.id, write, now=now)
+        await self._changed([hname.key])
+        return enterprise, secret
+
+    def _check_enterprise_prefix(self, prefix: object) -> str:
+        if not isinstance(prefix, str):
+            raise InvalidRequest("prefix must be a string")
+        text = prefix.strip()
+        node = self.node_prefix
+        if not normalise_prefix(text).startswith(self._node_prefix_norm + "."):
+            raise InvalidRequest(f"an enterprise prefix must be derived from the node prefix {node} ({node}.NNNN)")
+        tail = text[len(node) + 1 :]
+        if not tail or not all(part.isalnum() for part in tail.split(".")):
+            raise InvalidRequest(f"invalid enterprise prefix {text!r}")
+        try:
+            self.parse(prefix_handle_of(text))
+        except InvalidHandle as exc:
+            raise InvalidRequest(f"invalid enterprise prefix: {exc.message}") from None
+        return text
+
+    async def _next_prefix(self) -> str:
+        highest = FIRST_ENTERPRISE_NUMBER - 1
+        node = self._node_prefix_norm + "."
+        for p in await self.store.enterprise_prefixes():
+            tail = normalise_prefix(p)[len(node) :] if normalise_prefix(p).startswith(node) else ""
+            if tail.isdigit():
+                highest = max(highest, int(tail))
+        return f"{self.node_prefix}.{highest + 1}"
+
+    async def move_enterprise(self, caller: Caller, enterprise: object, promoter: object) -> Enterprise:
+        self._require_node_admin(caller)
+        ent = await self.find_enterprise(enterprise)
+        prom = await self.find_promoter(promoter)
+        if ent.promoter_id == prom.id:
+            raise InvalidRequest(f"enterprise {ent.prefix} already belongs to promoter {prom.id}")
+        await self.store.move_enterprise(ent.id, prom.id, effective_at=self.clock())
+        return replace(ent, promoter_id=prom.id)
+
+    async def set_enterprise_status(self, caller: Caller, enterprise: object, status: str) -> Enterprise:
+        self._require_node_admin(caller)
+        if status not in ("active", "disabled"):
+            raise InvalidRequest("status must be 'active' or 'disabled'")
+        ent = await self.find_enterprise(enterprise)
+        await self.store.set_enterprise_status(ent.id, status)
+        return replace(ent, status=status)
+
+
+def _perms_for_change(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[int]:
+    """The HS_ADMIN rights a change from ``old`` to ``new`` values needs (HANDLE.NET semantics)."""
+    before = {v.index: v for v in old}
+    after = {v.index: v for v in new}
+    needed: set[int] = set()
+    for index, v in after.items():
+        is_admin = v.type.upper() == "HS_ADMIN"
+        prev = before.get(index)
+        if prev is None:
+            needed.add(valuedata.ADD_ADMIN if is_admin else valuedata.ADD_VALUE)
+        elif (prev.type, prev.data, prev.ttl, prev.ttl_absolute, prev.permissions, prev.references) != (
+            v.type,
+            v.data,
+            v.ttl,
+            v.ttl_absolute,
+            v.permissions,
+            v.references,
+        ):
+            was_admin = prev.type.upper() == "HS_ADMIN"
+            needed.add(valuedata.MODIFY_ADMIN if (is_admin or was_admin) else valuedata.MODIFY_VALUE)
+    for index, prev in before.items():
+        if index not in after:
+            needed.add(valuedata.REMOVE_ADMIN if prev.type.upper() == "HS_ADMIN" else valuedata.REMOVE_VALUE)
+    return sorted(needed)
+
+
+_ = ANY_VERSION

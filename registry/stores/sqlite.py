@@ -1,0 +1,481 @@
+"""SQLite backend: the embedded default. One file under the data directory, WAL mode.
+
+Reads run on a small thread pool (one connection per thread); every write runs on a single writer
+thread, as datasette does, so SQLite never sees two writers and a transaction is never interleaved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from registry.days import day_number, hour_of
+from registry.errors import InvalidRequest, StoreUnavailable
+from registry.model import Record
+from registry.packing import pack_record
+from registry.stores.base import (
+    LIST_BUCKET,
+    MUST_NOT_EXIST,
+    Attribution,
+    Enterprise,
+    HandleWrite,
+    Promoter,
+    StoredHandle,
+    WriteOutcome,
+    WriteResult,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: handles, listing buckets, counters, promoters, enterprises, attributions, metadata.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE handles (
+        id INTEGER PRIMARY KEY,
+        hkey TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        enterprise_id INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX handles_prefix_id ON handles (prefix, id);
+    CREATE TABLE list_buckets (
+        prefix TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (prefix, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE registration_counts (
+        enterprise_id INTEGER NOT NULL, day INTEGER NOT NULL, hour INTEGER NOT NULL, delta INTEGER NOT NULL,
+        PRIMARY KEY (enterprise_id, day, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE promoters (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL, uscc TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL
+    );
+    CREATE TABLE enterprises (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL, uscc TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL, prefix_key TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL DEFAULT 'active', created_at INTEGER NOT NULL
+    );
+    CREATE TABLE attributions (
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises (id),
+        promoter_id INTEGER NOT NULL REFERENCES promoters (id),
+        effective_at INTEGER NOT NULL,
+        seq INTEGER PRIMARY KEY
+    );
+    CREATE INDEX attributions_enterprise ON attributions (enterprise_id, effective_at);
+    INSERT INTO meta (key, value) VALUES ('write_seq', '0');
+    """,
+]
+
+
+def _path_of(url: str) -> str:
+    if "://" not in url:
+        return url
+    rest = url.split("://", 1)[1]
+    if rest in (":memory:", "/:memory:", ""):
+        return ":memory:"
+    # sqlite:///relative.db → relative.db ; sqlite:////abs/path.db → /abs/path.db
+    return rest[1:] if rest.startswith("/") else rest
+
+
+class SQLiteStore:
+    """The embedded store. ``url`` is ``sqlite:///path.db`` (relative), ``sqlite:////abs.db`` or a
+    bare path; ``sqlite://:memory:`` keeps everything in memory (tests)."""
+
+    def __init__(self, url: str, *, readers: int = 4) -> None:
+        self.url = url
+        path = _path_of(url)
+        self._memory = path == ":memory:"
+        if self._memory:
+            # A named shared-cache in-memory database, so the reader threads see the writer's data.
+            self._target = f"file:idnode-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        else:
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+            self._target = f"file:{os.path.abspath(path)}"
+        self._readers = readers
+        self._local = threading.local()
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._keeper: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    # -- connections ---------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._target, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if not self._memory:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        else:
+            conn.execute("PRAGMA read_uncommitted = OFF")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader_pool is None:
+            raise StoreUnavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reader_pool, lambda: fn(self._conn()))
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"store unavailable: {exc}") from None
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreUnavailable("store is closed")
+        loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        try:
+            return await loop.run_in_executor(self._writer, run)
+        except sqlite3.IntegrityError as exc:
+            raise InvalidRequest(f"conflicting data: {exc}") from None
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"store unavailable: {exc}") from None
+
+    async def open(self) -> None:
+        if self._memory:
+            # Keeps the shared in-memory database alive while the store is open.
+            self._keeper = self._connect()
+            readers = 1  # shared-cache in-memory databases lock at table level: keep it simple
+        else:
+            readers = self._readers
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="idnode-sqlite-w")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="idnode-sqlite-r")
+        await self._migrate()
+
+    async def close(self) -> None:
+        for pool in (self._writer, self._reader_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._writer = self._reader_pool = None
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
+
+    async def _migrate(self) -> None:
+        def run() -> None:
+            conn = self._conn()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+        assert self._writer is not None
+        await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # -- handles -------------------------------------------------------------------------------
+    @staticmethod
+    def _row(row: tuple) -> StoredHandle:
+        key, record, version, enterprise_id, created_at = row
+        return StoredHandle(key, record, version, enterprise_id, created_at)
+
+    async def get(self, key: str) -> StoredHandle | None:
+        def run(c: sqlite3.Connection) -> StoredHandle | None:
+            row = c.execute(
+                "SELECT hkey, record, version, enterprise_id, created_at FROM handles WHERE hkey = ?", (key,)
+            ).fetchone()
+            return self._row(row) if row else None
+
+        return await self._read(run)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, StoredHandle]:
+        def run(c: sqlite3.Connection) -> dict[str, StoredHandle]:
+            out: dict[str, StoredHandle] = {}
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                for row in c.execute(
+                    "SELECT hkey, record, version, enterprise_id, created_at FROM handles "
+                    f"WHERE hkey IN ({marks})",
+                    chunk,
+                ):
+                    out[row[0]] = self._row(row)
+            return out
+
+        return await self._read(run)
+
+    async def exists_many(self, keys: Sequence[str]) -> dict[str, int]:
+        def run(c: sqlite3.Connection) -> dict[str, int]:
+            return _existing(c, keys)
+
+        return await self._read(run)
+
+    async def current_version(self) -> int:
+        return await self._read(
+            lambda c: int(c.execute("SELECT value FROM meta WHERE key = 'write_seq'").fetchone()[0])
+        )
+
+    async def write(self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True) -> list[WriteResult]:
+        async with self._write_lock:
+            return await self._write(lambda c: _apply(c, writes, now, atomic))
+
+    async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
+        def run(c: sqlite3.Connection) -> tuple[int, list[str]]:
+            buckets = c.execute(
+                "SELECT bucket, n FROM list_buckets WHERE prefix = ? AND n > 0 ORDER BY bucket", (prefix,)
+            ).fetchall()
+            total = sum(n for _, n in buckets)
+            if page_size <= 0:
+                return total, []
+            skip = page * page_size
+            if skip >= total:
+                return total, []
+            start_bucket = None
+            for bucket, n in buckets:
+                if skip < n:
+                    start_bucket = bucket
+                    break
+                skip -= n
+            rows = c.execute(
+                "SELECT record FROM handles WHERE prefix = ? AND id >= ? ORDER BY id LIMIT ? OFFSET ?",
+                (prefix, start_bucket * LIST_BUCKET, page_size, skip),
+            ).fetchall()
+            return total, [_handle_of(r[0]) for r in rows]
+
+        return await self._read(run)
+
+    # -- promoters and enterprises -------------------------------------------------------------
+    async def add_promoter(self, name: str, uscc: str, *, now: int) -> Promoter:
+        def run(c: sqlite3.Connection) -> Promoter:
+            if c.execute("SELECT 1 FROM promoters WHERE uscc = ?", (uscc,)).fetchone():
+                raise InvalidRequest(f"a promoter with credit code {uscc} already exists")
+            cur = c.execute(
+                "INSERT INTO promoters (name, uscc, created_at) VALUES (?, ?, ?)", (name, uscc, now)
+            )
+            return Promoter(cur.lastrowid, name, uscc, now)
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def list_promoters(self) -> list[Promoter]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT id, name, uscc, created_at FROM promoters ORDER BY id").fetchall()
+        )
+        return [Promoter(*r) for r in rows]
+
+    async def get_promoter(self, ref: int | str) -> Promoter | None:
+        col = "id" if isinstance(ref, int) else "uscc"
+        row = await self._read(
+            lambda c: c.execute(f"SELECT id, name, uscc, created_at FROM promoters WHERE {col} = ?", (ref,)).fetchone()
+        )
+        return Promoter(*row) if row else None
+
+    async def add_enterprise(
+        self, name: str, uscc: str, prefix: str, promoter_id: int, prefix_write: HandleWrite, *, now: int
+    ) -> Enterprise:
+        def run(c: sqlite3.Connection) -> Enterprise:
+            if c.execute("SELECT 1 FROM enterprises WHERE uscc = ?", (uscc,)).fetchone():
+                raise InvalidRequest(f"an enterprise with credit code {uscc} already exists")
+            if c.execute("SELECT 1 FROM enterprises WHERE prefix_key = ?", (prefix.upper(),)).fetchone():
+                raise InvalidRequest(f"prefix {prefix} is already allocated")
+            cur = c.execute(
+                "INSERT INTO enterprises (name, uscc, prefix, prefix_key, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'active', ?)",
+                (name, uscc, prefix, prefix.upper(), now),
+            )
+            eid = cur.lastrowid
+            c.execute(
+                "INSERT INTO attributions (enterprise_id, promoter_id, effective_at) VALUES (?, ?, ?)",
+                (eid, promoter_id, now),
+            )
+            (result,) = _apply(c, [prefix_write], now, True)
+            if not result.ok:
+                raise InvalidRequest(f"prefix handle 0.NA/{prefix} already exists")
+            return Enterprise(eid, name, uscc, prefix, "active", promoter_id, now)
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    _ENTERPRISE_SQL = (
+        "SELECT e.id, e.name, e.uscc, e.prefix, e.status, "
+        "(SELECT a.promoter_id FROM attributions a WHERE a.enterprise_id = e.id "
+        " ORDER BY a.effective_at DESC, a.seq DESC LIMIT 1), e.created_at FROM enterprises e"
+    )
+
+    async def list_enterprises(self) -> list[Enterprise]:
+        rows = await self._read(lambda c: c.execute(self._ENTERPRISE_SQL + " ORDER BY e.id").fetchall())
+        return [Enterprise(*r) for r in rows]
+
+    async def get_enterprise(self, ref: int | str) -> Enterprise | None:
+        if isinstance(ref, int):
+            where, args = " WHERE e.id = ?", (ref,)
+        else:
+            where, args = " WHERE e.prefix_key = ? OR e.uscc = ?", (ref.upper(), ref.upper())
+        row = await self._read(lambda c: c.execute(self._ENTERPRISE_SQL + where, args).fetchone())
+        return Enterprise(*row) if row else None
+
+    async def enterprise_prefixes(self) -> list[str]:
+        rows = await self._read(lambda c: c.execute("SELECT prefix FROM enterprises ORDER BY id").fetchall())
+        return [r[0] for r in rows]
+
+    async def move_enterprise(self, enterprise_id: int, promoter_id: int, *, effective_at: int) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO attributions (enterprise_id, promoter_id, effective_at) VALUES (?, ?, ?)",
+                (enterprise_id, promoter_id, effective_at),
+            )
+
+        async with self._write_lock:
+            await self._write(run)
+
+    async def set_enterprise_status(self, enterprise_id: int, status: str) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute("UPDATE enterprises SET status = ? WHERE id = ?", (status, enterprise_id))
+            )
+
+    async def attributions(self) -> list[Attribution]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT enterprise_id, promoter_id, effective_at FROM attributions ORDER BY effective_at, seq"
+            ).fetchall()
+        )
+        return [Attribution(*r) for r in rows]
+
+    # -- counters ------------------------------------------------------------------------------
+    async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT enterprise_id, SUM(delta) FROM registration_counts "
+                "WHERE day >= ? AND day < ? AND hour < ? GROUP BY enterprise_id",
+                (from_day, to_day, before_hour),
+            ).fetchall()
+        )
+        return {eid: int(n) for eid, n in rows}
+
+    # -- metadata ------------------------------------------------------------------------------
+    async def get_meta(self, key: str) -> str | None:
+        row = await self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return row[0] if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            )
+
+
+def _handle_of(packed: bytes) -> str:
+    from registry.packing import unpack_record
+
+    return unpack_record(packed).handle
+
+
+def _existing(c: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(0, len(keys), 500):
+        chunk = list(keys[i : i + 500])
+        marks = ",".join("?" * len(chunk))
+        out.update(c.execute(f"SELECT hkey, version FROM handles WHERE hkey IN ({marks})", chunk).fetchall())
+    return out
+
+
+def _apply(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int, atomic: bool) -> list[WriteResult]:
+    """Apply ``writes`` inside the caller's transaction. Every expectation is checked before anything
+    is written, so an atomic call with one failing item changes nothing."""
+    keys = [w.key for w in writes]
+    if len(set(keys)) != len(keys):
+        raise InvalidRequest("the same handle appears more than once in one write")
+    current = _existing(c, keys)
+    results: list[WriteResult | None] = []
+    for w in writes:
+        have = current.get(w.key)
+        if w.expect == MUST_NOT_EXIST and have is not None:
+            results.append(WriteResult(WriteOutcome.EXISTS, have))
+        elif have is None and (w.values is None or w.expect >= 0):
+            results.append(WriteResult(WriteOutcome.MISSING))
+        elif w.expect >= 0 and have != w.expect:
+            results.append(WriteResult(WriteOutcome.STALE, have))
+        else:
+            results.append(None)
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo or (atomic and len(todo) != len(writes)):
+        return [r or WriteResult(WriteOutcome.NOT_WRITTEN) for r in results]
+    version = int(c.execute("UPDATE meta SET value = value + 1 WHERE key = 'write_seq' RETURNING value").fetchone()[0])
+    day_now, hour_now = day_number(now), hour_of(now)
+    counts: dict[tuple[int, int], int] = {}
+    buckets: dict[tuple[str, int], int] = {}
+    inserts: list[tuple] = []
+    for i in todo:
+        w = writes[i]
+        if w.values is None:
+            hid, prefix, eid, created_at = c.execute(
+                "DELETE FROM handles WHERE hkey = ? RETURNING id, prefix, enterprise_id, created_at", (w.key,)
+            ).fetchone()
+            bk = (prefix, hid // LIST_BUCKET)
+            buckets[bk] = buckets.get(bk, 0) - 1
+            if eid is not None:
+                ck = (eid, day_number(created_at))
+                counts[ck] = counts.get(ck, 0) - 1
+            results[i] = WriteResult(WriteOutcome.DELETED, version)
+            continue
+        packed = pack_record(Record(handle=w.handle, values=w.values, version=version))
+        if w.key in current:
+            c.execute(
+                "UPDATE handles SET record = ?, version = ?, updated_at = ? WHERE hkey = ?",
+                (packed, version, now, w.key),
+            )
+            results[i] = WriteResult(WriteOutcome.REPLACED, version)
+            continue
+        inserts.append((w.key, w.prefix, w.enterprise_id, now, now, version, packed))
+        results[i] = WriteResult(WriteOutcome.CREATED, version)
+        if w.enterprise_id is not None:
+            ck = (w.enterprise_id, day_now)
+            counts[ck] = counts.get(ck, 0) + 1
+    if inserts:
+        first = c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM handles").fetchone()[0]
+        rows = [(first + n, *row) for n, row in enumerate(inserts)]
+        c.executemany(
+            "INSERT INTO handles (id, hkey, prefix, enterprise_id, created_at, updated_at, version, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        for row in rows:
+            bk = (row[2], row[0] // LIST_BUCKET)
+            buckets[bk] = buckets.get(bk, 0) + 1
+    if buckets:
+        c.executemany(
+            "INSERT INTO list_buckets (prefix, bucket, n) VALUES (?, ?, ?) "
+            "ON CONFLICT (prefix, bucket) DO UPDATE SET n = n + excluded.n",
+            [(p, b, n) for (p, b), n in buckets.items() if n],
+        )
+    if counts:
+        c.executemany(
+            "INSERT INTO registration_counts (enterprise_id, day, hour, delta) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (enterprise_id, day, hour) DO UPDATE SET delta = delta + excluded.delta",
+            [(eid, day, hour_now, n) for (eid, day), n in counts.items() if n],
+        )
+    return [r for r in results if r is not None]  # every entry is filled by now

@@ -1,0 +1,1 @@
+"""The network face of idnode: Handle REST API, admin API, cache tiers, native protocol, CLI."""

@@ -1,0 +1,122 @@
+"""Admin API for the node administrator: promoters and enterprises (onboarding, moves, disabling)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from registry.auth import Caller
+from registry.errors import InvalidRequest, PermissionDenied
+from registry.model import prefix_handle_of
+from registry.stores.base import Enterprise, Promoter
+from resolver.keys import registry_of
+from resolver.web import json_response, read_json, request_caller
+
+__all__ = ["admin_routes"]
+
+admin_routes = web.RouteTableDef()
+
+
+def _iso(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def promoter_json(p: Promoter) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "uscc": p.uscc, "created": _iso(p.created_at)}
+
+
+def enterprise_json(e: Enterprise) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "name": e.name,
+        "uscc": e.uscc,
+        "prefix": e.prefix,
+        "admin": f"300:{prefix_handle_of(e.prefix)}",
+        "status": e.status,
+        "promoter": e.promoter_id,
+        "created": _iso(e.created_at),
+    }
+
+
+async def _reader(request: web.Request) -> Caller:
+    """Node admins and the bureau's auditor may read the admin lists."""
+    caller = await request_caller(request)
+    caller.require_authenticated()
+    if not (caller.node_admin or caller.role == "auditor"):
+        raise PermissionDenied("only the node administrator or the auditor may read this")
+    return caller
+
+
+async def _object(request: web.Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+@admin_routes.post("/api/promoters")
+async def add_promoter(request: web.Request) -> web.Response:
+    caller = await request_caller(request)
+    body = await _object(request)
+    promoter = await registry_of(request).add_promoter(caller, body.get("name"), body.get("uscc"))
+    return json_response(request, {"responseCode": 1, **promoter_json(promoter)}, 201)
+
+
+@admin_routes.get("/api/promoters")
+async def list_promoters(request: web.Request) -> web.Response:
+    await _reader(request)
+    promoters = await registry_of(request).store.list_promoters()
+    return json_response(request, {"responseCode": 1, "promoters": [promoter_json(p) for p in promoters]})
+
+
+@admin_routes.post("/api/enterprises")
+async def add_enterprise(request: web.Request) -> web.Response:
+    caller = await request_caller(request)
+    body = await _object(request)
+    enterprise, secret = await registry_of(request).add_enterprise(
+        caller, body.get("name"), body.get("uscc"), body.get("promoter"), body.get("prefix")
+    )
+    reply = {"responseCode": 1, **enterprise_json(enterprise), "secret": secret}
+    return json_response(request, reply, 201, headers={"Cache-Control": "no-store"})
+
+
+@admin_routes.get("/api/enterprises")
+async def list_enterprises(request: web.Request) -> web.Response:
+    await _reader(request)
+    enterprises = await registry_of(request).store.list_enterprises()
+    return json_response(request, {"responseCode": 1, "enterprises": [enterprise_json(e) for e in enterprises]})
+
+
+@admin_routes.get("/api/enterprises/{ref}")
+async def get_enterprise(request: web.Request) -> web.Response:
+    await _reader(request)
+    registry = registry_of(request)
+    enterprise = await registry.find_enterprise(request.match_info["ref"])
+    history = [
+        {"promoter": a.promoter_id, "effective": _iso(a.effective_at)}
+        for a in await registry.store.attributions()
+        if a.enterprise_id == enterprise.id
+    ]
+    return json_response(request, {"responseCode": 1, **enterprise_json(enterprise), "attributions": history})
+
+
+@admin_routes.patch("/api/enterprises/{ref}")
+async def update_enterprise(request: web.Request) -> web.Response:
+    """``{"promoter": …}`` moves the enterprise (from now on); ``{"status": "disabled"|"active"}``."""
+    caller = await request_caller(request)
+    body = await _object(request)
+    unknown = set(body) - {"promoter", "status"}
+    if unknown or not body:
+        raise InvalidRequest("PATCH takes 'promoter' and/or 'status'")
+    registry = registry_of(request)
+    ref = request.match_info["ref"]
+    enterprise = await registry.find_enterprise(ref)
+    if "status" in body:
+        if body["status"] not in ("active", "disabled"):
+            raise InvalidRequest("status must be 'active' or 'disabled'")
+        enterprise = await registry.set_enterprise_status(caller, enterprise.id, body["status"])
+    if "promoter" in body:
+        enterprise = await registry.move_enterprise(caller, enterprise.id, body["promoter"])
+    return json_response(request, {"responseCode": 1, **enterprise_json(enterprise)})

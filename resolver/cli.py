@@ -1,0 +1,261 @@
+"""The ``idnode`` command line: ``serve`` (the default) and the operator's admin commands.
+
+Admin commands act on the store directly with node-administrator rights: whoever can read the
+node's data directory or database already holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from registry.auth import Caller, Identity
+from registry.errors import HandleError
+from registry.model import prefix_handle_of
+from registry.service import NodeSettings, Registry
+from registry.stores import open_store
+from resolver.config import Config, ConfigError, load_config
+
+T = TypeVar("T")
+
+__all__ = ["main"]
+
+
+def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One ``--flag`` per Config field, with the field's help text: the settings have one source."""
+    for f in reversed(dataclasses.fields(Config)):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            option = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=f.metadata["help"])
+        else:
+            kind = int if f.type in (int, "int") else str
+            option = click.option(flag, f.name, type=kind, default=None, help=f.metadata["help"] + f" [default: {f.default!r}]")
+        fn = option(fn)
+    return fn
+
+
+config_option = click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="TOML settings file."
+)
+
+
+def _load(config_file: str | None, **overrides: Any) -> Config:
+    try:
+        return load_config(config_file, overrides=overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+class DefaultGroup(click.Group):
+    """``idnode`` alone, or ``idnode --port 9000``, means ``idnode serve …``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")):
+            args = ["serve", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="idnode")
+def main() -> None:
+    """idnode: an industrial-internet identifier resolution secondary node (Handle System style).
+
+    Run without a command to serve on the embedded defaults (SQLite under ./data, 127.0.0.1:8000).
+    Settings come from defaults < --config FILE < IDNODE_* environment variables < flags.
+    """
+
+
+@main.command()
+@config_option
+@_serve_options
+@click.option("--get", "get_path", metavar="PATH", help="Run one GET request in-process, print the reply and exit.")
+def serve(config_file: str | None, get_path: str | None, **overrides: Any) -> None:
+    """Serve the Handle REST API and the admin API.
+
+    On first start the node creates its prefix handle 0.NA/<prefix>, whose HS_SECKEY at index 300
+    is taken from IDNODE_ADMIN_SECRET, or generated and printed once.
+    """
+    config = _load(config_file, **overrides)
+    logging.basicConfig(
+        level=config.log_level.upper(), format='{"level":"%(levelname)s","logger":"%(name)s","message":%(message)r}'
+    )
+    if get_path:
+        sys.exit(asyncio.run(_get(config, get_path)))
+    from resolver.server import run
+
+    run(config)
+
+
+async def _get(config: Config, path: str) -> int:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from resolver.app import create_app
+
+    async with TestClient(TestServer(create_app(config))) as client:
+        resp = await client.get(path)
+        click.echo(await resp.text())
+        return 0 if resp.status < 400 else 1
+
+
+# -- admin commands ------------------------------------------------------------------------------
+def _admin(config_file: str | None, work: Callable[[Registry, Caller], Awaitable[T]], **overrides: Any) -> T:
+    config = _load(config_file, **overrides)
+
+    async def go() -> T:
+        store = await open_store(config.store_url)
+        try:
+            registry = Registry(store, NodeSettings(prefix=config.prefix))
+            handle = prefix_handle_of(config.prefix)
+            caller = Caller(identity=Identity(300, handle, handle.upper()), node_admin=True)
+            return await work(registry, caller)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except HandleError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+store_options = [
+    config_option,
+    click.option("--store", default=None, help="Store URL (default: from the settings)."),
+    click.option("--prefix", default=None, help="Node prefix (default: from the settings)."),
+    click.option("--data-dir", default=None, help="Data directory (default: from the settings)."),
+]
+
+
+def _with_store(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(store_options):
+        fn = option(fn)
+    return fn
+
+
+def _emit(obj: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+        return
+    rows = obj if isinstance(obj, list) else [obj]
+    for row in rows:
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@main.group()
+def promoter() -> None:
+    """Promoters (推广企业/机构) under clause 8."""
+
+
+@promoter.command("add")
+@_with_store
+@click.option("--name", required=True, help="Legal name.")
+@click.option("--uscc", required=True, help="Unified social credit code (统一社会信用代码).")
+@json_option
+def promoter_add(config_file, store, prefix, data_dir, name, uscc, as_json) -> None:  # type: ignore[no-untyped-def]
+    """Register a promoter."""
+    from resolver.admin_routes import promoter_json
+
+    p = _admin(config_file, lambda r, c: r.add_promoter(c, name, uscc), store=store, prefix=prefix, data_dir=data_dir)
+    _emit(promoter_json(p), as_json)
+
+
+@promoter.command("list")
+@_with_store
+@json_option
+def promoter_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
+    """List promoters."""
+    from resolver.admin_routes import promoter_json
+
+    rows = _admin(config_file, lambda r, c: r.store.list_promoters(), store=store, prefix=prefix, data_dir=data_dir)
+    _emit([promoter_json(p) for p in rows], as_json)
+
+
+@main.group()
+def enterprise() -> None:
+    """Application enterprises (推广应用企业) and their prefixes."""
+
+
+@enterprise.command("add")
+@_with_store
+@click.option("--name", required=True, help="Legal name.")
+@click.option("--uscc", required=True, help="Unified social credit code (统一社会信用代码).")
+@click.option("--promoter", "promoter_ref", required=True, help="Promoter id or credit code.")
+@click.option("--enterprise-prefix", default=None, help="Prefix to allocate (default: the next free one).")
+@json_option
+def enterprise_add(config_file, store, prefix, data_dir, name, uscc, promoter_ref, enterprise_prefix, as_json):  # type: ignore[no-untyped-def]
+    """Onboard an enterprise: allocate its prefix and print its admin identity and secret (once)."""
+    from resolver.admin_routes import enterprise_json
+
+    ent, secret = _admin(
+        config_file,
+        lambda r, c: r.add_enterprise(c, name, uscc, promoter_ref, enterprise_prefix),
+        store=store,
+        prefix=prefix,
+        data_dir=data_dir,
+    )
+    _emit({**enterprise_json(ent), "secret": secret}, as_json)
+
+
+@enterprise.command("list")
+@_with_store
+@json_option
+def enterprise_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
+    """List enterprises with their prefixes, status and current promoter."""
+    from resolver.admin_routes import enterprise_json
+
+    rows = _admin(config_file, lambda r, c: r.store.list_enterprises(), store=store, prefix=prefix, data_dir=data_dir)
+    _emit([enterprise_json(e) for e in rows], as_json)
+
+
+@enterprise.command("move")
+@_with_store
+@click.argument("enterprise_ref")
+@click.option("--promoter", "promoter_ref", required=True, help="The new promoter (id or credit code).")
+@json_option
+def enterprise_move(config_file, store, prefix, data_dir, enterprise_ref, promoter_ref, as_json):  # type: ignore[no-untyped-def]
+    """Attribute ENTERPRISE_REF (id, prefix or credit code) to another promoter from now on."""
+    from resolver.admin_routes import enterprise_json
+
+    ent = _admin(
+        config_file,
+        lambda r, c: r.move_enterprise(c, enterprise_ref, promoter_ref),
+        store=store,
+        prefix=prefix,
+        data_dir=data_dir,
+    )
+    _emit(enterprise_json(ent), as_json)
+
+
+def _status_command(command_name: str, status: str, doc: str) -> None:
+    @enterprise.command(command_name, help=doc)
+    @_with_store
+    @click.argument("enterprise_ref")
+    @json_option
+    def command(config_file, store, prefix, data_dir, enterprise_ref, as_json):  # type: ignore[no-untyped-def]
+        from resolver.admin_routes import enterprise_json
+
+        ent = _admin(
+            config_file,
+            lambda r, c: r.set_enterprise_status(c, enterprise_ref, status),
+            store=store,
+            prefix=prefix,
+            data_dir=data_dir,
+        )
+        _emit(enterprise_json(ent), as_json)
+
+
+_status_command("disable", "disabled", "Disable an enterprise: its writes are refused, its identifiers still resolve.")
+_status_command("enable", "active", "Re-enable a disabled enterprise.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,131 @@
+"""Settings: one frozen dataclass built from defaults < config file < environment < flags.
+
+Each field carries its help text; the CLI builds its ``serve`` options from these fields and a test
+checks that each one is documented in the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+ENV_PREFIX = "IDNODE_"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = _f("127.0.0.1", "Address the HTTP API listens on.")
+    port: int = _f(8000, "HTTP port.")
+    prefix: str = _f("88.118.8", "The node prefix this node is authoritative for.")
+    data_dir: str = _f("./data", "Directory for the embedded SQLite store and the node's keys.")
+    store: str = _f("", "Store URL: sqlite:///path.db or postgresql://user@host/db (default: SQLite in data_dir).")
+    redis: str = _f("", "Redis URL for the shared cache tier (redis://…, rediss://…, redis+cluster://…); empty: none.")
+    workers: int = _f(1, "Worker processes sharing the port (SO_REUSEPORT).")
+    tls_cert: str = _f("", "PEM certificate for HTTPS.")
+    tls_key: str = _f("", "PEM private key for HTTPS.")
+    insecure_auth: bool = _f(
+        False, "Accept credentials over plain HTTP on a non-loopback address (behind a TLS-terminating proxy)."
+    )
+    max_body_bytes: int = _f(1_048_576, "Largest request body for single-handle writes and admin calls, in bytes.")
+    max_handle_length: int = _f(255, "Longest handle accepted, in characters.")
+    case_sensitive_suffix: bool = _f(True, "Compare handle suffixes case-sensitively (prefixes never are).")
+    max_values: int = _f(1000, "Most values one handle may hold.")
+    max_value_bytes: int = _f(65_536, "Largest data of one handle value, in bytes.")
+    max_page_size: int = _f(10_000, "Largest pageSize for listing handles (also the size when none is given).")
+    access_log: bool = _f(False, "Write an access log line for every request (off: the resolve path stays lean).")
+    log_level: str = _f("info", "Log level: debug, info, warning, error.")
+    native_port: int = _f(2641, "UDP/TCP port of the native Handle protocol; 0 disables it.")
+
+    @property
+    def store_url(self) -> str:
+        if self.store:
+            return self.store
+        return "sqlite:///" + str(Path(self.data_dir) / "idnode.db")
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+    def help(self, name: str) -> str:
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(self)}[name]
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    kind = {"int": int, "bool": bool, "str": str}.get(kind, kind) if isinstance(kind, str) else kind
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    return str(raw)
+
+
+def load_config(
+    file: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Build a Config: defaults, then a TOML file, then ``IDNODE_*`` variables, then ``overrides``."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    if file:
+        try:
+            data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from None
+        data = data.get("idnode", data)
+        for key, raw in data.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise ConfigError(f"unknown setting {key!r} in {file}")
+            values[name] = _coerce(name, fields[name].type, raw)
+    env = os.environ if env is None else env
+    for name, f in fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, f.type, raw)
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = _coerce(name, fields[name].type, raw)
+    config = Config(**values)
+    _validate(config)
+    return config
+
+
+def _validate(c: Config) -> None:
+    for name in ("port", "max_body_bytes", "max_handle_length", "max_values", "max_value_bytes", "max_page_size"):
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if not 0 <= c.native_port <= 65535 or not 0 < c.port <= 65535:
+        raise ConfigError("ports must be between 1 and 65535 (native_port 0 disables it)")
+    if c.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    if bool(c.tls_cert) != bool(c.tls_key):
+        raise ConfigError("tls_cert and tls_key go together")
+    if c.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level must be debug, info, warning or error")

@@ -1,0 +1,39 @@
+"""Typed application keys (aiohttp ``AppKey``) and the per-process node state they point at.
+
+The app freezes before startup, so what startup builds (store, registry, resolver) goes into one
+mutable :class:`NodeState` set at creation time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from registry.service import Registry
+    from resolver.config import Config
+    from resolver.resolve import Resolver
+
+
+@dataclass
+class NodeState:
+    registry: Registry | None = None
+    resolver: Resolver | None = None
+
+
+CONFIG_KEY: web.AppKey[Config] = web.AppKey("config")
+STATE_KEY: web.AppKey[NodeState] = web.AppKey("state", NodeState)
+
+
+def registry_of(request: web.Request) -> Registry:
+    registry = request.app[STATE_KEY].registry
+    assert registry is not None, "node not started"
+    return registry
+
+
+def resolver_of(request: web.Request) -> Resolver:
+    resolver = request.app[STATE_KEY].resolver
+    assert resolver is not None, "node not started"
+    return resolver

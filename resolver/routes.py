@@ -1,0 +1,163 @@
+"""The Handle REST API (``/api/handles``, ``/api/prefixes``), compatible with HANDLE.NET 9."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from registry.errors import HandleNotFound, InvalidHandle, InvalidRequest
+from registry.jsonvalues import ValueLimits, parse_values, values_to_json
+from registry.model import HandleName, prefix_handle_of
+from resolver.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.web import flag, json_response, read_json, request_caller
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+def _handle(request: web.Request) -> HandleName:
+    """The handle from the raw path, percent-decoded strictly so invalid UTF-8 is refused (102)."""
+    raw = request.raw_path.split("?", 1)[0]
+    raw = raw[len("/api/handles/") :] if raw.startswith("/api/handles/") else request.match_info["handle"]
+    try:
+        text = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidHandle("handle is not valid UTF-8", None) from None
+    return registry_of(request).parse(text)
+
+
+def _indexes(request: web.Request) -> list[int] | None:
+    """``index=N`` (repeatable); ``index=various`` means "the indexes in the body"."""
+    raw = request.query.getall("index", [])
+    if not raw:
+        return None
+    out: list[int] = []
+    for item in raw:
+        if item.strip().lower() == "various":
+            return []
+        try:
+            n = int(item)
+        except ValueError:
+            raise InvalidRequest(f"index must be an integer or 'various', got {item!r}") from None
+        if not 0 < n <= 0xFFFFFFFF:
+            raise InvalidRequest(f"index out of range: {n}")
+        out.append(n)
+    return out
+
+
+def _limits(request: web.Request) -> ValueLimits:
+    c = request.app[CONFIG_KEY]
+    return ValueLimits(max_values=c.max_values, max_data_bytes=c.max_value_bytes)
+
+
+@routes.get("/api/handles/{handle:.+}")
+async def resolve(request: web.Request) -> web.Response:
+    name = _handle(request)
+    registry = registry_of(request)
+    registry.require_responsible(name)
+    caller = await request_caller(request)
+    record = await resolver_of(request).lookup(name.key, authoritative=flag(request, "auth"))
+    if record is None:
+        raise HandleNotFound("Handle Not Found", name.text)
+    values = record.values
+    types = request.query.getall("type", [])
+    indexes = {int(i) for i in request.query.getall("index", []) if i.isdigit()}
+    if request.query.getall("index", []) and len(indexes) != len(request.query.getall("index")):
+        raise InvalidRequest("index must be a non-negative integer")
+    if types or indexes:
+        values = tuple(v for v in values if v.index in indexes or any(v.type_matches(t) for t in types))
+    if flag(request, "publicOnly") or not await registry.may_read_private(caller, record):
+        values = tuple(v for v in values if v.public_read)
+    body: dict[str, Any] = {"responseCode": 1, "handle": name.text, "values": values_to_json(values)}
+    if not values and (types or indexes):
+        body["responseCode"] = 200
+    return json_response(request, body)
+
+
+@routes.put("/api/handles/{handle:.+}")
+async def put_handle(request: web.Request) -> web.Response:
+    name = _handle(request)
+    registry = registry_of(request)
+    caller = await request_caller(request)
+    caller.require_authenticated()
+    body = await read_json(request)
+    if isinstance(body, dict) and "handle" in body and body["handle"] is not None:
+        try:
+            same = isinstance(body["handle"], str) and registry.parse(body["handle"]).key == name.key
+        except InvalidHandle:
+            same = False
+        if not same and not flag(request, "mintNewSuffix"):
+            raise InvalidRequest("the handle in the body does not match the handle in the URL", name.text)
+    values = parse_values(body, _limits(request))
+    overwrite = True if "overwrite" not in request.query else flag(request, "overwrite")
+    report = await registry.put_handle(
+        caller,
+        name,
+        values,
+        overwrite=overwrite,
+        indexes=_indexes(request),
+        mint=flag(request, "mintNewSuffix"),
+    )
+    status = 201 if report.created else 200
+    return json_response(request, {"responseCode": 1, "handle": report.handle}, status)
+
+
+@routes.delete("/api/handles/{handle:.+}")
+async def delete_handle(request: web.Request) -> web.Response:
+    name = _handle(request)
+    caller = await request_caller(request)
+    await registry_of(request).delete(caller, name, _indexes(request))
+    return json_response(request, {"responseCode": 1, "handle": name.text})
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise InvalidRequest(f"{name} must not be negative")
+    return value
+
+
+@routes.get("/api/handles")
+async def list_handles(request: web.Request) -> web.Response:
+    prefix = request.query.get("prefix", "").strip()
+    if not prefix:
+        raise InvalidRequest("list handles needs ?prefix=")
+    if prefix.upper().startswith("0.NA/"):
+        prefix = prefix[5:]
+    max_size = request.app[CONFIG_KEY].max_page_size
+    page = _int_param(request, "page", 0)
+    size = _int_param(request, "pageSize", max_size)
+    if size > max_size:
+        raise InvalidRequest(f"pageSize may be at most {max_size}")
+    caller = await request_caller(request)
+    total, handles = await registry_of(request).list_handles(caller, prefix, page, size)
+    body = {
+        "responseCode": 1,
+        "prefix": prefix,
+        "totalCount": str(total),
+        "page": page,
+        "pageSize": size,
+        "handles": handles,
+    }
+    return json_response(request, body)
+
+
+@routes.get("/api/prefixes")
+async def list_prefixes(request: web.Request) -> web.Response:
+    registry = registry_of(request)
+    prefixes = [registry.node_prefix, *await registry.store.enterprise_prefixes()]
+    body = {
+        "responseCode": 1,
+        "totalCount": str(len(prefixes)),
+        "prefixes": [prefix_handle_of(p) for p in prefixes],
+    }
+    return json_response(request, body)

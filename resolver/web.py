@@ -1,0 +1,119 @@
+"""Small HTTP helpers shared by the route modules: JSON replies, query flags, bodies, callers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from registry.auth import ANONYMOUS, Caller
+from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest
+from resolver.errors import http_status
+from resolver.keys import CONFIG_KEY, registry_of
+
+__all__ = ["error_response", "flag", "json_response", "read_json", "request_caller"]
+
+_CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(\.[A-Za-z_$][\w$]{0,63}){0,7}$")
+JSON_TYPE = "application/json"
+
+
+def flag(request: web.Request, name: str) -> bool:
+    """HANDLE.NET boolean query flags: true when present without a value, or ``true``/``yes``."""
+    if name not in request.query:
+        return False
+    return request.query.get(name, "").strip().lower() in ("", "true", "yes", "1")
+
+
+def json_response(request: web.Request, body: dict[str, Any], status: int = 200, headers: dict | None = None):
+    """A JSON reply honouring ``pretty`` and ``callback`` (JSONP)."""
+    pretty = flag(request, "pretty")
+    text = json.dumps(body, ensure_ascii=False, indent=2 if pretty else None, separators=None if pretty else (",", ":"))
+    callback = request.query.get("callback")
+    if callback is not None and request.method == "GET":
+        if not _CALLBACK.match(callback):
+            raise InvalidRequest("callback must be a JavaScript identifier (letters, digits, _ and $, dotted)")
+        return web.Response(
+            text=f"/**/{callback}({text});", status=status, content_type="application/javascript", headers=headers
+        )
+    return web.Response(text=text, status=status, content_type=JSON_TYPE, headers=headers)
+
+
+def error_body(exc: HandleError) -> dict[str, Any]:
+    body: dict[str, Any] = {"responseCode": exc.code}
+    if exc.handle is not None:
+        body["handle"] = exc.handle
+    body["message"] = exc.message
+    return body
+
+
+def error_response(request: web.Request, exc: HandleError, status: int | None = None) -> web.Response:
+    headers = None
+    status = status or http_status(exc.code)
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Basic realm="idnode"'}
+    try:
+        return json_response(request, error_body(exc), status, headers)
+    except InvalidRequest:  # a bad callback name: answer plain JSON
+        text = json.dumps(error_body(exc), ensure_ascii=False)
+        return web.Response(text=text, status=status, content_type=JSON_TYPE, headers=headers)
+
+
+async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
+    """The request body as JSON: Content-Type application/json, strict UTF-8, size-limited by the app."""
+    ctype = request.content_type
+    if require_type and ctype != JSON_TYPE:
+        raise InvalidRequest(f"Content-Type must be {JSON_TYPE}, got {ctype or 'none'}")
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise InvalidRequest("empty body")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidRequest("malformed JSON: nested too deeply") from None
+
+
+def _transport_ok(request: web.Request) -> bool:
+    config = request.app[CONFIG_KEY]
+    return request.secure or config.insecure_auth or config.loopback
+
+
+async def request_caller(request: web.Request) -> Caller:
+    """Authenticate the request's HTTP Basic credentials (``index:handle`` + secret key), if any."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return ANONYMOUS
+    scheme, _, param = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidCredential(f"unsupported authorization scheme {scheme!r}; use Basic")
+    if not _transport_ok(request):
+        raise AuthenticationNeeded("credentials are accepted only over HTTPS on this node")
+    try:
+        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCredential("malformed Basic credentials") from None
+    user, sep, rest = decoded.partition(":")
+    if not sep:
+        raise InvalidCredential("malformed Basic credentials")
+    if "%" in user:
+        # pyhandle percent-encodes the whole identity: 300%3A0.NA%2F88.118.8
+        identity, secret = unquote(user, errors="strict"), rest
+    elif user.isdigit() and ":" in rest:
+        # An identity sent raw (300:0.NA/88.118.8:secret) was split at its own ':'.
+        handle, _, secret = rest.partition(":")
+        identity = f"{user}:{handle}"
+    else:
+        identity, secret = user, rest
+    return await registry_of(request).caller_for(identity, secret)
+
+
+__all__ += ["error_body"]
