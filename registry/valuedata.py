@@ -243,7 +243,9 @@ def decode_admin(data: bytes) -> AdminRef:
     perms = r.u16() & ALL_PERMS
     handle = r.text("admin handle")
     index = r.u32()
-    legacy = r.rest() == 2 and r.take(2) == b"\0\0"
+    legacy = r.buf[r.pos :] == b"\0\0"
+    if legacy:
+        r.take(2)
     r.done()
     if not handle:
         raise InvalidValue("HS_ADMIN data: empty admin handle")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from registry.model import prefix_handle_of
 from registry.service import NodeSettings, Registry
 from registry.stores import open_store
 from resolver.config import Config, ConfigError, load_config
+from resolver.logs import setup_logging
 
 T = TypeVar("T")
 
@@ -83,9 +83,7 @@ def serve(config_file: str | None, get_path: str | None, **overrides: Any) -> No
     is taken from IDNODE_ADMIN_SECRET, or generated and printed once.
     """
     config = _load(config_file, **overrides)
-    logging.basicConfig(
-        level=config.log_level.upper(), format='{"level":"%(levelname)s","logger":"%(name)s","message":%(message)r}'
-    )
+    setup_logging(config.log_level)
     if get_path:
         sys.exit(asyncio.run(_get(config, get_path)))
     from resolver.server import run

@@ -232,7 +232,7 @@ class Envelope:
     session_id: int = 0
     request_id: int = 0
     sequence: int = 0
-    length: int = 0
+    length: int = field(default=0, compare=False)  # recomputed by encode_message
 
     @property
     def suggested_version(self) -> tuple[int, int]:
@@ -265,11 +265,16 @@ def decode_envelope(data: bytes) -> Envelope:
 
 
 def encode_envelope(env: Envelope) -> bytes:
+    """The 20 envelope bytes: versions, flags | suggested major, suggested minor, session id, request id,
+    sequence number, message length."""
     for name, value, hi in (
         ("major version", env.major, 255),
         ("minor version", env.minor, 255),
         ("suggested major version", env.suggest_major, _ENV_SUGGEST_MASK),
         ("suggested minor version", env.suggest_minor, 255),
+        ("session id", env.session_id, 0xFFFFFFFF),
+        ("request id", env.request_id, 0xFFFFFFFF),
+        ("sequence number", env.sequence, 0xFFFFFFFF),
         ("message length", env.length, MAX_MESSAGE),
     ):
         if not 0 <= value <= hi:
@@ -280,10 +285,17 @@ def encode_envelope(env: Envelope) -> bytes:
         | (_ENV_TC if env.truncated else 0)
         | env.suggest_major
     )
-    return struct.pack(">BBBB", env.major, env.minor, flags, env.suggest_minor) + b"".join(
-        _u32(v, f"envelope: {n}")
-        for n, v in (("session id", env.session_id), ("request id", env.request_id), ("sequence", env.sequence))
-    ) + struct.pack(">I", env.length)
+    return struct.pack(
+        ">BBBBIIII",
+        env.major,
+        env.minor,
+        flags,
+        env.suggest_minor,
+        env.session_id,
+        env.request_id,
+        env.sequence,
+        env.length,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- header
@@ -291,7 +303,7 @@ def encode_envelope(env: Envelope) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """Message header (section 2.2.2). ``body_length`` is informational: encoders recompute it."""
+    """Message header (section 2.2.2)."""
 
     opcode: int
     response_code: int = RC_RESERVED
@@ -299,7 +311,7 @@ class Header:
     site_serial: int = 0
     recursion_count: int = 0
     expiration: int = 0  # seconds since the epoch
-    body_length: int = 0
+    body_length: int = field(default=0, compare=False)  # recomputed by encode_payload
 
     @property
     def is_request(self) -> bool:
@@ -314,9 +326,7 @@ def decode_header(data: bytes) -> Header:
     expiration u32, body length u32."""
     if len(data) < HEADER_SIZE:
         raise CodecError(f"header: {len(data)} bytes, need {HEADER_SIZE}")
-    opcode, rc, flags, serial, recursion, _reserved, expiration, body_len = struct.unpack_from(
-        ">IIIHBBII", data
-    )
+    opcode, rc, flags, serial, recursion, _reserved, expiration, body_len = struct.unpack_from(">IIIHBBII", data)
     return Header(opcode, rc, flags, serial, recursion, expiration, body_len)
 
 
@@ -570,6 +580,8 @@ def _encode_body(header: Header, body: Body) -> bytes:
 def decode_payload(envelope: Envelope, payload: bytes) -> Message:
     """Decode the message that follows ``envelope`` (header, body, credential)."""
     payload = bytes(payload)
+    if len(payload) > MAX_MESSAGE:
+        raise CodecError(f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE}-byte limit")
     if len(payload) != envelope.length:
         raise CodecError(f"envelope announces {envelope.length} message bytes, got {len(payload)}")
     if envelope.encrypted or envelope.compressed:
@@ -605,7 +617,7 @@ def encode_payload(message: Message) -> bytes:
     flags = int(header.op_flags)
     prefix = b""
     if header.response_code != RC_RESERVED:
-        flags &= ~OpFlag.RD
+        flags &= 0xFFFFFFFF ^ OpFlag.RD
         if message.digest is not None:
             size = _DIGESTS.get(message.digest.algorithm, (None, -1))[1]
             if len(message.digest.digest) != size:
@@ -615,11 +627,7 @@ def encode_payload(message: Message) -> bytes:
     elif message.digest is not None:
         raise CodecError("a request cannot carry a request digest")
     body = prefix + _encode_body(header, message.body)
-    out = (
-        encode_header(replace(header, op_flags=flags), len(body))
-        + body
-        + _blob(bytes(message.credential))
-    )
+    out = encode_header(replace(header, op_flags=flags), len(body)) + body + _blob(bytes(message.credential))
     if len(out) > MAX_MESSAGE:
         raise CodecError(f"message of {len(out)} bytes exceeds the {MAX_MESSAGE}-byte limit")
     return out
@@ -662,9 +670,9 @@ def make_request(
     op = _OPCODE_OF.get(type(body), opcode)
     if op is None:
         raise CodecError(f"make_request: opcode needed for {type(body).__name__}")
-    env = Envelope(version[0], version[1], suggest_major=PROTOCOL_VERSION[0], suggest_minor=PROTOCOL_VERSION[1])
+    env = Envelope(version[0], version[1], session_id=session_id, request_id=request_id)
     header = Header(op, RC_RESERVED, int(op_flags), site_serial, recursion_count, expiration)
-    return Message(replace(env, session_id=session_id, request_id=request_id), header, body)
+    return Message(env, header, body)
 
 
 def reply_to(
@@ -691,9 +699,7 @@ def reply_to(
         request_id=req_env.request_id,
     )
     flags = (req_header.op_flags & _REPLY_COPIED_FLAGS) | OpFlag.REC
-    header = Header(
-        req_header.opcode, response_code, int(flags), site_serial, req_header.recursion_count, expiration
-    )
+    header = Header(req_header.opcode, response_code, int(flags), site_serial, req_header.recursion_count, expiration)
     digest = None
     if req_header.op_flags & OpFlag.RD:
         signed = request.header_and_body or encode_payload(replace(request, credential=b""))[:-4]
