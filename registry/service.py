@@ -7,6 +7,7 @@ validation, authorisation, counting and cache invalidation are the same on every
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +50,14 @@ from registry.stores.base import (
     Promoter,
     WriteOutcome,
     WriteResult,
+)
+from registry.templates import (
+    TEMPLATE_INDEX,
+    TEMPLATE_TYPE,
+    Template,
+    parse_template_ref,
+    template_from_json,
+    validate_against,
 )
 from registry.uscc import InvalidUSCC, normalize_uscc
 
@@ -99,6 +108,7 @@ class Registry:
         self.authenticator = SecretKeyAuthenticator(self.read_record)
         self._listeners: list[ChangeListener] = []
         self._enterprise_lock = asyncio.Lock()
+        self._templates: dict[tuple[str, str, int], Template] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def parse(self, text: str) -> HandleName:
@@ -182,6 +192,9 @@ class Registry:
         """The enterprise whose prefix holds ``name`` (None for node handles); refuses writes under a
         disabled enterprise unless the caller is a node admin."""
         if name.is_prefix_handle:
+            enterprise = await self.store.get_enterprise(name.suffix)
+            if enterprise is not None and enterprise.status != "active" and not caller.node_admin:
+                raise PermissionDenied(f"enterprise {enterprise.prefix} is disabled", name.text)
             return None
         enterprise = await self.store.get_enterprise(name.prefix)
         if enterprise is None:
@@ -193,33 +206,94 @@ class Registry:
         return enterprise.id
 
     # -- values --------------------------------------------------------------------------------
-    def _prepare(self, values: Sequence[HandleValue], caller: Caller) -> tuple[HandleValue, ...]:
-        """Stamp values with the write time and hash any plain-text secret key."""
-        now = self.clock()
+    def _prepare(self, values: Sequence[HandleValue], now: int | None = None) -> tuple[HandleValue, ...]:
+        """Stamp values with the write time, hash any plain-text secret key, check HS_ADMIN data."""
+        now = self.clock() if now is None else now
         out = []
         for v in values:
-            data = v.data
-            if v.type.upper() == "HS_SECKEY":
+            kind = v.type.upper()
+            if kind == "HS_SECKEY":
                 try:
-                    text = data.decode("utf-8")
+                    text = v.data.decode("utf-8")
                 except UnicodeDecodeError:
                     raise InvalidValue(f"HS_SECKEY at index {v.index} must be text") from None
+                if not text:
+                    raise InvalidValue(f"HS_SECKEY at index {v.index} is empty")
                 if not is_hashed(text):
-                    if not text:
-                        raise InvalidValue(f"HS_SECKEY at index {v.index} is empty")
-                    data = hash_secret(text).encode("ascii")
-            elif v.type.upper() == "HS_ADMIN":
+                    v = replace(v, data=hash_secret(text).encode("ascii"))
+            elif kind == "HS_ADMIN":
                 try:
-                    valuedata.decode_admin(data)
+                    valuedata.decode_admin(v.data)
                 except (ValueError, HandleError) as exc:
                     raise InvalidValue(f"HS_ADMIN at index {v.index}: {exc}") from None
-            out.append(replace(v, data=data, timestamp=now))
+            out.append(v if v.timestamp == now else replace(v, timestamp=now))
         return tuple(out)
 
     def _default_admin(self, caller: Caller) -> HandleValue:
         identity = caller.require_authenticated()
         data = valuedata.encode_admin(identity.handle, identity.index, DEFAULT_HANDLE_ADMIN_PERMS)
-        return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data, permissions=ADMIN_READ | ADMIN_WRITE | 0x2)
+        return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data, timestamp=self.clock())
+
+    # -- metadata templates --------------------------------------------------------------------
+    async def template(self, scope: str, template_id: str, version: int | None) -> Template | None:
+        row = await self.store.get_template(scope, template_id, version)
+        return Template.from_stored(template_id, row[0], scope, row[1]) if row else None
+
+    async def check_template(self, name: HandleName, values: Sequence[HandleValue], where: str) -> None:
+        """Validate ``values`` against the template their index-1001 value names, if any. The
+        enterprise's own template of that id wins over a node-wide one."""
+        ref = next((v for v in values if v.index == TEMPLATE_INDEX), None)
+        if ref is None:
+            return
+        if ref.type.upper() != TEMPLATE_TYPE:
+            raise InvalidValue(f"{where}: index {TEMPLATE_INDEX} is reserved for a {TEMPLATE_TYPE} reference")
+        template_id, version = parse_template_ref(ref, where)
+        key = (normalise_prefix(name.prefix), template_id, version)
+        template = self._templates.get(key)
+        if template is None:
+            template = await self.template(key[0], template_id, version) or await self.template(
+                "", template_id, version
+            )
+            if template is None:
+                raise InvalidValue(f"{where}: no template {template_id}@{version} for prefix {name.prefix}", name.text)
+            if len(self._templates) > 1000:
+                self._templates.clear()
+            self._templates[key] = template  # versions never change once stored
+        validate_against(template, values, where)
+
+    async def put_template(
+        self, caller: Caller, template_id: str, body: object, scope_prefix: str | None, *, new: bool
+    ) -> Template:
+        """Create a template (``new``: version 1, refused if it exists) or add its next version:
+        node-wide (node admin) or for one enterprise prefix (that prefix's admin)."""
+        identity = caller.require_authenticated()
+        if caller.role == "auditor":
+            raise PermissionDenied("the auditor identity cannot write")
+        scope = ""
+        if scope_prefix:
+            enterprise = await self.store.get_enterprise(scope_prefix)
+            if enterprise is None:
+                raise InvalidRequest(f"no enterprise with prefix {scope_prefix}")
+            scope = normalise_prefix(enterprise.prefix)
+            if not caller.node_admin:
+                record = await self.read_record(parse_handle(prefix_handle_of(enterprise.prefix)).key)
+                if not await has_right(identity, record, valuedata.ADD_HANDLE, self.read_record):
+                    raise PermissionDenied(f"{identity} does not administer prefix {enterprise.prefix}")
+        elif not caller.node_admin:
+            raise PermissionDenied("node-wide templates are for the node administrator; give a prefix")
+        async with self._enterprise_lock:
+            previous = await self.template(scope, template_id, None)
+            if new and previous is not None:
+                raise HandleAlreadyExists(f"template {template_id} exists; PUT adds a version")
+            if not new and previous is None:
+                raise HandleNotFound(f"no template {template_id}; POST /api/templates creates it")
+            version = previous.version + 1 if previous else 1
+            template = template_from_json(body, id=template_id, version=version, scope=scope, previous=previous)
+            await self.store.add_template(scope, template_id, version, template.fields_json(), now=self.clock())
+        return template
+
+    async def list_templates(self) -> list[Template]:
+        return [Template.from_stored(i, v, s, b) for s, i, v, b in await self.store.list_templates()]
 
     # -- single-handle writes ------------------------------------------------------------------
     async def put_handle(
@@ -241,6 +315,7 @@ class Registry:
         for _ in range(8):  # compare-and-set retries when a concurrent writer wins the race
             row = await self.store.get(name.key)
             current = unpack_record(row.packed) if row else None
+            added = False
             if indexes is None:
                 new_values, perms, expect = self._replace_all(caller, name, current, values, overwrite)
             else:
@@ -248,10 +323,12 @@ class Registry:
                     raise HandleNotFound("handle not found", name.text)
                 new_values, perms = self._merge(name, current, values, indexes, overwrite)
                 expect = current.version
+                added = bool({v.index for v in new_values} - {v.index for v in current.values})
             if len(new_values) > limits.max_values:
                 raise InvalidValue(f"a handle may hold at most {limits.max_values} values", name.text)
             await self._authorise(caller, name, current, perms)
             enterprise_id = await self._check_enterprise(caller, name)
+            await self.check_template(name, new_values, "values")
             if current is None and not name.is_prefix_handle:
                 await self._require_prefix_handle(name)
             if name.is_prefix_handle and current is None and not caller.node_admin:
@@ -260,14 +337,15 @@ class Registry:
                 key=name.key,
                 handle=name.text if current is None else current.handle,
                 prefix=normalise_prefix(name.prefix),
-                values=self._prepare(new_values, caller),
+                values=self._prepare(new_values),
                 expect=expect,
                 enterprise_id=enterprise_id,
             )
             (result,) = await self.store.write([write], now=self.clock())
             if result.ok:
                 await self._changed([name.key])
-                return WriteReport(name.text, result.outcome is WriteOutcome.CREATED, result.version)
+                created = result.outcome is WriteOutcome.CREATED or added
+                return WriteReport(name.text, created, result.version)
             if result.outcome is WriteOutcome.EXISTS and not overwrite:
                 raise HandleAlreadyExists("handle already exists", name.text)
         raise ServerError("too many concurrent writers on this handle; try again", name.text)
@@ -299,6 +377,17 @@ class Registry:
                     )
                 new_values.append(admin)
             return new_values, [valuedata.ADD_HANDLE], MUST_NOT_EXIST
+        if not any(v.type.upper() == "HS_ADMIN" for v in new_values):
+            # A replacement without HS_ADMIN keeps the handle's administrators rather than orphaning it.
+            taken = {v.index for v in new_values}
+            kept = [v for v in current.values if v.type.upper() == "HS_ADMIN" and v.index not in taken]
+            if not kept:
+                admin = self._default_admin(caller)
+                index = admin.index
+                while index in taken:
+                    index += 1
+                kept = [replace(admin, index=index)]
+            new_values.extend(kept)
         perms = _perms_for_change(current.values, new_values)
         return new_values, perms, current.version
 
@@ -350,6 +439,8 @@ class Registry:
             enterprise_id = await self._check_enterprise(caller, name)
             if name.key == self._node_admin_key and values is None:
                 raise PermissionDenied("the node's own prefix handle cannot be deleted", name.text)
+            if name.is_prefix_handle and values is None and not caller.node_admin:
+                raise PermissionDenied("only the node administrator deletes a prefix handle", name.text)
             write = HandleWrite(
                 key=name.key,
                 handle=current.handle,
@@ -567,6 +658,39 @@ class Registry:
                 highest = max(highest, int(tail))
         return f"{self.node_prefix}.{highest + 1}"
 
+    async def add_auditor(self, caller: Caller, name: object) -> tuple[str, str]:
+        """Create the bureau's read-only identity ``300:<node prefix>/auditor/<name>``. It may read
+        tallies and the admin lists and write nothing. Returns (identity, secret shown once)."""
+        self._require_node_admin(caller)
+        if not isinstance(name, str) or not AUDITOR_NAME.match(name):
+            raise InvalidRequest("auditor name: 1-32 characters of a-z, 0-9 and '-'")
+        handle = f"{self.node_prefix}/auditor/{name}"
+        hname = self.parse(handle)
+        secret = generate_secret()
+        now = self.clock()
+        values = (
+            HandleValue(
+                index=ADMIN_INDEX,
+                type="HS_ADMIN",
+                data=valuedata.encode_admin(self.node_admin_handle, SECKEY_INDEX, valuedata.ALL_PERMS),
+                timestamp=now,
+            ),
+            HandleValue(
+                index=SECKEY_INDEX,
+                type="HS_SECKEY",
+                data=hash_secret(secret).encode("ascii"),
+                permissions=ADMIN_READ | ADMIN_WRITE,
+                timestamp=now,
+            ),
+        )
+        write = HandleWrite(hname.key, handle, normalise_prefix(self.node_prefix), values, MUST_NOT_EXIST)
+        await self.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor")
+        (result,) = await self.store.write([write], now=now)
+        if not result.ok:
+            raise HandleAlreadyExists(f"auditor {name} already exists", handle)
+        await self._changed([hname.key])
+        return f"{SECKEY_INDEX}:{handle}", secret
+
     async def move_enterprise(self, caller: Caller, enterprise: object, promoter: object) -> Enterprise:
         self._require_node_admin(caller)
         ent = await self.find_enterprise(enterprise)
@@ -583,6 +707,9 @@ class Registry:
         ent = await self.find_enterprise(enterprise)
         await self.store.set_enterprise_status(ent.id, status)
         return replace(ent, status=status)
+
+
+AUDITOR_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
 def _perms_for_change(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[int]:

@@ -82,6 +82,7 @@ __all__ = [
     "encode_site",
     "encode_vlist",
     "looks_like_binary",
+    "perm_name",
     "perms_from_string",
     "perms_to_string",
     "public_key_from_jwk",
@@ -252,6 +253,30 @@ def decode_admin(data: bytes) -> AdminRef:
     return AdminRef(handle, index, perms, legacy)
 
 
+_PERM_NAMES = (
+    "ADD_HANDLE",
+    "DELETE_HANDLE",
+    "ADD_DERIVED_PREFIX",
+    "DELETE_DERIVED_PREFIX",
+    "MODIFY_VALUE",
+    "REMOVE_VALUE",
+    "ADD_VALUE",
+    "MODIFY_ADMIN",
+    "REMOVE_ADMIN",
+    "ADD_ADMIN",
+    "READ_VALUE",
+    "LIST_HANDLES",
+)
+
+
+def perm_name(perms: int) -> str:
+    """``ADD_VALUE`` / ``ADD_VALUE|REMOVE_VALUE`` / ``ALL_PERMS`` / ``none``, for messages."""
+    if perms & ALL_PERMS == ALL_PERMS:
+        return "ALL_PERMS"
+    names = [name for i, name in enumerate(_PERM_NAMES) if perms & (1 << i)]
+    return "|".join(names) or "none"
+
+
 def perms_to_string(perms: int) -> str:
     """``0x0FFE`` → ``"111111111110"``: LIST_HANDLES on the left … ADD_HANDLE on the right."""
     _check_range(perms, 0, ALL_PERMS, "HS_ADMIN permissions")
@@ -308,9 +333,7 @@ def admin_from_json(obj: object) -> bytes:
     elif isinstance(raw, str):
         perms = perms_from_string(raw)
     else:
-        raise InvalidValue(
-            f"{where}: 'permissions' must be a string like \"011111111111\", got {raw!r}"[:200]
-        )
+        raise InvalidValue(f"{where}: 'permissions' must be a string like \"011111111111\", got {raw!r}"[:200])
     legacy = obj.get("legacyByteLength", False) is True
     return encode_admin(handle, index, perms, legacy=legacy)
 
@@ -472,8 +495,7 @@ def decode_site(data: bytes) -> SiteInfo:
     hash_option = r.u8()
     hash_filter = r.text("hash filter")
     attributes = tuple(
-        (r.text(f"attribute {i} name"), r.text(f"attribute {i} value"))
-        for i in range(r.count("attribute", 8))
+        (r.text(f"attribute {i} name"), r.text(f"attribute {i} value")) for i in range(r.count("attribute", 8))
     )
     servers = []
     for _ in range(r.count("server", 28)):
@@ -632,9 +654,7 @@ def _server_from_json(raw: object, where: str) -> ServerInfo:
         server_id=_as_int(obj.get("serverId", 0), 0, 0xFFFFFFFF, f"{where}: 'serverId'"),
         address=address,
         public_key=public_key,
-        interfaces=tuple(
-            _interface_from_json(x, f"{where}: interfaces[{i}]") for i, x in enumerate(itfs_raw)
-        ),
+        interfaces=tuple(_interface_from_json(x, f"{where}: interfaces[{i}]") for i, x in enumerate(itfs_raw)),
     )
 
 
@@ -772,9 +792,7 @@ def public_key_from_jwk(jwk: object) -> bytes:
             key = dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
         elif kind == "OKP":
             if jwk.get("crv") != "Ed25519":
-                raise InvalidValue(
-                    f"{w}: only OKP keys with crv Ed25519 are supported, got {jwk.get('crv')!r}"
-                )
+                raise InvalidValue(f"{w}: only OKP keys with crv Ed25519 are supported, got {jwk.get('crv')!r}")
             key = ed25519.Ed25519PublicKey.from_public_bytes(_b64_decode(jwk.get("x"), f"{w}: 'x'", True))
         else:
             raise InvalidValue(f"{w}: unsupported kty {kty!r} (RSA, DSA or OKP)")

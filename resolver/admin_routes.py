@@ -120,3 +120,13 @@ async def update_enterprise(request: web.Request) -> web.Response:
     if "promoter" in body:
         enterprise = await registry.move_enterprise(caller, enterprise.id, body["promoter"])
     return json_response(request, {"responseCode": 1, **enterprise_json(enterprise)})
+
+
+@admin_routes.post("/api/auditors")
+async def add_auditor(request: web.Request) -> web.Response:
+    """``{"name": "baiyun"}`` → the bureau's read-only identity and its secret (shown once)."""
+    caller = await request_caller(request)
+    body = await _object(request)
+    identity, secret = await registry_of(request).add_auditor(caller, body.get("name"))
+    reply = {"responseCode": 1, "identity": identity, "secret": secret}
+    return json_response(request, reply, 201, headers={"Cache-Control": "no-store"})

@@ -5,27 +5,34 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from promotion_tracker.policy import Policy, PolicyError
+from promotion_tracker.routes import TRACKER_KEY, TrackerState, tracker_routes
+from promotion_tracker.signing import node_signer
 from registry import valuedata
 from registry.errors import HandleError, InvalidRequest, ServerError
 from registry.jsonvalues import ValueLimits
+from registry.model import HandleValue
 from registry.service import NodeSettings, Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
 from resolver.admin_routes import admin_routes
-from resolver.config import Config
+from resolver.batch_routes import batch_routes
+from resolver.template_routes import template_routes
+from resolver.config import Config, ConfigError
 from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.resolve import Resolver
 from resolver.routes import routes
-from resolver.web import error_response
+from resolver.web import error_response, request_caller
 
 __all__ = ["create_app", "node_site"]
 
 log = logging.getLogger("idnode")
 ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
+PUBKEY_INDEX = 301  # the node's report-signing key on its prefix handle
 
 
 def node_site(config: Config) -> bytes:
@@ -71,14 +78,27 @@ async def handle_errors(request: web.Request, handler):  # type: ignore[no-untyp
         return error_response(request, ServerError("internal server error"), 500)
 
 
-def create_app(config: Config, store: HandleStore | None = None) -> web.Application:
+def create_app(
+    config: Config, store: HandleStore | None = None, *, clock: Callable[[], int] | None = None
+) -> web.Application:
     """Build the application. ``store`` may be passed in (tests); otherwise it is opened from
-    ``config.store_url`` at startup and closed at cleanup."""
+    ``config.store_url`` at startup and closed at cleanup. ``clock`` (UNIX seconds) is for tests
+    that need registrations, moves and tallies at chosen times."""
     app = web.Application(middlewares=[handle_errors], client_max_size=config.max_body_bytes)
     app[CONFIG_KEY] = config
     state = app[STATE_KEY] = NodeState()
     app.router.add_routes(routes)
+    app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
+    app.router.add_routes(template_routes)
+    app.router.add_routes(tracker_routes)
+    tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
+    if clock is not None:
+        tracker.clock = clock
+    try:
+        tracker.policy = Policy.from_file(config.policy_file) if config.policy_file else Policy()
+    except PolicyError as exc:
+        raise ConfigError(f"policy_file: {exc}") from None
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -89,7 +109,7 @@ def create_app(config: Config, store: HandleStore | None = None) -> web.Applicat
             case_sensitive_suffix=config.case_sensitive_suffix,
             value_limits=ValueLimits(max_values=config.max_values, max_data_bytes=config.max_value_bytes),
         )
-        registry = Registry(opened, settings)
+        registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
         generated = await registry.bootstrap(os.environ.get(ADMIN_SECRET_ENV) or None, node_site(config))
         if generated:
             print(
@@ -97,6 +117,16 @@ def create_app(config: Config, store: HandleStore | None = None) -> web.Applicat
                 f"300:0.NA/{config.prefix}, secret key (shown once, stored hashed): {generated}",
                 flush=True,
             )
+        signer = await node_signer(opened)
+        await registry.set_node_value(
+            HandleValue(
+                index=PUBKEY_INDEX,
+                type="HS_PUBKEY",
+                data=valuedata.encode_public_key(signer.public_key),
+                timestamp=registry.clock(),
+            )
+        )
+        tracker.store, tracker.signer = opened, signer
         state.registry = registry
         state.resolver = Resolver(registry)
         yield

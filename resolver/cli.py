@@ -257,3 +257,103 @@ _status_command("enable", "active", "Re-enable a disabled enterprise.")
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.group("auditor")
+def auditor() -> None:
+    """The bureau's read-only identities."""
+
+
+@auditor.command("add")
+@_with_store
+@click.option("--name", required=True, help="Short name: a-z, 0-9 and '-'.")
+def auditor_add(config_file, store, prefix, data_dir, name) -> None:  # type: ignore[no-untyped-def]
+    """Create 300:<prefix>/auditor/NAME and print its secret key (once)."""
+    identity, secret = _admin(
+        config_file, lambda r, c: r.add_auditor(c, name), store=store, prefix=prefix, data_dir=data_dir
+    )
+    click.echo(f"identity={identity}  secret={secret}")
+
+
+@main.group("tally", invoke_without_command=True)
+@_with_store
+@click.option("--from", "period_from", metavar="YYYY-MM-DD", help="First day of the period (Asia/Shanghai).")
+@click.option("--to", "period_to", metavar="YYYY-MM-DD", help="Day after the last day of the period.")
+@click.option("--as-of", "as_of", metavar="TIME",
+              help="Snapshot time, ISO 8601, rounded down to the hour (default: live, everything so far).")
+@click.option("--mode", type=click.Choice(["per_enterprise", "pooled"]), help="Reading of clause 8 (default: policy).")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), help="Policy file (TOML/JSON).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.pass_context
+def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_of, mode, policy_file, fmt):  # type: ignore[no-untyped-def]
+    """Clause-8 tally per promoter for [--from, --to) as of --as-of. JSON output is signed with the
+    node's key; `idnode tally verify FILE` checks a saved report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import datetime as dt
+
+    from promotion_tracker.policy import Policy, PolicyError
+    from promotion_tracker.report import tally_csv, tally_json
+    from promotion_tracker.signing import node_signer
+    from promotion_tracker.tally import TallyError, compute_tally, default_period
+    from registry.days import SHANGHAI, parse_day
+
+    config = _load(config_file, store=store, prefix=prefix, data_dir=data_dir)
+    now = dt.datetime.now(dt.UTC)
+    default_from, default_to = default_period(now)
+    try:
+        start = parse_day(period_from) if period_from else default_from
+        end = parse_day(period_to) if period_to else default_to
+        snapshot = dt.datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
+        policy = Policy.from_file(policy_file or config.policy_file) if (policy_file or config.policy_file) else Policy()
+        if mode:
+            policy = dataclasses.replace(policy, mode=mode)
+    except (ValueError, PolicyError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if snapshot is not None and snapshot.tzinfo is None:
+        snapshot = snapshot.replace(tzinfo=SHANGHAI)
+
+    async def work(registry: Registry, caller: Caller):  # type: ignore[no-untyped-def]
+        result = await compute_tally(registry.store, start, end, snapshot, policy, now=now)
+        signer = await node_signer(registry.store) if fmt == "json" else None
+        return result, signer
+
+    try:
+        result, signer = _admin(config_file, work, store=store, prefix=prefix, data_dir=data_dir)
+    except TallyError as exc:
+        raise click.UsageError(str(exc)) from None
+    if fmt == "csv":
+        click.echo(tally_csv(result), nl=False)
+    elif fmt == "json":
+        body = tally_json(result, node_prefix=config.prefix, generated_at=now, with_enterprises=True)
+        click.echo(json.dumps(signer.sign(body), ensure_ascii=False, indent=2))
+    else:
+        live = "" if result.final else " (live, not final)"
+        click.echo(f"period [{result.period_from}, {result.period_to}) as of {result.as_of:%Y-%m-%dT%H:%MZ}{live}, "
+                   f"reading {result.policy.mode}")
+        click.echo(f"{'promoter':<32} {'ent.':>5} {'elig.':>5} {'registrations':>13} {'incr.':>5} {'award CNY':>11}")
+        for pt in result.promoters:
+            a = pt.award
+            click.echo(f"{pt.promoter.name[:32]:<32} {len(pt.enterprises):>5} {a.eligible_enterprises:>5} "
+                       f"{a.total_registrations:>13,} {a.increment_enterprises:>5} {a.award_yuan:>11,}")
+            click.echo(f"    {a.reason}")
+
+
+@tally.command("verify")
+@click.argument("file", type=click.File("rb"))
+@click.option("--public-key", "public_key", type=click.File("r"), help="The node's public key (PEM) to trust.")
+def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
+    """Check the signature of a saved JSON report (FILE, or - for standard input)."""
+    from promotion_tracker.signing import VerifyError, verify_document
+
+    try:
+        document = json.loads(file.read().decode("utf-8"))
+        kid = verify_document(document, public_key.read() if public_key else None)
+    except (ValueError, UnicodeDecodeError) as exc:
+        click.echo(f"INVALID: {exc}", err=True)
+        sys.exit(1)
+    except VerifyError as exc:
+        click.echo(f"INVALID: {exc}", err=True)
+        sys.exit(1)
+    how = "the given public key" if public_key else "the key embedded in the report (compare its key id with the node's)"
+    click.echo(f"OK: signature valid, key id {kid}, checked against {how}")

@@ -41,6 +41,8 @@ class Config:
         False, "Accept credentials over plain HTTP on a non-loopback address (behind a TLS-terminating proxy)."
     )
     max_body_bytes: int = _f(1_048_576, "Largest request body for single-handle writes and admin calls, in bytes.")
+    batch_max_items: int = _f(100_000, "Most items in one batch registration (POST /api/handles).")
+    batch_max_bytes: int = _f(268_435_456, "Largest batch body, in bytes (the body is streamed, not held).")
     max_handle_length: int = _f(255, "Longest handle accepted, in characters.")
     case_sensitive_suffix: bool = _f(True, "Compare handle suffixes case-sensitively (prefixes never are).")
     max_values: int = _f(1000, "Most values one handle may hold.")
@@ -48,6 +50,7 @@ class Config:
     max_page_size: int = _f(10_000, "Largest pageSize for listing handles (also the size when none is given).")
     access_log: bool = _f(False, "Write an access log line for every request (off: the resolve path stays lean).")
     log_level: str = _f("info", "Log level: debug, info, warning, error.")
+    policy_file: str = _f("", "Clause-8 policy (TOML or JSON) for tallies; empty: the Baiyun draft defaults.")
     native_port: int = _f(2641, "UDP/TCP port of the native Handle protocol; 0 disables it.")
 
     @property
@@ -118,7 +121,9 @@ def load_config(
 
 
 def _validate(c: Config) -> None:
-    for name in ("port", "max_body_bytes", "max_handle_length", "max_values", "max_value_bytes", "max_page_size"):
+    positive = ("port", "max_body_bytes", "max_handle_length", "max_values", "max_value_bytes", "max_page_size",
+                "batch_max_items", "batch_max_bytes")
+    for name in positive:
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
     if not 0 <= c.native_port <= 65535 or not 0 < c.port <= 65535:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from registry.errors import HandleNotFound, InvalidHandle, InvalidRequest
+from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidRequest
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
 from registry.model import HandleName, prefix_handle_of
 from resolver.keys import CONFIG_KEY, registry_of, resolver_of
@@ -18,25 +20,46 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 
 
-def _handle(request: web.Request) -> HandleName:
-    """The handle from the raw path, percent-decoded strictly so invalid UTF-8 is refused (102)."""
+def _handle(request: web.Request, *, mint: bool = False) -> HandleName:
+    """The handle from the raw path, percent-decoded strictly so invalid UTF-8 is refused (102).
+
+    With ``mint`` (``mintNewSuffix=true``) the suffix may be empty (``PUT /api/handles/P/``): the
+    server's generated suffix is then the whole suffix."""
     raw = request.raw_path.split("?", 1)[0]
     raw = raw[len("/api/handles/") :] if raw.startswith("/api/handles/") else request.match_info["handle"]
     try:
         text = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise InvalidHandle("handle is not valid UTF-8", None) from None
-    return registry_of(request).parse(text)
+    registry = registry_of(request)
+    if mint and text.endswith("/") and text.count("/") == 1:
+        probe = registry.parse(text + "x")  # validates the prefix
+        return HandleName(text=text, prefix=probe.prefix, suffix="", key=probe.key[:-1])
+    return registry.parse(text)
 
 
-def _indexes(request: web.Request) -> list[int] | None:
-    """``index=N`` (repeatable); ``index=various`` means "the indexes in the body"."""
+@contextmanager
+def _about(name: HandleName) -> Iterator[None]:
+    """Errors about a request on ``name`` carry the handle (pyhandle reads it, even from errors)."""
+    try:
+        yield
+    except HandleError as exc:
+        if exc.handle is None:
+            exc.handle = name.text
+        raise
+
+
+def _indexes(request: web.Request, *, various: bool = True) -> list[int] | None:
+    """``index=N`` (repeatable); ``index=various`` (PUT only) means "the indexes in the body"."""
     raw = request.query.getall("index", [])
     if not raw:
         return None
     out: list[int] = []
     for item in raw:
         if item.strip().lower() == "various":
+            if not various:
+                # On DELETE "various" names no index; treating it as "none given" would delete the handle.
+                raise InvalidRequest("index=various is only for PUT; name the indexes to delete")
             return []
         try:
             n = int(item)
@@ -56,6 +79,11 @@ def _limits(request: web.Request) -> ValueLimits:
 @routes.get("/api/handles/{handle:.+}")
 async def resolve(request: web.Request) -> web.Response:
     name = _handle(request)
+    with _about(name):
+        return await _resolve(request, name)
+
+
+async def _resolve(request: web.Request, name: HandleName) -> web.Response:
     registry = registry_of(request)
     registry.require_responsible(name)
     caller = await request_caller(request)
@@ -79,28 +107,25 @@ async def resolve(request: web.Request) -> web.Response:
 
 @routes.put("/api/handles/{handle:.+}")
 async def put_handle(request: web.Request) -> web.Response:
-    name = _handle(request)
-    registry = registry_of(request)
-    caller = await request_caller(request)
-    caller.require_authenticated()
-    body = await read_json(request)
-    if isinstance(body, dict) and "handle" in body and body["handle"] is not None:
-        try:
-            same = isinstance(body["handle"], str) and registry.parse(body["handle"]).key == name.key
-        except InvalidHandle:
-            same = False
-        if not same and not flag(request, "mintNewSuffix"):
-            raise InvalidRequest("the handle in the body does not match the handle in the URL", name.text)
-    values = parse_values(body, _limits(request))
-    overwrite = True if "overwrite" not in request.query else flag(request, "overwrite")
-    report = await registry.put_handle(
-        caller,
-        name,
-        values,
-        overwrite=overwrite,
-        indexes=_indexes(request),
-        mint=flag(request, "mintNewSuffix"),
-    )
+    mint = flag(request, "mintNewSuffix")
+    name = _handle(request, mint=mint)
+    with _about(name):
+        registry = registry_of(request)
+        caller = await request_caller(request)
+        caller.require_authenticated()
+        body = await read_json(request)
+        if isinstance(body, dict) and "handle" in body and body["handle"] is not None:
+            try:
+                same = isinstance(body["handle"], str) and registry.parse(body["handle"]).key == name.key
+            except InvalidHandle:
+                same = False
+            if not same and not mint:
+                raise InvalidRequest("the handle in the body does not match the handle in the URL", name.text)
+        values = parse_values(body, _limits(request))
+        overwrite = True if "overwrite" not in request.query else flag(request, "overwrite")
+        report = await registry.put_handle(
+            caller, name, values, overwrite=overwrite, indexes=_indexes(request), mint=mint
+        )
     status = 201 if report.created else 200
     return json_response(request, {"responseCode": 1, "handle": report.handle}, status)
 
@@ -108,8 +133,9 @@ async def put_handle(request: web.Request) -> web.Response:
 @routes.delete("/api/handles/{handle:.+}")
 async def delete_handle(request: web.Request) -> web.Response:
     name = _handle(request)
-    caller = await request_caller(request)
-    await registry_of(request).delete(caller, name, _indexes(request))
+    with _about(name):
+        caller = await request_caller(request)
+        await registry_of(request).delete(caller, name, _indexes(request, various=False))
     return json_response(request, {"responseCode": 1, "handle": name.text})
 
 

@@ -67,7 +67,12 @@ async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
     ctype = request.content_type
     if require_type and ctype != JSON_TYPE:
         raise InvalidRequest(f"Content-Type must be {JSON_TYPE}, got {ctype or 'none'}")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        # Answered here as JSON (400, responseCode 4) so the error carries the handle like any other.
+        limit = request.app[CONFIG_KEY].max_body_bytes
+        raise InvalidRequest(f"request body too large (limit {limit} bytes)") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

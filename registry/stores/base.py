@@ -148,6 +148,20 @@ class HandleStore(Protocol):
         """Per enterprise: identifiers created on days [from_day, to_day) (YYYYMMDD, Asia/Shanghai)
         counting only changes recorded in hours < before_hour (UNIX hours)."""
 
+    # -- metadata templates and idempotent batch replies ------------------------------------------
+    async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:
+        """Store a template version; InvalidRequest if (scope, id, version) exists."""
+    async def get_template(self, scope: str, template_id: str, version: int | None) -> tuple[int, str] | None:
+        """(version, body) of that version, or of the latest when ``version`` is None."""
+    async def list_templates(self) -> list[tuple[str, str, int, str]]:
+        """Every (scope, id, version, body)."""
+    async def get_idempotent(self, key: str) -> tuple[str, bytes] | None:
+        """(request hash, stored reply) of an Idempotency-Key, if seen."""
+    async def add_idempotent(self, key: str, request_hash: str, response: bytes, *, now: int) -> None:
+        """Remember a reply; the first one stored for a key wins."""
+
     # -- small key/value metadata (node key, schema version) -------------------------------------
     async def get_meta(self, key: str) -> str | None: ...
     async def set_meta(self, key: str, value: str) -> None: ...
+    async def add_meta(self, key: str, value: str) -> str:
+        """Store ``value`` unless ``key`` has one already; return the value stored."""

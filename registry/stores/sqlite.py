@@ -75,6 +75,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX attributions_enterprise ON attributions (enterprise_id, effective_at);
     INSERT INTO meta (key, value) VALUES ('write_seq', '0');
     """,
+    # 2: metadata templates and idempotent batch replies.
+    """
+    CREATE TABLE templates (
+        scope TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL,
+        created_at INTEGER NOT NULL, PRIMARY KEY (scope, id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, response BLOB NOT NULL, created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -378,6 +388,57 @@ class SQLiteStore:
         row = await self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
         return row[0] if row else None
 
+    async def add_meta(self, key: str, value: str) -> str:
+        async with self._write_lock:
+            return await self._write(lambda c: _add_meta(c, key, value))
+
+    # -- templates and idempotency ---------------------------------------------------------------
+    async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            if c.execute(
+                "SELECT 1 FROM templates WHERE scope = ? AND id = ? AND version = ?", (scope, template_id, version)
+            ).fetchone():
+                raise InvalidRequest(f"template {template_id} version {version} already exists")
+            c.execute(
+                "INSERT INTO templates (scope, id, version, body, created_at) VALUES (?, ?, ?, ?, ?)",
+                (scope, template_id, version, body, now),
+            )
+
+        async with self._write_lock:
+            await self._write(run)
+
+    async def get_template(self, scope: str, template_id: str, version: int | None) -> tuple[int, str] | None:
+        if version is None:
+            sql = "SELECT version, body FROM templates WHERE scope = ? AND id = ? ORDER BY version DESC LIMIT 1"
+            args: tuple = (scope, template_id)
+        else:
+            sql = "SELECT version, body FROM templates WHERE scope = ? AND id = ? AND version = ?"
+            args = (scope, template_id, version)
+        row = await self._read(lambda c: c.execute(sql, args).fetchone())
+        return (row[0], row[1]) if row else None
+
+    async def list_templates(self) -> list[tuple[str, str, int, str]]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT scope, id, version, body FROM templates ORDER BY scope, id, version").fetchall()
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def get_idempotent(self, key: str) -> tuple[str, bytes] | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT request_hash, response FROM idempotency WHERE key = ?", (key,)).fetchone()
+        )
+        return (row[0], bytes(row[1])) if row else None
+
+    async def add_idempotent(self, key: str, request_hash: str, response: bytes, *, now: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO idempotency (key, request_hash, response, created_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (key, request_hash, response, now),
+                )
+            )
+
     async def set_meta(self, key: str, value: str) -> None:
         async with self._write_lock:
             await self._write(
@@ -386,6 +447,11 @@ class SQLiteStore:
                     (key, value),
                 )
             )
+
+
+def _add_meta(c: sqlite3.Connection, key: str, value: str) -> str:
+    c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+    return c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
 
 def _handle_of(packed: bytes) -> str:

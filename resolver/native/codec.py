@@ -27,15 +27,41 @@ from registry.model import HandleValue, Reference
 from registry.valuedata import SiteInfo, decode_site, encode_site
 
 __all__ = [
+    "DEFAULT_REQUEST_FLAGS",
     "ENVELOPE_SIZE",
     "HASH_MD5",
     "HASH_SHA1",
     "HASH_SHA256",
     "HEADER_SIZE",
+    "MAX_HANDLE_LENGTH",
     "MAX_MESSAGE",
+    "MAX_VALUES",
+    "OC_ADD_VALUE",
+    "OC_CREATE_HANDLE",
+    "OC_DELETE_HANDLE",
     "OC_GET_SITE_INFO",
+    "OC_LIST_HANDLES",
+    "OC_MODIFY_VALUE",
+    "OC_REMOVE_VALUE",
     "OC_RESOLUTION",
+    "OC_RESPONSE_TO_CHALLENGE",
+    "OC_SESSION_SETUP",
+    "OC_VERIFY_CHALLENGE",
     "PROTOCOL_VERSION",
+    "RC_AUTHENTICATION_NEEDED",
+    "RC_ERROR",
+    "RC_HANDLE_NOT_FOUND",
+    "RC_INVALID_HANDLE",
+    "RC_OPERATION_NOT_SUPPORTED",
+    "RC_PREFIX_REFERRAL",
+    "RC_PROTOCOL_ERROR",
+    "RC_RECURSION_COUNT_TOO_HIGH",
+    "RC_RESERVED",
+    "RC_SERVER_NOT_RESP",
+    "RC_SERVER_TOO_BUSY",
+    "RC_SERVICE_REFERRAL",
+    "RC_SUCCESS",
+    "RC_VALUES_NOT_FOUND",
     "UDP_PACKET_SIZE",
     "Body",
     "CodecError",
@@ -466,7 +492,9 @@ def encode_value(value: HandleValue) -> bytes:
 
 def decode_value(data: bytes, offset: int = 0) -> tuple[HandleValue, int]:
     """Decode one value at ``offset``; returns it and the offset after it."""
-    r = _Reader(data, "handle value")
+    if not 0 <= offset <= len(data):
+        raise CodecError(f"handle value: offset {offset} outside the {len(data)}-byte buffer")
+    r = _Reader(bytes(data), "handle value")
     r.pos = offset
     value = _read_value(r)
     return value, r.pos
@@ -535,6 +563,14 @@ def _decode_body(header: Header, body: bytes) -> tuple[Body, RequestDigest | Non
     return ErrorResponse(message), digest
 
 
+_BODY_KINDS: dict[type, tuple[int, bool]] = {  # body class → (opcode, is a request)
+    ResolutionRequest: (OC_RESOLUTION, True),
+    ResolutionResponse: (OC_RESOLUTION, False),
+    GetSiteInfoRequest: (OC_GET_SITE_INFO, True),
+    GetSiteInfoResponse: (OC_GET_SITE_INFO, False),
+}
+
+
 def _encode_body(header: Header, body: Body) -> bytes:
     op, rc = header.opcode, header.response_code
     if isinstance(body, RawBody):
@@ -543,12 +579,9 @@ def _encode_body(header: Header, body: Body) -> bytes:
         if rc in (RC_RESERVED, RC_SUCCESS):
             raise CodecError(f"an error response needs an error response code, not {rc}")
         return _text(body.message, "error message")
-    expected = {
-        ResolutionRequest: (OC_RESOLUTION, True),
-        ResolutionResponse: (OC_RESOLUTION, False),
-        GetSiteInfoRequest: (OC_GET_SITE_INFO, True),
-        GetSiteInfoResponse: (OC_GET_SITE_INFO, False),
-    }[type(body)]
+    expected = _BODY_KINDS.get(type(body))
+    if expected is None:
+        raise CodecError(f"cannot encode a {type(body).__name__} body")
     if (op, rc == RC_RESERVED) != expected or (not expected[1] and rc != RC_SUCCESS):
         raise CodecError(f"{type(body).__name__} does not match opcode {op} / response code {rc}")
     if isinstance(body, ResolutionRequest):
@@ -646,14 +679,6 @@ def request_digest(algorithm: int, header_and_body: bytes) -> RequestDigest:
     return RequestDigest(algorithm, hashlib.new(_DIGESTS[algorithm][0], header_and_body).digest())
 
 
-_OPCODE_OF = {
-    ResolutionRequest: OC_RESOLUTION,
-    ResolutionResponse: OC_RESOLUTION,
-    GetSiteInfoRequest: OC_GET_SITE_INFO,
-    GetSiteInfoResponse: OC_GET_SITE_INFO,
-}
-
-
 def make_request(
     body: Body,
     *,
@@ -667,7 +692,7 @@ def make_request(
     version: tuple[int, int] = PROTOCOL_VERSION,
 ) -> Message:
     """A request message (the opcode follows from the body unless it is a :class:`RawBody`)."""
-    op = _OPCODE_OF.get(type(body), opcode)
+    op = _BODY_KINDS[type(body)][0] if type(body) in _BODY_KINDS else opcode
     if op is None:
         raise CodecError(f"make_request: opcode needed for {type(body).__name__}")
     env = Envelope(version[0], version[1], session_id=session_id, request_id=request_id)

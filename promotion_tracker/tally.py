@@ -1,0 +1,138 @@
+"""Tallies per promoter over a period ``[from, to)`` as of a snapshot time, from the store's counters.
+
+The cost grows with enterprises × days (the counter rows), never with identifiers. Counters record
+changes per UNIX hour, so a snapshot is taken at whole-hour resolution: a given ``as_of`` is rounded
+down to its hour, and the report states the effective snapshot. Once that hour has passed
+(``final``), a tally for the same period and snapshot gives the same numbers whenever it is run
+again. Without ``as_of`` the tally is live: it counts everything recorded so far (the snapshot is the
+end of the current hour, not final).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from promotion_tracker.policy import AwardResult, Policy, compute_award
+from registry.days import SHANGHAI, day_of, hour_of
+from registry.stores.base import Enterprise, HandleStore, Promoter
+
+__all__ = ["EnterpriseRow", "PromoterTally", "Tally", "TallyError", "compute_tally", "period_bounds"]
+
+
+class TallyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class EnterpriseRow:
+    id: int
+    name: str
+    uscc: str
+    prefix: str
+    registrations: int
+    eligible: bool
+    increment: bool
+
+
+@dataclass(frozen=True)
+class PromoterTally:
+    promoter: Promoter
+    enterprises: list[EnterpriseRow]
+    award: AwardResult
+
+    @property
+    def eligible(self) -> int:
+        return self.award.eligible_enterprises
+
+
+@dataclass(frozen=True)
+class Tally:
+    period_from: dt.date
+    period_to: dt.date
+    as_of: dt.datetime  # the effective snapshot (whole hour, UTC)
+    requested_as_of: dt.datetime | None  # None: a live tally
+    final: bool  # the snapshot lies wholly in the past, so the numbers can no longer change
+    policy: Policy
+    promoters: list[PromoterTally] = field(default_factory=list)
+
+
+def period_bounds(period_from: dt.date, period_to: dt.date) -> tuple[int, int]:
+    if period_to <= period_from:
+        raise TallyError(f"the period is empty: to ({period_to}) must be after from ({period_from})")
+    return day_of(period_from), day_of(period_to)
+
+
+def _attribution_at(store_rows: list, ts: int) -> dict[int, int]:
+    """enterprise id → promoter id in force at ``ts`` (rows ordered by effective time)."""
+    out: dict[int, int] = {}
+    for a in store_rows:
+        if a.effective_at <= ts:
+            out[a.enterprise_id] = a.promoter_id
+    return out
+
+
+async def compute_tally(
+    store: HandleStore,
+    period_from: dt.date,
+    period_to: dt.date,
+    as_of: dt.datetime | None,
+    policy: Policy,
+    *,
+    now: dt.datetime,
+    contribution_caps: Mapping[int, int] | None = None,
+    promoter_id: int | None = None,
+) -> Tally:
+    """Tally every promoter (or only ``promoter_id``) for ``[period_from, period_to)`` as of ``as_of``
+    (None: live, everything recorded up to ``now``)."""
+    from_day, to_day = period_bounds(period_from, period_to)
+    if as_of is not None and as_of.tzinfo is None:
+        raise TallyError("as_of must carry a time zone")
+    now_ts = int(now.timestamp())
+    # Counters hold whole hours: events in hours < snapshot_hour are counted.
+    snapshot_hour = hour_of(int(as_of.timestamp())) if as_of is not None else hour_of(now_ts) + 1
+    effective = dt.datetime.fromtimestamp(snapshot_hour * 3600, dt.UTC)
+    counts = await store.registration_counts(from_day, to_day, snapshot_hour)
+    owner = _attribution_at(await store.attributions(), snapshot_hour * 3600)
+    enterprises: dict[int, Enterprise] = {e.id: e for e in await store.list_enterprises()}
+    promoters = await store.list_promoters()
+    if promoter_id is not None:
+        promoters = [p for p in promoters if p.id == promoter_id]
+    by_promoter: dict[int, list[Enterprise]] = {}
+    for eid, pid in owner.items():
+        if eid in enterprises:
+            by_promoter.setdefault(pid, []).append(enterprises[eid])
+    caps = contribution_caps or {}
+    out = []
+    for p in promoters:
+        if p.created_at > snapshot_hour * 3600 and not by_promoter.get(p.id):
+            continue  # did not exist at the snapshot
+        members = sorted(by_promoter.get(p.id, []), key=lambda e: e.id)
+        per_prefix = {e.prefix: max(0, counts.get(e.id, 0)) for e in members}
+        award = compute_award(per_prefix, policy, contribution_cap_yuan=caps.get(p.id))
+        increments = set(award.increment_enterprise_keys)
+        rows = [
+            EnterpriseRow(
+                id=e.id,
+                name=e.name,
+                uscc=e.uscc,
+                prefix=e.prefix,
+                registrations=per_prefix[e.prefix],
+                eligible=per_prefix[e.prefix] >= policy.min_enterprise_registrations,
+                increment=e.prefix in increments,
+            )
+            for e in members
+        ]
+        out.append(PromoterTally(p, rows, award))
+    requested = as_of.astimezone(dt.UTC) if as_of is not None else None
+    return Tally(period_from, period_to, effective, requested, snapshot_hour * 3600 <= now_ts, policy, out)
+
+
+def default_period(now: dt.datetime) -> tuple[dt.date, dt.date]:
+    """This calendar year so far (Asia/Shanghai): [1 January, tomorrow)."""
+    today = now.astimezone(SHANGHAI).date()
+    return dt.date(today.year, 1, 1), today + dt.timedelta(days=1)
+
+
+__all__ += ["default_period"]

@@ -1,0 +1,228 @@
+"""Batch registration: validate every item first, then write in one transaction.
+
+Used by the HTTP batch endpoint and by ``idnode import``. Each item goes through the same checks as
+a single write (syntax, namespace, values, template, rights on its prefix) and the same store write
+and counters. ``atomic``: one failing item means nothing is written, and the report lists every
+failing item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from registry import valuedata
+from registry.auth import Caller, has_right
+from registry.errors import (
+    RC_HANDLE_ALREADY_EXISTS,
+    RC_PROTOCOL_ERROR,
+    HandleError,
+    InvalidRequest,
+    PermissionDenied,
+)
+from registry.jsonvalues import parse_values
+from registry.model import HandleValue, Record, normalise_prefix
+from registry.packing import unpack_record
+from registry.stores.base import MUST_NOT_EXIST, HandleWrite, WriteOutcome
+
+__all__ = ["BatchFailure", "BatchReport", "BatchValidator"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailure:
+    position: int
+    handle: str | None
+    code: int
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"position": self.position, "handle": self.handle, "responseCode": self.code, "message": self.message}
+
+
+@dataclass
+class BatchReport:
+    total: int = 0
+    created: int = 0
+    replaced: int = 0
+    failures: list[BatchFailure] = field(default_factory=list)
+    written: bool = False
+    atomic: bool = True
+    overwrite: bool = False
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.failures:
+            message = f"{self.total} items: {self.created} created, {self.replaced} replaced"
+        elif self.atomic:
+            message = f"{self.failed} of {self.total} items failed; nothing was written (atomic batch)"
+        else:
+            message = f"{self.failed} of {self.total} items failed; the other {self.total - self.failed} were written"
+        return {
+            "responseCode": 1 if not self.failures or not self.atomic else RC_PROTOCOL_ERROR,
+            "message": message,
+            "total": self.total,
+            "created": self.created,
+            "replaced": self.replaced,
+            "failed": self.failed,
+            "atomic": self.atomic,
+            "overwrite": self.overwrite,
+            "written": self.written,
+            "failures": [f.to_json() for f in sorted(self.failures, key=lambda f: f.position)],
+        }
+
+
+@dataclass(slots=True)
+class _Item:
+    position: int
+    handle: str
+    key: str
+    prefix: str  # normalised
+    values: tuple[HandleValue, ...]
+
+
+class BatchValidator:
+    """Collects items one at a time (so a stream never has to be held whole), then writes them."""
+
+    def __init__(self, registry: Any, caller: Caller, *, overwrite: bool = False, max_items: int = 100_000) -> None:
+        self.registry = registry
+        self.caller = caller
+        self.overwrite = overwrite
+        self.max_items = max_items
+        self.items: list[_Item] = []
+        self.failures: list[BatchFailure] = []
+        self.count = 0
+        self._positions: dict[str, int] = {}
+        self._prefixes: dict[str, int | None | HandleError] = {}  # prefix → enterprise id or the refusal
+        self._limits = registry.settings.value_limits
+        self._now = registry.clock()
+        caller.require_authenticated()
+        self._admin_value = replace(registry._default_admin(caller), timestamp=registry.clock())
+        if caller.role == "auditor":
+            raise PermissionDenied("the auditor identity cannot write")
+
+    def _fail(self, position: int, handle: str | None, exc: HandleError) -> None:
+        self.failures.append(BatchFailure(position, handle, exc.code, exc.message))
+
+    async def add(self, obj: Any) -> None:
+        """Validate one item ``{"handle": …, "values": […]}``; failures are recorded, not raised."""
+        position = self.count
+        self.count += 1
+        if self.count > self.max_items:
+            raise InvalidRequest(f"a batch holds at most {self.max_items} items")
+        handle = obj.get("handle") if isinstance(obj, dict) else None
+        text = handle if isinstance(handle, str) else None
+        try:
+            if not isinstance(obj, dict) or not isinstance(handle, str):
+                raise InvalidRequest('an item is {"handle": "<prefix>/<suffix>", "values": [...]}')
+            if "values" not in obj:
+                raise InvalidRequest("item has no values")
+            name = self.registry.parse(handle)
+            self.registry.require_responsible(name)
+            if name.is_prefix_handle:
+                raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch")
+            first = self._positions.get(name.key)
+            if first is not None:
+                raise InvalidRequest(f"duplicate of item {first} in this batch")
+            values = parse_values(obj["values"], self._limits, timestamp=self._now)
+            await self._check_prefix(name)
+            await self.registry.check_template(name, values, f"item {position}")
+            prepared = self.registry._prepare(values, self._now)
+            if not self.overwrite and not any(v.type == "HS_ADMIN" or v.type.upper() == "HS_ADMIN" for v in prepared):
+                prepared = (*prepared, self._admin_value)
+            self._positions[name.key] = position
+            self.items.append(_Item(position, handle, name.key, normalise_prefix(name.prefix), prepared))
+        except HandleError as exc:
+            self._fail(position, text, exc)
+
+    async def _check_prefix(self, name: Any) -> None:
+        """ADD_HANDLE on the prefix, the enterprise active: checked once per prefix per batch."""
+        prefix = normalise_prefix(name.prefix)
+        known = self._prefixes.get(prefix, ...)
+        if known is ...:
+            try:
+                await self.registry._authorise(self.caller, name, None, [valuedata.ADD_HANDLE])
+                known = await self.registry._check_enterprise(self.caller, name)
+                await self.registry._require_prefix_handle(name)
+            except HandleError as exc:
+                known = exc
+            self._prefixes[prefix] = known
+        if isinstance(known, HandleError):
+            raise type(known)(known.message, name.text, code=known.code)
+
+    def _enterprise(self, prefix: str) -> int | None:
+        known = self._prefixes.get(prefix)
+        return known if isinstance(known, int) else None
+
+    async def _existing(self) -> Mapping[str, Record]:
+        store = self.registry.store
+        out: dict[str, Record] = {}
+        keys = [i.key for i in self.items]
+        for start in range(0, len(keys), 5000):
+            rows = await store.get_many(keys[start : start + 5000])
+            out.update({k: unpack_record(r.packed) for k, r in rows.items()})
+        return out
+
+    async def finish(self, *, atomic: bool = True) -> BatchReport:
+        report = BatchReport(total=self.count, atomic=atomic, overwrite=self.overwrite)
+        writes: list[HandleWrite] = []
+        kept: list[_Item] = []
+        if self.overwrite or (atomic and self.failures):
+            # Replacing needs each record's own HS_ADMIN; an atomic failure must still list the 101s.
+            existing = await self._existing()
+        else:
+            existing = {}
+        for item in self.items:
+            current = existing.get(item.key)
+            if current is not None and not self.overwrite:
+                self._fail(item.position, item.handle, _exists(item.handle))
+                continue
+            values = item.values
+            if current is not None:
+                try:
+                    await self._authorise_replace(item, current)
+                except HandleError as exc:
+                    self._fail(item.position, item.handle, exc)
+                    continue
+            elif self.overwrite and not any(v.type.upper() == "HS_ADMIN" for v in values):
+                values = (*values, self.registry._default_admin(self.caller))
+            expect = current.version if current is not None else MUST_NOT_EXIST
+            writes.append(HandleWrite(item.key, item.handle, item.prefix, values, expect, self._enterprise(item.prefix)))
+            kept.append(item)
+        self.items = []
+        if (self.failures and atomic) or not writes:
+            report.failures = self.failures
+            return report
+        results = await self.registry.write_many(writes, atomic=atomic)
+        for item, result in zip(kept, results, strict=True):
+            if result.outcome is WriteOutcome.CREATED:
+                report.created += 1
+            elif result.outcome is WriteOutcome.REPLACED:
+                report.replaced += 1
+            elif result.outcome is WriteOutcome.EXISTS:
+                self._fail(item.position, item.handle, _exists(item.handle))
+            elif result.outcome is WriteOutcome.NOT_WRITTEN:
+                continue
+            else:
+                self._fail(item.position, item.handle, InvalidRequest("changed by another writer meanwhile; retry"))
+        report.written = report.created + report.replaced > 0
+        report.failures = self.failures
+        return report
+
+    async def _authorise_replace(self, item: _Item, current: Record) -> None:
+        from registry.service import _perms_for_change
+
+        if self.caller.node_admin:
+            return
+        perms = _perms_for_change(current.values, item.values)
+        assert self.caller.identity is not None
+        for perm in perms:
+            if not await has_right(self.caller.identity, current, perm, self.registry.read_record):
+                raise PermissionDenied(f"{self.caller.identity} may not change {item.handle}", item.handle)
+
+
+def _exists(handle: str) -> HandleError:
+    return HandleError("handle already exists", handle, code=RC_HANDLE_ALREADY_EXISTS)

@@ -1,0 +1,264 @@
+"""``POST /api/handles``: batch registration from NDJSON, a JSON array or a msgpack array.
+
+The body is parsed as a stream: items are validated as they arrive and only the validated items
+are kept, never a second copy of the raw batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+from aiohttp import web
+
+from registry.batch import BatchValidator
+from registry.errors import HandleError, InvalidRequest
+from resolver.keys import CONFIG_KEY, registry_of
+from resolver.web import flag, request_caller
+
+__all__ = ["batch_routes"]
+
+batch_routes = web.RouteTableDef()
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+CHUNK = 256 * 1024
+
+
+class BodyTooLarge(InvalidRequest):
+    pass
+
+
+class _Body:
+    """Reads the request body in chunks, hashing it and enforcing the size limit."""
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self.request = request
+        self.limit = limit
+        self.size = 0
+        self.sha = hashlib.sha256()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self.request.content.iter_chunked(CHUNK):
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise BodyTooLarge(f"batch body larger than {self.limit} bytes")
+            self.sha.update(chunk)
+            yield chunk
+
+
+class _LineError(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
+    """One JSON value per line; a line that is not JSON yields a _LineError in its place."""
+    buf = b""
+    line_no = 0
+
+    def decode(line: bytes) -> Any:
+        try:
+            return json.loads(line)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return _LineError(f"line {line_no} is not JSON: {exc}"[:300])
+        except RecursionError:
+            return _LineError(f"line {line_no}: JSON nested too deeply")
+
+    async for chunk in body.chunks():
+        buf += chunk
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            line = buf[start:end].strip()
+            start = end + 1
+            line_no += 1
+            if line:
+                yield decode(line)
+        buf = buf[start:]
+        if len(buf) > line_limit:
+            raise InvalidRequest(f"line {line_no + 1} is longer than {line_limit} bytes")
+    if buf.strip():
+        line_no += 1
+        yield decode(buf.strip())
+
+
+async def _json_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
+    """The items of a top-level JSON array, decoded one at a time as the bytes arrive."""
+    decoder = json.JSONDecoder()
+    chunks = body.chunks()
+    text, pos, pending, eof = "", 0, b"", False
+
+    async def more() -> bool:
+        """Append the next chunk to the text buffer; False once the body is exhausted."""
+        nonlocal text, pos, pending, eof
+        if eof:
+            return False
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            eof, chunk = True, b""
+        pending += chunk
+        try:
+            decoded, pending = pending.decode("utf-8"), b""
+        except UnicodeDecodeError as exc:
+            if eof or len(pending) - exc.start > 4:  # not just a character cut at the chunk edge
+                raise InvalidRequest("body is not valid UTF-8") from None
+            decoded, pending = pending[: exc.start].decode("utf-8"), pending[exc.start :]
+        text, pos = text[pos:] + decoded, 0
+        return True
+
+    async def next_char() -> str | None:
+        nonlocal pos
+        while True:
+            while pos < len(text) and text[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(text):
+                return text[pos]
+            if not await more():
+                return None
+
+    if await next_char() != "[":
+        raise InvalidRequest("a JSON batch is an array of items")
+    pos += 1
+    if await next_char() == "]":
+        pos += 1
+    else:
+        while True:
+            if await next_char() is None:
+                raise InvalidRequest("truncated JSON array")
+            while True:
+                try:
+                    obj, pos = decoder.raw_decode(text, pos)
+                    break
+                except json.JSONDecodeError as exc:
+                    # The item may just be incomplete: read more, up to the item size limit.
+                    if len(text) - pos > item_limit or not await more():
+                        raise InvalidRequest(f"malformed JSON in the batch: {exc.msg}") from None
+                except RecursionError:
+                    raise InvalidRequest("malformed JSON in the batch: nested too deeply") from None
+            yield obj
+            sep = await next_char()
+            pos += 1
+            if sep == "]":
+                break
+            if sep != ",":
+                raise InvalidRequest(
+                    "truncated JSON array" if sep is None else "malformed JSON in the batch: expected ',' or ']'"
+                )
+    if await next_char() is not None:
+        raise InvalidRequest("unexpected data after the JSON array")
+
+
+async def _msgpack_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(item_limit, CHUNK) * 2, strict_map_key=False)
+    expected: int | None = None
+    seen = 0
+    try:
+        async for chunk in body.chunks():
+            unpacker.feed(chunk)
+            if expected is None:
+                try:
+                    expected = unpacker.read_array_header()
+                except msgpack.OutOfData:
+                    continue
+            while seen < expected:
+                try:
+                    obj = unpacker.unpack()
+                except msgpack.OutOfData:
+                    break
+                seen += 1
+                yield obj
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:
+        raise InvalidRequest(f"malformed msgpack batch: {exc}"[:300]) from None
+    if expected is None or seen < expected:
+        raise InvalidRequest("truncated msgpack batch: expected an array of items")
+    try:
+        unpacker.unpack()
+    except msgpack.OutOfData:
+        return
+    raise InvalidRequest("unexpected data after the msgpack array")
+
+
+def _stream(ctype: str, body: _Body, item_limit: int) -> AsyncIterator[Any]:
+    if ctype in NDJSON_TYPES:
+        return _ndjson(body, item_limit)
+    if ctype == "application/json":
+        return _json_array(body, item_limit)
+    if ctype in MSGPACK_TYPES:
+        return _msgpack_array(body, item_limit)
+    raise InvalidRequest(
+        "Content-Type of a batch must be application/x-ndjson, application/json or application/msgpack, "
+        f"got {ctype or 'none'}"
+    )
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255 or not key.isprintable():
+        raise InvalidRequest("Idempotency-Key must be 1-255 printable characters")
+    return key
+
+
+@batch_routes.post("/api/handles")
+async def register_batch(request: web.Request) -> web.Response:
+    """Register many handles. Query: ``atomic`` (default true), ``overwrite`` (default false)."""
+    config = request.app[CONFIG_KEY]
+    registry = registry_of(request)
+    caller = await request_caller(request)
+    identity = caller.require_authenticated()
+    atomic = True if "atomic" not in request.query else flag(request, "atomic")
+    overwrite = flag(request, "overwrite")
+    key = _idempotency_key(request)
+    scoped = f"{identity.key}|{identity.index}|{key}" if key else None
+    if scoped is not None:
+        seen = await registry.store.get_idempotent(scoped)
+    validator = BatchValidator(registry, caller, overwrite=overwrite, max_items=config.batch_max_items)
+    body = _Body(request, config.batch_max_bytes)
+    try:
+        async for obj in _stream(request.content_type, body, config.max_body_bytes):
+            if isinstance(obj, _LineError):
+                validator.count += 1
+                validator.failures.append(_line_failure(validator.count - 1, obj.message))
+            else:
+                await validator.add(obj)
+    except BodyTooLarge as exc:
+        return _reply(request, 413, {"responseCode": 4, "message": exc.message})
+    if validator.count == 0:
+        raise InvalidRequest("the batch holds no items")
+    digest = body.sha.hexdigest() + ("|atomic" if atomic else "") + ("|overwrite" if overwrite else "")
+    if scoped is not None and seen is not None:
+        stored_hash, stored = seen
+        if stored_hash != digest:
+            raise InvalidRequest("this Idempotency-Key was used before with a different request")
+        saved = json.loads(stored)
+        return _reply(request, saved["status"], saved["body"], replayed=True)
+    report = await validator.finish(atomic=atomic)
+    reply = report.to_json()
+    status = 400 if report.failures and atomic else (201 if report.created else 200)
+    if scoped is not None:
+        saved_bytes = json.dumps({"status": status, "body": reply}, ensure_ascii=False).encode("utf-8")
+        await registry.store.add_idempotent(scoped, digest, saved_bytes, now=registry.clock())
+    return _reply(request, status, reply)
+
+
+def _line_failure(position: int, message: str):  # type: ignore[no-untyped-def]
+    from registry.batch import BatchFailure
+
+    return BatchFailure(position, None, 4, message)
+
+
+def _reply(request: web.Request, status: int, body: dict[str, Any], *, replayed: bool = False) -> web.Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return web.Response(text=text, status=status, content_type="application/json", headers=headers)
+
+
+_ = HandleError
