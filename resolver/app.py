@@ -24,6 +24,7 @@ from resolver.batch_routes import batch_routes
 from resolver.template_routes import template_routes
 from resolver.config import Config, ConfigError
 from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
+from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
 from resolver.web import error_response, request_caller
@@ -129,7 +130,12 @@ def create_app(
         tracker.store, tracker.signer = opened, signer
         state.registry = registry
         state.resolver = Resolver(registry)
+        native = None
+        if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
+            native = await start_native_or_warn(state.resolver, registry, config, node_site(config))
         yield
+        if native is not None:
+            await native.close()
         state.registry = state.resolver = None
         if own_store:
             await opened.close()

@@ -357,3 +357,73 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
         sys.exit(1)
     how = "the given public key" if public_key else "the key embedded in the report (compare its key id with the node's)"
     click.echo(f"OK: signature valid, key id {kid}, checked against {how}")
+
+
+@main.command("import")
+@_with_store
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--enterprise-prefix", "--to", "target", required=True, help="Prefix to register under, e.g. 88.118.8.1001.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), help="Default: from the file name.")
+@click.option("--template", "template_ref", metavar="ID@VERSION", help="Metadata template the CSV columns follow.")
+@click.option("--chunk", default=5000, show_default=True, help="Items written per transaction.")
+@click.option("--overwrite", is_flag=True, help="Replace handles that exist (default: keep them, count as present).")
+@click.option("--restart", is_flag=True, help="Ignore a saved checkpoint and start from the first row.")
+def import_command(config_file, store, prefix, data_dir, file, target, fmt, template_ref, chunk, overwrite, restart):  # type: ignore[no-untyped-def]
+    """Register the identifiers in FILE (CSV or NDJSON) under an enterprise prefix.
+
+    CSV: a header row with a `suffix` column, a `URL` column (index 1) and, with --template, one
+    column per template field. NDJSON: one {"handle"|"suffix", "values"} object per line. The import
+    is resumable: rerun the same command after an interruption and it continues where it stopped.
+    Rejected rows go to FILE.rejects.ndjson.
+    """
+    import os
+
+    from registry.importer import import_file
+    from registry.model import normalise_prefix
+
+    fmt = fmt or ("csv" if file.lower().endswith(".csv") else "ndjson")
+    if chunk < 1 or chunk > 100_000:
+        raise click.UsageError("--chunk must be between 1 and 100000")
+    size = os.path.getsize(file)
+
+    async def work(registry: Registry, caller: Caller):  # type: ignore[no-untyped-def]
+        template = None
+        if template_ref:
+            ident, _, version = template_ref.partition("@")
+            if not version.isdigit():
+                raise click.UsageError("--template is ID@VERSION")
+            template = await registry.template(normalise_prefix(target), ident, int(version)) or await registry.template(
+                "", ident, int(version)
+            )
+            if template is None:
+                raise click.UsageError(f"no template {template_ref}")
+        with click.progressbar(length=size, label=f"importing {os.path.basename(file)}", file=sys.stderr) as bar:
+            done = [0]
+
+            def progress(offset: int) -> None:
+                bar.update(offset - done[0])
+                done[0] = offset
+
+            return await import_file(
+                registry, caller, file, prefix=target, fmt=fmt, template=template, chunk=chunk,
+                overwrite=overwrite, resume=not restart, progress=progress,
+            )
+
+    import time
+
+    t0 = time.perf_counter()
+    summary = _admin(config_file, work, store=store, prefix=prefix, data_dir=data_dir)
+    elapsed = time.perf_counter() - t0
+    if summary.resumed_from_line:
+        click.echo(f"resumed after line {summary.resumed_from_line}")
+    click.echo(
+        f"rows {summary.rows}: created {summary.created}, replaced {summary.replaced}, "
+        f"already present {summary.already_present}, failed {summary.failed} "
+        f"({elapsed:.1f}s, {summary.created / elapsed if elapsed else 0:,.0f} created/s)"
+    )
+    for failure in summary.failures[:5]:
+        click.echo(f"  line {failure['line']}: {failure['message']}", err=True)
+    if summary.rejects_file:
+        click.echo(f"rejected rows: {summary.rejects_file}", err=True)
+    if summary.failed:
+        sys.exit(2)

@@ -28,7 +28,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from registry.errors import HandleError, InvalidHandle, InvalidValue, StoreUnavailable
 from registry.service import Registry
@@ -38,7 +38,6 @@ from resolver.native.codec import (
     HASH_MD5,
     HASH_SHA1,
     HASH_SHA256,
-    HEADER_SIZE,
     OC_GET_SITE_INFO,
     OC_RESOLUTION,
     PROTOCOL_VERSION,
@@ -67,7 +66,7 @@ from resolver.native.codec import (
 )
 from resolver.resolve import Resolver
 
-__all__ = ["MESSAGE_TTL", "NativeHandler", "NativeStats", "peek_request"]
+__all__ = ["MESSAGE_TTL", "NativeHandler", "NativeStats", "header_is_response", "peek_request"]
 
 log = logging.getLogger("idnode.native")
 
@@ -164,23 +163,16 @@ class NativeHandler:
         request = Message(envelope, Header(opcode & 0xFFFFFFFF), ErrorResponse())
         return self.reply(request, ErrorResponse(message[:200]), RC_PROTOCOL_ERROR)
 
-    def encode(self, request: Message, reply: Message) -> bytes:
+    def encode(self, reply: Message) -> bytes:
         """The reply's message bytes (without the envelope)."""
         try:
             return encode_payload(reply)
         except CodecError as exc:
-            log.debug("native: cannot encode the reply to request %d: %s", request.envelope.request_id, exc)
+            log.debug("native: cannot encode the reply to request %d: %s", reply.envelope.request_id, exc)
             self.stats.internal += 1
-            fallback = reply_to(
-                request,
-                ErrorResponse("the response does not fit a Handle protocol message; use the HTTP API"),
-                expiration=(int(self.clock()) + MESSAGE_TTL) & 0xFFFFFFFF,
-                response_code=RC_ERROR,
-                site_serial=self.site_serial,
-                digest_algorithm=_digest_algorithm(min(request.envelope.suggested_version, self.version)),
-                version=self.version,
-            )
-            return encode_payload(fallback)
+            header = replace(reply.header, response_code=RC_ERROR)
+            message = "the response does not fit a Handle protocol message; use the HTTP API"
+            return encode_payload(replace(reply, header=header, body=ErrorResponse(message)))
 
     # -- requests ---------------------------------------------------------------------------------
     async def handle(self, request: Message) -> Message:
@@ -232,6 +224,3 @@ class NativeHandler:
 def header_is_response(payload: bytes) -> bool:
     """Does this message's header mark it as a response (which a server never answers)?"""
     return len(payload) >= 8 and _HEADER_CODES.unpack_from(payload)[1] != RC_RESERVED
-
-
-assert HEADER_SIZE == 24  # the layouts above assume RFC 3652's 24-byte header

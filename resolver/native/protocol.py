@@ -1,0 +1,406 @@
+"""asyncio protocols for the native Handle protocol: UDP datagrams and TCP streams (RFC 3652 section 2.3).
+
+Both decode with :mod:`resolver.native.codec` and hand requests to a shared
+:class:`~resolver.native.handler.NativeHandler`. Neither ever raises out of a callback, logs above
+debug level, or holds an unbounded amount of anything:
+
+- UDP: a request spread over several datagrams is reassembled by a bounded
+  :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock); at most
+  ``max_inflight`` requests are being answered at once (further datagrams are dropped, as a busy
+  server's socket buffer would); replies over one 512-byte packet go out as numbered packets.
+- TCP: frames are a 20-byte envelope then exactly ``length`` message bytes (at most 262,144). Several
+  requests may follow each other on one connection; they are answered in order. Reading pauses while
+  the answers are behind (bounded queue and buffer) or the peer is not reading its replies. A
+  connection that makes no progress (no complete request, no reply written) for ``idle_timeout``
+  seconds is aborted. An envelope announcing more than the limit gets a PROTOCOL_ERROR reply and the
+  connection is closed (the stream cannot be resynchronised); any other malformed message gets a
+  PROTOCOL_ERROR reply and the connection carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from resolver.native.codec import (
+    ENVELOPE_SIZE,
+    MAX_MESSAGE,
+    UDP_PACKET_SIZE,
+    CodecError,
+    Envelope,
+    Message,
+    UdpReassembler,
+    decode_envelope,
+    decode_message,
+    decode_payload,
+    encode_envelope,
+    split_udp,
+)
+from resolver.native.handler import NativeHandler, header_is_response, peek_request
+
+__all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
+
+log = logging.getLogger("idnode.native")
+
+_SEQ_AND_LENGTH = struct.Struct(">II")  # envelope bytes 12..20: sequence number, message length
+_RC_OFFSET = ENVELOPE_SIZE + 4  # the header's response code, in a whole datagram
+
+
+def _envelope_bytes(reply: Message, length: int) -> bytes:
+    env = reply.envelope
+    return encode_envelope(
+        Envelope(
+            env.major,
+            env.minor,
+            suggest_major=env.suggest_major,
+            suggest_minor=env.suggest_minor,
+            session_id=env.session_id,
+            request_id=env.request_id,
+            length=length,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------- UDP
+
+
+class UdpNativeProtocol(asyncio.DatagramProtocol):
+    """The UDP listener. ``tasks`` holds the requests being answered."""
+
+    def __init__(
+        self,
+        handler: NativeHandler,
+        *,
+        max_inflight: int = 4096,
+        reassembler: UdpReassembler | None = None,
+        reassembly_timeout: float = 10.0,
+        packet_size: int = UDP_PACKET_SIZE,
+    ) -> None:
+        self.handler = handler
+        self.max_inflight = max_inflight
+        self.packet_size = packet_size
+        self.reassembler = reassembler or UdpReassembler(timeout=reassembly_timeout, max_packet=packet_size)
+        self._expiry_interval = max(0.5, reassembly_timeout / 2)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+
+    # -- transport callbacks ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+        self._expiry = self._loop.call_later(self._expiry_interval, self._expire)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        for task in list(self.tasks):
+            task.cancel()
+        self.transport = None
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable and the like
+        log.debug("native udp: %r", exc)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self._received(data, addr)
+        except Exception as exc:  # a datagram must never take the endpoint down
+            self.handler.stats.internal += 1
+            log.debug("native udp: unexpected error on a datagram from %s: %r", addr, exc)
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _expire(self) -> None:
+        assert self._loop is not None
+        self.reassembler.expire(self._loop.time())
+        self._expiry = self._loop.call_later(self._expiry_interval, self._expire)
+
+    def _received(self, data: bytes, addr: Any) -> None:
+        stats = self.handler.stats
+        size = len(data)
+        if size < ENVELOPE_SIZE or len(self.tasks) >= self.max_inflight:
+            stats.dropped += 1
+            return
+        sequence, length = _SEQ_AND_LENGTH.unpack_from(data, 12)
+        if sequence == 0 and length == size - ENVELOPE_SIZE:  # the whole message in this datagram
+            if size >= _RC_OFFSET + 4 and data[_RC_OFFSET : _RC_OFFSET + 4] != b"\0\0\0\0":
+                stats.dropped += 1  # a response: never answered
+                return
+            try:
+                message = decode_message(data)
+            except CodecError as exc:
+                self._malformed(data, addr, exc)
+                return
+        else:
+            assert self._loop is not None
+            try:
+                whole = self.reassembler.add(addr, data, self._loop.time())
+            except CodecError as exc:
+                self._malformed(data, addr, exc)
+                return
+            if whole is None:
+                return
+            envelope, payload = whole
+            if header_is_response(payload):
+                stats.dropped += 1
+                return
+            try:
+                message = decode_payload(envelope, payload)
+            except CodecError as exc:
+                self._malformed(encode_envelope(envelope) + payload[:8], addr, exc)
+                return
+        task = asyncio.ensure_future(self._answer(message, addr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _malformed(self, raw: bytes, addr: Any, exc: CodecError) -> None:
+        peeked = peek_request(raw)
+        if peeked is None or peeked[2]:
+            self.handler.stats.dropped += 1
+            return
+        envelope, opcode, _ = peeked
+        log.debug("native udp: malformed message from %s: %s", addr, exc)
+        self._send(self.handler.protocol_error(envelope, opcode, str(exc)), addr)
+
+    async def _answer(self, message: Message, addr: Any) -> None:
+        reply = await self.handler.handle(message)
+        self._send(reply, addr)
+
+    def _send(self, reply: Message, addr: Any) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        payload = self.handler.encode(reply)
+        try:
+            if len(payload) + ENVELOPE_SIZE <= self.packet_size:
+                transport.sendto(_envelope_bytes(reply, len(payload)) + payload, addr)
+            else:
+                for packet in split_udp(reply.envelope, payload, self.packet_size):
+                    transport.sendto(packet, addr)
+        except (OSError, CodecError) as exc:
+            log.debug("native udp: cannot reply to %s: %r", addr, exc)
+
+
+# ---------------------------------------------------------------------------------------------- TCP
+
+
+class TcpNativeProtocol(asyncio.Protocol):
+    """One TCP connection. ``on_open`` (False: refuse, e.g. over a connection limit) and ``on_close``
+    let the server track its connections."""
+
+    def __init__(
+        self,
+        handler: NativeHandler,
+        *,
+        idle_timeout: float = 30.0,
+        max_pipeline: int = 16,
+        on_open: Callable[[TcpNativeProtocol], bool] | None = None,
+        on_close: Callable[[TcpNativeProtocol], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.idle_timeout = idle_timeout
+        self.max_pipeline = max_pipeline
+        self.max_buffer = ENVELOPE_SIZE + MAX_MESSAGE
+        self._on_open = on_open
+        self._on_close = on_close
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._buf = bytearray()
+        self._envelope: Envelope | None = None  # read; its message bytes are still coming
+        self._queue: deque[tuple[Envelope, bytes]] = deque()
+        self._queued_bytes = 0
+        self._worker: asyncio.Task[None] | None = None
+        self._reading_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._eof = False  # the peer has finished sending: answer what is complete, then close
+        self._fatal = False  # a framing error: answer what is queued, send the error, then close
+        self._final: Message | None = None
+        self._progress = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- transport callbacks ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+        self.peer = transport.get_extra_info("peername")
+        if self._on_open is not None and not self._on_open(self):
+            self.handler.stats.dropped += 1
+            transport.abort()
+            return
+        self._progress = self._loop.time()
+        self._timer = self._loop.call_at(self._progress + self.idle_timeout, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+        self._buf = bytearray()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._final = None
+        self._writable.set()
+        self.transport = None
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        if self._fatal or self._eof or self.transport is None:
+            return
+        self._buf += data
+        try:
+            self._frame()
+        except Exception as exc:
+            self.handler.stats.internal += 1
+            log.debug("native tcp: unexpected error framing data from %s: %r", self.peer, exc)
+            self._abort()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._frame()
+        return True  # keep the transport open until the replies are written
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _touch(self) -> None:
+        assert self._loop is not None
+        self._progress = self._loop.time()
+
+    def _check_idle(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        if self.transport is None:
+            return
+        due = self._progress + self.idle_timeout
+        if self._loop.time() >= due:
+            log.debug("native tcp: closing idle connection from %s", self.peer)
+            self._abort()
+            return
+        self._timer = self._loop.call_at(due, self._check_idle)
+
+    def _frame(self) -> None:
+        """Take complete frames, then start the worker when there is work (or close when done)."""
+        self._take_frames()
+        if self._worker is None:
+            if self._queue or self._final is not None:
+                self._worker = asyncio.ensure_future(self._work())
+            elif (self._eof or self._fatal) and self.transport is not None:
+                self.transport.close()
+
+    def _take_frames(self) -> None:
+        """Move complete frames from the buffer to the queue, as far as the queue bounds allow, then
+        pause or resume reading."""
+        buf = self._buf
+        while not self._fatal and len(self._queue) < self.max_pipeline and self._queued_bytes < MAX_MESSAGE:
+            if self._envelope is None:
+                if len(buf) < ENVELOPE_SIZE:
+                    break
+                raw = bytes(buf[:ENVELOPE_SIZE])
+                try:
+                    self._envelope = decode_envelope(raw)
+                except CodecError as exc:  # a length over the limit: the rest of the stream is noise
+                    self._fail(raw, exc)
+                    break
+                del buf[:ENVELOPE_SIZE]
+            length = self._envelope.length
+            if len(buf) < length:
+                break
+            self._queue.append((self._envelope, bytes(buf[:length])))
+            del buf[:length]
+            self._queued_bytes += length
+            self._envelope = None
+            self._touch()
+        self._flow()
+
+    def _flow(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        full = (
+            self._fatal
+            or len(self._queue) >= self.max_pipeline
+            or self._queued_bytes >= MAX_MESSAGE
+            or len(self._buf) >= self.max_buffer
+        )
+        if full and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not full and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _fail(self, raw: bytes, exc: CodecError) -> None:
+        log.debug("native tcp: bad envelope from %s: %s", self.peer, exc)
+        self._fatal = True
+        self._buf = bytearray()
+        peeked = peek_request(raw)
+        if peeked is not None and not peeked[2]:
+            self._final = self.handler.protocol_error(peeked[0], peeked[1], str(exc))
+        else:
+            self.handler.stats.dropped += 1
+
+    async def _work(self) -> None:
+        try:
+            while self._queue:
+                envelope, payload = self._queue.popleft()
+                self._queued_bytes -= len(payload)
+                reply = await self._answer(envelope, payload)
+                if reply is not None and not await self._write(reply):
+                    return
+                self._take_frames()
+            if self._final is not None:
+                final, self._final = self._final, None
+                if not await self._write(final):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.handler.stats.internal += 1
+            log.debug("native tcp: unexpected error answering %s: %r", self.peer, exc)
+            self._worker = None
+            self._abort()
+            return
+        self._worker = None
+        if (self._eof or self._fatal) and self.transport is not None:
+            self.transport.close()
+
+    async def _write(self, reply: Message) -> bool:
+        if not self._writable.is_set():
+            await self._writable.wait()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        data = self.handler.encode(reply)
+        transport.write(_envelope_bytes(reply, len(data)) + data)
+        self._touch()
+        return True
+
+    async def _answer(self, envelope: Envelope, payload: bytes) -> Message | None:
+        if header_is_response(payload):
+            self.handler.stats.dropped += 1
+            return None
+        try:
+            message = decode_payload(envelope, payload)
+        except CodecError as exc:
+            log.debug("native tcp: malformed message from %s: %s", self.peer, exc)
+            opcode = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
+            return self.handler.protocol_error(envelope, opcode, str(exc))
+        return await self.handler.handle(message)

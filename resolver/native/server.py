@@ -1,0 +1,154 @@
+"""The native Handle protocol listeners of one worker: UDP and TCP on ``config.host``/``config.native_port``.
+
+``start_native`` binds both (with SO_REUSEPORT when the node runs several workers, so they share the
+port) and returns a :class:`NativeServer`; ``close()`` stops accepting, aborts open connections and
+cancels the requests still being answered. ``start_native_or_warn`` is what the app's lifecycle calls:
+when the port cannot be bound (in use, no permission) it logs a warning and the node runs without the
+native protocol, so the HTTP API still starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from registry.service import Registry
+from resolver.config import Config
+from resolver.native.handler import NativeHandler, NativeStats
+from resolver.native.protocol import TcpNativeProtocol, UdpNativeProtocol
+from resolver.resolve import Resolver
+
+__all__ = ["NativeServer", "start_native", "start_native_or_warn"]
+
+log = logging.getLogger("idnode.native")
+
+DEFAULT_IDLE_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_INFLIGHT = 4096
+
+
+class NativeServer:
+    """The UDP endpoint and TCP server of one worker, and the TCP connections it holds open."""
+
+    def __init__(self, handler: NativeHandler, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self.handler = handler
+        self.max_connections = max_connections
+        self.connections: set[TcpNativeProtocol] = set()
+        self.udp_transport: asyncio.DatagramTransport | None = None
+        self.udp_protocol: UdpNativeProtocol | None = None
+        self.tcp_server: asyncio.Server | None = None
+        self._closed = False
+
+    @property
+    def stats(self) -> NativeStats:
+        return self.handler.stats
+
+    @property
+    def udp_address(self) -> Any:
+        return self.udp_transport.get_extra_info("sockname") if self.udp_transport else None
+
+    @property
+    def tcp_addresses(self) -> list[Any]:
+        return [s.getsockname() for s in self.tcp_server.sockets] if self.tcp_server else []
+
+    @property
+    def inflight(self) -> int:
+        """UDP requests being answered."""
+        return len(self.udp_protocol.tasks) if self.udp_protocol else 0
+
+    def _opened(self, conn: TcpNativeProtocol) -> bool:
+        if self._closed or len(self.connections) >= self.max_connections:
+            return False
+        self.connections.add(conn)
+        return True
+
+    def _lost(self, conn: TcpNativeProtocol) -> None:
+        self.connections.discard(conn)
+
+    async def close(self) -> None:
+        """Stop accepting, abort open connections, cancel requests in progress. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        tasks = list(self.udp_protocol.tasks) if self.udp_protocol else []
+        if self.udp_transport is not None:
+            self.udp_transport.close()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.tcp_server is not None:
+            await self.tcp_server.wait_closed()
+        for _ in range(10):  # connection_lost callbacks run on the next loop iterations
+            if not self.connections:
+                break
+            await asyncio.sleep(0)
+        self.connections.clear()
+
+
+async def start_native(
+    resolver: Resolver,
+    registry: Registry,
+    config: Config,
+    site_data: bytes,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+) -> NativeServer:
+    """Bind UDP and TCP on ``config.host``/``config.native_port`` (or ``host``/``port``) and serve.
+    Raises OSError when either cannot be bound (nothing is left open then)."""
+    loop = asyncio.get_running_loop()
+    host = config.host if host is None else host
+    port = config.native_port if port is None else port
+    reuse_port = config.workers > 1 and hasattr(socket, "SO_REUSEPORT")
+    server = NativeServer(NativeHandler(resolver, registry, site_data), max_connections=max_connections)
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: UdpNativeProtocol(server.handler, max_inflight=max_inflight),
+        local_addr=(host, port),
+        reuse_port=reuse_port or None,
+    )
+    server.udp_transport, server.udp_protocol = transport, protocol
+    if port == 0:  # tests: let the TCP side take the port the UDP side was given
+        port = transport.get_extra_info("sockname")[1]
+    try:
+        server.tcp_server = await loop.create_server(
+            lambda: TcpNativeProtocol(
+                server.handler, idle_timeout=idle_timeout, on_open=server._opened, on_close=server._lost
+            ),
+            host,
+            port,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+    except BaseException:
+        transport.close()
+        raise
+    return server
+
+
+async def start_native_or_warn(
+    resolver: Resolver, registry: Registry, config: Config, site_data: bytes
+) -> NativeServer | None:
+    """``start_native``, or None (with a warning) when the port cannot be bound: the HTTP API runs on."""
+    try:
+        server = await start_native(resolver, registry, config, site_data)
+    except OSError as exc:
+        log.warning(
+            "native Handle protocol not started: cannot bind %s port %d (%s); serving HTTP only",
+            config.host,
+            config.native_port,
+            exc.strerror or exc,
+        )
+        return None
+    log.info("native Handle protocol on %s port %d (UDP and TCP)", config.host, config.native_port)
+    return server
