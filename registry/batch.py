@@ -49,6 +49,7 @@ class BatchReport:
     written: bool = False
     atomic: bool = True
     overwrite: bool = False
+    created_by_prefix: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -200,6 +201,7 @@ class BatchValidator:
         for item, result in zip(kept, results, strict=True):
             if result.outcome is WriteOutcome.CREATED:
                 report.created += 1
+                report.created_by_prefix[item.prefix] = report.created_by_prefix.get(item.prefix, 0) + 1
             elif result.outcome is WriteOutcome.REPLACED:
                 report.replaced += 1
             elif result.outcome is WriteOutcome.EXISTS:

@@ -17,6 +17,7 @@ from aiohttp import web
 from registry.batch import BatchValidator
 from registry.errors import HandleError, InvalidRequest
 from resolver.keys import CONFIG_KEY, registry_of
+from resolver.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
 from resolver.web import flag, request_caller
 
 __all__ = ["batch_routes"]
@@ -241,6 +242,12 @@ async def register_batch(request: web.Request) -> web.Response:
         saved = json.loads(stored)
         return _reply(request, saved["status"], saved["body"], replayed=True)
     report = await validator.finish(atomic=atomic)
+    BATCH_ITEMS.observe(report.total)
+    for outcome, n in (("created", report.created), ("replaced", report.replaced), ("failed", report.failed)):
+        if n:
+            BATCH_RESULTS.labels(outcome).inc(n)
+    for prefix, n in report.created_by_prefix.items():
+        REGISTRATIONS.labels(prefix).inc(n)
     reply = report.to_json()
     status = 400 if report.failures and atomic else (201 if report.created else 200)
     if scoped is not None:

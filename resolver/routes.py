@@ -11,8 +11,9 @@ from aiohttp import web
 
 from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidRequest
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
-from registry.model import HandleName, prefix_handle_of
+from registry.model import HandleName, normalise_prefix, prefix_handle_of
 from resolver.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.metrics import REGISTRATIONS
 from resolver.web import flag, json_response, read_json, request_caller
 
 __all__ = ["routes"]
@@ -99,6 +100,9 @@ async def _resolve(request: web.Request, name: HandleName) -> web.Response:
         values = tuple(v for v in values if v.index in indexes or any(v.type_matches(t) for t in types))
     if flag(request, "publicOnly") or not await registry.may_read_private(caller, record):
         values = tuple(v for v in values if v.public_read)
+    else:
+        # RFC 3651 3.1: an administrator reads a non-public value only when it grants ADMIN_READ.
+        values = tuple(v for v in values if v.public_read or v.admin_read)
     body: dict[str, Any] = {"responseCode": 1, "handle": name.text, "values": values_to_json(values)}
     if not values and (types or indexes):
         body["responseCode"] = 200
@@ -127,6 +131,8 @@ async def put_handle(request: web.Request) -> web.Response:
             caller, name, values, overwrite=overwrite, indexes=_indexes(request), mint=mint
         )
     status = 201 if report.created else 200
+    if report.created and _indexes(request) is None:
+        REGISTRATIONS.labels(normalise_prefix(registry.parse(report.handle).prefix)).inc()
     return json_response(request, {"responseCode": 1, "handle": report.handle}, status)
 
 

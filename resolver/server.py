@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import ssl
@@ -51,11 +52,92 @@ async def serve(config: Config, *, reuse_port: bool = False, ready: asyncio.Even
         await runner.cleanup()
 
 
-def run(config: Config) -> None:
+def _install_uvloop() -> None:
     try:
         import uvloop  # type: ignore[import-not-found]
 
         uvloop.install()
     except ImportError:
         pass
+
+
+def _worker(config: Config, number: int) -> None:
+    """One worker process: its own event loop, app and store connections, the shared port."""
+    from resolver.logs import setup_logging
+
+    setup_logging(config.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
+    _install_uvloop()
+    asyncio.run(serve(config, reuse_port=True))
+
+
+async def _bootstrap(config: Config) -> None:
+    """Create the node's prefix handle once, before the workers start, so one secret is printed:
+    running the app's startup and cleanup once does it (prefix handle, signing key)."""
+    runner = web.AppRunner(create_app(dataclasses.replace(config, native_port=0)))
+    await runner.setup()
+    await runner.cleanup()
+
+
+def _supervise(config: Config) -> None:
+    """Start ``config.workers`` processes sharing the port (SO_REUSEPORT), restart any that dies,
+    and on SIGTERM/SIGINT stop them all gracefully (each finishes its in-flight requests)."""
+    import multiprocessing
+    import os
+    import tempfile
+    import time
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="idnode-metrics-")
+    asyncio.run(_bootstrap(config))
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start(number: int):  # type: ignore[no-untyped-def]
+        proc = ctx.Process(target=_worker, args=(config, number), name=f"idnode-worker-{number}", daemon=False)
+        proc.start()
+        return proc
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers = {n: start(n) for n in range(config.workers)}
+    log.info("idnode supervisor started %d workers", config.workers)
+    restarts: list[float] = []
+    while not stopping:
+        time.sleep(0.2)
+        for n, proc in list(workers.items()):
+            if proc.is_alive() or stopping:
+                continue
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(proc.pid)
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            if len(restarts) > 5 * config.workers:
+                log.error("workers keep dying; giving up")
+                stopping = True
+                break
+            log.warning("worker %d (pid %s) exited with %s; restarting", n, proc.pid, proc.exitcode)
+            workers[n] = start(n)
+    for proc in workers.values():
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + SHUTDOWN_GRACE + 5
+    for proc in workers.values():
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    log.info("idnode supervisor stopped")
+
+
+def run(config: Config) -> None:
+    if config.workers > 1:
+        _supervise(config)
+        return
+    _install_uvloop()
     asyncio.run(serve(config))

@@ -1,0 +1,188 @@
+"""Prometheus metrics. Label values are bounded: routes are route templates, never handles.
+
+With ``--workers N`` each worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (set by the
+server before the workers start) and ``/metrics`` aggregates them (prometheus-client multiprocess
+mode). The clause-8 gauges are computed from the store at scrape time (cached briefly), so every
+worker reports the same numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = [
+    "BATCH_ITEMS",
+    "CACHE_REQUESTS",
+    "HTTP_LATENCY",
+    "HTTP_REQUESTS",
+    "REDIS_BREAKER",
+    "REDIS_ERRORS",
+    "REGISTRATIONS",
+    "STORE_ERRORS",
+    "STORE_LATENCY",
+    "metrics_middleware",
+    "metrics_routes",
+]
+
+MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
+
+HTTP_REQUESTS = Counter("idnode_http_requests_total", "HTTP requests by route, method and status.",
+                        ["route", "method", "status"])
+HTTP_LATENCY = Histogram("idnode_http_request_duration_seconds", "HTTP request latency by route and method.",
+                         ["route", "method"], buckets=_LATENCY_BUCKETS)
+CACHE_REQUESTS = Counter("idnode_cache_requests_total", "Cache lookups by tier and result (hit, miss, negative).",
+                         ["tier", "result"])
+STORE_LATENCY = Histogram("idnode_store_operation_duration_seconds", "Store operation latency.", ["operation"],
+                          buckets=_LATENCY_BUCKETS)
+STORE_ERRORS = Counter("idnode_store_errors_total", "Store operations that failed (unavailable).", ["operation"])
+REDIS_LATENCY = Histogram("idnode_redis_operation_duration_seconds", "Redis round-trip latency.", ["operation"],
+                          buckets=_LATENCY_BUCKETS)
+REDIS_ERRORS = Counter("idnode_redis_errors_total", "Redis operations that failed.", ["operation"])
+REDIS_BREAKER = Gauge("idnode_redis_breaker_state", "Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
+                      multiprocess_mode="max")
+BATCH_ITEMS = Histogram("idnode_batch_size_items", "Items per batch registration request.",
+                        buckets=(1, 10, 100, 1000, 10_000, 50_000, 100_000))
+BATCH_RESULTS = Counter("idnode_batch_item_outcomes_total", "Batch items by outcome (created, replaced, failed).",
+                        ["outcome"])
+REGISTRATIONS = Counter("idnode_registrations_total", "Identifiers created, by enterprise prefix.", ["prefix"])
+
+TALLY_TTL = 60.0
+
+
+def route_of(request: web.Request) -> str:
+    info = request.match_info
+    route = info.route if info is not None else None
+    if route is None or route.resource is None:
+        return "unmatched"
+    return route.resource.canonical
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = route_of(request)
+        if route != "/metrics":
+            HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+            HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - start)
+
+
+class TallyCollector:
+    """Per promoter: eligible enterprises, registrations and current award of a live tally for this
+    calendar year; per enterprise prefix: registrations. Computed at most every ``TALLY_TTL`` s."""
+
+    def __init__(self, compute: Callable[[], Awaitable[Any]]) -> None:
+        self._compute = compute
+        self._cached: Any = None
+        self._at = 0.0
+
+    async def refresh(self) -> None:
+        if self._cached is None or time.monotonic() - self._at > TALLY_TTL:
+            self._cached = await self._compute()
+            self._at = time.monotonic()
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        tally = self._cached
+        eligible = GaugeMetricFamily("idnode_promoter_eligible_enterprises",
+                                     "Eligible enterprises per promoter (live tally, this year).", labels=["promoter"])
+        regs = GaugeMetricFamily("idnode_promoter_registrations",
+                                 "Registrations per promoter (live tally, this year).", labels=["promoter"])
+        award = GaugeMetricFamily("idnode_promoter_award_yuan", "Current clause-8 award per promoter in CNY.",
+                                  labels=["promoter"])
+        ent = GaugeMetricFamily("idnode_enterprise_registrations",
+                                "Registrations per enterprise prefix (live tally, this year).", labels=["prefix"])
+        if tally is not None:
+            for pt in tally.promoters:
+                label = [str(pt.promoter.id)]
+                eligible.add_metric(label, pt.award.eligible_enterprises)
+                regs.add_metric(label, pt.award.total_registrations)
+                award.add_metric(label, pt.award.award_yuan)
+                for row in pt.enterprises:
+                    ent.add_metric([row.prefix], row.registrations)
+        yield from (eligible, regs, award, ent)
+
+
+def metrics_handler(tally: TallyCollector | None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def metrics(request: web.Request) -> web.Response:
+        registry = CollectorRegistry()
+        if MULTIPROC:
+            MultiProcessCollector(registry)
+        else:
+            from prometheus_client import REGISTRY
+
+            registry = REGISTRY  # type: ignore[assignment]
+        body = generate_latest(registry)
+        if tally is not None:
+            try:
+                await tally.refresh()
+                extra = CollectorRegistry()
+                extra.register(tally)  # type: ignore[arg-type]
+                body += generate_latest(extra)
+            except Exception:  # the node's own metrics still go out when the store is down
+                STORE_ERRORS.labels("tally").inc()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
+
+
+def this_year(now: dt.datetime) -> tuple[dt.date, dt.date]:
+    from registry.days import SHANGHAI
+
+    year = now.astimezone(SHANGHAI).year
+    return dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
+
+
+class InstrumentedStore:
+    """Wraps a store so every call is timed and every StoreUnavailable counted, by method name."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.url = store.url
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            from registry.errors import StoreUnavailable
+
+            start = time.perf_counter()
+            try:
+                return await attr(*args, **kwargs)
+            except StoreUnavailable:
+                STORE_ERRORS.labels(name).inc()
+                raise
+            finally:
+                STORE_LATENCY.labels(name).observe(time.perf_counter() - start)
+
+        setattr(self, name, timed)  # build the wrapper once per method
+        return timed
+
+
+__all__ += ["InstrumentedStore"]
