@@ -59,6 +59,7 @@ def tally_json(tally: Tally, *, node_prefix: str, generated_at: dt.datetime, wit
         "snapshot_resolution": "hour",
         "generated_at": _iso(generated_at),
         "policy": tally.policy.to_dict(),
+        "contribution_caps_yuan": {str(k): v for k, v in sorted(tally.contribution_caps.items())},
         "currency": "CNY",
         "promoters": [_promoter_json(pt, with_enterprises=with_enterprises) for pt in tally.promoters],
         "total_award_yuan": sum(pt.award.award_yuan for pt in tally.promoters),

@@ -71,6 +71,18 @@ def _date(request: web.Request, name: str, default: dt.date) -> dt.date:
         raise InvalidRequest(f"{name}: {exc}") from None
 
 
+def parse_caps(items: list[str]) -> dict[int, int]:
+    """``cap=<promoter id>:<yuan>`` (repeatable): clause 17's cap by the promoter's previous-year
+    economic contribution, supplied by the bureau with the request."""
+    caps: dict[int, int] = {}
+    for item in items:
+        pid, sep, yuan = item.partition(":")
+        if not sep or not pid.strip().isdigit() or not yuan.strip().isdigit():
+            raise InvalidRequest(f"cap must be <promoter id>:<yuan>, got {item!r}")
+        caps[int(pid)] = int(yuan)
+    return caps
+
+
 def _as_of(request: web.Request) -> dt.datetime | None:
     raw = request.query.get("as_of")
     if not raw:
@@ -92,10 +104,18 @@ async def _tally(request: web.Request, state: TrackerState, promoter_id: int | N
         if mode not in MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(MODES)}")
         policy = replace(policy, mode=mode)  # type: ignore[arg-type]
+    caps = parse_caps(request.query.getall("cap", []))
     try:
         assert state.store is not None
         tally = await compute_tally(
-            state.store, period_from, period_to, _as_of(request), policy, now=now, promoter_id=promoter_id
+            state.store,
+            period_from,
+            period_to,
+            _as_of(request),
+            policy,
+            now=now,
+            promoter_id=promoter_id,
+            contribution_caps=caps,
         )
     except TallyError as exc:
         raise InvalidRequest(str(exc)) from None

@@ -56,6 +56,7 @@ class Tally:
     final: bool  # the snapshot lies wholly in the past, so the numbers can no longer change
     policy: Policy
     promoters: list[PromoterTally] = field(default_factory=list)
+    contribution_caps: dict[int, int] = field(default_factory=dict)
 
 
 def period_bounds(period_from: dt.date, period_to: dt.date) -> tuple[int, int]:
@@ -126,7 +127,8 @@ async def compute_tally(
         ]
         out.append(PromoterTally(p, rows, award))
     requested = as_of.astimezone(dt.UTC) if as_of is not None else None
-    return Tally(period_from, period_to, effective, requested, snapshot_hour * 3600 <= now_ts, policy, out)
+    final = snapshot_hour * 3600 <= now_ts
+    return Tally(period_from, period_to, effective, requested, final, policy, out, dict(caps))
 
 
 def default_period(now: dt.datetime) -> tuple[dt.date, dt.date]:

@@ -284,8 +284,10 @@ def auditor_add(config_file, store, prefix, data_dir, name) -> None:  # type: ig
 @click.option("--mode", type=click.Choice(["per_enterprise", "pooled"]), help="Reading of clause 8 (default: policy).")
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), help="Policy file (TOML/JSON).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--cap", "caps", multiple=True, metavar="PROMOTER:YUAN",
+              help="Clause-17 cap: the promoter's previous-year economic contribution (repeatable).")
 @click.pass_context
-def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_of, mode, policy_file, fmt):  # type: ignore[no-untyped-def]
+def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_of, mode, policy_file, fmt, caps):  # type: ignore[no-untyped-def]
     """Clause-8 tally per promoter for [--from, --to) as of --as-of. JSON output is signed with the
     node's key; `idnode tally verify FILE` checks a saved report."""
     if ctx.invoked_subcommand is not None:
@@ -312,9 +314,16 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
         raise click.UsageError(str(exc)) from None
     if snapshot is not None and snapshot.tzinfo is None:
         snapshot = snapshot.replace(tzinfo=SHANGHAI)
+    from promotion_tracker.routes import parse_caps
+    from registry.errors import InvalidRequest
+
+    try:
+        cap_map = parse_caps(list(caps))
+    except InvalidRequest as exc:
+        raise click.UsageError(exc.message) from None
 
     async def work(registry: Registry, caller: Caller):  # type: ignore[no-untyped-def]
-        result = await compute_tally(registry.store, start, end, snapshot, policy, now=now)
+        result = await compute_tally(registry.store, start, end, snapshot, policy, now=now, contribution_caps=cap_map)
         signer = await node_signer(registry.store) if fmt == "json" else None
         return result, signer
 

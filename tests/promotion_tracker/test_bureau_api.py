@@ -273,3 +273,18 @@ async def test_unknown_promoter_tally_is_404(client, admin):
 
 def test_public_key_value_type_is_a_handle_key():
     assert valuedata.KEY_TYPE_ED25519 == "Ed25519"
+
+
+async def test_contribution_cap_supplied_by_the_bureau(client, admin, clock):
+    a = await make_promoter(client, admin, 1)
+    enterprises = [await make_enterprise(client, admin, n, a) for n in range(1, 21)]
+    for ent in enterprises:
+        await register(client, ent, 10_000)
+    clock.now += 2 * HOUR
+    report = await tally(client, admin, cap=f"{a}:150000")
+    row = award_of(report, a)
+    assert row["award_yuan"] == 150_000 and row["award"]["capped_by"] == "contribution_cap"
+    assert report["contribution_caps_yuan"] == {str(a): 150_000}
+    assert award_of(await tally(client, admin), a)["award_yuan"] == 200_000
+    r = await client.get("/api/promotion/tallies", params={**PERIOD, "cap": "one:1"}, headers=admin)
+    assert r.status == 400
