@@ -35,6 +35,7 @@ from registry.model import (
     HandleName,
     HandleValue,
     Record,
+    Reference,
     normalise_prefix,
     parse_handle,
     prefix_handle_of,
@@ -64,6 +65,7 @@ from registry.uscc import InvalidUSCC, normalize_uscc
 __all__ = ["ChangeListener", "NodeSettings", "Registry", "WriteReport"]
 
 ADMIN_INDEX = 100
+ADMIN_GROUP_INDEX = 200  # HS_VLIST of the prefix's administrators, as HANDLE.NET lays prefixes out
 SECKEY_INDEX = 300
 SITE_INDEX = 1
 FIRST_ENTERPRISE_NUMBER = 1001
@@ -233,6 +235,13 @@ class Registry:
         identity = caller.require_authenticated()
         data = valuedata.encode_admin(identity.handle, identity.index, DEFAULT_HANDLE_ADMIN_PERMS)
         return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data, timestamp=self.clock())
+
+    @staticmethod
+    def _admin_group(prefix_handle: str, now: int) -> HandleValue:
+        """``200:0.NA/<prefix>`` names the prefix's admins: clients such as pyhandle write
+        HS_ADMIN values naming it by default."""
+        data = valuedata.encode_vlist([Reference(prefix_handle, SECKEY_INDEX)])
+        return HandleValue(index=ADMIN_GROUP_INDEX, type="HS_VLIST", data=data, timestamp=now)
 
     # -- metadata templates --------------------------------------------------------------------
     async def template(self, scope: str, template_id: str, version: int | None) -> Template | None:
@@ -499,6 +508,7 @@ class Registry:
                     data=valuedata.encode_admin(self.node_admin_handle, SECKEY_INDEX, valuedata.ALL_PERMS),
                     timestamp=now,
                 ),
+                self._admin_group(self.node_admin_handle, now),
                 HandleValue(
                     index=SECKEY_INDEX,
                     type="HS_SECKEY",
@@ -570,23 +580,30 @@ class Registry:
         return await self.store.add_promoter(self._name(name), self._uscc(uscc), now=self.clock())
 
     async def find_promoter(self, ref: object) -> Promoter:
+        """By id (an int or a short string of digits) or by credit code (18 characters, which may
+        be all digits too)."""
         promoter = None
         if isinstance(ref, int) and not isinstance(ref, bool):
             promoter = await self.store.get_promoter(ref)
         elif isinstance(ref, str):
             text = ref.strip()
-            promoter = await self.store.get_promoter(int(text) if text.isdigit() else text.upper())
+            if text.isdigit() and len(text) < 18:
+                promoter = await self.store.get_promoter(int(text))
+            promoter = promoter or await self.store.get_promoter(text.upper())
         if promoter is None:
             raise InvalidRequest(f"unknown promoter {ref!r}")
         return promoter
 
     async def find_enterprise(self, ref: object) -> Enterprise:
+        """By id, by prefix or by credit code."""
         enterprise = None
         if isinstance(ref, int) and not isinstance(ref, bool):
             enterprise = await self.store.get_enterprise(ref)
         elif isinstance(ref, str):
             text = ref.strip()
-            enterprise = await self.store.get_enterprise(int(text) if text.isdigit() else text)
+            if text.isdigit() and len(text) < 18:
+                enterprise = await self.store.get_enterprise(int(text))
+            enterprise = enterprise or await self.store.get_enterprise(text)
         if enterprise is None:
             raise InvalidRequest(f"unknown enterprise {ref!r}")
         return enterprise
@@ -617,6 +634,7 @@ class Registry:
                     data=valuedata.encode_admin(handle, SECKEY_INDEX, ENTERPRISE_PERMS),
                     timestamp=now,
                 ),
+                self._admin_group(handle, now),
                 HandleValue(
                     index=SECKEY_INDEX,
                     type="HS_SECKEY",

@@ -19,14 +19,18 @@ from registry.model import HandleValue
 from registry.service import NodeSettings, Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
+from resolver.access import request_context
 from resolver.admin_routes import admin_routes
 from resolver.batch_routes import batch_routes
-from resolver.template_routes import template_routes
+from resolver.cache import build_cache
 from resolver.config import Config, ConfigError
+from resolver.health import health_routes
 from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
+from resolver.metrics import InstrumentedStore, TallyCollector, metrics_handler, metrics_middleware, this_year
 from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
+from resolver.template_routes import template_routes
 from resolver.web import error_response, request_caller
 
 __all__ = ["create_app", "node_site"]
@@ -68,7 +72,8 @@ async def handle_errors(request: web.Request, handler):  # type: ignore[no-untyp
     except HandleError as exc:
         return error_response(request, exc)
     except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(request, InvalidRequest(f"request body too large (limit {exc.max_size} bytes)"), 413)
+        limit = request.app[CONFIG_KEY].max_body_bytes
+        return error_response(request, InvalidRequest(f"request body too large (limit {limit} bytes)"), 413)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -79,13 +84,28 @@ async def handle_errors(request: web.Request, handler):  # type: ignore[no-untyp
         return error_response(request, ServerError("internal server error"), 500)
 
 
+async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
+    """This year's live tally, for the per-promoter gauges on /metrics."""
+    import datetime as dt
+
+    from promotion_tracker.tally import compute_tally
+
+    if tracker.store is None:
+        raise RuntimeError("not started")
+    now = dt.datetime.fromtimestamp(tracker.clock(), dt.UTC)
+    start, end = this_year(now)
+    return await compute_tally(tracker.store, start, end, None, tracker.policy, now=now)
+
+
 def create_app(
     config: Config, store: HandleStore | None = None, *, clock: Callable[[], int] | None = None
 ) -> web.Application:
     """Build the application. ``store`` may be passed in (tests); otherwise it is opened from
     ``config.store_url`` at startup and closed at cleanup. ``clock`` (UNIX seconds) is for tests
     that need registrations, moves and tallies at chosen times."""
-    app = web.Application(middlewares=[handle_errors], client_max_size=config.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_context, metrics_middleware, handle_errors], client_max_size=config.max_body_bytes
+    )
     app[CONFIG_KEY] = config
     state = app[STATE_KEY] = NodeState()
     app.router.add_routes(routes)
@@ -93,6 +113,8 @@ def create_app(
     app.router.add_routes(admin_routes)
     app.router.add_routes(template_routes)
     app.router.add_routes(tracker_routes)
+    app.router.add_routes(health_routes)
+    app.router.add_get("/metrics", metrics_handler(TallyCollector(lambda: _live_tally(tracker))))
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock
@@ -103,7 +125,7 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
-        opened = store if store is not None else await open_store(config.store_url)
+        opened = InstrumentedStore(store if store is not None else await open_store(config.store_url))
         settings = NodeSettings(
             prefix=config.prefix,
             max_handle_length=config.max_handle_length,
@@ -111,6 +133,9 @@ def create_app(
             value_limits=ValueLimits(max_values=config.max_values, max_data_bytes=config.max_value_bytes),
         )
         registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
+        cache = await build_cache(config, opened)  # None when no tier is configured
+        if cache is not None:
+            registry.add_listener(cache.invalidate)
         generated = await registry.bootstrap(os.environ.get(ADMIN_SECRET_ENV) or None, node_site(config))
         if generated:
             print(
@@ -129,7 +154,7 @@ def create_app(
         )
         tracker.store, tracker.signer = opened, signer
         state.registry = registry
-        state.resolver = Resolver(registry)
+        state.resolver = Resolver(registry, cache)
         native = None
         if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
             native = await start_native_or_warn(state.resolver, registry, config, node_site(config))
@@ -137,6 +162,8 @@ def create_app(
         if native is not None:
             await native.close()
         state.registry = state.resolver = None
+        if cache is not None:
+            await cache.close()
         if own_store:
             await opened.close()
 

@@ -88,6 +88,9 @@ async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
 
 
 def _transport_ok(request: web.Request) -> bool:
+    """Credentials travel over TLS, to a node bound to loopback only, or where the operator vouches
+    for the network (``insecure_auth``: behind a TLS-terminating proxy). The peer address is not
+    trusted: a proxy on the same host would make every caller look local."""
     config = request.app[CONFIG_KEY]
     return request.secure or config.insecure_auth or config.loopback
 

@@ -58,8 +58,18 @@ class Node:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data_dir / "serve.log", "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [IDNODE, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir),
-             "--native-port", "0"],
+            [
+                IDNODE,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--native-port",
+                "0",
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -179,11 +189,6 @@ def test_pyhandle_as_node_admin(node: Node, enterprises: list[dict[str, Any]]) -
     _lifecycle(node, client, f"{NODE_PREFIX}/node-own-{time.time_ns()}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyhandle's default HS_ADMIN names 200:0.NA/<prefix>; enterprise prefix handles have no HS_VLIST "
-    "at 200 naming 300:0.NA/<prefix>, so the enterprise cannot modify the handles it registers",
-)
 def test_pyhandle_as_enterprise_admin(node: Node, enterprises: list[dict[str, Any]]) -> None:
     e = enterprises[0]
     client = node.client(e["admin"], e["secret"])
@@ -265,16 +270,46 @@ def test_cli_admin_commands_then_serve(tmp_path: Path) -> None:
     data = tmp_path / "node"
     data.mkdir()
     # Credit codes with a letter check character (all-digit ones: see test_rest_api's xfail).
-    p1 = _json(idnode("promoter", "add", "--name", "Promoter A", "--uscc", make_uscc(14, "92"), "--json", data_dir=data))
-    p2 = _json(idnode("promoter", "add", "--name", "Promoter B", "--uscc", make_uscc(15, "92"), "--json", data_dir=data))
+    p1 = _json(
+        idnode("promoter", "add", "--name", "Promoter A", "--uscc", make_uscc(14, "92"), "--json", data_dir=data)
+    )
+    p2 = _json(
+        idnode("promoter", "add", "--name", "Promoter B", "--uscc", make_uscc(15, "92"), "--json", data_dir=data)
+    )
     assert p1["uscc"] == make_uscc(14, "92") and p1["id"] != p2["id"] and "secret" not in p1
     listed = _json(idnode("promoter", "list", "--json", data_dir=data))
     assert [p["id"] for p in listed] == [p1["id"], p2["id"]]
 
-    e1 = _json(idnode("enterprise", "add", "--name", "Works A", "--uscc", make_uscc(22), "--promoter", str(p1["id"]),
-                      "--json", data_dir=data))
-    e2 = _json(idnode("enterprise", "add", "--name", "Works B", "--uscc", make_uscc(23), "--promoter",
-                      make_uscc(15, "92"), "--enterprise-prefix", f"{NODE_PREFIX}.Beta", "--json", data_dir=data))
+    e1 = _json(
+        idnode(
+            "enterprise",
+            "add",
+            "--name",
+            "Works A",
+            "--uscc",
+            make_uscc(22),
+            "--promoter",
+            str(p1["id"]),
+            "--json",
+            data_dir=data,
+        )
+    )
+    e2 = _json(
+        idnode(
+            "enterprise",
+            "add",
+            "--name",
+            "Works B",
+            "--uscc",
+            make_uscc(23),
+            "--promoter",
+            make_uscc(15, "92"),
+            "--enterprise-prefix",
+            f"{NODE_PREFIX}.Beta",
+            "--json",
+            data_dir=data,
+        )
+    )
     assert e1["prefix"] == f"{NODE_PREFIX}.1001" and e1["admin"] == f"300:0.NA/{NODE_PREFIX}.1001"
     assert e2["prefix"] == f"{NODE_PREFIX}.Beta" and e2["promoter"] == p2["id"]
     assert e1["secret"] and e2["secret"] and e1["secret"] != e2["secret"]
@@ -319,11 +354,15 @@ def test_cli_admin_commands_then_serve(tmp_path: Path) -> None:
     node = Node(data)
     try:
         h = f"{e1['prefix']}/from-cli-{time.time_ns()}"
-        assert node.client(e1["admin"], e1["secret"], handleowner=e1["admin"]).register_handle(h, "https://a.example") == h
+        assert (
+            node.client(e1["admin"], e1["secret"], handleowner=e1["admin"]).register_handle(h, "https://a.example") == h
+        )
         assert node.get(h).json()["handle"] == h
         blocked = f"{e2['prefix']}/blocked"
         with pytest.raises((GenericHandleError, HandleAuthenticationError)) as info:
-            node.client(e2["admin"], e2["secret"], handleowner=e2["admin"]).register_handle(blocked, "https://b.example")
+            node.client(e2["admin"], e2["secret"], handleowner=e2["admin"]).register_handle(
+                blocked, "https://b.example"
+            )
         assert info.value.response.status_code == 403
         assert node.get(blocked).status_code == 404
     finally:
