@@ -30,6 +30,7 @@ from resolver.metrics import InstrumentedStore, TallyCollector, metrics_handler,
 from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
+from resolver.session_routes import session_routes
 from resolver.template_routes import template_routes
 from resolver.web import error_response, request_caller
 
@@ -112,6 +113,7 @@ def create_app(
     app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
     app.router.add_routes(template_routes)
+    app.router.add_routes(session_routes)
     app.router.add_routes(tracker_routes)
     app.router.add_routes(health_routes)
     app.router.add_get("/metrics", metrics_handler(TallyCollector(lambda: _live_tally(tracker))))

@@ -6,10 +6,12 @@ mutable :class:`NodeState` set at creation time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from resolver.sessions import SessionStore
 
 if TYPE_CHECKING:
     from registry.service import Registry
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 class NodeState:
     registry: Registry | None = None
     resolver: Resolver | None = None
+    sessions: SessionStore = field(default_factory=SessionStore)
 
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config")

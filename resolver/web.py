@@ -10,10 +10,11 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from registry.auth import ANONYMOUS, Caller
+from registry.auth import ANONYMOUS, Caller, Identity
 from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest
 from resolver.errors import http_status
-from resolver.keys import CONFIG_KEY, registry_of
+from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
+from resolver.sessions import parse_handle_authorization, verify_signature
 
 __all__ = ["error_response", "flag", "json_response", "read_json", "request_caller"]
 
@@ -54,7 +55,12 @@ def error_response(request: web.Request, exc: HandleError, status: int | None = 
     headers = None
     status = status or http_status(exc.code)
     if status == 401:
-        headers = {"WWW-Authenticate": 'Basic realm="idnode"'}
+        from multidict import CIMultiDict
+
+        headers = CIMultiDict([("WWW-Authenticate", 'Basic realm="idnode"')])
+        state = request.app.get(STATE_KEY)
+        if state is not None:
+            headers.add("WWW-Authenticate", state.sessions.challenge(state.sessions.new()))
     try:
         return json_response(request, error_body(exc), status, headers)
     except InvalidRequest:  # a bad callback name: answer plain JSON
@@ -95,16 +101,53 @@ def _transport_ok(request: web.Request) -> bool:
     return request.secure or config.insecure_auth or config.loopback
 
 
+async def _handle_scheme(request: web.Request, param: str) -> Caller:
+    """``Authorization: Handle …``: answer a challenge (HS_PUBKEY) or continue a session."""
+    auth = parse_handle_authorization(param)
+    sessions = request.app[STATE_KEY].sessions
+    if auth.session_id is None:
+        raise InvalidCredential("Authorization: Handle needs the sessionId of a challenge")
+    session = sessions.get(auth.session_id)
+    if session is None:
+        raise AuthenticationNeeded("unknown or expired session; answer the new challenge")
+    registry = registry_of(request)
+    if not auth.authenticating:
+        if session.identity is None:
+            raise AuthenticationNeeded("session not authenticated; answer its challenge")
+        return await registry.caller_of(session.identity)
+    if None in (auth.id, auth.type, auth.cnonce, auth.alg, auth.signature):
+        raise InvalidCredential("Authorization: Handle needs id, type, cnonce, alg and signature")
+    if auth.type != "HS_PUBKEY":
+        raise InvalidCredential("challenge-response takes type HS_PUBKEY; secret keys go through Basic")
+    identity = Identity.parse(auth.id or "")
+    try:
+        cnonce = base64.b64decode(auth.cnonce or "", validate=True)
+        signature = base64.b64decode(auth.signature or "", validate=True)
+    except ValueError:
+        raise InvalidCredential("cnonce and signature must be base64") from None
+    record = await registry.read_record(identity.key)
+    value = record.value_at(identity.index) if record else None
+    if value is None or value.type.upper() != "HS_PUBKEY":
+        raise InvalidCredential(f"no public key at {identity}")
+    if not verify_signature(value.data, auth.alg or "", session.nonce + cnonce, signature):
+        raise InvalidCredential(f"signature does not verify with the key at {identity}")
+    session.identity = identity
+    return await registry.caller_of(identity)
+
+
 async def request_caller(request: web.Request) -> Caller:
-    """Authenticate the request's HTTP Basic credentials (``index:handle`` + secret key), if any."""
+    """Authenticate the request: HTTP Basic (``index:handle`` + secret key) or a Handle
+    challenge-response session (HS_PUBKEY); anonymous when there are no credentials."""
     header = request.headers.get("Authorization")
     if not header:
         return ANONYMOUS
-    scheme, _, param = header.partition(" ")
-    if scheme.lower() != "basic":
-        raise InvalidCredential(f"unsupported authorization scheme {scheme!r}; use Basic")
+    scheme, _, param = header.strip().partition(" ")
+    if scheme.lower() not in ("basic", "handle"):
+        raise InvalidCredential(f"unsupported authorization scheme {scheme!r}; use Basic or Handle")
     if not _transport_ok(request):
         raise AuthenticationNeeded("credentials are accepted only over HTTPS on this node")
+    if scheme.lower() == "handle":
+        return await _handle_scheme(request, param)
     try:
         decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
     except (ValueError, UnicodeDecodeError):

@@ -1,45 +1,52 @@
 """PostgreSQL backend: the production store, on an asyncpg connection pool.
 
-Same semantics as :mod:`registry.stores.sqlite` (outcomes, versions, counters, listing order); the
-module docstring of each piece below says how it is done here.
+Same semantics as :mod:`registry.stores.sqlite`: the same outcomes, versions, counters, listing
+order and refusals. How it gets there:
 
 Versions and ``current_version()``
     One row, ``idnode_state``, holds the global write version and the next handle id. Every handle
     write begins by incrementing that row (``UPDATE … RETURNING``), which locks it until the
-    transaction ends. So handle writes are serialised, versions are handed out in commit order and
-    a rolled-back write leaves no trace (no gap, unlike a sequence). ``current_version()`` reads the
+    transaction ends. So handle writes are serialised, versions are handed out in commit order and a
+    rolled-back write leaves no trace (no gap, unlike a sequence). ``current_version()`` reads the
     committed value, which makes it a *watermark*: every write with a version <= V is committed and
     visible to any read that starts after ``current_version()`` returned V, and every write not yet
-    visible will commit with a version > V. A cache may therefore tag a fill ("not found", or a
-    record) with a V read *before* it read the store, and let any invalidation carrying a larger
-    version win. (A sequence would not give this: numbers are taken at transaction start and commit
-    out of order, and rolled-back ones are burnt.)
+    visible will commit with a version > V. A cache may therefore tag a fill (a record, or "not
+    found") with a V read *before* it read the store, and let any invalidation carrying a larger
+    version win. A sequence would not give this: its numbers are taken at transaction start, commit
+    out of order, and rolled-back ones are burnt.
 
-    The same lock makes the existence and compare-and-set checks race-free across processes, exactly
-    like SQLite's single writer: after the lock is granted, each READ COMMITTED statement sees every
-    write committed before. Row locks per key would not buy more parallelism, since every write must
-    hold the version row until it commits anyway. What can run before the lock does: packing the
-    records and copying them to the server.
+    The same lock makes the existence and compare-and-set checks race-free across processes, as
+    SQLite's single writer does: once the lock is granted, each READ COMMITTED statement sees every
+    write committed before. Per-key row locks would not buy parallelism, since every write must
+    hold the version row until it commits anyway; what can run outside the lock does (packing).
 
-Bulk writes
-    The writes of one call go into a per-connection temporary table ``idnode_w`` (``ON COMMIT
-    DELETE ROWS``): large calls with binary ``COPY``, small ones with one ``INSERT … unnest``. Then,
-    under the lock: one statement marks which keys exist (and returns their versions for the
-    outcome checks), and one statement with data-modifying CTEs deletes, updates and inserts
-    set-based and folds the listing-bucket and counter deltas into upserts. The packed record is
-    ``[FORMAT, version, handle, values]`` in msgpack; everything after the version is packed before
-    the lock and the version head (the same for every record of a call) is concatenated in SQL.
+Writes
+    Outcomes are decided in Python by :func:`_classify`, the rule of the SQLite store, from one
+    query that reads the call's existing keys (``unnest`` of the keys joined to ``handles``). Then
+    one statement of data-modifying CTEs deletes, replaces and inserts by key arrays and upserts
+    the listing-bucket and counter deltas, which are aggregated in Python (one row per bucket and
+    per enterprise-day however large the call). Large calls create their rows with a binary
+    ``COPY`` straight into ``handles`` instead. A packed record is ``[FORMAT, version, handle,
+    values]`` in msgpack: everything after the version is packed before the lock (on a worker
+    thread for large calls), the version head is prefixed once the version is known.
+
+    Handle ids come from ``idnode_state.next_id``: a row created at position ``i`` of a call gets
+    ``next_id + i``, so ids follow write order (the listing order) and need no per-row sequence
+    call; positions that create nothing leave unused ids, which listing does not mind.
 
 Planner settings
-    Every query here is a key lookup. The pool's sessions run with hash and merge joins disabled, so
-    joining a call's keys against ``handles`` is always an index probe per key: a hash join would
-    scan the whole table, and a cached plan could then repeat that scan for every single write.
+    Every query here is a key lookup. Lookups of a call's keys are written so that they stay one
+    index probe per key (``LATERAL … LIMIT 1``, ``= ANY``), and the pool's sessions also run with
+    hash and merge joins disabled: a hash join would scan the whole of ``handles``, and a cached
+    generic plan could repeat that scan for every single write. JIT is off: compiling costs tens of
+    milliseconds and never pays off here.
 
 Failures
     Connection failures (refused, reset, shutdown, timeouts, pool closed) raise
     :class:`StoreUnavailable`; a call that met a connection the server had dropped (a restart) is
-    retried once on a fresh one, unless it may have committed. Constraint violations raise
-    :class:`InvalidRequest`.
+    retried once on a fresh one, unless it may have committed. The pool connects lazily, so it
+    recovers by itself once the database is back. Constraint violations raise
+    :class:`InvalidRequest`, with the SQLite store's messages for promoters and enterprises.
 """
 
 from __future__ import annotations
@@ -49,8 +56,8 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -146,117 +153,85 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 
-# -- the per-connection work table of write() ---------------------------------------------------
-_WORK_COLUMNS = ["ord", "key", "handle", "prefix", "eid", "del", "expect", "tail"]
-_CREATE_WORK = """
-CREATE TEMP TABLE IF NOT EXISTS idnode_w (
-    ord INTEGER NOT NULL,
-    key TEXT COLLATE "C" NOT NULL,
-    handle TEXT,
-    prefix TEXT COLLATE "C",
-    eid BIGINT,
-    del BOOLEAN NOT NULL,
-    expect BIGINT NOT NULL,
-    tail BYTEA,
-    have BIGINT
-) ON COMMIT DELETE ROWS
-"""
-_FILL_WORK = """
-INSERT INTO idnode_w (ord, key, handle, prefix, eid, del, expect, tail)
-SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bool[], $7::bigint[],
-                     $8::bytea[])
-"""
-COPY_THRESHOLD = 500  # rows; below this one INSERT … unnest beats COPY's extra round trip
-PACK_CHUNK = 2000  # rows packed per step off the event loop while COPY streams the previous step
+COPY_THRESHOLD = 1000  # created rows; from here on they go in with COPY rather than INSERT … unnest
+PACK_IN_THREAD = 2000  # writes; from here on records are packed on a worker thread
 
+# -- SQL ----------------------------------------------------------------------------------------
 _LOCK = "UPDATE idnode_state SET version = version + 1 RETURNING version, next_id"
-_CHECK = "UPDATE idnode_w w SET have = h.version FROM handles h WHERE h.hkey = w.key RETURNING w.ord, h.version"
-# The outcome rule of _classify, in SQL: a row is written only when it passed its expectation.
-_OK = (
-    f"NOT ((w.expect = {MUST_NOT_EXIST} AND w.have IS NOT NULL)"
-    " OR (w.have IS NULL AND (w.del OR w.expect >= 0))"
-    " OR (w.expect >= 0 AND w.have <> w.expect))"
+# Key lookups are written as LATERAL … LIMIT 1 so that they stay one index probe per key whatever
+# the planner estimates (a join it could flatten might become a hash join over the whole table).
+_CHECK = (
+    "SELECT k.ord - 1, h.version, h.prefix, h.id, h.enterprise_id, h.created_day "
+    "FROM unnest($1::text[]) WITH ORDINALITY k(key, ord) CROSS JOIN LATERAL ("
+    ' SELECT version, prefix, id, enterprise_id, created_day FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1'
+    ") h"
 )
-
-
-def _apply_parts(deletes: bool, replaces: bool, creates: bool) -> str:
-    """The apply statement with only the parts a call needs (each part scans the work table)."""
-    ctes: list[str] = []
-    counts: list[str] = []
-    bucket_src: list[str] = []
-    counter_src: list[str] = []
-    if deletes:
-        ctes.append(
-            f"""d AS (
-    DELETE FROM handles h USING idnode_w w
-    WHERE w.del AND w.have IS NOT NULL AND {_OK} AND h.hkey = w.key
-    RETURNING h.id, h.prefix, h.enterprise_id, h.created_day
-)"""
-        )
-        counts.append("(SELECT count(*) FROM d) AS deleted")
-        bucket_src.append(f"SELECT prefix, id / {LIST_BUCKET} AS bucket, -1 AS n FROM d")
-        counter_src.append("SELECT enterprise_id, created_day AS day, -1 AS n FROM d WHERE enterprise_id IS NOT NULL")
-    if replaces:
-        ctes.append(
-            f"""u AS (
-    UPDATE handles h SET record = @head::bytea || w.tail, handle = w.handle, version = @version::bigint,
-                         updated_at = @now::bigint
-    FROM idnode_w w
-    WHERE NOT w.del AND w.have IS NOT NULL AND {_OK} AND h.hkey = w.key
-    RETURNING 1
-)"""
-        )
-        counts.append("(SELECT count(*) FROM u) AS replaced")
-    if creates:
-        ctes.append(
-            f"""i AS (
-    INSERT INTO handles (prefix, id, hkey, handle, enterprise_id, created_at, created_day, updated_at, version,
-                         record)
-    SELECT w.prefix, @next_id::bigint + w.ord, w.key, w.handle, w.eid, @now::bigint, @day::integer, @now::bigint,
-           @version::bigint, @head::bytea || w.tail
-    FROM idnode_w w
-    WHERE NOT w.del AND w.have IS NULL AND {_OK}
-    RETURNING id, prefix, enterprise_id
-)""",
-        )
-        ctes.append("s AS (UPDATE idnode_state SET next_id = next_id + @id_span::bigint RETURNING 1)")
-        counts += ["(SELECT count(*) FROM i) AS created", "(SELECT count(*) FROM s) AS state"]
-        bucket_src.append(f"SELECT prefix, id / {LIST_BUCKET} AS bucket, 1 AS n FROM i")
-        counter_src.append("SELECT enterprise_id, @day::integer AS day, 1 AS n FROM i WHERE enterprise_id IS NOT NULL")
-    if bucket_src:
-        union = "\n        UNION ALL\n        ".join(bucket_src)
-        ctes.append(
-            f"""b AS (
-    INSERT INTO list_buckets (prefix, bucket, n)
-    SELECT prefix, bucket, SUM(n) FROM (
-        {union}
-    ) x
-    GROUP BY prefix, bucket HAVING SUM(n) <> 0
-    ON CONFLICT (prefix, bucket) DO UPDATE SET n = list_buckets.n + excluded.n
-    RETURNING 1
-)"""
-        )
-        counts.append("(SELECT count(*) FROM b) AS buckets")
-    if counter_src:
-        union = "\n        UNION ALL\n        ".join(counter_src)
-        ctes.append(
-            f"""c AS (
-    INSERT INTO registration_counts (enterprise_id, day, hour, delta)
-    SELECT enterprise_id, day, @hour::bigint, SUM(n) FROM (
-        {union}
-    ) x
-    GROUP BY enterprise_id, day HAVING SUM(n) <> 0
-    ON CONFLICT (enterprise_id, day, hour) DO UPDATE SET delta = registration_counts.delta + excluded.delta
-    RETURNING 1
-)"""
-        )
-        counts.append("(SELECT count(*) FROM c) AS counters")
-    return "WITH\n" + ",\n".join(ctes) + "\nSELECT " + ", ".join(counts)
+_HANDLE_COPY_COLUMNS = [
+    "prefix",
+    "id",
+    "hkey",
+    "handle",
+    "enterprise_id",
+    "created_at",
+    "created_day",
+    "updated_at",
+    "version",
+    "record",
+]
 
 
 @functools.cache
-def _apply_sql(deletes: bool, replaces: bool, creates: bool) -> tuple[str, tuple[str, ...]]:
-    """The apply statement for a call, with ``@name`` placeholders numbered: (sql, argument names)."""
+def _apply_sql(deletes: bool, replaces: bool, inserts: bool, ids: bool, buckets: bool, counters: bool) -> str:
+    """The one statement that applies a checked call, with only the parts it needs. Placeholders are
+    ``@name``; :func:`_numbered` turns them into ``$n``."""
+    ctes: list[str] = []
+    counts: list[str] = []
+    if deletes:
+        ctes.append("d AS (DELETE FROM handles WHERE hkey = ANY(@del_keys::text[]) RETURNING 1)")
+        counts.append("(SELECT count(*) FROM d) AS deleted")
+    if replaces:
+        ctes.append(
+            "u AS (UPDATE handles h SET record = v.record, handle = v.handle, version = @version::bigint,"
+            " updated_at = @now::bigint"
+            " FROM unnest(@upd_keys::text[], @upd_handles::text[], @upd_records::bytea[]) v(key, handle, record)"
+            ' WHERE h.hkey = (v.key COLLATE "C") RETURNING 1)'
+        )
+        counts.append("(SELECT count(*) FROM u) AS replaced")
+    if inserts:
+        ctes.append(
+            "i AS (INSERT INTO handles (prefix, id, hkey, handle, enterprise_id, created_at, created_day,"
+            " updated_at, version, record)"
+            " SELECT v.prefix, v.id, v.key, v.handle, v.eid, @now::bigint, @day::integer, @now::bigint,"
+            " @version::bigint, v.record"
+            " FROM unnest(@ins_prefixes::text[], @ins_ids::bigint[], @ins_keys::text[], @ins_handles::text[],"
+            " @ins_eids::bigint[], @ins_records::bytea[]) v(prefix, id, key, handle, eid, record) RETURNING 1)"
+        )
+        counts.append("(SELECT count(*) FROM i) AS created")
+    if ids:
+        ctes.append("s AS (UPDATE idnode_state SET next_id = next_id + @id_span::bigint RETURNING 1)")
+        counts.append("(SELECT count(*) FROM s) AS state")
+    if buckets:
+        ctes.append(
+            "b AS (INSERT INTO list_buckets (prefix, bucket, n)"
+            " SELECT * FROM unnest(@b_prefixes::text[], @b_buckets::bigint[], @b_deltas::bigint[])"
+            " ON CONFLICT (prefix, bucket) DO UPDATE SET n = list_buckets.n + excluded.n RETURNING 1)"
+        )
+        counts.append("(SELECT count(*) FROM b) AS buckets")
+    if counters:
+        ctes.append(
+            "c AS (INSERT INTO registration_counts (enterprise_id, day, hour, delta)"
+            " SELECT v.eid, v.day, @hour::bigint, v.delta"
+            " FROM unnest(@c_eids::bigint[], @c_days::integer[], @c_deltas::bigint[]) v(eid, day, delta)"
+            " ON CONFLICT (enterprise_id, day, hour)"
+            " DO UPDATE SET delta = registration_counts.delta + excluded.delta RETURNING 1)"
+        )
+        counts.append("(SELECT count(*) FROM c) AS counters")
+    return "WITH " + ",\n".join(ctes) + "\nSELECT " + ", ".join(counts)
+
+
+@functools.cache
+def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``@name`` placeholders → ``$n``: (sql, the argument names in order)."""
     names: list[str] = []
 
     def number(m: re.Match[str]) -> str:
@@ -264,7 +239,7 @@ def _apply_sql(deletes: bool, replaces: bool, creates: bool) -> tuple[str, tuple
             names.append(m.group(1))
         return f"${names.index(m.group(1)) + 1}"
 
-    return re.sub(r"@([a-z_]+)", number, _apply_parts(deletes, replaces, creates)), tuple(names)
+    return re.sub(r"@([a-z_]+)", number, sql), tuple(names)
 
 
 _LIST = f"""
@@ -285,10 +260,16 @@ ORDER BY p.id
 """
 _COUNT = "SELECT COALESCE(SUM(n), 0)::bigint FROM list_buckets WHERE prefix = $1 AND n > 0"
 
-_HANDLE_COLUMNS = "h.hkey, h.record, h.version, h.enterprise_id, h.created_at"
-_GET = f"SELECT {_HANDLE_COLUMNS} FROM handles h WHERE h.hkey = $1"
-_GET_MANY = f'SELECT {_HANDLE_COLUMNS} FROM unnest($1::text[]) k(key) JOIN handles h ON h.hkey = (k.key COLLATE "C")'
-_EXISTS_MANY = 'SELECT h.hkey, h.version FROM unnest($1::text[]) k(key) JOIN handles h ON h.hkey = (k.key COLLATE "C")'
+_HANDLE_COLUMNS = "hkey, record, version, enterprise_id, created_at"
+_GET = f"SELECT {_HANDLE_COLUMNS} FROM handles WHERE hkey = $1"
+_GET_MANY = (
+    f"SELECT h.* FROM unnest($1::text[]) k(key) CROSS JOIN LATERAL ("
+    f' SELECT {_HANDLE_COLUMNS} FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1) h'
+)
+_EXISTS_MANY = (
+    "SELECT h.* FROM unnest($1::text[]) k(key) CROSS JOIN LATERAL ("
+    ' SELECT hkey, version FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1) h'
+)
 
 _ENTERPRISE_SQL = (
     "SELECT e.id, e.name, e.uscc, e.prefix, e.status, "
@@ -316,64 +297,53 @@ def _splice_ok() -> bool:
         return all(
             _head(v) + _tail(h, values) == pack_record(Record(handle=h, values=values, version=v))
             for v in (0, 1, 127, 128, 65536, 2**40)
-            for h in ("0.NA/x", "88.118.8/é" * 10)
+            for h in ("0.NA/x", "88.118.8/é" * 10, "88.118.8/" + "x" * 300)
         )
     except Exception:  # pragma: no cover
         return False
 
 
-# When False (packing.py changed its layout) whole records are packed after the lock instead.
+# False only if packing.py changed its layout: then whole records are packed under the lock.
 _SPLICE_OK = _splice_ok()
 
 
-def _work_rows(
-    writes: Sequence[HandleWrite], start: int = 0, end: int | None = None, version: int | None = None
-) -> list[tuple]:
-    """Rows for ``idnode_w`` of ``writes[start:end]``. With ``version`` None the record is packed
-    without its head (see _tail), else whole."""
-    rows = []
-    for n in range(start, len(writes) if end is None else end):
-        w = writes[n]
-        if w.values is None:
-            blob = None
-        elif version is None:
-            blob = _tail(w.handle, w.values)
-        else:
-            blob = pack_record(Record(handle=w.handle, values=w.values, version=version))
-        rows.append((n, w.key, w.handle, w.prefix, w.enterprise_id, w.values is None, w.expect, blob))
-    return rows
+def _tails(writes: Sequence[HandleWrite]) -> list[bytes | None]:
+    return [None if w.values is None else _tail(w.handle, w.values) for w in writes]
 
 
-class _WorkRows:
-    """The ``idnode_w`` rows of one write() call. Small calls are packed at once; large ones are packed
-    in chunks on a worker thread while COPY sends the chunk before (the server works on its core
-    meanwhile, and the event loop keeps running). Packed chunks are kept for a retry."""
+class _Records:
+    """The packed records of one write() call: tails packed once (on a worker thread for large calls,
+    started before the transaction so it overlaps the lock and the existence check, and kept for a
+    retry), the version head added under the lock."""
 
     def __init__(self, writes: Sequence[HandleWrite]) -> None:
         self.writes = writes
-        self.small = len(writes) < COPY_THRESHOLD
-        self.rows = _work_rows(writes) if self.small else None
-        self._chunks: list[list[tuple]] = []
+        self._tails: list[bytes | None] | None = None
+        self._pending: asyncio.Future[list[bytes | None]] | None = None
+        if not _SPLICE_OK:
+            return
+        if len(writes) >= PACK_IN_THREAD:
+            self._pending = asyncio.get_running_loop().run_in_executor(None, _tails, writes)
+        else:
+            self._tails = _tails(writes)
 
-    async def stream(self) -> AsyncIterator[tuple]:
-        loop = asyncio.get_running_loop()
-        n = len(self.writes)
-        starts = range(0, n, PACK_CHUNK)
+    async def ready(self) -> None:
+        if self._pending is not None:
+            self._tails = await self._pending
+            self._pending = None
 
-        def pack(k: int) -> asyncio.Future[list[tuple]]:
-            lo = starts[k]
-            return loop.run_in_executor(None, _work_rows, self.writes, lo, min(lo + PACK_CHUNK, n))
+    def record(self, i: int, version: int, head: bytes) -> bytes:
+        if self._tails is None:  # pragma: no cover - only when packing.py changed its layout
+            w = self.writes[i]
+            assert w.values is not None
+            return pack_record(Record(handle=w.handle, values=w.values, version=version))
+        tail = self._tails[i]
+        assert tail is not None
+        return head + tail
 
-        pending: asyncio.Future[list[tuple]] | None = None
-        for k in range(len(starts)):
-            if k < len(self._chunks):
-                rows = self._chunks[k]
-            else:
-                rows = await (pending or pack(k))
-                self._chunks.append(rows)
-            pending = pack(k + 1) if k + 1 < len(starts) and k + 1 >= len(self._chunks) else None
-            for row in rows:
-                yield row
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -389,8 +359,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     pgerr.ReadOnlySQLTransactionError,  # connected to a standby after a failover
     pgerr.PostgresSystemError,  # I/O error on the server
 )
-# Errors that mean the connection we were given was already dead (the server restarted, or
-# terminated the backend): worth one retry on a fresh connection.
+# Errors meaning the connection we were handed was already dead (the server restarted, or ended the
+# backend): worth one retry on a fresh connection.
 _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
@@ -421,68 +391,78 @@ class _Attempt:
     commit_sent: bool = False  # from here on a failure leaves the outcome unknown: never retry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
+class _Existing:
+    version: int
+    prefix: str
+    id: int
+    enterprise_id: int | None
+    created_day: int
+
+
+@dataclass(slots=True)
 class _Plan:
-    """The checked writes of one call: outcomes so far, and what the apply statement must do."""
+    """A checked call: the failed outcomes (None where the write goes ahead) and what to apply."""
 
     results: list[WriteResult | None]
-    deletes: int
-    replaces: int
-    creates: int
-    id_span: int  # handle ids to reserve: a created row gets next_id + its position in the call
+    deletes: list[int] = field(default_factory=list)
+    replaces: list[int] = field(default_factory=list)
+    creates: list[int] = field(default_factory=list)
 
 
-def _classify(writes: Sequence[HandleWrite], have: Mapping[int, int], atomic: bool) -> _Plan | list[WriteResult]:
-    """The outcome rule of the SQLite store (and of ``_OK``). Returns the final results when nothing is
-    to be written, else a plan."""
-    results: list[WriteResult | None] = []
-    deletes = replaces = creates = id_span = 0
+def _classify(writes: Sequence[HandleWrite], have: Mapping[int, _Existing], atomic: bool) -> _Plan | list[WriteResult]:
+    """The outcome rule of the SQLite store's ``_apply``. Returns the final results when nothing is
+    to be written (nothing passed, or an atomic call with a failure), else the plan."""
+    plan = _Plan(results=[])
     for i, w in enumerate(writes):
-        current = have.get(i)
+        found = have.get(i)
+        current = found.version if found is not None else None
         if w.expect == MUST_NOT_EXIST and current is not None:
-            results.append(WriteResult(WriteOutcome.EXISTS, current))
+            plan.results.append(WriteResult(WriteOutcome.EXISTS, current))
         elif current is None and (w.values is None or w.expect >= 0):
-            results.append(WriteResult(WriteOutcome.MISSING))
+            plan.results.append(WriteResult(WriteOutcome.MISSING))
         elif w.expect >= 0 and current != w.expect:
-            results.append(WriteResult(WriteOutcome.STALE, current))
+            plan.results.append(WriteResult(WriteOutcome.STALE, current))
         else:
-            results.append(None)
+            plan.results.append(None)
             if w.values is None:
-                deletes += 1
+                plan.deletes.append(i)
             elif current is None:
-                creates += 1
-                id_span = i + 1
+                plan.creates.append(i)
             else:
-                replaces += 1
-    todo = deletes + replaces + creates
+                plan.replaces.append(i)
+    todo = len(plan.deletes) + len(plan.replaces) + len(plan.creates)
     if not todo or (atomic and todo != len(writes)):
-        return [r or WriteResult(WriteOutcome.NOT_WRITTEN) for r in results]
-    return _Plan(results, deletes, replaces, creates, id_span)
+        return [r or WriteResult(WriteOutcome.NOT_WRITTEN) for r in plan.results]
+    return plan
 
 
 def _describe(url: str) -> str:
     """host:port/database of a URL, without credentials, for messages."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = parts.port or 5432
-        return f"{host}:{port}{parts.path or ''}"
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
     except ValueError:
         return "PostgreSQL"
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.execute(_CREATE_WORK)
+# Session settings of every pooled connection (see "Planner settings" above). Set by the pool's
+# init hook rather than as startup parameters, which connection poolers such as PgBouncer refuse.
+_SESSION_SETTINGS = "SET enable_hashjoin = off; SET enable_mergejoin = off; SET jit = off"
+
+
+async def _init_session(conn: asyncpg.Connection) -> None:
+    await conn.execute(_SESSION_SETTINGS)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook. Open transactions are rolled back by asyncpg itself; we never change session
-    state (no SET, LISTEN, cursors or session advisory locks), so the default RESET ALL round trip
-    on every release is skipped."""
+    """Pool reset hook, replacing asyncpg's default ``RESET ALL`` (which would undo
+    _SESSION_SETTINGS, and costs a round trip on every release). asyncpg itself still rolls back a
+    transaction left open; this store takes no session advisory locks, LISTENs or cursors."""
 
 
 class PostgresStore:
-    """The production store. ``url`` is a libpq-style URL, ``postgresql://user@host:5432/db``."""
+    """The production store. ``url`` is ``postgresql://user[:password]@host[:port]/database``."""
 
     def __init__(
         self,
@@ -519,16 +499,9 @@ class PostgresStore:
                 max_size=self._max_size,
                 command_timeout=self._command_timeout,
                 timeout=self._connect_timeout,
-                init=_init_connection,
+                init=_init_session,
                 reset=_keep_session,
-                server_settings={
-                    "application_name": self._application_name,
-                    "enable_hashjoin": "off",
-                    "enable_mergejoin": "off",
-                    "jit": "off",  # compiling costs tens of ms and never pays off for key lookups
-                    "temp_buffers": "32MB",  # keeps the work table of a 100k-row call in memory
-                    "work_mem": "16MB",  # and the apply statement's intermediate rows
-                },
+                server_settings={"application_name": self._application_name},
             )
         except asyncio.CancelledError:
             raise
@@ -573,12 +546,16 @@ class PostgresStore:
                     and isinstance(exc, _CONNECTION_LOST)
                     and self._pool is not None
                 )
-                if retry:
-                    log.info("postgres connection lost (%s); retrying on a fresh connection", type(exc).__name__)
-                    with contextlib.suppress(Exception):
-                        await pool.expire_connections()
-                    continue
-                raise self._unavailable(exc) from None
+                if not retry:
+                    raise self._unavailable(exc) from None
+                log.info("PostgreSQL connection lost (%s); retrying on a fresh connection", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await pool.expire_connections()
+            except asyncpg.PostgresError as exc:
+                if not attempt.acquired:  # connecting failed: no such database, authentication, …
+                    raise self._unavailable(exc) from None
+                log.exception("PostgreSQL store error")
+                raise ServerError(f"store error: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -594,7 +571,7 @@ class PostgresStore:
         return await self._run(run)
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        """One write statement in its own transaction (so a lost connection before COMMIT is retried)."""
+        """One write statement in its own transaction (so a connection lost before COMMIT is retried)."""
 
         async def run(conn: asyncpg.Connection, attempt: _Attempt) -> None:
             async with conn.transaction():
@@ -655,14 +632,15 @@ class PostgresStore:
             raise InvalidRequest("the same handle appears more than once in one write")
         if not writes:
             return []
-        rows = _WorkRows(writes) if _SPLICE_OK else None
+        records = _Records(writes)
 
         async def run(conn: asyncpg.Connection, attempt: _Attempt) -> list[WriteResult]:
             async with conn.transaction():
-                version, next_id, have, plan = await self._check(conn, writes, rows, atomic)
+                version, next_id, have = await self._check(conn, writes)
+                plan = _classify(writes, have, atomic)
                 if not isinstance(plan, _Plan):
                     raise _NotWritten(plan)  # rolls back the version increment
-                results = await self._commit(conn, writes, have, plan, version, next_id, now, rows is not None)
+                results = await self._apply(conn, writes, records, have, plan, version, next_id, now)
                 attempt.commit_sent = True
             return results
 
@@ -670,52 +648,94 @@ class PostgresStore:
             return await self._run(run)
         except _NotWritten as nothing:
             return nothing.results
+        finally:
+            records.cancel()
 
-    async def _check(
-        self, conn: asyncpg.Connection, writes: Sequence[HandleWrite], rows: _WorkRows | None, atomic: bool
-    ) -> tuple[int, int, dict[int, int], _Plan | list[WriteResult]]:
-        """Inside the caller's transaction: fill the work table, take the version lock (held until the
-        transaction ends), read which keys exist and classify the writes."""
-        if rows is not None:
-            if rows.rows is not None:
-                await self._fill(conn, rows.rows)
-            else:
-                await conn.copy_records_to_table("idnode_w", records=rows.stream(), columns=_WORK_COLUMNS)
+    @staticmethod
+    async def _check(conn: asyncpg.Connection, writes: Sequence[HandleWrite]) -> tuple[int, int, dict[int, _Existing]]:
+        """Inside the caller's transaction: take the version lock (held until the transaction ends),
+        then read which of the keys exist."""
         version, next_id = await conn.fetchrow(_LOCK)
-        if rows is None:  # the record layout is not the one _tail assumes: pack whole records now
-            await self._fill(conn, _work_rows(writes, version=version))
-        have = {r[0]: r[1] for r in await conn.fetch(_CHECK)}
-        return version, next_id, have, _classify(writes, have, atomic)
+        rows = await conn.fetch(_CHECK, [w.key for w in writes])
+        have = {r[0]: _Existing(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+        return version, next_id, have
 
-    async def _commit(
-        self,
+    @staticmethod
+    async def _apply(
         conn: asyncpg.Connection,
         writes: Sequence[HandleWrite],
-        have: Mapping[int, int],
+        records: _Records,
+        have: Mapping[int, _Existing],
         plan: _Plan,
         version: int,
         next_id: int,
         now: int,
-        spliced: bool,
     ) -> list[WriteResult]:
-        """Apply a checked plan set-based (handles, listing buckets, counters) and build the results."""
-        sql, names = _apply_sql(plan.deletes > 0, plan.replaces > 0, plan.creates > 0)
-        args = {
-            "head": _head(version) if spliced else b"",
-            "version": version,
-            "now": now,
-            "next_id": next_id,
-            "day": day_number(now),
-            "hour": hour_of(now),
-            "id_span": plan.id_span,
-        }
-        done = await conn.fetchrow(sql, *(args[n] for n in names))
-        applied = (done.get("deleted", 0), done.get("replaced", 0), done.get("created", 0))
-        if applied != (plan.deletes, plan.replaces, plan.creates):
-            raise ServerError(
-                f"store inconsistency: applied {applied} deletes/replaces/creates, "
-                f"expected {(plan.deletes, plan.replaces, plan.creates)}"
+        """Apply a checked plan (handles, listing buckets, counters) and build the results."""
+        await records.ready()
+        head = _head(version)
+        day = day_number(now)
+        args: dict[str, Any] = {"version": version, "now": now, "day": day, "hour": hour_of(now)}
+        buckets: dict[tuple[str, int], int] = {}
+        counts: dict[tuple[int, int], int] = {}
+        if plan.deletes:
+            args["del_keys"] = [writes[i].key for i in plan.deletes]
+            for i in plan.deletes:
+                old = have[i]
+                bk = (old.prefix, old.id // LIST_BUCKET)
+                buckets[bk] = buckets.get(bk, 0) - 1
+                if old.enterprise_id is not None:
+                    ck = (old.enterprise_id, old.created_day)
+                    counts[ck] = counts.get(ck, 0) - 1
+        if plan.replaces:
+            args["upd_keys"] = [writes[i].key for i in plan.replaces]
+            args["upd_handles"] = [writes[i].handle for i in plan.replaces]
+            args["upd_records"] = [records.record(i, version, head) for i in plan.replaces]
+        copied = 0
+        if plan.creates:
+            args["id_span"] = plan.creates[-1] + 1
+            for i in plan.creates:
+                w = writes[i]
+                bk = (w.prefix, (next_id + i) // LIST_BUCKET)
+                buckets[bk] = buckets.get(bk, 0) + 1
+                if w.enterprise_id is not None:
+                    ck = (w.enterprise_id, day)
+                    counts[ck] = counts.get(ck, 0) + 1
+            if len(plan.creates) >= COPY_THRESHOLD:
+                rows = (
+                    (w.prefix, next_id + i, w.key, w.handle, w.enterprise_id, now, day, now, version, rec)
+                    for i, w, rec in ((i, writes[i], records.record(i, version, head)) for i in plan.creates)
+                )
+                status = await conn.copy_records_to_table("handles", records=rows, columns=_HANDLE_COPY_COLUMNS)
+                copied = int(status.rsplit(" ", 1)[-1])
+            else:
+                args["ins_prefixes"] = [writes[i].prefix for i in plan.creates]
+                args["ins_ids"] = [next_id + i for i in plan.creates]
+                args["ins_keys"] = [writes[i].key for i in plan.creates]
+                args["ins_handles"] = [writes[i].handle for i in plan.creates]
+                args["ins_eids"] = [writes[i].enterprise_id for i in plan.creates]
+                args["ins_records"] = [records.record(i, version, head) for i in plan.creates]
+        bucket_rows = [(p, b, n) for (p, b), n in buckets.items() if n]
+        if bucket_rows:
+            args["b_prefixes"], args["b_buckets"], args["b_deltas"] = (list(c) for c in zip(*bucket_rows, strict=True))
+        count_rows = [(e, d, n) for (e, d), n in counts.items() if n]
+        if count_rows:
+            args["c_eids"], args["c_days"], args["c_deltas"] = (list(c) for c in zip(*count_rows, strict=True))
+        sql, names = _numbered(
+            _apply_sql(
+                bool(plan.deletes),
+                bool(plan.replaces),
+                "ins_keys" in args,
+                bool(plan.creates),
+                bool(bucket_rows),
+                bool(count_rows),
             )
+        )
+        done = await conn.fetchrow(sql, *(args[n] for n in names))
+        applied = (done.get("deleted", 0), done.get("replaced", 0), done.get("created", 0) + copied)
+        expected = (len(plan.deletes), len(plan.replaces), len(plan.creates))
+        if applied != expected:
+            raise ServerError(f"store inconsistency: applied {applied} deletes/replaces/creates, expected {expected}")
         out: list[WriteResult] = []
         for i, (w, r) in enumerate(zip(writes, plan.results, strict=True)):
             if r is not None:
@@ -728,24 +748,18 @@ class PostgresStore:
                 out.append(WriteResult(WriteOutcome.CREATED, version))
         return out
 
-    @staticmethod
-    async def _fill(conn: asyncpg.Connection, rows: list[tuple]) -> None:
-        if len(rows) >= COPY_THRESHOLD:
-            await conn.copy_records_to_table("idnode_w", records=rows, columns=_WORK_COLUMNS)
-        else:
-            await conn.execute(_FILL_WORK, *(list(col) for col in zip(*rows, strict=True)))
-
     async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         if page_size <= 0:
             row = await self._fetchrow(_COUNT, prefix)
             return (int(row[0]) if row else 0), []
-        skip = max(0, page * page_size)
+        skip = max(0, page * page_size)  # SQLite treats a negative OFFSET as 0
         rows = await self._fetch(_LIST, prefix, skip, page_size)
         total = int(rows[0][0]) if rows else 0
         return total, [r[1] for r in rows if r[1] is not None]
 
     # -- promoters and enterprises -------------------------------------------------------------
-    def _conflict(self, exc: asyncpg.UniqueViolationError, **names: str) -> InvalidRequest:
+    @staticmethod
+    def _conflict(exc: asyncpg.UniqueViolationError, **names: str) -> InvalidRequest:
         template = _UNIQUE_MESSAGES.get(exc.constraint_name or "")
         if template is None:
             return InvalidRequest(f"conflicting data: {exc}")
@@ -763,7 +777,7 @@ class PostgresStore:
                         uscc,
                         now,
                     )
-                except asyncpg.UniqueViolationError as exc:
+                except asyncpg.UniqueViolationError as exc:  # a concurrent insert won
                     raise self._conflict(exc, uscc=uscc) from None
                 attempt.commit_sent = True
             return Promoter(pid, name, uscc, now)
@@ -782,17 +796,19 @@ class PostgresStore:
     async def add_enterprise(
         self, name: str, uscc: str, prefix: str, promoter_id: int, prefix_write: HandleWrite, *, now: int
     ) -> Enterprise:
-        rows = _WorkRows([prefix_write]) if _SPLICE_OK else None
+        writes = [prefix_write]
+        records = _Records(writes)
 
         async def run(conn: asyncpg.Connection, attempt: _Attempt) -> Enterprise:
             async with conn.transaction():
-                # The version lock first (in _check): it serialises this with every handle write and
-                # every other enterprise, so nothing below can race and no id is burnt on a refusal.
-                version, next_id, have, plan = await self._check(conn, [prefix_write], rows, True)
+                # The version lock first: it serialises this with every handle write and every other
+                # enterprise, so the checks below cannot race and no id is burnt on a refusal.
+                version, next_id, have = await self._check(conn, writes)
                 if await conn.fetchval("SELECT 1 FROM enterprises WHERE uscc = $1", uscc):
                     raise InvalidRequest(f"an enterprise with credit code {uscc} already exists")
                 if await conn.fetchval("SELECT 1 FROM enterprises WHERE prefix_key = $1", prefix.upper()):
                     raise InvalidRequest(f"prefix {prefix} is already allocated")
+                plan = _classify(writes, have, True)
                 if not isinstance(plan, _Plan):
                     raise InvalidRequest(f"prefix handle 0.NA/{prefix} already exists")
                 try:
@@ -813,7 +829,7 @@ class PostgresStore:
                     promoter_id,
                     now,
                 )
-                await self._commit(conn, [prefix_write], have, plan, version, next_id, now, rows is not None)
+                await self._apply(conn, writes, records, have, plan, version, next_id, now)
                 attempt.commit_sent = True
             return Enterprise(eid, name, uscc, prefix, "active", promoter_id, now)
 

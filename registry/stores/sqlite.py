@@ -195,7 +195,15 @@ class SQLiteStore:
             conn = self._conn()
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+                try:
+                    conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+                except sqlite3.OperationalError:
+                    # Another store opening the same file at the same time may have applied it first
+                    # (user_version was read before BEGIN IMMEDIATE).
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if conn.execute("PRAGMA user_version").fetchone()[0] < number:
+                        raise
 
         assert self._writer is not None
         await asyncio.get_running_loop().run_in_executor(self._writer, run)

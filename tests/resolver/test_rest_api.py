@@ -1281,11 +1281,6 @@ class TestInsecureAuthConfigured:
         await ok(await client.put(url(f"{NODE_PREFIX}/proxied"), json=[url_value()], headers=admin), 201)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HS_PUBKEY challenge-response is not implemented: a 401 offers only Basic, never a Handle "
-    "sessionId/nonce challenge, and 'Authorization: Handle …' is refused as an unknown scheme",
-)
 async def test_401_offers_a_handle_challenge(client, ent):
     h = f"{ent['prefix']}/challenge"
     r = await client.put(url(h), json=[url_value()])

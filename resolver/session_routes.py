@@ -1,0 +1,58 @@
+"""HANDLE.NET's session resource: ``/api/sessions`` (challenge, answer, status, logout)."""
+
+from __future__ import annotations
+
+import base64
+
+from aiohttp import web
+
+from registry.errors import AuthenticationNeeded, InvalidRequest
+from resolver.keys import STATE_KEY
+from resolver.web import json_response, request_caller
+
+__all__ = ["session_routes"]
+
+session_routes = web.RouteTableDef()
+
+
+@session_routes.post("/api/sessions")
+async def open_session(request: web.Request) -> web.Response:
+    """A new challenge: ``{"sessionId", "nonce"}``."""
+    session = request.app[STATE_KEY].sessions.new()
+    nonce = base64.b64encode(session.nonce).decode("ascii")
+    return json_response(request, {"sessionId": session.id, "nonce": nonce}, 201)
+
+
+@session_routes.route("*", "/api/sessions/this")
+async def this_session(request: web.Request) -> web.Response:
+    """GET: the session's state; PUT/POST with ``Authorization: Handle …``: authenticate it;
+    DELETE: end it."""
+    if request.method not in ("GET", "PUT", "POST", "DELETE"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "POST", "DELETE"])
+    header = request.headers.get("Authorization", "")
+    scheme, _, _ = header.strip().partition(" ")
+    if scheme.lower() != "handle":
+        raise InvalidRequest("send Authorization: Handle sessionId=… (and the answer to its challenge)")
+    sessions = request.app[STATE_KEY].sessions
+    caller = await request_caller(request)
+    session_id = _session_id(header)
+    session = sessions.get(session_id) if session_id else None
+    if session is None:
+        raise AuthenticationNeeded("unknown or expired session")
+    if request.method == "DELETE":
+        sessions.drop(session.id)
+        return json_response(request, {"sessionId": session.id, "authenticated": False})
+    body = {
+        "sessionId": session.id,
+        "nonce": base64.b64encode(session.nonce).decode("ascii"),
+        "authenticated": caller.identity is not None,
+    }
+    if caller.identity is not None:
+        body["id"] = str(caller.identity)
+    return json_response(request, body)
+
+
+def _session_id(header: str) -> str | None:
+    from resolver.sessions import parse_handle_authorization
+
+    return parse_handle_authorization(header.strip().partition(" ")[2]).session_id

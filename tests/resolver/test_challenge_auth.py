@@ -1,0 +1,141 @@
+"""HS_PUBKEY challenge-response over HTTP (``Authorization: Handle …``), as HANDLE.NET clients do it."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from registry import valuedata
+from tests.resolver.conftest import NODE_PREFIX
+
+
+def jwk_of(key) -> dict:  # type: ignore[no-untyped-def]
+    return valuedata.public_key_to_jwk(valuedata.encode_public_key(key.public_key()))
+
+
+def sign(key, message: bytes) -> bytes:  # type: ignore[no-untyped-def]
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(message)
+    return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+
+
+@pytest.fixture(params=["ed25519", "rsa"])
+def private_key(request):  # type: ignore[no-untyped-def]
+    if request.param == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+async def setup_key_holder(client, onboard, key) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """An enterprise adds its public key to its prefix handle (HS_PUBKEY at 301) and makes that key an
+    administrator of the prefix (HS_ADMIN at 101), as HANDLE.NET prefix owners do."""
+    ent = await onboard()
+    prefix_handle = f"0.NA/{ent['prefix']}"
+    values = [
+        {"index": 301, "type": "HS_PUBKEY", "data": {"format": "key", "value": jwk_of(key)}},
+        {"index": 101, "type": "HS_ADMIN",
+         "data": {"format": "admin", "value": {"handle": prefix_handle, "index": 301, "permissions": "011111110011"}}},
+    ]
+    r = await client.put(f"/api/handles/{prefix_handle}", params=[("index", "301"), ("index", "101")],
+                         json={"values": values}, headers=ent["headers"])
+    assert r.status == 201, await r.text()
+    r = await client.put(f"/api/handles/{ent['prefix']}/owned", json={"values": [
+        {"index": 1, "type": "URL", "data": "https://example.com/a"}]}, headers=ent["headers"])
+    assert r.status == 201, await r.text()
+    return f"301:{prefix_handle}", ent["prefix"]
+
+
+def answer(session_id: str, nonce_b64: str, identity: str, key, alg: str = "SHA256") -> str:  # type: ignore[no-untyped-def]
+    cnonce = os.urandom(16)
+    signature = sign(key, base64.b64decode(nonce_b64) + cnonce)
+    return (
+        f'Handle sessionId="{session_id}", id="{identity}", type="HS_PUBKEY", '
+        f'cnonce="{base64.b64encode(cnonce).decode()}", alg="{alg}", '
+        f'signature="{base64.b64encode(signature).decode()}"'
+    )
+
+
+async def test_401_challenge_then_signed_answer_then_session(client, onboard, private_key):
+    identity, prefix = await setup_key_holder(client, onboard, private_key)
+    target = f"/api/handles/{prefix}/by-key"
+    body = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/b"}]}
+    r = await client.put(target, json=body)
+    assert r.status == 401 and (await r.json())["responseCode"] == 402
+    challenges = r.headers.getall("WWW-Authenticate")
+    assert any(c.startswith("Basic ") for c in challenges)
+    handle_challenge = next(c for c in challenges if c.startswith("Handle "))
+    params = dict(part.strip().split("=", 1) for part in handle_challenge[len("Handle "):].split(","))
+    session_id, nonce = params["sessionId"].strip('"'), params["nonce"].strip('"')
+
+    r = await client.put(target, json=body, headers={"Authorization": answer(session_id, nonce, identity, private_key)})
+    assert r.status == 201, await r.text()
+    # The session is authenticated now: the sessionId alone is enough, and the new handle's default
+    # HS_ADMIN names the key that created it.
+    session = {"Authorization": f'Handle sessionId="{session_id}"'}
+    body["values"][0]["data"] = "https://example.com/c"
+    r = await client.put(target, params={"index": "1"}, json=body, headers=session)
+    assert r.status == 200, await r.text()
+    record = await (await client.get(target)).json()
+    assert record["values"][0]["data"]["value"] == "https://example.com/c"
+    admin_value = next(v for v in record["values"] if v["type"] == "HS_ADMIN")
+    assert admin_value["data"]["value"]["index"] == 301
+    # Handle-level rights still apply: the handle made with the secret key names only 300.
+    r = await client.put(f"/api/handles/{prefix}/owned", params={"index": "1"}, json=body, headers=session)
+    assert r.status == 403
+    # And nothing outside the enterprise's prefix.
+    r = await client.put(f"/api/handles/{NODE_PREFIX}/not-its", json=body, headers=session)
+    assert r.status == 403
+
+
+async def test_sessions_resource(client, onboard):
+    key = ed25519.Ed25519PrivateKey.generate()
+    identity, _ = await setup_key_holder(client, onboard, key)
+    opened = await (await client.post("/api/sessions")).json()
+    r = await client.put("/api/sessions/this",
+                         headers={"Authorization": answer(opened["sessionId"], opened["nonce"], identity, key)})
+    status = await r.json()
+    assert r.status == 200 and status["authenticated"] is True and status["id"] == identity
+    r = await client.delete("/api/sessions/this", headers={"Authorization": f'Handle sessionId="{opened["sessionId"]}"'})
+    assert r.status == 200
+    r = await client.get("/api/sessions/this", headers={"Authorization": f'Handle sessionId="{opened["sessionId"]}"'})
+    assert r.status == 401
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda h: h.replace('type="HS_PUBKEY"', 'type="HS_SECKEY"'),
+        lambda h: h.replace('alg="SHA256"', 'alg="MD4"'),
+        lambda h: h.replace('sessionId="', 'sessionId="x'),
+        lambda h: h[: h.index("signature=")] + 'signature="AAAA"',
+        lambda h: h.replace('id="301:', 'id="300:'),
+        lambda h: h + ", garbage",
+        lambda h: h.replace('cnonce="', 'cnonce="%%%'),
+    ],
+)
+async def test_bad_answers_are_refused_and_change_nothing(client, onboard, mutate):
+    key = ed25519.Ed25519PrivateKey.generate()
+    identity, prefix = await setup_key_holder(client, onboard, key)
+    opened = await (await client.post("/api/sessions")).json()
+    header = mutate(answer(opened["sessionId"], opened["nonce"], identity, key))
+    body = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/evil"}]}
+    r = await client.put(f"/api/handles/{prefix}/owned", params={"index": "1"}, json=body,
+                         headers={"Authorization": header})
+    assert r.status in (400, 401, 403), await r.text()
+    assert "responseCode" in await r.json()
+    record = await (await client.get(f"/api/handles/{prefix}/owned")).json()
+    assert record["values"][0]["data"]["value"] == "https://example.com/a"
+
+
+async def test_signature_over_another_nonce_is_refused(client, onboard):
+    key = ed25519.Ed25519PrivateKey.generate()
+    identity, _ = await setup_key_holder(client, onboard, key)
+    first = await (await client.post("/api/sessions")).json()
+    second = await (await client.post("/api/sessions")).json()
+    replayed = answer(second["sessionId"], first["nonce"], identity, key)
+    r = await client.put("/api/sessions/this", headers={"Authorization": replayed})
+    assert r.status == 403
