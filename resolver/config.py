@@ -34,6 +34,28 @@ class Config:
     data_dir: str = _f("./data", "Directory for the embedded SQLite store and the node's keys.")
     store: str = _f("", "Store URL: sqlite:///path.db or postgresql://user@host/db (default: SQLite in data_dir).")
     redis: str = _f("", "Redis URL for the shared cache tier (redis://…, rediss://…, redis+cluster://…); empty: none.")
+    redis_key_prefix: str = _f(
+        "idnode:", "Prefix of every Redis key and channel the node uses (processes sharing a cache need the same one)."
+    )
+    redis_timeout_ms: int = _f(250, "Timeout of each Redis call (connect and reply), in milliseconds.")
+    redis_breaker_failures: int = _f(
+        5, "Consecutive Redis failures that open the circuit breaker (one timeout opens it at once)."
+    )
+    redis_breaker_cooldown_ms: int = _f(
+        2000, "How long the open breaker sends lookups straight to the store before probing Redis, in milliseconds."
+    )
+    cache_local_entries: int = _f(100_000, "Most entries in each process's local cache tier; 0 turns the tier off.")
+    cache_local_bytes: int = _f(67_108_864, "Most bytes held by each process's local cache tier.")
+    cache_max_staleness: int = _f(
+        60, "Longest a local-tier entry is served, in seconds (the handle values' TTL may make it shorter)."
+    )
+    cache_negative_ttl: int = _f(5, "How long 'handle not found' is cached, in seconds; 0: not at all.")
+    cache_redis_max_ttl: int = _f(
+        3600, "Longest a Redis-tier entry lives, in seconds (the handle values' TTL may make it shorter)."
+    )
+    cache_invalidation_wait_ms: int = _f(
+        500, "How long a write waits for every process to confirm it dropped the old record, in milliseconds."
+    )
     workers: int = _f(1, "Worker processes sharing the port (SO_REUSEPORT).")
     tls_cert: str = _f("", "PEM certificate for HTTPS.")
     tls_key: str = _f("", "PEM private key for HTTPS.")
@@ -130,6 +152,20 @@ def _validate(c: Config) -> None:
         raise ConfigError("ports must be between 1 and 65535 (native_port 0 disables it)")
     if c.workers < 1:
         raise ConfigError("workers must be at least 1")
+    not_negative = (
+        "cache_local_entries",
+        "cache_local_bytes",
+        "cache_max_staleness",
+        "cache_negative_ttl",
+        "cache_redis_max_ttl",
+        "cache_invalidation_wait_ms",
+    )
+    for name in not_negative:
+        if getattr(c, name) < 0:
+            raise ConfigError(f"{name} must not be negative")
+    for name in ("redis_timeout_ms", "redis_breaker_failures", "redis_breaker_cooldown_ms"):
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
     if bool(c.tls_cert) != bool(c.tls_key):
         raise ConfigError("tls_cert and tls_key go together")
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -1,9 +1,9 @@
 """Answers native Handle protocol requests (RFC 3652) from the node's read path.
 
-One :class:`NativeHandler` serves the UDP and the TCP listeners. It takes decoded requests and returns
-reply :class:`~resolver.native.codec.Message` objects; the listeners own the framing. Resolution goes
-through the same :class:`~resolver.resolve.Resolver` (cache tiers, then the store) as
-``GET /api/handles/…``, with the same responsibility check and the same type/index filters.
+One :class:`NativeHandler` serves the UDP and the TCP listeners: they hand it a request's envelope
+and message bytes (``respond``) and send back the bytes it returns. Resolution goes through the same
+:class:`~resolver.resolve.Resolver` (cache tiers, then the store) as ``GET /api/handles/…``, with the
+same responsibility check and the same type/index filters.
 
 Replies follow HANDLE.NET's ``HandleServer``:
 
@@ -15,15 +15,23 @@ Replies follow HANDLE.NET's ``HandleServer``:
   PUBLIC_READ permission are ever sent, whether or not the request set the PO flag.
   A handle without a slash names a prefix: ``88.118.8`` is resolved as ``0.NA/88.118.8``.
 - opcode 2 (get-site-info): the node's HS_SITE data.
-- anything else: OPERATION_NOT_SUPPORTED (5); opcode 0: PROTOCOL_ERROR (4).
+- anything else: OPERATION_NOT_SUPPORTED (5); opcode 0: PROTOCOL_ERROR (4). A message that does not
+  decode gets PROTOCOL_ERROR; a response (not a request) gets nothing.
 
 Every reply echoes the request and session ids, is written in the lower of the client's suggested
 version and ours, and carries the request digest when the request set RD (SHA-256 for protocol 2.7
 and later, SHA-1 before, as HANDLE.NET's ``AbstractResponse.takeDigestOfRequest``).
+
+Two paths produce the same bytes. The general one decodes with :mod:`resolver.native.codec` and
+builds :class:`~resolver.native.codec.Message` replies. The fast one covers the hot case, a plain
+resolution request (no credential, not encrypted), reading and writing the wire layout directly and
+reusing the encodings of values it has seen; anything it does not recognise goes the general way.
+The tests hold the two to identical output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import time
@@ -31,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from registry.errors import HandleError, InvalidHandle, InvalidValue, StoreUnavailable
+from registry.model import HandleName, HandleValue
 from registry.service import Registry
 from registry.valuedata import decode_site
 from resolver.native.codec import (
@@ -38,6 +47,9 @@ from resolver.native.codec import (
     HASH_MD5,
     HASH_SHA1,
     HASH_SHA256,
+    HEADER_SIZE,
+    MAX_HANDLE_LENGTH,
+    MAX_MESSAGE,
     OC_GET_SITE_INFO,
     OC_RESOLUTION,
     PROTOCOL_VERSION,
@@ -61,7 +73,11 @@ from resolver.native.codec import (
     OpFlag,
     ResolutionRequest,
     ResolutionResponse,
+    decode_envelope,
+    decode_payload,
+    encode_envelope,
     encode_payload,
+    encode_value,
     reply_to,
 )
 from resolver.resolve import Resolver
@@ -74,8 +90,25 @@ MESSAGE_TTL = 43_200  # HANDLE.NET AbstractMessage: a message expires twelve hou
 _NA_PREFIX = "0.NA/"
 _MSG_NOT_HOMED = "That prefix doesn't live here"  # HANDLE.NET HandleServer.MSG_NA_NOT_HOMED_HERE
 _MSG_NOT_SUPPORTED = "this node answers resolution and get-site-info only; use the HTTP API for the rest"
-_ENVELOPE_IDS = struct.Struct(">BBBBII")  # versions, flags | suggested major, suggested minor, session, request
-_HEADER_CODES = struct.Struct(">II")  # opcode, response code
+_MSG_INTERNAL = "Internal Error"
+_MSG_UNENCODABLE = "the response cannot be encoded as a Handle protocol message (too large?); use the HTTP API"
+
+_ENVELOPE = struct.Struct(">BBBBIIII")  # versions, flags | suggested major, suggested minor, session, request, seq, len
+_ENVELOPE_IDS = struct.Struct(">BBBBII")
+_HEADER = struct.Struct(">IIIHBBII")  # opcode, rc, flags, site serial, recursion, reserved, expiration, body length
+_HEADER_CODES = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+_ENV_CP_EC = 0xC0  # compressed / encrypted envelope flags: never on the fast path
+_AT = int(OpFlag.AT)
+_RD = int(OpFlag.RD)
+_REC = int(OpFlag.REC)
+_REPLY_COPIED = int(OpFlag.AT | OpFlag.CT | OpFlag.ENC | OpFlag.CA | OpFlag.PO | OpFlag.RD | OpFlag.DNRF)
+_DIGEST_NAMES = {HASH_MD5: "md5", HASH_SHA1: "sha1", HASH_SHA256: "sha256"}
+_NO_CREDENTIAL = b"\0\0\0\0"
+_FAST_MAX_FILTERS = 64  # requests with more indexes or types take the general path
+_NAME_CACHE_MAX = 65_536
+_VALUE_CACHE_MAX = 16_384
+_VALUE_CACHE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -97,6 +130,11 @@ def _digest_algorithm(version: tuple[int, int]) -> int:
     return HASH_MD5  # HANDLE.NET's pre-2.1 "old format" digest is MD5 (without the algorithm byte)
 
 
+def _text(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return _U32.pack(len(raw)) + raw
+
+
 def peek_request(raw: bytes) -> tuple[Envelope, int, bool] | None:
     """Read what an error reply needs from the start of a message that does not decode: the envelope
     ids and versions, the opcode (0 when the header is cut short) and whether the header marks it as
@@ -115,9 +153,74 @@ def peek_request(raw: bytes) -> tuple[Envelope, int, bool] | None:
     return env, opcode, rc != RC_RESERVED
 
 
+def header_is_response(payload: bytes) -> bool:
+    """Does this message's header mark it as a response (which a server never answers)?"""
+    return len(payload) >= 8 and _HEADER_CODES.unpack_from(payload)[1] != RC_RESERVED
+
+
+_Parsed = tuple[int, int, int, str, tuple[int, ...], tuple[str, ...]]  # flags, recursion, end, handle, idx, types
+
+
+def _parse_resolution(envelope: bytes, payload: bytes) -> _Parsed | None:
+    """The fast path's reader: a plain resolution request (opcode 1, no credential, not encrypted or
+    compressed, well formed), or None for anything else (the general path decides what it is)."""
+    size = len(payload)
+    if size < HEADER_SIZE + 12 or envelope[2] & _ENV_CP_EC:
+        return None
+    opcode, rc, flags, _serial, recursion, _reserved, _expiration, body_length = _HEADER.unpack_from(payload)
+    end = HEADER_SIZE + body_length
+    if (
+        opcode != OC_RESOLUTION
+        or rc != RC_RESERVED
+        or not (end == size or (end + 4 == size and payload.endswith(_NO_CREDENTIAL)))
+    ):
+        return None
+    unpack = _U32.unpack_from
+    length = unpack(payload, HEADER_SIZE)[0]
+    pos = HEADER_SIZE + 4
+    if length > MAX_HANDLE_LENGTH or pos + length + 8 > end:
+        return None
+    try:
+        handle = payload[pos : pos + length].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    pos += length
+    count = unpack(payload, pos)[0]
+    pos += 4
+    indexes: tuple[int, ...] = ()
+    if count:
+        if count > _FAST_MAX_FILTERS or pos + 4 * count + 4 > end:
+            return None
+        indexes = struct.unpack_from(f">{count}I", payload, pos)
+        pos += 4 * count
+    count = unpack(payload, pos)[0]
+    pos += 4
+    types: tuple[str, ...] = ()
+    if count:
+        if count > _FAST_MAX_FILTERS:
+            return None
+        found = []
+        for _ in range(count):
+            if pos + 4 > end:
+                return None
+            length = unpack(payload, pos)[0]
+            pos += 4
+            if length > MAX_HANDLE_LENGTH or pos + length > end:
+                return None
+            try:
+                found.append(payload[pos : pos + length].decode("utf-8"))
+            except UnicodeDecodeError:
+                return None
+            pos += length
+        types = tuple(found)
+    if pos != end:
+        return None
+    return flags, recursion, end, handle, indexes, types
+
+
 class NativeHandler:
-    """Turns decoded requests into replies. ``handle`` never raises; ``encode`` never raises either
-    (a reply that cannot be encoded, e.g. one over the 262,144-byte limit, becomes an ERROR reply)."""
+    """Turns requests into replies. ``respond``, ``handle`` and ``encode`` never raise: whatever goes
+    wrong becomes an error reply (ERROR for failures of our own, PROTOCOL_ERROR for bad input)."""
 
     def __init__(
         self,
@@ -127,26 +230,64 @@ class NativeHandler:
         *,
         clock: Callable[[], float] = time.time,
         version: tuple[int, int] = PROTOCOL_VERSION,
+        fast_path: bool = True,
     ) -> None:
         self.resolver = resolver
         self.registry = registry
         self.clock = clock
         self.version = version
+        self.fast_path = fast_path
         self.stats = NativeStats()
         self._site = GetSiteInfoResponse(bytes(site_data))
         try:
             self.site_serial = decode_site(site_data).serial & 0xFFFF
         except InvalidValue:
             self.site_serial = 0
+        self._names: dict[str, tuple[HandleName | None, str]] = {}  # text -> (name, error or "" or not-homed)
+        self._values: dict[HandleValue, bytes] = {}
+        self._values_bytes = 0
 
-    # -- replies ----------------------------------------------------------------------------------
+    # -- the listeners' entry points ----------------------------------------------------------------
+    async def respond(self, envelope: bytes, payload: bytes) -> bytes | None:
+        """The whole reply (envelope and message) to the message ``payload`` that followed the 20
+        ``envelope`` bytes, or None when it gets no reply (it is a response, not a request)."""
+        if self.fast_path:
+            parsed = _parse_resolution(envelope, payload)
+            if parsed is not None:
+                return await self._respond_fast(envelope, payload, parsed)
+        if header_is_response(payload):
+            self.stats.dropped += 1
+            return None
+        try:
+            message = decode_payload(decode_envelope(envelope), payload)
+        except CodecError as exc:
+            log.debug("native: malformed message: %s", exc)
+            opcode = _HEADER_CODES.unpack_from(payload)[0] if len(payload) >= 8 else 0
+            env = peek_request(envelope)
+            assert env is not None
+            return self.wire(self.protocol_error(env[0], opcode, str(exc)))
+        return self.wire(await self.handle(message))
+
+    def refuse(self, raw: bytes, reason: str) -> bytes | None:
+        """The PROTOCOL_ERROR reply to a message that cannot even be framed (``raw``: its first bytes),
+        or None when no request id can be read or it is a response."""
+        peeked = peek_request(raw)
+        if peeked is None or peeked[2]:
+            self.stats.dropped += 1
+            return None
+        return self.wire(self.protocol_error(peeked[0], peeked[1], reason))
+
+    # -- replies as messages (the general path) -----------------------------------------------------
+    def _expiration(self) -> int:
+        return (int(self.clock()) + MESSAGE_TTL) & 0xFFFFFFFF
+
     def reply(self, request: Message, body: Body, response_code: int = RC_SUCCESS) -> Message:
         """The reply to ``request`` (ids, version, flags and digest as HANDLE.NET sets them)."""
         version = min(request.envelope.suggested_version, self.version)
         return reply_to(
             request,
             body,
-            expiration=(int(self.clock()) + MESSAGE_TTL) & 0xFFFFFFFF,
+            expiration=self._expiration(),
             response_code=response_code,
             site_serial=self.site_serial,
             digest_algorithm=_digest_algorithm(version),
@@ -164,24 +305,33 @@ class NativeHandler:
         return self.reply(request, ErrorResponse(message[:200]), RC_PROTOCOL_ERROR)
 
     def encode(self, reply: Message) -> bytes:
-        """The reply's message bytes (without the envelope)."""
+        """The reply's message bytes (without the envelope); one over the size limit becomes ERROR."""
         try:
             return encode_payload(reply)
         except CodecError as exc:
             log.debug("native: cannot encode the reply to request %d: %s", reply.envelope.request_id, exc)
             self.stats.internal += 1
             header = replace(reply.header, response_code=RC_ERROR)
-            message = "the response does not fit a Handle protocol message; use the HTTP API"
-            return encode_payload(replace(reply, header=header, body=ErrorResponse(message)))
+            return encode_payload(replace(reply, header=header, body=ErrorResponse(_MSG_UNENCODABLE)))
 
-    # -- requests ---------------------------------------------------------------------------------
+    def wire(self, reply: Message) -> bytes:
+        """Envelope and message bytes of ``reply``."""
+        payload = self.encode(reply)
+        return encode_envelope(replace(reply.envelope, length=len(payload))) + payload
+
     async def handle(self, request: Message) -> Message:
         """The reply to one decoded request."""
         self.stats.requests += 1
         try:
             opcode = request.header.opcode
             if opcode == OC_RESOLUTION and isinstance(request.body, ResolutionRequest):
-                return await self._resolve(request, request.body)
+                body = request.body
+                code, text, values = await self._resolve(
+                    body.handle, body.indexes, body.types, bool(request.header.op_flags & _AT)
+                )
+                if values is None:
+                    return self.error(request, code, text)
+                return self.reply(request, ResolutionResponse(body.handle, values))
             if opcode == OC_GET_SITE_INFO:
                 return self.reply(request, self._site)
             if opcode == 0:
@@ -190,37 +340,112 @@ class NativeHandler:
         except Exception as exc:  # never let one request take a listener down
             self.stats.internal += 1
             log.debug("native: error answering request %d: %r", request.envelope.request_id, exc)
-            return self.error(request, RC_ERROR, "Internal Error")
+            return self.error(request, RC_ERROR, _MSG_INTERNAL)
 
-    async def _resolve(self, request: Message, body: ResolutionRequest) -> Message:
-        text = body.handle if "/" in body.handle else _NA_PREFIX + body.handle
-        registry = self.registry
+    # -- resolution (both paths) --------------------------------------------------------------------
+    def _name(self, text: str) -> tuple[HandleName | None, str]:
+        """(parsed name, "") / (None, why it is invalid) / (name, _MSG_NOT_HOMED); memoised (pure)."""
+        hit = self._names.get(text)
+        if hit is not None:
+            return hit
         try:
-            name = registry.parse(text)
+            name = self.registry.parse(text if "/" in text else _NA_PREFIX + text)
         except InvalidHandle as exc:
-            return self.error(request, RC_INVALID_HANDLE, exc.message)
-        if not registry.is_responsible(name):
-            return self.error(request, RC_SERVER_NOT_RESP, _MSG_NOT_HOMED)
+            entry: tuple[HandleName | None, str] = (None, exc.message)
+        else:
+            entry = (name, "" if self.registry.is_responsible(name) else _MSG_NOT_HOMED)
+        if len(self._names) >= _NAME_CACHE_MAX:
+            self._names.clear()
+        self._names[text] = entry
+        return entry
+
+    async def _resolve(
+        self, handle: str, indexes: tuple[int, ...], types: tuple[str, ...], authoritative: bool
+    ) -> tuple[int, str, tuple[HandleValue, ...] | None]:
+        """(RC_SUCCESS, "", public values) or (error code, message, None)."""
+        name, problem = self._name(handle)
+        if name is None:
+            return RC_INVALID_HANDLE, problem, None
+        if problem:
+            return RC_SERVER_NOT_RESP, problem, None
         try:
-            record = await self.resolver.lookup(name.key, authoritative=bool(request.header.op_flags & OpFlag.AT))
+            record = await self.resolver.lookup(name.key, authoritative=authoritative)
         except StoreUnavailable:
-            return self.error(request, RC_SERVER_TOO_BUSY, "store unavailable")
+            return RC_SERVER_TOO_BUSY, "store unavailable", None
         except HandleError as exc:
-            code = exc.code if exc.code not in (RC_RESERVED, RC_SUCCESS) else RC_ERROR
-            return self.error(request, code, exc.message)
+            return (exc.code if exc.code not in (RC_RESERVED, RC_SUCCESS) else RC_ERROR), exc.message, None
         if record is None:
-            return self.error(request, RC_HANDLE_NOT_FOUND)
+            return RC_HANDLE_NOT_FOUND, "", None
         values = record.values
-        if body.indexes or body.types:
-            indexes = frozenset(body.indexes)
-            types = body.types
-            values = tuple(v for v in values if v.index in indexes or any(v.type_matches(t) for t in types))
-        values = tuple(v for v in values if v.public_read)
+        if indexes or types:
+            wanted = frozenset(indexes)
+            values = tuple(v for v in values if v.index in wanted or any(v.type_matches(t) for t in types))
+        values = tuple(v for v in values if v.permissions & 0x2)  # PUBLIC_READ
         if not values:
-            return self.error(request, RC_VALUES_NOT_FOUND)
-        return self.reply(request, ResolutionResponse(body.handle, values))
+            return RC_VALUES_NOT_FOUND, "", None
+        return RC_SUCCESS, "", values
 
+    # -- the fast path ------------------------------------------------------------------------------
+    def _value_bytes(self, value: HandleValue) -> bytes:
+        encoded = self._values.get(value)
+        if encoded is None:
+            encoded = encode_value(value)
+            if len(self._values) >= _VALUE_CACHE_MAX or self._values_bytes > _VALUE_CACHE_BYTES:
+                self._values.clear()
+                self._values_bytes = 0
+            self._values[value] = encoded
+            self._values_bytes += len(encoded) + len(value.data)
+        return encoded
 
-def header_is_response(payload: bytes) -> bool:
-    """Does this message's header mark it as a response (which a server never answers)?"""
-    return len(payload) >= 8 and _HEADER_CODES.unpack_from(payload)[1] != RC_RESERVED
+    async def _respond_fast(self, envelope: bytes, payload: bytes, parsed: _Parsed) -> bytes:
+        flags, recursion, end, handle, indexes, types = parsed
+        self.stats.requests += 1
+        major, minor, env_flags, suggest_minor, session, request_id = _ENVELOPE_IDS.unpack_from(envelope)
+        suggested = (env_flags & 0x03, suggest_minor) if env_flags & 0x03 else (major, minor)
+        version = min(suggested, self.version)
+        try:
+            code, text, values = await self._resolve(handle, indexes, types, bool(flags & _AT))
+            if values is None:
+                body = _text(text)
+            else:
+                parts = [_text(handle), _U32.pack(len(values))]
+                parts += [self._value_bytes(v) for v in values]
+                body = b"".join(parts)
+        except CodecError as exc:  # a value that cannot be encoded
+            self.stats.internal += 1
+            log.debug("native: cannot encode the reply to request %d: %s", request_id, exc)
+            code, body = RC_ERROR, _text(_MSG_UNENCODABLE)
+        except Exception as exc:
+            self.stats.internal += 1
+            log.debug("native: error answering request %d: %r", request_id, exc)
+            code, body = RC_ERROR, _text(_MSG_INTERNAL)
+        digest = b""
+        if flags & _RD:
+            algorithm = _digest_algorithm(version)
+            digest = bytes([algorithm]) + hashlib.new(_DIGEST_NAMES[algorithm], payload[:end]).digest()
+        if HEADER_SIZE + len(digest) + len(body) + 4 > MAX_MESSAGE:
+            self.stats.internal += 1
+            code, body = RC_ERROR, _text(_MSG_UNENCODABLE)
+        if code != RC_SUCCESS:
+            self.stats.errors += 1
+        body = digest + body
+        length = HEADER_SIZE + len(body) + 4
+        return b"".join(
+            (
+                _ENVELOPE.pack(
+                    version[0], version[1], self.version[0], self.version[1], session, request_id, 0, length
+                ),
+                _HEADER.pack(
+                    OC_RESOLUTION,
+                    code,
+                    (flags & _REPLY_COPIED) | _REC,
+                    self.site_serial,
+                    recursion,
+                    0,
+                    self._expiration(),
+                    len(body),
+                ),
+                body,
+                _NO_CREDENTIAL,
+            )
+        )

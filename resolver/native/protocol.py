@@ -31,38 +31,18 @@ from resolver.native.codec import (
     MAX_MESSAGE,
     UDP_PACKET_SIZE,
     CodecError,
-    Envelope,
-    Message,
     UdpReassembler,
     decode_envelope,
-    decode_message,
-    decode_payload,
     encode_envelope,
     split_udp,
 )
-from resolver.native.handler import NativeHandler, header_is_response, peek_request
+from resolver.native.handler import NativeHandler
 
 __all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
 
 log = logging.getLogger("idnode.native")
 
 _SEQ_AND_LENGTH = struct.Struct(">II")  # envelope bytes 12..20: sequence number, message length
-_RC_OFFSET = ENVELOPE_SIZE + 4  # the header's response code, in a whole datagram
-
-
-def _envelope_bytes(reply: Message, length: int) -> bytes:
-    env = reply.envelope
-    return encode_envelope(
-        Envelope(
-            env.major,
-            env.minor,
-            suggest_major=env.suggest_major,
-            suggest_minor=env.suggest_minor,
-            session_id=env.session_id,
-            request_id=env.request_id,
-            length=length,
-        )
-    )
 
 
 # ---------------------------------------------------------------------------------------------- UDP
@@ -121,66 +101,40 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         self._expiry = self._loop.call_later(self._expiry_interval, self._expire)
 
     def _received(self, data: bytes, addr: Any) -> None:
-        stats = self.handler.stats
         size = len(data)
         if size < ENVELOPE_SIZE or len(self.tasks) >= self.max_inflight:
-            stats.dropped += 1
+            self.handler.stats.dropped += 1
             return
         sequence, length = _SEQ_AND_LENGTH.unpack_from(data, 12)
         if sequence == 0 and length == size - ENVELOPE_SIZE:  # the whole message in this datagram
-            if size >= _RC_OFFSET + 4 and data[_RC_OFFSET : _RC_OFFSET + 4] != b"\0\0\0\0":
-                stats.dropped += 1  # a response: never answered
-                return
-            try:
-                message = decode_message(data)
-            except CodecError as exc:
-                self._malformed(data, addr, exc)
-                return
+            envelope, payload = data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:]
         else:
             assert self._loop is not None
             try:
                 whole = self.reassembler.add(addr, data, self._loop.time())
             except CodecError as exc:
-                self._malformed(data, addr, exc)
+                log.debug("native udp: bad datagram from %s: %s", addr, exc)
+                self._send(self.handler.refuse(data, str(exc)), addr)
                 return
             if whole is None:
                 return
-            envelope, payload = whole
-            if header_is_response(payload):
-                stats.dropped += 1
-                return
-            try:
-                message = decode_payload(envelope, payload)
-            except CodecError as exc:
-                self._malformed(encode_envelope(envelope) + payload[:8], addr, exc)
-                return
-        task = asyncio.ensure_future(self._answer(message, addr))
+            envelope, payload = encode_envelope(whole[0]), whole[1]
+        task = asyncio.ensure_future(self._answer(envelope, payload, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _malformed(self, raw: bytes, addr: Any, exc: CodecError) -> None:
-        peeked = peek_request(raw)
-        if peeked is None or peeked[2]:
-            self.handler.stats.dropped += 1
-            return
-        envelope, opcode, _ = peeked
-        log.debug("native udp: malformed message from %s: %s", addr, exc)
-        self._send(self.handler.protocol_error(envelope, opcode, str(exc)), addr)
+    async def _answer(self, envelope: bytes, payload: bytes, addr: Any) -> None:
+        self._send(await self.handler.respond(envelope, payload), addr)
 
-    async def _answer(self, message: Message, addr: Any) -> None:
-        reply = await self.handler.handle(message)
-        self._send(reply, addr)
-
-    def _send(self, reply: Message, addr: Any) -> None:
+    def _send(self, wire: bytes | None, addr: Any) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if wire is None or transport is None or transport.is_closing():
             return
-        payload = self.handler.encode(reply)
         try:
-            if len(payload) + ENVELOPE_SIZE <= self.packet_size:
-                transport.sendto(_envelope_bytes(reply, len(payload)) + payload, addr)
+            if len(wire) <= self.packet_size:
+                transport.sendto(wire, addr)
             else:
-                for packet in split_udp(reply.envelope, payload, self.packet_size):
+                for packet in split_udp(decode_envelope(wire), wire[ENVELOPE_SIZE:], self.packet_size):
                     transport.sendto(packet, addr)
         except (OSError, CodecError) as exc:
             log.debug("native udp: cannot reply to %s: %r", addr, exc)
@@ -212,8 +166,9 @@ class TcpNativeProtocol(asyncio.Protocol):
         self.peer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._buf = bytearray()
-        self._envelope: Envelope | None = None  # read; its message bytes are still coming
-        self._queue: deque[tuple[Envelope, bytes]] = deque()
+        self._envelope: bytes | None = None  # read; its message bytes are still coming
+        self._length = 0  # of that message
+        self._queue: deque[tuple[bytes, bytes]] = deque()
         self._queued_bytes = 0
         self._worker: asyncio.Task[None] | None = None
         self._reading_paused = False
@@ -221,7 +176,7 @@ class TcpNativeProtocol(asyncio.Protocol):
         self._writable.set()
         self._eof = False  # the peer has finished sending: answer what is complete, then close
         self._fatal = False  # a framing error: answer what is queued, send the error, then close
-        self._final: Message | None = None
+        self._final: bytes | None = None  # the error reply to a framing error, sent last
         self._progress = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -313,14 +268,14 @@ class TcpNativeProtocol(asyncio.Protocol):
             if self._envelope is None:
                 if len(buf) < ENVELOPE_SIZE:
                     break
-                raw = bytes(buf[:ENVELOPE_SIZE])
-                try:
-                    self._envelope = decode_envelope(raw)
-                except CodecError as exc:  # a length over the limit: the rest of the stream is noise
-                    self._fail(raw, exc)
+                envelope = bytes(buf[:ENVELOPE_SIZE])
+                length = _SEQ_AND_LENGTH.unpack_from(envelope, 12)[1]
+                if length > MAX_MESSAGE:  # the rest of the stream cannot be framed
+                    self._fail(envelope, f"envelope: message length {length} exceeds the {MAX_MESSAGE}-byte limit")
                     break
                 del buf[:ENVELOPE_SIZE]
-            length = self._envelope.length
+                self._envelope, self._length = envelope, length
+            length = self._length
             if len(buf) < length:
                 break
             self._queue.append((self._envelope, bytes(buf[:length])))
@@ -347,22 +302,18 @@ class TcpNativeProtocol(asyncio.Protocol):
             self._reading_paused = False
             transport.resume_reading()
 
-    def _fail(self, raw: bytes, exc: CodecError) -> None:
-        log.debug("native tcp: bad envelope from %s: %s", self.peer, exc)
+    def _fail(self, envelope: bytes, reason: str) -> None:
+        log.debug("native tcp: bad envelope from %s: %s", self.peer, reason)
         self._fatal = True
         self._buf = bytearray()
-        peeked = peek_request(raw)
-        if peeked is not None and not peeked[2]:
-            self._final = self.handler.protocol_error(peeked[0], peeked[1], str(exc))
-        else:
-            self.handler.stats.dropped += 1
+        self._final = self.handler.refuse(envelope, reason)
 
     async def _work(self) -> None:
         try:
             while self._queue:
                 envelope, payload = self._queue.popleft()
                 self._queued_bytes -= len(payload)
-                reply = await self._answer(envelope, payload)
+                reply = await self.handler.respond(envelope, payload)
                 if reply is not None and not await self._write(reply):
                     return
                 self._take_frames()
@@ -382,25 +333,12 @@ class TcpNativeProtocol(asyncio.Protocol):
         if (self._eof or self._fatal) and self.transport is not None:
             self.transport.close()
 
-    async def _write(self, reply: Message) -> bool:
+    async def _write(self, wire: bytes) -> bool:
         if not self._writable.is_set():
             await self._writable.wait()
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
-        data = self.handler.encode(reply)
-        transport.write(_envelope_bytes(reply, len(data)) + data)
+        transport.write(wire)
         self._touch()
         return True
-
-    async def _answer(self, envelope: Envelope, payload: bytes) -> Message | None:
-        if header_is_response(payload):
-            self.handler.stats.dropped += 1
-            return None
-        try:
-            message = decode_payload(envelope, payload)
-        except CodecError as exc:
-            log.debug("native tcp: malformed message from %s: %s", self.peer, exc)
-            opcode = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
-            return self.handler.protocol_error(envelope, opcode, str(exc))
-        return await self.handler.handle(message)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 from registry.service import Registry
 from resolver.config import Config
@@ -30,7 +31,12 @@ DEFAULT_MAX_INFLIGHT = 4096
 
 
 class NativeServer:
-    """The UDP endpoint and TCP server of one worker, and the TCP connections it holds open."""
+    """The UDP endpoint and TCP server of one worker, and the TCP connections it holds open.
+
+    ``NativeServer.running`` holds the servers of this process that are open (weakly), so tests and
+    metrics can find the one the app's lifecycle started (``NativeServer.on_port(port)``)."""
+
+    running: ClassVar[weakref.WeakSet[NativeServer]] = weakref.WeakSet()
 
     def __init__(self, handler: NativeHandler, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.handler = handler
@@ -40,6 +46,15 @@ class NativeServer:
         self.udp_protocol: UdpNativeProtocol | None = None
         self.tcp_server: asyncio.Server | None = None
         self._closed = False
+
+    @classmethod
+    def on_port(cls, port: int) -> NativeServer | None:
+        """The open server of this process listening on ``port`` (UDP), if any."""
+        for server in list(cls.running):
+            address = server.udp_address
+            if address is not None and address[1] == port:
+                return server
+        return None
 
     @property
     def stats(self) -> NativeStats:
@@ -72,6 +87,7 @@ class NativeServer:
         if self._closed:
             return
         self._closed = True
+        NativeServer.running.discard(self)
         if self.tcp_server is not None:
             self.tcp_server.close()
         for conn in list(self.connections):
@@ -133,6 +149,7 @@ async def start_native(
     except BaseException:
         transport.close()
         raise
+    NativeServer.running.add(server)
     return server
 
 

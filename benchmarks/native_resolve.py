@@ -1,0 +1,358 @@
+"""Native Handle protocol throughput: UDP and TCP resolutions/s, as a ratio to a bare asyncio echo.
+
+Seeds handles into a temporary SQLite store, starts the real node (``create_app`` lifecycle, so the
+same resolver and cache tiers as ``idnode serve``) in one process with its native listeners, and
+drives it from a load generator in another process: asyncio, callback-driven, many requests in flight
+(a window of UDP requests; many TCP connections, each sending its next request when a reply arrives).
+Baseline, measured in the same run with the same load generator: a bare asyncio UDP (and TCP) echo
+server in its own process that answers every request with a packet of the same size as the node's
+real reply. The rounds alternate baseline and node; the median of each is reported.
+
+    .venv/bin/python -m benchmarks.native_resolve [--handles 10000] [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import socket
+import statistics
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+SECRET = "bench-secret-for-the-native-benchmark"
+PREFIX = "88.118.8"
+ENVELOPE = 20
+_ID = struct.Struct(">I")
+
+
+def _free_port() -> int:
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def _use_uvloop() -> str:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
+def _handle(i: int) -> str:
+    return f"{PREFIX}/SKU-{i:08d}"
+
+
+# ---------------------------------------------------------------------------------------------- seeding
+
+
+async def _seed(store_url: str, n: int) -> None:
+    from registry import valuedata
+    from registry.model import HandleValue
+    from registry.stores import open_store
+    from registry.stores.base import MUST_NOT_EXIST, HandleWrite
+
+    store = await open_store(store_url)
+    now = int(time.time())
+    admin = HandleValue(
+        100, "HS_ADMIN", valuedata.encode_admin(f"0.NA/{PREFIX}", 300, valuedata.ALL_PERMS), timestamp=now
+    )
+    writes = []
+    for i in range(n):
+        values = (
+            HandleValue(1, "URL", f"https://trace.example.com/p/{i:08d}".encode(), timestamp=now),
+            HandleValue(2, "EMAIL", b"quality@example.com", timestamp=now),
+            admin,
+        )
+        writes.append(HandleWrite(_handle(i), _handle(i), PREFIX, values, MUST_NOT_EXIST))
+        if len(writes) == 5000:
+            await store.write(writes, now=now)
+            writes = []
+    if writes:
+        await store.write(writes, now=now)
+    await store.close()
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+
+def _node_main(data_dir: str, port: int, conn: Connection) -> None:
+    """The node: the real app's lifecycle (store, registry, resolver, native listeners), no HTTP site."""
+    os.environ["IDNODE_ADMIN_SECRET"] = SECRET
+    _use_uvloop()
+    from aiohttp import web
+
+    from resolver.app import create_app
+    from resolver.config import load_config
+
+    async def main() -> None:
+        config = load_config(env={}, overrides={"data_dir": data_dir, "native_port": port, "prefix": PREFIX})
+        runner = web.AppRunner(create_app(config))
+        await runner.setup()
+        conn.send("ready")
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def _echo_main(port: int, reply_size: int, conn: Connection) -> None:
+    """The baseline: bare asyncio UDP and TCP servers answering each request (its request id copied)
+    with a packet of ``reply_size`` bytes."""
+    _use_uvloop()
+    pad = bytes(reply_size - ENVELOPE)
+    length = struct.pack(">I", reply_size - ENVELOPE)
+
+    class UdpEcho(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.transport.sendto(data[:16] + length + pad, addr)
+
+    class TcpEcho(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.buf = bytearray()
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf
+            buf += data
+            while len(buf) >= ENVELOPE:
+                size = ENVELOPE + _ID.unpack_from(buf, 16)[0]
+                if len(buf) < size:
+                    break
+                self.transport.write(bytes(buf[:16]) + length + pad)
+                del buf[:size]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", port))
+        tcp = await loop.create_server(TcpEcho, "127.0.0.1", port, backlog=1024)
+        conn.send("ready")
+        await loop.run_in_executor(None, conn.recv)
+        udp.close()
+        tcp.close()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def _load_main(
+    mode: str, port: int, templates: list[bytes], warmup: float, seconds: float, width: int, conn: Connection
+) -> None:
+    """Keep ``width`` requests in flight (UDP: one socket, a window; TCP: ``width`` connections, one
+    request each) for ``warmup + seconds``; report replies counted during the last ``seconds``."""
+    _use_uvloop()
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        state = {"measuring": False, "stopping": False, "done": 0, "errors": 0, "lost": 0}
+        counter = iter(range(1, 1 << 31))
+
+        def request() -> tuple[int, bytearray]:
+            rid = next(counter)
+            pkt = bytearray(templates[rid % len(templates)])
+            _ID.pack_into(pkt, 8, rid)
+            return rid, pkt
+
+        def count(reply: bytes | bytearray) -> None:
+            if state["measuring"]:
+                state["done"] += 1
+                if len(reply) >= ENVELOPE + 8 and reply[ENVELOPE + 4 : ENVELOPE + 8] not in (b"\0\0\0\1", b"\0\0\0\0"):
+                    state["errors"] += 1
+
+        if mode == "udp":
+
+            class UdpLoad(asyncio.DatagramProtocol):
+                def connection_made(self, transport: Any) -> None:
+                    self.transport = transport
+                    self.inflight: dict[int, float] = {}
+                    for _ in range(width):
+                        self.send()
+
+                def send(self) -> None:
+                    rid, pkt = request()
+                    self.inflight[rid] = loop.time()
+                    self.transport.sendto(pkt)
+
+                def datagram_received(self, data: bytes, addr: Any) -> None:
+                    if self.inflight.pop(_ID.unpack_from(data, 8)[0], None) is None:
+                        return
+                    count(data)
+                    if not state["stopping"]:
+                        self.send()
+
+                def sweep(self) -> None:  # a lost datagram frees its slot after a second
+                    now = loop.time()
+                    for rid, sent in list(self.inflight.items()):
+                        if now - sent > 1.0:
+                            del self.inflight[rid]
+                            state["lost"] += 1
+                            if not state["stopping"]:
+                                self.send()
+                    if not state["stopping"]:
+                        loop.call_later(0.2, self.sweep)
+
+            transport, proto = await loop.create_datagram_endpoint(UdpLoad, remote_addr=("127.0.0.1", port))
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            loop.call_later(0.2, proto.sweep)
+            closers: list[Callable[[], None]] = [transport.close]
+        else:
+
+            class TcpLoad(asyncio.Protocol):
+                def connection_made(self, transport: Any) -> None:
+                    self.transport = transport
+                    self.buf = bytearray()
+                    self.send()
+
+                def send(self) -> None:
+                    self.transport.write(request()[1])
+
+                def data_received(self, data: bytes) -> None:
+                    buf = self.buf
+                    buf += data
+                    while len(buf) >= ENVELOPE:
+                        size = ENVELOPE + _ID.unpack_from(buf, 16)[0]
+                        if len(buf) < size:
+                            break
+                        count(buf[:size])
+                        del buf[:size]
+                        if not state["stopping"]:
+                            self.send()
+
+            closers = []
+            for _ in range(width):
+                transport, _ = await loop.create_connection(TcpLoad, "127.0.0.1", port)
+                closers.append(transport.close)
+        await asyncio.sleep(warmup)
+        state["measuring"] = True
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        state["measuring"] = False
+        elapsed = time.perf_counter() - t0
+        state["stopping"] = True
+        await asyncio.sleep(0.2)
+        for close in closers:
+            close()
+        return {"rate": state["done"] / elapsed, "errors": state["errors"], "lost": state["lost"]}
+
+    conn.send(asyncio.run(main()))
+
+
+def _run_load(mode: str, port: int, templates: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    width = args.window if mode == "udp" else args.connections
+    p = ctx.Process(target=_load_main, args=(mode, port, templates, args.warmup, args.seconds, width, child))
+    p.start()
+    result = parent.recv()
+    p.join()
+    return result
+
+
+class _Server:
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=target, args=(*args, child))
+
+    def __enter__(self) -> _Server:
+        self.process.start()
+        if not self.conn.poll(60) or self.conn.recv() != "ready":
+            raise RuntimeError("server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.send("stop")
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _templates(n: int, count: int) -> list[bytes]:
+    from resolver.native.codec import ResolutionRequest, encode_message, make_request
+
+    rng = random.Random(1)
+    return [
+        encode_message(make_request(ResolutionRequest(_handle(rng.randrange(n))), request_id=0)) for _ in range(count)
+    ]
+
+
+def _probe(port: int, template: bytes) -> tuple[int, int]:
+    """The size and response code of the node's reply to one request (over UDP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(template, ("127.0.0.1", port))
+        reply = s.recv(65536)
+    return len(reply), _ID.unpack_from(reply, ENVELOPE + 4)[0]
+
+
+def main(args: argparse.Namespace) -> None:
+    loop_name = _use_uvloop()
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_seed(f"sqlite:///{tmp}/idnode.db", args.handles))
+        templates = _templates(args.handles, 2000)
+        node_port, echo_port = _free_port(), _free_port()
+        results: dict[str, list[tuple[float, float]]] = {"udp": [], "tcp": []}
+        extra: dict[str, dict[str, Any]] = {}
+        with _Server(_node_main, tmp, node_port):
+            reply_size, code = _probe(node_port, templates[0])
+            assert code == 1, f"the node answered responseCode {code}"
+            with _Server(_echo_main, echo_port, reply_size):
+                print(
+                    f"{args.handles:,} handles (SQLite), request {len(templates[0])} B, reply {reply_size} B; "
+                    f"{loop_name}; {args.rounds} rounds of {args.seconds:g}s after {args.warmup:g}s warm-up; "
+                    f"UDP window {args.window}, TCP {args.connections} connections"
+                )
+                for r in range(1, args.rounds + 1):
+                    for mode in ("udp", "tcp"):
+                        echo = _run_load(mode, echo_port, templates, args)
+                        node = _run_load(mode, node_port, templates, args)
+                        results[mode].append((echo["rate"], node["rate"]))
+                        extra[mode] = node
+                        print(
+                            f"  round {r} {mode.upper()}: echo {echo['rate']:9,.0f}/s   idnode {node['rate']:9,.0f}/s   "
+                            f"ratio {node['rate'] / echo['rate']:.2f}x   (errors {node['errors']}, lost {node['lost']})"
+                        )
+    print()
+    print(f"{'':5}{'echo (median)':>16}{'idnode (median)':>18}{'ratio':>9}")
+    for mode in ("udp", "tcp"):
+        echo_rate = statistics.median(e for e, _ in results[mode])
+        node_rate = statistics.median(n for _, n in results[mode])
+        target = "   (target >= 0.6x)" if mode == "udp" else ""
+        print(f"{mode.upper():5}{echo_rate:14,.0f}/s{node_rate:16,.0f}/s{node_rate / echo_rate:8.2f}x{target}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--handles", type=int, default=10_000, help="handles to seed (default 10,000)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per run (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each echo then idnode (default 3)")
+    parser.add_argument("--window", type=int, default=256, help="UDP requests in flight (default 256)")
+    parser.add_argument("--connections", type=int, default=64, help="TCP connections (default 64)")
+    main(parser.parse_args())

@@ -1,0 +1,114 @@
+"""Request context and access log: the outermost middleware.
+
+Every request gets a request id: a sane incoming ``X-Request-Id`` is kept, anything else is replaced
+by a fresh one. It is echoed in the reply's ``X-Request-Id`` header and set in
+:data:`resolver.logs.REQUEST_ID`, so every log line written while serving the request carries it.
+
+With the ``access_log`` setting on, each request also leaves one line on the ``idnode.access``
+logger: method, route template (never the raw path or query), status, duration, request id, the
+client address and the identity named in the credentials (the ``index:handle`` part only, never
+the secret, the Authorization header or a body). Off by default so the resolve path stays lean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from resolver.keys import CONFIG_KEY
+from resolver.logs import REQUEST_ID, sane_request_id
+
+__all__ = ["REQUEST_ID_HEADER", "claimed_identity", "request_context"]
+
+REQUEST_ID_HEADER = "X-Request-Id"
+access_log = logging.getLogger("idnode.access")
+# index:handle; the handle has a prefix and a '/', no whitespace. Anything else (a secret typed into
+# the user field, garbage) is not logged.
+_IDENTITY = re.compile(r"[0-9]{1,10}:[^\s/:]+/\S{0,255}")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def claimed_identity(authorization: str | None) -> str | None:
+    """The ``index:handle`` identity named in Basic credentials, decoded the way
+    :func:`resolver.web.request_caller` does; None when there is none or it does not look like one.
+    Whether the secret was right shows in the status (401 or 403)."""
+    if not authorization:
+        return None
+    scheme, _, param = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    user, sep, rest = decoded.partition(":")
+    if not sep:
+        return None
+    if "%" in user:
+        try:
+            identity = unquote(user, errors="strict")
+        except UnicodeDecodeError:
+            return None
+    elif user.isdigit() and ":" in rest:
+        identity = f"{user}:{rest.partition(':')[0]}"
+    else:
+        identity = user
+    return identity if _IDENTITY.fullmatch(identity) else None
+
+
+def _route(request: web.Request) -> str:
+    info = request.match_info
+    route = info.route if info is not None else None
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _log_access(request: web.Request, rid: str, status: int, started: float) -> None:
+    access_log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "route": _route(request),
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "request_id": rid,
+            "remote": request.remote,
+            "identity": claimed_identity(request.headers.get("Authorization")),
+        },
+    )
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
+    token = REQUEST_ID.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
+    except web.HTTPException as exc:  # redirects and the like that the error middleware let through
+        status = exc.status
+        exc.headers[REQUEST_ID_HEADER] = rid
+        raise
+    except asyncio.CancelledError:  # the client went away
+        status = 499
+        raise
+    finally:
+        try:
+            config = request.app.get(CONFIG_KEY)
+            if config is not None and config.access_log:
+                _log_access(request, rid, status, started)
+        finally:
+            REQUEST_ID.reset(token)

@@ -1,0 +1,368 @@
+"""The tiered read cache: local LRU ─► Redis ─► store, with correct invalidation.
+
+:class:`TieredCache` implements the Resolver's ``CacheTier`` protocol (``lookup(key, load)``) and
+is registered on the Registry as a change listener (``invalidate(keys)``).
+
+Correctness rules, in one place:
+
+- *Local fills carry a ticket* taken when the lookup started. An invalidation of that key (or a
+  whole-tier drop) after the ticket refuses the fill, so a reader that fetched the old record
+  before a write cannot put it in the local tier after the write's invalidation.
+- *Concurrent misses of one key share one store load*; an invalidation detaches the key's load, so
+  a lookup that starts after a write never joins a load that started before it.
+- *Redis fills are conditional on versions* (see :mod:`resolver.redis_tier`): records carry their
+  version, negative entries the store's ``current_version()`` read before the load, writers leave
+  version tombstones; the local tier is only filled from a load if Redis accepted it (or Redis is
+  not in use).
+- *The local tier is used only while the invalidation subscription is up* (always, without Redis);
+  it is dropped whole whenever the subscription is (re)established.
+- *Degraded, never down*: any Redis failure sends the lookup to the store; the breaker keeps a dead
+  Redis from costing every request a timeout. Store failures propagate (the caller answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from registry.packing import PackError, unpack_record
+from resolver.breaker import CircuitBreaker
+from resolver.invalidation import InvalidationBus
+from resolver.local_tier import MISS, NEGATIVE, LocalTier
+from resolver.redis_tier import FillResult, RedisTier, RedisUnavailable, negative_entry, open_redis
+
+if TYPE_CHECKING:
+    from registry.stores.base import HandleStore
+    from resolver.config import Config
+
+__all__ = ["CacheStats", "TieredCache", "build_cache", "record_ttl"]
+
+log = logging.getLogger("idnode.cache")
+Loader = Callable[[str], Awaitable[bytes | None]]
+RECENT_MAX = 65_536  # invalidated keys remembered for refusing late local fills
+TOMBSTONE_TTL = 10.0  # seconds a write's tombstone outlives it in Redis
+SLOW_LOAD = TOMBSTONE_TTL / 2  # a load slower than this never fills Redis (its tombstone may be gone)
+
+
+def record_ttl(packed: bytes, wall_now: float) -> tuple[int, float]:
+    """(version, seconds a cache may keep it): the shortest relative TTL of the values, also
+    bounded by any absolute expiry. Unreadable bytes give (-1, 0): not cached."""
+    try:
+        record = unpack_record(packed)
+    except PackError:
+        return -1, 0.0
+    ttl = float(record.max_ttl)
+    for v in record.values:
+        if v.ttl_absolute:
+            ttl = min(ttl, v.ttl - wall_now)
+    return record.version, ttl
+
+
+@dataclass
+class CacheStats:
+    local_hits: int = 0
+    redis_hits: int = 0
+    negative_hits: int = 0
+    store_loads: int = 0
+    redis_errors: int = 0
+    fills_refused: int = 0
+    local_drops: int = 0  # whole-tier drops (subscription re-established)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Flight:
+    ticket: int
+    task: asyncio.Task[bytes | None] | None = None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a shared load's failure as seen even when every waiter went away."""
+    if not task.cancelled():
+        task.exception()
+
+
+class TieredCache:
+    def __init__(
+        self,
+        *,
+        local: LocalTier | None = None,
+        redis: RedisTier | None = None,
+        current_version: Callable[[], Awaitable[int]] | None = None,
+        redis_url: str = "",
+        max_staleness: float = 60.0,
+        negative_ttl: float = 5.0,
+        redis_max_ttl: float = 3600.0,
+        ack_wait: float = 0.5,
+        tombstone_ttl: float = TOMBSTONE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        node_id: str | None = None,
+    ) -> None:
+        if redis is not None and current_version is None:
+            raise ValueError("a Redis tier needs the store's current_version")
+        self.local = local
+        self.redis = redis
+        self.max_staleness = max_staleness
+        self.negative_ttl = negative_ttl
+        self.redis_max_ttl = redis_max_ttl
+        self.tombstone_ttl = tombstone_ttl
+        self.clock = clock
+        self.wall = wall
+        self.stats = CacheStats()
+        self._current_version = current_version
+        self._flights: dict[str, _Flight] = {}
+        self._seq = 0  # bumped by every invalidation
+        self._recent: OrderedDict[str, int] = OrderedDict()
+        self._floor = 0  # tickets below this cannot be checked any more: refuse their fills
+        self.bus: InvalidationBus | None = None
+        # Without Redis the only writers are in this process (listener calls): the local tier is safe.
+        self._local_usable = local is not None and redis is None
+        if redis is not None:
+            assert current_version is not None
+            self.bus = InvalidationBus(
+                redis,
+                redis_url,
+                on_keys=self._remote_keys,
+                on_connected=self._subscribed,
+                on_disconnected=self._unsubscribed,
+                current_version=current_version,
+                tombstone_ttl=tombstone_ttl,
+                ack_wait=ack_wait,
+                node_id=node_id,
+            )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self, wait: float = 2.0) -> None:
+        if self.bus is not None:
+            await self.bus.start(wait)
+
+    async def close(self) -> None:
+        flights = [f.task for f in self._flights.values() if f.task is not None]
+        for task in flights:
+            task.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)
+        if self.bus is not None:
+            await self.bus.close()
+        if self.redis is not None:
+            await self.redis.close()
+
+    # -- the read path -------------------------------------------------------------------------
+    async def lookup(self, key: str, load: Loader) -> bytes | None:
+        local = self.local if self._local_usable else None
+        if local is not None:
+            hit = local.get(key, self.clock())
+            if hit is not MISS:
+                self.stats.local_hits += 1
+                return None if hit is NEGATIVE else hit  # type: ignore[return-value]
+        ticket = self._seq
+        redis = self.redis
+        use_redis = redis is not None and redis.breaker.allow()
+        if use_redis:
+            assert redis is not None
+            try:
+                raw = await redis.get(key)
+            except RedisUnavailable:
+                self.stats.redis_errors += 1
+                use_redis = False
+            else:
+                if raw is not None:
+                    first = raw[:1]
+                    if first == b"-":
+                        self.stats.redis_hits += 1
+                        self.stats.negative_hits += 1
+                        self._fill_local(key, NEGATIVE, self.negative_ttl, ticket)
+                        return None
+                    if first != b"~":  # a tombstone is a miss
+                        self.stats.redis_hits += 1
+                        if self._local_usable:
+                            _, ttl = record_ttl(raw, self.wall())
+                            self._fill_local(key, raw, ttl, ticket)
+                        return raw
+        return await self._load(key, load, use_redis)
+
+    async def _load(self, key: str, load: Loader, use_redis: bool) -> bytes | None:
+        """One store load per key at a time; later misses of the key wait for it."""
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = _Flight(ticket=self._seq)
+            self._flights[key] = flight
+            flight.task = asyncio.get_running_loop().create_task(self._fly(key, load, use_redis, flight))
+            flight.task.add_done_callback(_retrieve)
+        assert flight.task is not None
+        return await asyncio.shield(flight.task)
+
+    async def _fly(self, key: str, load: Loader, use_redis: bool, flight: _Flight) -> bytes | None:
+        try:
+            started = self.clock()
+            floor = 0
+            if use_redis:
+                assert self._current_version is not None
+                floor = await self._current_version()  # read *before* the load: see negative entries
+            packed = await load(key)
+            self.stats.store_loads += 1
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        accepted = True
+        if use_redis and self.clock() - started < SLOW_LOAD:
+            accepted = await self._fill_redis(key, packed, floor)
+        if accepted:
+            if packed is None:
+                self._fill_local(key, NEGATIVE, self.negative_ttl, flight.ticket)
+            elif self._local_usable:
+                _, ttl = record_ttl(packed, self.wall())
+                self._fill_local(key, packed, ttl, flight.ticket)
+        return packed
+
+    async def _fill_redis(self, key: str, packed: bytes | None, floor: int) -> bool:
+        """Offer the loaded state to Redis; False when Redis holds something newer."""
+        redis = self.redis
+        assert redis is not None
+        if packed is None:
+            value, version, ttl = negative_entry(floor), floor, min(self.negative_ttl, self.redis_max_ttl)
+            if ttl <= 0:
+                return True
+        else:
+            version, ttl = record_ttl(packed, self.wall())
+            value, ttl = packed, min(ttl, self.redis_max_ttl)
+            if ttl <= 0 or version < 0:
+                return True  # not cacheable; nothing to refuse
+        try:
+            result = await redis.fill(key, value, version, ttl)
+        except RedisUnavailable:
+            self.stats.redis_errors += 1
+            return True  # the local tier's tickets still guard it
+        if result == FillResult.REFUSED:
+            self.stats.fills_refused += 1
+            return False
+        return True
+
+    def _fill_local(self, key: str, value: Any, ttl: float, ticket: int) -> None:
+        local = self.local
+        if local is None or not self._local_usable or ttl <= 0:
+            return
+        if ticket != self._seq:
+            if ticket < self._floor:
+                return
+            seen = self._recent.get(key)
+            if seen is not None and seen > ticket:
+                return
+        local.put(key, value, min(ttl, self.max_staleness), self.clock())
+
+    # -- invalidation --------------------------------------------------------------------------
+    def ticket(self) -> int:
+        return self._seq
+
+    def drop_local(self, keys: Sequence[str] | None) -> None:
+        """Forget ``keys`` here (None: everything): local entries, shared loads, pending fills."""
+        self._seq += 1
+        if keys is None:
+            if self.local is not None:
+                self.local.clear()
+            self._recent.clear()
+            self._floor = self._seq
+            self._flights.clear()
+            self.stats.local_drops += 1
+            return
+        for key in keys:
+            if self.local is not None:
+                self.local.discard(key)
+            self._flights.pop(key, None)
+            self._recent[key] = self._seq
+            self._recent.move_to_end(key)
+        while len(self._recent) > RECENT_MAX:
+            _, seq = self._recent.popitem(last=False)
+            self._floor = max(self._floor, seq)
+
+    async def invalidate(self, keys: Sequence[str]) -> None:
+        """The Registry listener: called after every committed write with the changed keys."""
+        self.drop_local(keys)
+        if self.bus is not None:
+            await self.bus.invalidate(keys)
+            # Again, now that the tombstones are in Redis: a lookup here that read Redis before
+            # them took its ticket after the first drop and may have put the old record back.
+            self.drop_local(keys)
+
+    def _remote_keys(self, keys: Sequence[str] | None) -> None:
+        self.drop_local(keys)
+
+    def _subscribed(self) -> None:
+        self.drop_local(None)
+        self._local_usable = self.local is not None
+
+    def _unsubscribed(self) -> None:
+        self._local_usable = False
+        self.drop_local(None)
+
+    # -- readiness -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.redis is None:
+            out["redis"] = "disabled"
+            out["breaker"] = "closed"
+            out["invalidation"] = "in-process"
+        else:
+            breaker = self.redis.breaker
+            bus = self.bus
+            assert bus is not None
+            ok = breaker.closed and bus.subscribed
+            out["redis"] = "ok" if ok else "degraded"
+            out["breaker"] = breaker.state
+            out["invalidation"] = "subscribed" if bus.subscribed else "disconnected"
+            out["pending_invalidations"] = bus.pending
+            out["mget_batches"] = self.redis.batcher.batches
+        local = self.local
+        out["local"] = {
+            "enabled": local is not None,
+            "in_use": self._local_usable,
+            "entries": len(local) if local is not None else 0,
+            "bytes": local.bytes if local is not None else 0,
+        }
+        out["stats"] = self.stats.as_dict()
+        return out
+
+    def can_serve(self) -> bool:
+        """Could a lookup be answered without the store (for readiness when the store is down)?"""
+        if self.redis is not None and self.redis.breaker.closed:
+            return True
+        return self.local is not None and self._local_usable and len(self.local) > 0
+
+
+async def build_cache(
+    config: Config, store: HandleStore, *, clock: Callable[[], float] = time.monotonic
+) -> TieredCache | None:
+    """The cache the settings ask for (None: no tier at all), started."""
+    local: LocalTier | None = None
+    if config.cache_local_entries > 0 and config.cache_local_bytes > 0:
+        if config.redis or config.workers == 1:
+            local = LocalTier(config.cache_local_entries, config.cache_local_bytes)
+        else:
+            log.warning("cache: local tier off: %d workers and no Redis to carry invalidations", config.workers)
+    redis: RedisTier | None = None
+    if config.redis:
+        timeout = config.redis_timeout_ms / 1000
+        breaker = CircuitBreaker(config.redis_breaker_failures, config.redis_breaker_cooldown_ms / 1000, clock)
+        redis = RedisTier(open_redis(config.redis, timeout), config.redis_key_prefix, breaker=breaker, timeout=timeout)
+    if local is None and redis is None:
+        return None
+    cache = TieredCache(
+        local=local,
+        redis=redis,
+        current_version=store.current_version,
+        redis_url=config.redis,
+        max_staleness=float(config.cache_max_staleness),
+        negative_ttl=float(config.cache_negative_ttl),
+        redis_max_ttl=float(config.cache_redis_max_ttl),
+        ack_wait=config.cache_invalidation_wait_ms / 1000,
+        clock=clock,
+    )
+    await cache.start()
+    return cache
