@@ -8,7 +8,6 @@ server that goes away and comes back).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from registry.stores.base import (
     WriteResult,
 )
 from tests.conftest import free_port
+from tests.nodeproc import TcpProxy
 
 P = "88.118.8.1001"
 Q = "88.118.8.1002"
@@ -678,50 +678,11 @@ async def test_pg_pool_survives_terminated_connections(pg_store_url: str) -> Non
         await s.close()
 
 
-class _Proxy:
-    """A TCP proxy in front of PostgreSQL that can be taken down and brought back on the same port."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-
-
 async def test_pg_store_unavailable_while_down_and_recovers(pg_store_url: str) -> None:
     target = pg_store_url.rsplit("@", 1)[1].split("/", 1)[0]
     host, _, port = target.partition(":")
     assert host in ("127.0.0.1", "localhost")
-    proxy = _Proxy(int(port or 5432))
+    proxy = TcpProxy(int(port or 5432))
     await proxy.start()
     url = pg_store_url.replace(f"@{target}/", f"@127.0.0.1:{proxy.port}/")
     s = await open_store(url, connect_timeout=2, command_timeout=5)
@@ -746,3 +707,35 @@ async def test_pg_store_unavailable_while_down_and_recovers(pg_store_url: str) -
     finally:
         await s.close()
         await proxy.stop()
+
+
+async def test_add_meta_keeps_the_first_value(store: HandleStore) -> None:
+    assert await store.add_meta("signing", "first") == "first"
+    assert await store.add_meta("signing", "second") == "first"
+    assert await store.get_meta("signing") == "first"
+
+
+async def test_templates_versions(store: HandleStore) -> None:
+    from registry.errors import InvalidRequest
+
+    assert await store.get_template("", "sku", None) is None
+    await store.add_template("", "sku", 1, '{"v":1}', now=NOW)
+    await store.add_template("", "sku", 2, '{"v":2}', now=NOW)
+    await store.add_template("88.118.8.1001", "sku", 1, '{"own":1}', now=NOW)
+    with pytest.raises(InvalidRequest):
+        await store.add_template("", "sku", 2, '{"again":2}', now=NOW)
+    assert await store.get_template("", "sku", None) == (2, '{"v":2}')
+    assert await store.get_template("", "sku", 1) == (1, '{"v":1}')
+    assert await store.get_template("88.118.8.1001", "sku", None) == (1, '{"own":1}')
+    assert [(s, i, v) for s, i, v, _ in await store.list_templates()] == [
+        ("", "sku", 1),
+        ("", "sku", 2),
+        ("88.118.8.1001", "sku", 1),
+    ]
+
+
+async def test_idempotent_replies(store: HandleStore) -> None:
+    assert await store.get_idempotent("k") is None
+    await store.add_idempotent("k", "hash-1", b'{"status":201}', now=NOW)
+    await store.add_idempotent("k", "hash-2", b'{"status":400}', now=NOW)  # the first one wins
+    assert await store.get_idempotent("k") == ("hash-1", b'{"status":201}')
