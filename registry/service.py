@@ -237,6 +237,18 @@ class Registry:
         return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data, timestamp=self.clock())
 
     @staticmethod
+    def _admin(admin_handle: str, perms: int, now: int) -> HandleValue:
+        """HS_ADMIN at index 100 naming ``300:<admin_handle>``."""
+        data = valuedata.encode_admin(admin_handle, SECKEY_INDEX, perms)
+        return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data, timestamp=now)
+
+    @staticmethod
+    def _seckey(secret: str, now: int) -> HandleValue:
+        """The hashed secret key at index 300, readable by administrators only."""
+        data = hash_secret(secret).encode("ascii")
+        return HandleValue(SECKEY_INDEX, "HS_SECKEY", data, timestamp=now, permissions=ADMIN_READ | ADMIN_WRITE)
+
+    @staticmethod
     def _admin_group(prefix_handle: str, now: int) -> HandleValue:
         """``200:0.NA/<prefix>`` names the prefix's admins: clients such as pyhandle write
         HS_ADMIN values naming it by default."""
@@ -502,20 +514,9 @@ class Registry:
             secret = admin_secret or generate_secret()
             generated = None if admin_secret else secret
             values = [
-                HandleValue(
-                    index=ADMIN_INDEX,
-                    type="HS_ADMIN",
-                    data=valuedata.encode_admin(self.node_admin_handle, SECKEY_INDEX, valuedata.ALL_PERMS),
-                    timestamp=now,
-                ),
+                self._admin(self.node_admin_handle, valuedata.ALL_PERMS, now),
                 self._admin_group(self.node_admin_handle, now),
-                HandleValue(
-                    index=SECKEY_INDEX,
-                    type="HS_SECKEY",
-                    data=hash_secret(secret).encode("ascii"),
-                    permissions=ADMIN_READ | ADMIN_WRITE,
-                    timestamp=now,
-                ),
+                self._seckey(secret, now),
             ]
             if site_data is not None:
                 values.insert(0, HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now))
@@ -628,20 +629,9 @@ class Registry:
             node = await self.read_record(self._node_admin_key)
             site = node.value_at(SITE_INDEX) if node else None
             values = [
-                HandleValue(
-                    index=ADMIN_INDEX,
-                    type="HS_ADMIN",
-                    data=valuedata.encode_admin(handle, SECKEY_INDEX, ENTERPRISE_PERMS),
-                    timestamp=now,
-                ),
+                self._admin(handle, ENTERPRISE_PERMS, now),
                 self._admin_group(handle, now),
-                HandleValue(
-                    index=SECKEY_INDEX,
-                    type="HS_SECKEY",
-                    data=hash_secret(secret).encode("ascii"),
-                    permissions=ADMIN_READ | ADMIN_WRITE,
-                    timestamp=now,
-                ),
+                self._seckey(secret, now),
             ]
             if site is not None:
                 values.insert(0, replace(site, timestamp=now))
@@ -687,25 +677,15 @@ class Registry:
         secret = generate_secret()
         now = self.clock()
         values = (
-            HandleValue(
-                index=ADMIN_INDEX,
-                type="HS_ADMIN",
-                data=valuedata.encode_admin(self.node_admin_handle, SECKEY_INDEX, valuedata.ALL_PERMS),
-                timestamp=now,
-            ),
-            HandleValue(
-                index=SECKEY_INDEX,
-                type="HS_SECKEY",
-                data=hash_secret(secret).encode("ascii"),
-                permissions=ADMIN_READ | ADMIN_WRITE,
-                timestamp=now,
-            ),
+            self._admin(self.node_admin_handle, valuedata.ALL_PERMS, now),
+            self._seckey(secret, now),
         )
         write = HandleWrite(hname.key, handle, normalise_prefix(self.node_prefix), values, MUST_NOT_EXIST)
-        await self.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor")
         (result,) = await self.store.write([write], now=now)
         if not result.ok:
             raise HandleAlreadyExists(f"auditor {name} already exists", handle)
+        # The role is granted only once the identity exists (a failure here leaves it without rights).
+        await self.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor")
         await self._changed([hname.key])
         return f"{SECKEY_INDEX}:{handle}", secret
 
