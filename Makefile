@@ -20,6 +20,16 @@ test: $(STAMP)  ## the whole suite against real PostgreSQL and Redis (see tests/
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# Locust load test (benchmarks/README.md): a node on the embedded defaults in a temporary directory,
+# or on PostgreSQL/Redis with BENCH_STORE=postgresql://… BENCH_REDIS=redis://…; report and summary
+# in benchmarks/results/. BENCH_DURATION (s), BENCH_USERS and BENCH_WORKERS change the load.
+BENCH_DURATION ?= 60
+BENCH_USERS ?= 100
+BENCH_WORKERS ?= 1
+bench: $(STAMP)  ## load test, under two minutes: make bench [BENCH_STORE=… BENCH_REDIS=…]
+	$(BIN)/python -m benchmarks.run_locust --duration $(BENCH_DURATION) --users $(BENCH_USERS) \
+	  --workers $(BENCH_WORKERS) $(if $(BENCH_STORE),--store '$(BENCH_STORE)') $(if $(BENCH_REDIS),--redis '$(BENCH_REDIS)')
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -94,6 +94,14 @@ async def _seed(store_url: str, n: int) -> None:
 # ---------------------------------------------------------------------------------------------- servers
 
 
+async def _serve_control(conn: Connection) -> None:
+    """Answer "cpu" with this process's CPU seconds (all threads) until "stop"."""
+    loop = asyncio.get_running_loop()
+    while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
+        if command == "cpu":
+            conn.send(time.process_time())
+
+
 def _node_main(data_dir: str, port: int, conn: Connection) -> None:
     """The node: the real app's lifecycle (store, registry, resolver, native listeners), no HTTP site."""
     os.environ["IDNODE_ADMIN_SECRET"] = SECRET
@@ -108,7 +116,7 @@ def _node_main(data_dir: str, port: int, conn: Connection) -> None:
         runner = web.AppRunner(create_app(config))
         await runner.setup()
         conn.send("ready")
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        await _serve_control(conn)
         await runner.cleanup()
 
     asyncio.run(main())
@@ -148,7 +156,7 @@ def _echo_main(port: int, reply_size: int, conn: Connection) -> None:
         udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", port))
         tcp = await loop.create_server(TcpEcho, "127.0.0.1", port, backlog=1024)
         conn.send("ready")
-        await loop.run_in_executor(None, conn.recv)
+        await _serve_control(conn)
         udp.close()
         tcp.close()
 
@@ -167,7 +175,7 @@ def _load_main(
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        state = {"measuring": False, "stopping": False, "done": 0, "errors": 0, "lost": 0}
+        state = {"measuring": False, "stopping": False, "done": 0, "total": 0, "errors": 0, "lost": 0}
         counter = iter(range(1, 1 << 31))
 
         def request() -> tuple[int, bytearray]:
@@ -177,6 +185,7 @@ def _load_main(
             return rid, pkt
 
         def count(reply: bytes | bytearray) -> None:
+            state["total"] += 1
             if state["measuring"]:
                 state["done"] += 1
                 if len(reply) >= ENVELOPE + 8 and reply[ENVELOPE + 4 : ENVELOPE + 8] not in (b"\0\0\0\1", b"\0\0\0\0"):
@@ -255,7 +264,12 @@ def _load_main(
         await asyncio.sleep(0.2)
         for close in closers:
             close()
-        return {"rate": state["done"] / elapsed, "errors": state["errors"], "lost": state["lost"]}
+        return {
+            "rate": state["done"] / elapsed,
+            "total": state["total"],
+            "errors": state["errors"],
+            "lost": state["lost"],
+        }
 
     conn.send(asyncio.run(main()))
 
@@ -282,6 +296,10 @@ class _Server:
         if not self.conn.poll(60) or self.conn.recv() != "ready":
             raise RuntimeError("server did not start")
         return self
+
+    def cpu(self) -> float:
+        self.conn.send("cpu")
+        return float(self.conn.recv())
 
     def __exit__(self, *exc: object) -> None:
         self.conn.send("stop")
@@ -311,18 +329,29 @@ def _probe(port: int, template: bytes) -> tuple[int, int]:
     return len(reply), _ID.unpack_from(reply, ENVELOPE + 4)[0]
 
 
+def _measure(server: _Server, mode: str, port: int, templates: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    """One load run; adds the server's CPU microseconds per reply."""
+    before = server.cpu()
+    result = _run_load(mode, port, templates, args)
+    result["cpu_us"] = (server.cpu() - before) / max(1, result["total"]) * 1e6
+    return result
+
+
+def _line(run: dict[str, Any]) -> str:
+    return f"{run['rate']:8,.0f}/s ({run['cpu_us']:4.1f} us CPU each)"
+
+
 def main(args: argparse.Namespace) -> None:
     loop_name = _use_uvloop()
+    runs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {"udp": [], "tcp": []}
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_seed(f"sqlite:///{tmp}/idnode.db", args.handles))
         templates = _templates(args.handles, 2000)
         node_port, echo_port = _free_port(), _free_port()
-        results: dict[str, list[tuple[float, float]]] = {"udp": [], "tcp": []}
-        extra: dict[str, dict[str, Any]] = {}
-        with _Server(_node_main, tmp, node_port):
+        with _Server(_node_main, tmp, node_port) as node_server:
             reply_size, code = _probe(node_port, templates[0])
             assert code == 1, f"the node answered responseCode {code}"
-            with _Server(_echo_main, echo_port, reply_size):
+            with _Server(_echo_main, echo_port, reply_size) as echo_server:
                 print(
                     f"{args.handles:,} handles (SQLite), request {len(templates[0])} B, reply {reply_size} B; "
                     f"{loop_name}; {args.rounds} rounds of {args.seconds:g}s after {args.warmup:g}s warm-up; "
@@ -330,21 +359,27 @@ def main(args: argparse.Namespace) -> None:
                 )
                 for r in range(1, args.rounds + 1):
                     for mode in ("udp", "tcp"):
-                        echo = _run_load(mode, echo_port, templates, args)
-                        node = _run_load(mode, node_port, templates, args)
-                        results[mode].append((echo["rate"], node["rate"]))
-                        extra[mode] = node
+                        echo = _measure(echo_server, mode, echo_port, templates, args)
+                        node = _measure(node_server, mode, node_port, templates, args)
+                        runs[mode].append((echo, node))
                         print(
-                            f"  round {r} {mode.upper()}: echo {echo['rate']:9,.0f}/s   idnode {node['rate']:9,.0f}/s   "
-                            f"ratio {node['rate'] / echo['rate']:.2f}x   (errors {node['errors']}, lost {node['lost']})"
+                            f"  round {r} {mode.upper()}: echo {_line(echo)}   idnode {_line(node)}"
+                            f"   ratio {node['rate'] / echo['rate']:.2f}x   (errors {node['errors']}, lost {node['lost']})"
                         )
     print()
-    print(f"{'':5}{'echo (median)':>16}{'idnode (median)':>18}{'ratio':>9}")
+    print("server CPU per reply: user + system time of the server process over the run, divided by its replies")
+    print(f"{'':5}{'echo':>12}{'idnode':>12}{'ratio':>8}   {'echo CPU':>10}{'idnode CPU':>12}")
     for mode in ("udp", "tcp"):
-        echo_rate = statistics.median(e for e, _ in results[mode])
-        node_rate = statistics.median(n for _, n in results[mode])
+        echo_rate = statistics.median(e["rate"] for e, _ in runs[mode])
+        node_rate = statistics.median(n["rate"] for _, n in runs[mode])
+        echo_cpu = statistics.median(e["cpu_us"] for e, _ in runs[mode])
+        node_cpu = statistics.median(n["cpu_us"] for _, n in runs[mode])
         target = "   (target >= 0.6x)" if mode == "udp" else ""
-        print(f"{mode.upper():5}{echo_rate:14,.0f}/s{node_rate:16,.0f}/s{node_rate / echo_rate:8.2f}x{target}")
+        print(
+            f"{mode.upper():5}{echo_rate:10,.0f}/s{node_rate:10,.0f}/s{node_rate / echo_rate:7.2f}x"
+            f"   {echo_cpu:7.1f} us{node_cpu:9.1f} us{target}"
+        )
+    print("(medians over the rounds)")
 
 
 if __name__ == "__main__":

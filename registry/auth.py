@@ -35,14 +35,15 @@ class Identity:
         """``300:0.NA/88.118.8`` → Identity; InvalidCredential for anything else."""
         index_text, sep, handle = text.partition(":")
         if not sep or not index_text.isdigit() or not handle:
-            raise InvalidCredential(f"identity must be <index>:<handle>, got {text!r}")
+            # Never echo the text: a secret typed into the user name field must not come back.
+            raise InvalidCredential("the identity (user name) must be <index>:<handle>, e.g. 300:0.NA/88.118.8")
         index = int(index_text)
         if not 0 < index <= 0xFFFFFFFF:
-            raise InvalidCredential(f"identity index out of range in {text!r}")
+            raise InvalidCredential("the identity's index is out of range (1..4294967295)")
         try:
             name = parse_handle(handle)
         except Exception:
-            raise InvalidCredential(f"identity names an invalid handle: {text!r}") from None
+            raise InvalidCredential("the identity names an invalid handle") from None
         return cls(index, handle, name.key)
 
     def __str__(self) -> str:

@@ -19,6 +19,7 @@ from registry.errors import (
     RC_PROTOCOL_ERROR,
     HandleError,
     InvalidRequest,
+    InvalidValue,
     PermissionDenied,
 )
 from registry.jsonvalues import parse_values
@@ -88,7 +89,16 @@ class _Item:
 class BatchValidator:
     """Collects items one at a time (so a stream never has to be held whole), then writes them."""
 
-    def __init__(self, registry: Any, caller: Caller, *, overwrite: bool = False, max_items: int = 100_000) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        caller: Caller,
+        *,
+        overwrite: bool = False,
+        max_items: int = 100_000,
+        default_admin: HandleValue | None = None,
+    ) -> None:
+        """``default_admin``: the HS_ADMIN value new handles without one get (default: the caller's)."""
         self.registry = registry
         self.caller = caller
         self.overwrite = overwrite
@@ -97,11 +107,11 @@ class BatchValidator:
         self.failures: list[BatchFailure] = []
         self.count = 0
         self._positions: dict[str, int] = {}
-        self._prefixes: dict[str, int | None | HandleError] = {}  # prefix → enterprise id or the refusal
+        self._prefixes: dict[str, int | HandleError | None] = {}  # prefix → enterprise id or the refusal
         self._limits = registry.settings.value_limits
         self._now = registry.clock()
         caller.require_authenticated()
-        self._admin_value = replace(registry._default_admin(caller), timestamp=registry.clock())
+        self._admin_value = replace(default_admin or registry._default_admin(caller), timestamp=self._now)
         if caller.role == "auditor":
             raise PermissionDenied("the auditor identity cannot write")
 
@@ -132,12 +142,44 @@ class BatchValidator:
             await self._check_prefix(name)
             await self.registry.check_template(name, values, f"item {position}")
             prepared = self.registry._prepare(values, self._now)
-            if not self.overwrite and not any(v.type == "HS_ADMIN" or v.type.upper() == "HS_ADMIN" for v in prepared):
-                prepared = (*prepared, self._admin_value)
+            if not self.overwrite:
+                # Only new handles are written: give them the caller's default admin now.
+                prepared = self._with_default_admin(prepared, handle)
             self._positions[name.key] = position
             self.items.append(_Item(position, handle, name.key, normalise_prefix(name.prefix), prepared))
         except HandleError as exc:
             self._fail(position, text, exc)
+
+    def _with_default_admin(self, values: tuple[HandleValue, ...], handle: str) -> tuple[HandleValue, ...]:
+        """A new handle without HS_ADMIN gets the caller's at index 100, as a single PUT does."""
+        if any(v.type.upper() == "HS_ADMIN" for v in values):
+            return values
+        if any(v.index == self._admin_value.index for v in values):
+            raise InvalidValue(
+                f"no HS_ADMIN given and index {self._admin_value.index}, where the default one goes, is taken",
+                handle,
+            )
+        return self._checked_count((*values, self._admin_value), handle)
+
+    def _checked_count(self, values: tuple[HandleValue, ...], handle: str) -> tuple[HandleValue, ...]:
+        if len(values) > self._limits.max_values:
+            raise InvalidValue(f"a handle may hold at most {self._limits.max_values} values", handle)
+        return values
+
+    def _replacement(self, item: _Item, current: Record) -> tuple[HandleValue, ...]:
+        """A replacement without HS_ADMIN keeps the record's administrators rather than orphaning
+        it (as a single PUT does); if it had none, the caller's default admin is added."""
+        values = item.values
+        if any(v.type.upper() == "HS_ADMIN" for v in values):
+            return values
+        taken = {v.index for v in values}
+        kept = tuple(v for v in current.values if v.type.upper() == "HS_ADMIN" and v.index not in taken)
+        if not kept:
+            index = self._admin_value.index
+            while index in taken:
+                index += 1
+            kept = (replace(self._admin_value, index=index),)
+        return self._checked_count((*values, *kept), item.handle)
 
     async def _check_prefix(self, name: Any) -> None:
         """ADD_HANDLE on the prefix, the enterprise active: checked once per prefix per batch."""
@@ -182,16 +224,18 @@ class BatchValidator:
                 self._fail(item.position, item.handle, _exists(item.handle))
                 continue
             values = item.values
-            if current is not None:
-                try:
-                    await self._authorise_replace(item, current)
-                except HandleError as exc:
-                    self._fail(item.position, item.handle, exc)
-                    continue
-            elif self.overwrite and not any(v.type.upper() == "HS_ADMIN" for v in values):
-                values = (*values, self.registry._default_admin(self.caller))
+            try:
+                if current is not None:
+                    values = self._replacement(item, current)
+                    await self._authorise_replace(item, current, values)
+                elif self.overwrite:
+                    values = self._with_default_admin(values, item.handle)
+            except HandleError as exc:
+                self._fail(item.position, item.handle, exc)
+                continue
             expect = current.version if current is not None else MUST_NOT_EXIST
-            writes.append(HandleWrite(item.key, item.handle, item.prefix, values, expect, self._enterprise(item.prefix)))
+            enterprise = self._enterprise(item.prefix)
+            writes.append(HandleWrite(item.key, item.handle, item.prefix, values, expect, enterprise))
             kept.append(item)
         self.items = []
         if (self.failures and atomic) or not writes:
@@ -214,12 +258,12 @@ class BatchValidator:
         report.failures = self.failures
         return report
 
-    async def _authorise_replace(self, item: _Item, current: Record) -> None:
+    async def _authorise_replace(self, item: _Item, current: Record, values: tuple[HandleValue, ...]) -> None:
         from registry.service import _perms_for_change
 
         if self.caller.node_admin:
             return
-        perms = _perms_for_change(current.values, item.values)
+        perms = _perms_for_change(current.values, values)
         assert self.caller.identity is not None
         for perm in perms:
             if not await has_right(self.caller.identity, current, perm, self.registry.read_record):

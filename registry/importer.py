@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from registry import valuedata
 from registry.auth import Caller
 from registry.batch import BatchValidator
-from registry.errors import RC_HANDLE_ALREADY_EXISTS, InvalidRequest
+from registry.errors import RC_HANDLE_ALREADY_EXISTS, RC_NOT_AUTHORIZED, HandleError, InvalidRequest
+from registry.model import HandleValue, normalise_prefix, prefix_handle_of
+from registry.service import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX
 from registry.templates import TEMPLATE_INDEX, TEMPLATE_TYPE, Template
 
 __all__ = ["ImportSummary", "import_file"]
@@ -36,6 +39,18 @@ class ImportSummary:
     resumed_from_line: int = 0
     rejects_file: str | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)  # the first few, for the summary
+
+
+async def _enterprise_admin(registry: Any, caller: Caller, prefix: str) -> HandleValue | None:
+    """Handles imported by the node administrator under an enterprise prefix are administered by
+    that enterprise, as if it had registered them itself (else it could not change its own)."""
+    if not caller.node_admin:
+        return None
+    enterprise = await registry.store.get_enterprise(prefix)
+    if enterprise is None:
+        return None
+    data = valuedata.encode_admin(prefix_handle_of(enterprise.prefix), SECKEY_INDEX, DEFAULT_HANDLE_ADMIN_PERMS)
+    return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data)
 
 
 def _checkpoint_path(path: str) -> str:
@@ -93,7 +108,9 @@ def _csv_items(
             continue
         ident = row[key].strip()
         handle = ident if "/" in ident and header[key] == "handle" else f"{prefix}/{ident}"
-        values = [{"index": index, "type": type_, "data": row[pos]} for pos, _, index, type_ in columns if row[pos] != ""]
+        values = [
+            {"index": index, "type": type_, "data": row[pos]} for pos, _, index, type_ in columns if row[pos] != ""
+        ]
         if template is not None:
             values.append({"index": TEMPLATE_INDEX, "type": TEMPLATE_TYPE, "data": f"{template.id}@{template.version}"})
         yield line_no, offset, {"handle": handle, "values": values}
@@ -133,6 +150,7 @@ async def import_file(
     summary = ImportSummary()
     checkpoint = _checkpoint_path(path)
     start_line = 0
+    rejects_path = path + ".rejects.ndjson"
     if resume and os.path.exists(checkpoint):
         with open(checkpoint, encoding="utf-8") as fh:
             saved = json.load(fh)
@@ -141,9 +159,24 @@ async def import_file(
             for k in ("rows", "created", "replaced", "already_present", "failed"):
                 setattr(summary, k, saved["summary"].get(k, 0))
             summary.resumed_from_line = start_line
-    rejects_path = path + ".rejects.ndjson"
+            # Rows rejected after the checkpoint are read again: drop what was written for them.
+            if os.path.exists(rejects_path) and os.path.getsize(rejects_path) > saved.get("rejects_bytes", 0):
+                os.truncate(rejects_path, saved.get("rejects_bytes", 0))
     rejects = open(rejects_path, "a" if start_line else "w", encoding="utf-8")  # noqa: SIM115
     summary.rejects_file = rejects_path
+    target = normalise_prefix(prefix)
+    default_admin = await _enterprise_admin(registry, caller, prefix)
+
+    def outside(item: Any) -> str | None:
+        """The handle of an item that names a handle under another prefix than ``prefix``."""
+        handle = item.get("handle") if isinstance(item, dict) else None
+        if not isinstance(handle, str):
+            return None
+        try:
+            name = registry.parse(handle)
+        except HandleError:
+            return None  # the validator reports it
+        return handle if normalise_prefix(name.prefix) != target else None
 
     def reject(line: int, handle: Any, code: int, message: str) -> None:
         summary.failed += 1
@@ -153,7 +186,9 @@ async def import_file(
             summary.failures.append(entry)
 
     async def flush(batch: list[tuple[int, Any]], last_line: int, offset: int) -> None:
-        validator = BatchValidator(registry, caller, overwrite=overwrite, max_items=len(batch) + 1)
+        validator = BatchValidator(
+            registry, caller, overwrite=overwrite, max_items=len(batch) + 1, default_admin=default_admin
+        )
         for _, item in batch:
             await validator.add(item)
         report = await validator.finish(atomic=False)
@@ -167,8 +202,14 @@ async def import_file(
             else:
                 reject(line, failure.handle, failure.code, failure.message)
         rejects.flush()
-        state = {"file": _file_id(path), "prefix": prefix, "line": last_line, "offset": offset,
-                 "summary": {k: v for k, v in asdict(summary).items() if isinstance(v, int)}}
+        state = {
+            "file": _file_id(path),
+            "prefix": prefix,
+            "line": last_line,
+            "offset": offset,
+            "rejects_bytes": rejects.tell(),
+            "summary": {k: v for k, v in asdict(summary).items() if isinstance(v, int)},
+        }
         tmp = checkpoint + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(state, fh)
@@ -178,13 +219,20 @@ async def import_file(
 
     try:
         with open(path, "rb") as fh:
-            items = _csv_items(fh, prefix, template, start_line) if fmt == "csv" else _ndjson_items(fh, prefix, start_line)
+            items = (
+                _csv_items(fh, prefix, template, start_line) if fmt == "csv" else _ndjson_items(fh, prefix, start_line)
+            )
             batch: list[tuple[int, Any]] = []
             line, offset = start_line, 0
             for line, offset, item in items:
                 if isinstance(item, dict) and "_error" in item:
                     summary.rows += 1
                     reject(line, None, 4, item["_error"])
+                    continue
+                elsewhere = outside(item)
+                if elsewhere is not None:
+                    summary.rows += 1
+                    reject(line, elsewhere, RC_NOT_AUTHORIZED, f"{elsewhere} is not under the prefix {prefix}")
                     continue
                 batch.append((line, item))
                 if len(batch) >= chunk:

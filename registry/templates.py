@@ -24,6 +24,7 @@ __all__ = [
     "Template",
     "TemplateField",
     "parse_template_ref",
+    "parse_version",
     "template_from_json",
     "validate_against",
 ]
@@ -33,6 +34,7 @@ TEMPLATE_TYPE = "TEMPLATE"
 FIELD_MIN_INDEX = 2000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FIELDS = 200
+MAX_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class TemplateField:
     disabled: bool = False
 
     def check(self, value: HandleValue, where: str) -> None:
-        if value.type != self.type:
+        if value.type.upper() != self.type.upper():  # types compare case-insensitively, as elsewhere
             raise InvalidValue(f"{where}: field {self.name!r} (index {self.index}) must have type {self.type}")
         try:
             text = value.data.decode("utf-8")
@@ -118,8 +120,17 @@ def _field_from_json(obj: Any, n: int) -> TemplateField:
     where = f"field {n}"
     if not isinstance(obj, dict):
         raise InvalidRequest(f"{where}: must be an object")
-    unknown = set(obj) - {"index", "name", "type", "required", "min_length", "max_length", "pattern", "enum",
-                          "disabled"}
+    unknown = set(obj) - {
+        "index",
+        "name",
+        "type",
+        "required",
+        "min_length",
+        "max_length",
+        "pattern",
+        "enum",
+        "disabled",
+    }
     if unknown:
         raise InvalidRequest(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     index = obj.get("index")
@@ -143,7 +154,10 @@ def _field_from_json(obj: Any, n: int) -> TemplateField:
         not isinstance(enum, list) or not enum or len(enum) > 1000 or not all(isinstance(x, str) for x in enum)
     ):
         raise InvalidRequest(f"{where}: enum must be a non-empty list of strings")
-    lo, hi = _opt_int(obj.get("min_length"), f"{where}: min_length"), _opt_int(obj.get("max_length"), f"{where}: max_length")
+    lo, hi = (
+        _opt_int(obj.get("min_length"), f"{where}: min_length"),
+        _opt_int(obj.get("max_length"), f"{where}: max_length"),
+    )
     if lo is not None and hi is not None and lo > hi:
         raise InvalidRequest(f"{where}: min_length > max_length")
     for flag in ("required", "disabled"):
@@ -197,9 +211,19 @@ def parse_template_ref(value: HandleValue, where: str) -> tuple[str, int]:
     except UnicodeDecodeError:
         raise InvalidValue(f"{where}: template reference must be text <id>@<version>") from None
     ident, sep, version = text.strip().rpartition("@")
-    if not sep or not _ID.match(ident) or not version.isdigit():
+    number = parse_version(version)
+    if not sep or not _ID.match(ident) or number is None:
         raise InvalidValue(f"{where}: template reference must be <id>@<version>, got {text[:80]!r}")
-    return ident, int(version)
+    return ident, number
+
+
+def parse_version(text: str) -> int | None:
+    """A version number: ASCII digits (``str.isdigit`` also accepts ``²`` and ``١``), at most
+    MAX_VERSION (the stores keep it in a 32-bit column). None when ``text`` is not one."""
+    if not text or len(text) > 10 or not text.isascii() or not text.isdigit():
+        return None
+    number = int(text)
+    return number if number <= MAX_VERSION else None
 
 
 def validate_against(template: Template, values: Sequence[HandleValue], where: str) -> None:

@@ -44,7 +44,7 @@ PUBKEY_INDEX = 301  # the node's report-signing key on its prefix handle
 def node_site(config: Config) -> bytes:
     """The HS_SITE value describing this node's interfaces (RFC 3651 section 3.2.2)."""
     try:
-        address = ipaddress.ip_address(config.host)
+        address = ipaddress.ip_address(config.advertise_host or config.host)
     except ValueError:
         address = ipaddress.ip_address("127.0.0.1")
     if address.is_unspecified:

@@ -78,6 +78,9 @@ async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
             line = buf[start:end].strip()
             start = end + 1
             line_no += 1
+            if len(line) > line_limit:
+                # The same refusal whether or not the line arrived in one chunk.
+                raise InvalidRequest(f"line {line_no} is longer than {line_limit} bytes")
             if line:
                 yield decode(line)
         buf = buf[start:]
@@ -85,6 +88,8 @@ async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
             raise InvalidRequest(f"line {line_no + 1} is longer than {line_limit} bytes")
     if buf.strip():
         line_no += 1
+        if len(buf.strip()) > line_limit:
+            raise InvalidRequest(f"line {line_no} is longer than {line_limit} bytes")
         yield decode(buf.strip())
 
 
@@ -134,14 +139,22 @@ async def _json_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
                 raise InvalidRequest("truncated JSON array")
             while True:
                 try:
-                    obj, pos = decoder.raw_decode(text, pos)
-                    break
+                    obj, end = decoder.raw_decode(text, pos)
                 except json.JSONDecodeError as exc:
                     # The item may just be incomplete: read more, up to the item size limit.
                     if len(text) - pos > item_limit or not await more():
                         raise InvalidRequest(f"malformed JSON in the batch: {exc.msg}") from None
+                    continue
                 except RecursionError:
                     raise InvalidRequest("malformed JSON in the batch: nested too deeply") from None
+                if end == len(text) and await more():
+                    # A number ending at the chunk edge may go on in the next chunk ("1" + "23"):
+                    # decode it again with more text behind it.
+                    continue
+                if end - pos > item_limit:
+                    raise InvalidRequest(f"an item of the batch is larger than {item_limit} bytes")
+                pos = end
+                break
             yield obj
             sep = await next_char()
             pos += 1
@@ -168,10 +181,13 @@ async def _msgpack_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
                 except msgpack.OutOfData:
                     continue
             while seen < expected:
+                start = unpacker.tell()
                 try:
                     obj = unpacker.unpack()
                 except msgpack.OutOfData:
                     break
+                if unpacker.tell() - start > item_limit:
+                    raise InvalidRequest(f"an item of the batch is larger than {item_limit} bytes")
                 seen += 1
                 yield obj
     except (msgpack.UnpackException, ValueError, TypeError) as exc:

@@ -119,6 +119,7 @@ class TieredCache:
         self.stats = CacheStats()
         self._current_version = current_version
         self._flights: dict[str, _Flight] = {}
+        self._version_read: asyncio.Future[int] | None = None
         self._seq = 0  # bumped by every invalidation
         self._recent: OrderedDict[str, int] = OrderedDict()
         self._floor = 0  # tickets below this cannot be checked any more: refuse their fills
@@ -205,7 +206,7 @@ class TieredCache:
             floor = 0
             if use_redis:
                 assert self._current_version is not None
-                floor = await self._current_version()  # read *before* the load: see negative entries
+                floor = await self._version_floor()  # read *before* the load: see negative entries
             packed = await load(key)
             self.stats.store_loads += 1
         finally:
@@ -221,6 +222,24 @@ class TieredCache:
                 _, ttl = record_ttl(packed, self.wall())
                 self._fill_local(key, packed, ttl, flight.ticket)
         return packed
+
+    async def _version_floor(self) -> int:
+        """The store's current version, one query for all misses that need it at the same time.
+
+        Joining a query already running is sound: its answer was read before this load begins, and
+        a floor read earlier is only more cautious."""
+        read = self._version_read
+        if read is None:
+            assert self._current_version is not None
+            read = self._version_read = asyncio.ensure_future(self._current_version())
+            read.add_done_callback(self._version_done)
+        return await asyncio.shield(read)
+
+    def _version_done(self, read: asyncio.Future[int]) -> None:
+        if self._version_read is read:
+            self._version_read = None
+        if not read.cancelled():
+            read.exception()
 
     async def _fill_redis(self, key: str, packed: bytes | None, floor: int) -> bool:
         """Offer the loaded state to Redis; False when Redis holds something newer."""

@@ -30,6 +30,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class Config:
     host: str = _f("127.0.0.1", "Address the HTTP API listens on.")
     port: int = _f(8000, "HTTP port.")
+    advertise_host: str = _f(
+        "", "Address published in the node's HS_SITE (default: host, or 127.0.0.1 when host is a wildcard)."
+    )
     prefix: str = _f("88.118.8", "The node prefix this node is authoritative for.")
     data_dir: str = _f("./data", "Directory for the embedded SQLite store and the node's keys.")
     store: str = _f("", "Store URL: sqlite:///path.db or postgresql://user@host/db (default: SQLite in data_dir).")
@@ -166,6 +169,13 @@ def _validate(c: Config) -> None:
     for name in ("redis_timeout_ms", "redis_breaker_failures", "redis_breaker_cooldown_ms"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if c.advertise_host:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(c.advertise_host)
+        except ValueError:
+            raise ConfigError("advertise_host must be an IP address (HS_SITE holds addresses, not names)") from None
     if bool(c.tls_cert) != bool(c.tls_key):
         raise ConfigError("tls_cert and tls_key go together")
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):

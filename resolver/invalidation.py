@@ -323,6 +323,7 @@ class InvalidationBus:
     async def _probe(self) -> bool:
         """Half-open: PING, then re-send the invalidations kept while Redis was away."""
         try:
+            await self.tier.reset_connections()
             await self.tier.ping()
             await self._flush_pending(guarded=False)
         except Exception as exc:

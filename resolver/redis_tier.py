@@ -12,7 +12,8 @@ newer than what is there: a reader that loaded the old record before a writer co
 it back after the writer's tombstone (the cache-aside race). Writers set tombstones with
 :data:`TOMBSTONE_LUA` (never lowering a version) rather than deleting.
 
-Lookups arriving in the same event-loop tick share one MGET (:class:`MGetBatcher`). Every command
+Lookups arriving in the same event-loop tick share one MGET, and fills one pipeline
+(:class:`TickBatcher`). Every command
 runs under a short timeout and behind a :class:`~resolver.breaker.CircuitBreaker`; failures surface
 as :class:`RedisUnavailable` so the caller goes to the store instead.
 """
@@ -24,7 +25,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -39,9 +40,9 @@ __all__ = [
     "FILL_LUA",
     "TOMBSTONE_LUA",
     "FillResult",
-    "MGetBatcher",
     "RedisTier",
     "RedisUnavailable",
+    "TickBatcher",
     "negative_entry",
     "open_redis",
     "tombstone_entry",
@@ -49,6 +50,8 @@ __all__ = [
 
 log = logging.getLogger("idnode.cache")
 T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 TOMBSTONE_CHUNK = 500  # keys per tombstone script call
 
@@ -166,72 +169,81 @@ def node_client(url: str, host: str, port: int, timeout: float) -> Redis:
     return Redis.from_url(_plain_url(url, host, port), **_client_kwargs(timeout))
 
 
-class _Batch:
-    __slots__ = ("flushed", "waiters")
+class _Batch(Generic[K, R]):
+    __slots__ = ("flushed", "items", "slots", "waiters")
 
     def __init__(self) -> None:
-        self.waiters: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self.items: list[K] = []
+        self.waiters: list[list[asyncio.Future[R]]] = []
+        self.slots: dict[K, int] = {}
         self.flushed = False
 
 
-class MGetBatcher:
-    """Coalesce ``get(key)`` calls made in the same event-loop tick into one ``fetch(keys)``.
+class TickBatcher(Generic[K, R]):
+    """Coalesce calls made in the same event-loop tick into one ``fetch(items)``.
 
     The first caller of a tick schedules the flush with ``loop.call_soon``; later callers add their
-    keys; one fetch answers all of them. Each caller gets its own future, so a cancelled request
-    never cancels its neighbours. A batch that reaches ``max_batch`` keys is sent at once.
+    items; one fetch answers all of them (``fetch`` returns one result per item, in order). With
+    ``dedupe`` equal items share one slot. Each caller gets its own future, so a cancelled request
+    never cancels its neighbours. A batch that reaches ``max_batch`` items is sent at once.
     """
 
-    def __init__(self, fetch: Callable[[list[str]], Awaitable[list[bytes | None]]], max_batch: int = 1000) -> None:
+    def __init__(
+        self, fetch: Callable[[list[K]], Awaitable[list[R]]], *, max_batch: int = 1000, dedupe: bool = True
+    ) -> None:
         self._fetch = fetch
         self.max_batch = max_batch
-        self._open: _Batch | None = None
+        self.dedupe = dedupe
+        self._open: _Batch[K, R] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0  # fetches made (for status and tests)
 
-    def get(self, key: str) -> asyncio.Future[bytes | None]:
+    def submit(self, item: K) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
             loop.call_soon(self._flush, batch)
-        fut: asyncio.Future[bytes | None] = loop.create_future()
-        waiters = batch.waiters.get(key)
-        if waiters is None:
-            batch.waiters[key] = [fut]
-            if len(batch.waiters) >= self.max_batch:
+        fut: asyncio.Future[R] = loop.create_future()
+        slot = batch.slots.get(item) if self.dedupe else None
+        if slot is None:
+            if self.dedupe:
+                batch.slots[item] = len(batch.items)
+            batch.items.append(item)
+            batch.waiters.append([fut])
+            if len(batch.items) >= self.max_batch:
                 self._flush(batch)
         else:
-            waiters.append(fut)
+            batch.waiters[slot].append(fut)
         return fut
 
-    def _flush(self, batch: _Batch) -> None:
+    def _flush(self, batch: _Batch[K, R]) -> None:
         if self._open is batch:
             self._open = None
         if batch.flushed:
             return
         batch.flushed = True
         self.batches += 1
-        task = asyncio.get_running_loop().create_task(self._run(batch.waiters))
+        task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
+    async def _run(self, batch: _Batch[K, R]) -> None:
         try:
-            values = await self._fetch(list(batch))
+            results = await self._fetch(batch.items)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RedisUnavailable("cancelled")
-            for waiters in batch.values():
+            for waiters in batch.waiters:
                 for fut in waiters:
                     if not fut.done():
                         fut.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
             return
-        for waiters, value in zip(batch.values(), values, strict=True):
+        for waiters, result in zip(batch.waiters, results, strict=True):
             for fut in waiters:
                 if not fut.done():
-                    fut.set_result(value)
+                    fut.set_result(result)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -256,7 +268,10 @@ class RedisTier:
         self.key_prefix = key_prefix
         self.breaker = breaker
         self.timeout = timeout
-        self.batcher = MGetBatcher(self._mget, max_batch=max_batch)
+        self.batcher: TickBatcher[str, bytes | None] = TickBatcher(self._mget, max_batch=max_batch)
+        self.fills: TickBatcher[tuple[str, bytes, int, int], int] = TickBatcher(
+            self._fill_many, max_batch=max_batch, dedupe=False
+        )
         self._shas: dict[str, str] = {}
         self.errors = 0
 
@@ -299,7 +314,7 @@ class RedisTier:
         """The raw entry for ``key`` (record bytes, ``-v``, ``~v``) or None; coalesced into MGETs."""
         if not self.breaker.allow():
             raise RedisUnavailable(f"breaker {self.breaker.state}")
-        return await self.batcher.get(key)
+        return await self.batcher.submit(key)
 
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
         names = [self.entry_key(k) for k in keys]
@@ -309,9 +324,24 @@ class RedisTier:
 
     # -- writes --------------------------------------------------------------------------------
     async def fill(self, key: str, value: bytes, version: int, ttl: float) -> int:
-        """Store ``value`` unless Redis holds something newer; a :class:`FillResult` code."""
-        ms = max(1, int(ttl * 1000))
-        return int(await self.call(lambda: self._eval(FILL_LUA, [self.entry_key(key)], [value, version, ms])))
+        """Store ``value`` unless Redis holds something newer; a :class:`FillResult` code. Fills of
+        the same tick share one pipeline."""
+        if not self.breaker.allow():
+            raise RedisUnavailable(f"breaker {self.breaker.state}")
+        return await self.fills.submit((self.entry_key(key), value, version, max(1, int(ttl * 1000))))
+
+    async def _fill_many(self, fills: list[tuple[str, bytes, int, int]]) -> list[int]:
+        async def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for name, value, version, ms in fills:
+                pipe.eval(FILL_LUA, 1, name, value, version, ms)  # EVAL: no NOSCRIPT after a restart
+            return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+        results = await self.call(run)
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            log.warning("cache: %d of %d Redis fills failed: %s", len(errors), len(fills), errors[0])
+        return [FillResult.REFUSED if isinstance(r, Exception) else int(r) for r in results]
 
     async def tombstone(self, keys: Sequence[str], version: int, ttl: float, *, guarded: bool = True) -> None:
         """Mark ``keys`` as changed at or before store version ``version`` (never lowering one)."""
@@ -327,11 +357,14 @@ class RedisTier:
         else:
             groups = [names[i : i + TOMBSTONE_CHUNK] for i in range(0, len(names), TOMBSTONE_CHUNK)]
 
-        async def run() -> None:
-            for i in range(0, len(groups), 64):
-                await asyncio.gather(*(self._eval(TOMBSTONE_LUA, g, [version, ms]) for g in groups[i : i + 64]))
-
-        await self.call(run, guarded=guarded)
+        # Each call (at most 16 groups, 8,000 keys) gets the timeout of its own: a big batch write
+        # is many calls, not one that could never finish in time.
+        for i in range(0, len(groups), 16):
+            part = groups[i : i + 16]
+            await self.call(
+                lambda part=part: asyncio.gather(*(self._eval(TOMBSTONE_LUA, g, [version, ms]) for g in part)),
+                guarded=guarded,
+            )
 
     async def purge(self) -> int:
         """Delete every entry under this node's key prefix (after lost invalidations). Unguarded."""
@@ -355,6 +388,19 @@ class RedisTier:
     async def ping(self) -> None:
         await self.call(self.client.ping, guarded=False)
 
+    async def reset_connections(self) -> None:
+        """Close idle pooled connections: after an outage they may still point at a dead server,
+        and each would cost the breaker a failure on first use."""
+        try:
+            if self.cluster:
+                for node in self.client.get_nodes():  # type: ignore[union-attr]
+                    await node.disconnect_free_connections()
+            else:
+                await self.client.connection_pool.disconnect(inuse_connections=False)  # type: ignore[union-attr]
+        except Exception as exc:  # closing a dead socket may complain; that is fine
+            log.debug("cache: closing idle Redis connections: %s", exc)
+
     async def close(self) -> None:
         await self.batcher.close()
+        await self.fills.close()
         await self.client.aclose()

@@ -30,7 +30,8 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
 async def serve(config: Config, *, reuse_port: bool = False, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get ``SHUTDOWN_GRACE`` seconds to finish."""
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=log if config.access_log else None, shutdown_timeout=SHUTDOWN_GRACE)
+    # Access lines come from resolver.access (route templates, request ids), never from aiohttp's logger.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     site = web.TCPSite(
         runner, config.host, config.port, ssl_context=_ssl_context(config), reuse_port=reuse_port or None

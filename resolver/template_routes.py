@@ -6,6 +6,7 @@ from aiohttp import web
 
 from registry.errors import HandleNotFound, InvalidRequest
 from registry.model import normalise_prefix
+from registry.templates import parse_version
 from resolver.keys import registry_of
 from resolver.web import json_response, read_json, request_caller
 
@@ -26,11 +27,12 @@ async def get_template(request: web.Request) -> web.Response:
     """``?prefix=P`` for an enterprise's own template, ``?version=N`` (default: the latest)."""
     registry = registry_of(request)
     raw_version = request.query.get("version")
-    if raw_version is not None and not raw_version.isdigit():
+    version = parse_version(raw_version) if raw_version is not None else None
+    if raw_version is not None and version is None:
         raise InvalidRequest("version must be a positive integer")
     prefix = request.query.get("prefix", "")
     scope = normalise_prefix(prefix) if prefix else ""
-    template = await registry.template(scope, request.match_info["id"], int(raw_version) if raw_version else None)
+    template = await registry.template(scope, request.match_info["id"], version)
     if template is None:
         raise HandleNotFound(f"no template {request.match_info['id']}")
     return json_response(request, {"responseCode": 1, **template.to_json()})

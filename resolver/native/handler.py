@@ -116,6 +116,7 @@ class NativeStats:
     """Counters of one handler (shared by its listeners); plain ints, read by tests and metrics."""
 
     requests: int = 0  # decoded requests answered
+    fast: int = 0  # of which on the fast path
     errors: int = 0  # error replies to decoded requests (any response code but success)
     malformed: int = 0  # messages that could not be decoded (answered with PROTOCOL_ERROR when possible)
     dropped: int = 0  # datagrams / frames dropped without a reply
@@ -380,12 +381,15 @@ class NativeHandler:
         if indexes or types:
             wanted = frozenset(indexes)
             values = tuple(v for v in values if v.index in wanted or any(v.type_matches(t) for t in types))
-        values = tuple(v for v in values if v.permissions & 0x2)  # PUBLIC_READ
-        if not values:
+        public = [v for v in values if v.permissions & 0x2]  # PUBLIC_READ
+        if not public:
             return RC_VALUES_NOT_FOUND, "", None
-        return RC_SUCCESS, "", values
+        return RC_SUCCESS, "", values if len(public) == len(values) else tuple(public)
 
     # -- the fast path ------------------------------------------------------------------------------
+    def _resolution_body(self, handle: str, values: tuple[HandleValue, ...]) -> bytes:
+        return b"".join([_text(handle), _U32.pack(len(values)), *[self._value_bytes(v) for v in values]])
+
     def _value_bytes(self, value: HandleValue) -> bytes:
         encoded = self._values.get(value)
         if encoded is None:
@@ -400,17 +404,13 @@ class NativeHandler:
     async def _respond_fast(self, envelope: bytes, payload: bytes, parsed: _Parsed) -> bytes:
         flags, recursion, end, handle, indexes, types = parsed
         self.stats.requests += 1
+        self.stats.fast += 1
         major, minor, env_flags, suggest_minor, session, request_id = _ENVELOPE_IDS.unpack_from(envelope)
         suggested = (env_flags & 0x03, suggest_minor) if env_flags & 0x03 else (major, minor)
         version = min(suggested, self.version)
         try:
             code, text, values = await self._resolve(handle, indexes, types, bool(flags & _AT))
-            if values is None:
-                body = _text(text)
-            else:
-                parts = [_text(handle), _U32.pack(len(values))]
-                parts += [self._value_bytes(v) for v in values]
-                body = b"".join(parts)
+            body = _text(text) if values is None else self._resolution_body(handle, values)
         except CodecError as exc:  # a value that cannot be encoded
             self.stats.internal += 1
             log.debug("native: cannot encode the reply to request %d: %s", request_id, exc)

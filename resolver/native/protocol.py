@@ -105,13 +105,14 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         if size < ENVELOPE_SIZE or len(self.tasks) >= self.max_inflight:
             self.handler.stats.dropped += 1
             return
+        loop = self._loop
+        assert loop is not None
         sequence, length = _SEQ_AND_LENGTH.unpack_from(data, 12)
         if sequence == 0 and length == size - ENVELOPE_SIZE:  # the whole message in this datagram
             envelope, payload = data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:]
         else:
-            assert self._loop is not None
             try:
-                whole = self.reassembler.add(addr, data, self._loop.time())
+                whole = self.reassembler.add(addr, data, loop.time())
             except CodecError as exc:
                 log.debug("native udp: bad datagram from %s: %s", addr, exc)
                 self._send(self.handler.refuse(data, str(exc)), addr)
@@ -119,7 +120,7 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
             if whole is None:
                 return
             envelope, payload = encode_envelope(whole[0]), whole[1]
-        task = asyncio.ensure_future(self._answer(envelope, payload, addr))
+        task = loop.create_task(self._answer(envelope, payload, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -256,7 +257,7 @@ class TcpNativeProtocol(asyncio.Protocol):
         self._take_frames()
         if self._worker is None:
             if self._queue or self._final is not None:
-                self._worker = asyncio.ensure_future(self._work())
+                self._worker = asyncio.get_running_loop().create_task(self._work())
             elif (self._eof or self._fatal) and self.transport is not None:
                 self.transport.close()
 

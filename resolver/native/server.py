@@ -10,6 +10,8 @@ native protocol, so the HTTP API still starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import socket
 import weakref
@@ -28,6 +30,7 @@ log = logging.getLogger("idnode.native")
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_MAX_INFLIGHT = 4096
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 class NativeServer:
@@ -122,35 +125,50 @@ async def start_native(
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
 ) -> NativeServer:
     """Bind UDP and TCP on ``config.host``/``config.native_port`` (or ``host``/``port``) and serve.
-    Raises OSError when either cannot be bound (nothing is left open then)."""
-    loop = asyncio.get_running_loop()
+    Port 0 picks a port free for both (tests). Raises OSError when either cannot be bound (nothing
+    is left open then)."""
     host = config.host if host is None else host
     port = config.native_port if port is None else port
-    reuse_port = config.workers > 1 and hasattr(socket, "SO_REUSEPORT")
     server = NativeServer(NativeHandler(resolver, registry, site_data), max_connections=max_connections)
+    for attempt in range(20 if port == 0 else 1):
+        try:
+            await _bind(server, host, port, config.workers > 1, idle_timeout, max_inflight)
+            break
+        except OSError as exc:
+            if port != 0 or exc.errno != errno.EADDRINUSE or attempt == 19:
+                raise
+    NativeServer.running.add(server)
+    return server
+
+
+async def _bind(
+    server: NativeServer, host: str, port: int, reuse_port: bool, idle_timeout: float, max_inflight: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    reuse = (reuse_port and hasattr(socket, "SO_REUSEPORT")) or None
     transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpNativeProtocol(server.handler, max_inflight=max_inflight),
-        local_addr=(host, port),
-        reuse_port=reuse_port or None,
+        lambda: UdpNativeProtocol(server.handler, max_inflight=max_inflight), local_addr=(host, port), reuse_port=reuse
     )
-    server.udp_transport, server.udp_protocol = transport, protocol
-    if port == 0:  # tests: let the TCP side take the port the UDP side was given
+    sock = transport.get_extra_info("socket")
+    if sock is not None:  # room for bursts of datagrams (the kernel caps it at net.core.rmem_max)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    if port == 0:  # the TCP side takes the port the UDP side was given
         port = transport.get_extra_info("sockname")[1]
     try:
-        server.tcp_server = await loop.create_server(
+        tcp = await loop.create_server(
             lambda: TcpNativeProtocol(
                 server.handler, idle_timeout=idle_timeout, on_open=server._opened, on_close=server._lost
             ),
             host,
             port,
-            reuse_port=reuse_port or None,
+            reuse_port=reuse,
             backlog=1024,
         )
     except BaseException:
         transport.close()
         raise
-    NativeServer.running.add(server)
-    return server
+    server.udp_transport, server.udp_protocol, server.tcp_server = transport, protocol, tcp
 
 
 async def start_native_or_warn(

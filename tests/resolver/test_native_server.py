@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from registry.errors import StoreUnavailable
+from registry.model import HandleValue, Reference
+from registry.stores.base import MUST_NOT_EXIST, HandleWrite
 from registry.valuedata import PROTO_TCP, PROTO_UDP, decode_site
 from resolver.app import create_app, node_site
 from resolver.config import Config, load_config
@@ -63,6 +65,7 @@ from resolver.native.codec import (
     request_digest,
     split_udp,
 )
+from resolver.native.handler import NativeHandler
 from resolver.native.server import NativeServer, start_native
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, NODE_PREFIX, basic
@@ -628,6 +631,8 @@ class _ThreadNode:
         await runner.setup()  # runs the lifecycle: store, registry, resolver, native listeners
         self._stop = asyncio.Event()
         self.native = NativeServer.on_port(self.config.native_port)
+        if self.native is not None:
+            await self.native.handler.registry.store.write(EQ_WRITES, now=int(time.time()))
         self.ready.set()
         await self._stop.wait()
         await runner.cleanup()
@@ -644,6 +649,10 @@ class _ThreadNode:
         self.loop.call_soon_threadsafe(run)
         assert ev.wait(5)
         return done[0]
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the node's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def stop(self) -> None:
         assert self._stop is not None
@@ -670,6 +679,28 @@ def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Threa
     yield n, sock
     sock.close()
     n.stop()
+
+
+EQ_VALUES = (
+    HandleValue(1, "URL", b"https://example.com/eq", timestamp=1_700_000_000),
+    HandleValue(2, "EMAIL", b"eq@example.com", ttl=60, timestamp=1_700_000_001),
+    HandleValue(3, "NOTE", b"private", permissions=0b1100, timestamp=1_700_000_002),
+    HandleValue(
+        5, "REF", b"", ttl=0xF0000000, ttl_absolute=True, references=(Reference("a/b", 7), Reference("c/d", 1))
+    ),
+    HandleValue(6, "HS_SITE.PREFIX", b"\0\1", ttl=-1, permissions=0b1111),
+    HandleValue(100, "HS_ADMIN", b"\x0f\xff\0\0\0\x0d0.NA/88.118.8\0\0\x01\x2c"),
+)
+EQ_WRITES = [
+    HandleWrite(f"{NODE_PREFIX}/eq-1", f"{NODE_PREFIX}/eq-1", NODE_PREFIX, EQ_VALUES, MUST_NOT_EXIST),
+    HandleWrite(
+        f"{NODE_PREFIX}/eq-private",
+        f"{NODE_PREFIX}/eq-private",
+        NODE_PREFIX,
+        (HandleValue(1, "NOTE", b"x", permissions=0b1000),),
+        MUST_NOT_EXIST,
+    ),
+]
 
 
 def _valid_requests() -> list[bytes]:
@@ -749,3 +780,119 @@ def test_fuzz_left_nothing_behind(fuzz_node: tuple[_ThreadNode, socket.socket]) 
         time.sleep(0.01)
     assert node.call(lambda: native.inflight) == 0
     assert node.call(lambda: native.stats.internal) == 0  # no unexpected exception on any input
+
+
+# ---------------------------------------------------------------------------------------------- fast path
+
+
+def _twin_handlers(node: _ThreadNode) -> tuple[NativeHandler, NativeHandler]:
+    native = node.native
+    assert native is not None
+    resolver, registry = native.handler.resolver, native.handler.registry
+    site = node_site(node.config)
+    return (
+        NativeHandler(resolver, registry, site, clock=lambda: 1_800_000_000.0),
+        NativeHandler(resolver, registry, site, clock=lambda: 1_800_000_000.0, fast_path=False),
+    )
+
+
+_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
+_known_handles = st.sampled_from(
+    [
+        f"{NODE_PREFIX}/eq-1",
+        f"{NODE_PREFIX}/eq-private",
+        f"{NODE_PREFIX}/none",
+        NODE_HANDLE,
+        NODE_PREFIX,
+        "0.na/88.118.8",
+        "20.500/x",
+        f"{NODE_PREFIX}/",
+        "",
+        "/x",
+        f"{NODE_PREFIX}/a\x00b",
+    ]
+)
+_handles = st.one_of(_known_handles, st.just(f"{NODE_PREFIX}/eq-1"), _text)
+_type_names = st.sampled_from(["URL", "url", "EMAIL", "HS_SITE.", "HS_SITE", "NOTE", "REF"])
+_types = st.lists(st.one_of(_type_names, _text), max_size=4)
+_flags = st.one_of(
+    st.lists(st.sampled_from(list(OpFlag)), max_size=5).map(lambda fs: sum({int(f) for f in fs})),
+    st.integers(0, 2**32 - 1),
+)
+_indexes = st.lists(st.one_of(st.sampled_from([0, 1, 2, 3, 5, 6, 100, 300]), st.integers(0, 2**32 - 1)), max_size=4)
+_versions = st.sampled_from([(2, 10), (2, 11), (2, 7), (2, 6), (2, 1), (2, 0), (1, 0), (3, 0), (0, 0)])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    handle=_handles,
+    types=_types,
+    indexes=_indexes,
+    flags=_flags,
+    rd=st.booleans(),
+    version=_versions,
+    suggest=_versions,
+    ids=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    recursion=st.integers(0, 255),
+    credential=st.booleans(),
+)
+def test_fast_path_answers_exactly_as_the_codec_path(
+    fuzz_node: tuple[_ThreadNode, socket.socket],
+    handle: str,
+    types: list[str],
+    indexes: list[int],
+    flags: int,
+    rd: bool,
+    version: tuple[int, int],
+    suggest: tuple[int, int],
+    ids: tuple[int, int],
+    recursion: int,
+    credential: bool,
+) -> None:
+    node, _ = fuzz_node
+    fast, slow = _twin_handlers(node)
+    request = make_request(
+        ResolutionRequest(handle, tuple(indexes), tuple(types)),
+        request_id=ids[1],
+        session_id=ids[0],
+        op_flags=(flags | (OpFlag.RD if rd else 0))
+        & ~OpFlag.AT,  # the authoritative path is the same code; keep the store out of it
+        recursion_count=recursion,
+        version=version,
+    )
+    request = replace(request, envelope=replace(request.envelope, suggest_major=suggest[0], suggest_minor=suggest[1]))
+    wire = encode_message(request)
+    if not credential:  # HANDLE.NET always sends the 4-byte empty credential; accept its absence too
+        wire = wire[:16] + struct.pack(">I", len(wire) - 24) + wire[20:-4]
+    envelope, payload = wire[:ENVELOPE_SIZE], wire[ENVELOPE_SIZE:]
+    got = node.run(fast.respond(envelope, payload))
+    assert got == node.run(slow.respond(envelope, payload))
+    assert fast.stats.fast == 1 and slow.stats.fast == 0
+    reply = decode_payload(decode_envelope(got), got[ENVELOPE_SIZE:])
+    event(f"responseCode {reply.header.response_code}, digest {reply.digest is not None}")
+    assert (reply.envelope.session_id, reply.envelope.request_id) == ids
+    if reply.header.response_code == RC_SUCCESS:
+        assert all(v.public_read for v in reply.body.values)
+
+
+def test_fast_path_leaves_other_messages_to_the_codec_path(fuzz_node: tuple[_ThreadNode, socket.socket]) -> None:
+    node, _ = fuzz_node
+    fast, slow = _twin_handlers(node)
+    plain = encode_message(resolution(f"{NODE_PREFIX}/eq-1", request_id=5))
+    encrypted = plain[:2] + bytes([plain[2] | 0x40]) + plain[3:]
+    with_credential = plain[:16] + struct.pack(">I", len(plain) - 16) + plain[20:-4] + b"\0\0\0\4abcd"
+    many_types = encode_message(resolution(f"{NODE_PREFIX}/eq-1", types=tuple(f"T{i}" for i in range(70))))
+    cut = plain[:16] + struct.pack(">I", len(plain) - 22) + plain[20:-2]
+    others = [
+        encrypted,
+        with_credential,
+        many_types,
+        cut,
+        encode_message(make_request(GetSiteInfoRequest(), request_id=6)),
+        encode_message(make_request(RawBody(b"x"), request_id=7, opcode=100)),
+    ]
+    for wire in others:
+        envelope, payload = wire[:ENVELOPE_SIZE], wire[ENVELOPE_SIZE:]
+        assert node.run(fast.respond(envelope, payload)) == node.run(slow.respond(envelope, payload))
+    assert fast.stats.fast == 0
+    assert node.run(fast.respond(plain[:ENVELOPE_SIZE], plain[ENVELOPE_SIZE:])) is not None and fast.stats.fast == 1
