@@ -364,7 +364,8 @@ def main(args: argparse.Namespace) -> None:
                         runs[mode].append((echo, node))
                         print(
                             f"  round {r} {mode.upper()}: echo {_line(echo)}   idnode {_line(node)}"
-                            f"   ratio {node['rate'] / echo['rate']:.2f}x   (errors {node['errors']}, lost {node['lost']})"
+                            f"   ratio {node['rate'] / echo['rate']:.2f}x"
+                            f"   (errors {node['errors']}, lost {node['lost']})"
                         )
     print()
     print("server CPU per reply: user + system time of the server process over the run, divided by its replies")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -87,6 +88,15 @@ async def resolve(request: web.Request) -> web.Response:
 async def _resolve(request: web.Request, name: HandleName) -> web.Response:
     registry = registry_of(request)
     registry.require_responsible(name)
+    if not request.query and "Authorization" not in request.headers:
+        # The hot path (a traceability app resolving a code): public values, rendered once per record.
+        resolver = resolver_of(request)
+        record = await resolver.lookup(name.key)
+        if record is None:
+            raise HandleNotFound("Handle Not Found", name.text)
+        handle = json.dumps(name.text, ensure_ascii=False)
+        text = f'{{"responseCode":1,"handle":{handle},"values":{resolver.public_values_json(record)}}}'
+        return web.Response(text=text, content_type="application/json")
     caller = await request_caller(request)
     record = await resolver_of(request).lookup(name.key, authoritative=flag(request, "auth"))
     if record is None:

@@ -1,8 +1,9 @@
 """asyncio protocols for the native Handle protocol: UDP datagrams and TCP streams (RFC 3652 section 2.3).
 
-Both decode with :mod:`resolver.native.codec` and hand requests to a shared
-:class:`~resolver.native.handler.NativeHandler`. Neither ever raises out of a callback, logs above
-debug level, or holds an unbounded amount of anything:
+Both frame messages (envelope, then the message bytes) and hand them to a shared
+:class:`~resolver.native.handler.NativeHandler`, which decodes them and returns the reply bytes.
+Neither ever raises out of a callback, logs above debug level, or holds an unbounded amount of
+anything:
 
 - UDP: a request spread over several datagrams is reassembled by a bounded
   :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock); at most
@@ -125,7 +126,13 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         task.add_done_callback(self.tasks.discard)
 
     async def _answer(self, envelope: bytes, payload: bytes, addr: Any) -> None:
-        self._send(await self.handler.respond(envelope, payload), addr)
+        try:
+            wire = await self.handler.respond(envelope, payload)
+        except Exception as exc:  # respond() answers every failure itself; this is the last resort
+            self.handler.stats.internal += 1
+            log.debug("native udp: unexpected error answering %s: %r", addr, exc)
+            return
+        self._send(wire, addr)
 
     def _send(self, wire: bytes | None, addr: Any) -> None:
         transport = self.transport
