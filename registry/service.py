@@ -69,6 +69,7 @@ ADMIN_GROUP_INDEX = 200  # HS_VLIST of the prefix's administrators, as HANDLE.NE
 SECKEY_INDEX = 300
 SITE_INDEX = 1
 FIRST_ENTERPRISE_NUMBER = 1001
+TEMPLATE_FALLBACK_TTL = 10.0  # seconds a node-wide template stands in for an enterprise's own
 # What an enterprise admin may do on its own prefix handle and on the handles it creates.
 ENTERPRISE_PERMS = valuedata.ALL_PERMS & ~(valuedata.ADD_DERIVED_PREFIX | valuedata.DELETE_DERIVED_PREFIX)
 DEFAULT_HANDLE_ADMIN_PERMS = ENTERPRISE_PERMS
@@ -110,7 +111,7 @@ class Registry:
         self.authenticator = SecretKeyAuthenticator(self.read_record)
         self._listeners: list[ChangeListener] = []
         self._enterprise_lock = asyncio.Lock()
-        self._templates: dict[tuple[str, str, int], Template] = {}
+        self._templates: dict[tuple[str, str, int], tuple[Template, float]] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def parse(self, text: str) -> HandleName:
@@ -270,16 +271,19 @@ class Registry:
             raise InvalidValue(f"{where}: index {TEMPLATE_INDEX} is reserved for a {TEMPLATE_TYPE} reference")
         template_id, version = parse_template_ref(ref, where)
         key = (normalise_prefix(name.prefix), template_id, version)
-        template = self._templates.get(key)
+        now = time.monotonic()
+        cached = self._templates.get(key)
+        template = cached[0] if cached is not None and cached[1] > now else None
         if template is None:
-            template = await self.template(key[0], template_id, version) or await self.template(
-                "", template_id, version
-            )
+            own = await self.template(key[0], template_id, version)
+            template = own or await self.template("", template_id, version)
             if template is None:
                 raise InvalidValue(f"{where}: no template {template_id}@{version} for prefix {name.prefix}", name.text)
             if len(self._templates) > 1000:
                 self._templates.clear()
-            self._templates[key] = template  # versions never change once stored
+            # A stored version never changes, so the enterprise's own one is kept for good; a node-wide
+            # fallback only briefly, since the enterprise may add its own of that id and version.
+            self._templates[key] = (template, float("inf") if own else now + TEMPLATE_FALLBACK_TTL)
         validate_against(template, values, where)
 
     async def put_template(
@@ -311,6 +315,7 @@ class Registry:
             version = previous.version + 1 if previous else 1
             template = template_from_json(body, id=template_id, version=version, scope=scope, previous=previous)
             await self.store.add_template(scope, template_id, version, template.fields_json(), now=self.clock())
+            self._templates.clear()
         return template
 
     async def list_templates(self) -> list[Template]:

@@ -108,6 +108,43 @@ class Template:
         return cls(id, version, scope, fields, data.get("description", ""))
 
 
+def _nested_repeat(pattern: str) -> bool:
+    """Does the pattern put an unbounded repetition, or an alternation, inside an unbounded
+    repetition? Those are the patterns Python's backtracking matcher can take exponential time on
+    (ReDoS), and a template's pattern is written by an enterprise but run by the node. The rule
+    also refuses some safe patterns such as ``(ab|cd)*``; template patterns rarely need them."""
+    import re._parser as sre  # the stdlib's own parser of patterns
+
+    repeats = {sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", None)}
+
+    def walk(items: Any, inside: bool) -> bool:
+        for op, arg in items:
+            if op in repeats:
+                low, high, sub = arg
+                unbounded = high == sre.MAXREPEAT or high > 10
+                if inside and unbounded:
+                    return True
+                if walk(sub, inside or unbounded):
+                    return True
+            elif op in (sre.SUBPATTERN,):
+                if walk(arg[-1], inside):
+                    return True
+            elif op is sre.BRANCH:
+                if inside:  # alternatives under repetition can overlap: (a|aa)+
+                    return True
+                if any(walk(branch, inside) for branch in arg[1]):
+                    return True
+            elif op in (sre.ASSERT, sre.ASSERT_NOT):
+                if walk(arg[1], inside):
+                    return True
+        return False
+
+    try:
+        return walk(sre.parse(pattern), False)
+    except Exception:  # unparseable here means refused by re.compile already
+        return True
+
+
 def _opt_int(raw: Any, what: str) -> int | None:
     if raw is None:
         return None
@@ -149,6 +186,11 @@ def _field_from_json(obj: Any, n: int) -> TemplateField:
             re.compile(pattern)
         except re.error as exc:
             raise InvalidRequest(f"{where}: invalid pattern: {exc}") from None
+        if _nested_repeat(pattern):
+            raise InvalidRequest(
+                f"{where}: pattern repeats a group holding a repetition or an alternation (like (a+)+ or "
+                "(a|aa)+): such patterns can take exponential time"
+            )
     enum = obj.get("enum")
     if enum is not None and (
         not isinstance(enum, list) or not enum or len(enum) > 1000 or not all(isinstance(x, str) for x in enum)

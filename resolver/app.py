@@ -14,9 +14,8 @@ from promotion_tracker.routes import TRACKER_KEY, TrackerState, tracker_routes
 from promotion_tracker.signing import node_signer
 from registry import valuedata
 from registry.errors import HandleError, InvalidRequest, ServerError
-from registry.jsonvalues import ValueLimits
 from registry.model import HandleValue
-from registry.service import NodeSettings, Registry
+from registry.service import Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
 from resolver.access import request_context
@@ -72,7 +71,7 @@ async def handle_errors(request: web.Request, handler):  # type: ignore[no-untyp
         return await handler(request)
     except HandleError as exc:
         return error_response(request, exc)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
         limit = request.app[CONFIG_KEY].max_body_bytes
         return error_response(request, InvalidRequest(f"request body too large (limit {limit} bytes)"), 413)
     except web.HTTPException as exc:
@@ -128,12 +127,7 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         opened = InstrumentedStore(store if store is not None else await open_store(config.store_url))
-        settings = NodeSettings(
-            prefix=config.prefix,
-            max_handle_length=config.max_handle_length,
-            case_sensitive_suffix=config.case_sensitive_suffix,
-            value_limits=ValueLimits(max_values=config.max_values, max_data_bytes=config.max_value_bytes),
-        )
+        settings = config.node_settings()
         registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
         cache = await build_cache(config, opened)  # None when no tier is configured
         if cache is not None:

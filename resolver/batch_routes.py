@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
-from registry.batch import BatchValidator
+from registry.batch import BatchValidator, gc_paused
 from registry.errors import HandleError, InvalidRequest
 from resolver.keys import CONFIG_KEY, registry_of
 from resolver.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
@@ -57,40 +57,40 @@ class _LineError(Exception):
 
 async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
     """One JSON value per line; a line that is not JSON yields a _LineError in its place."""
+    raw_decode = json.JSONDecoder().raw_decode
     buf = b""
     line_no = 0
 
     def decode(line: bytes) -> Any:
+        # raw_decode on text: json.loads(bytes) costs a third more per line (encoding detection).
         try:
-            return json.loads(line)
+            text = line.decode("utf-8")
+            obj, end = raw_decode(text)
         except (UnicodeDecodeError, ValueError) as exc:
             return _LineError(f"line {line_no} is not JSON: {exc}"[:300])
         except RecursionError:
             return _LineError(f"line {line_no}: JSON nested too deeply")
+        if end != len(text):
+            return _LineError(f"line {line_no} is not JSON: extra data after the value (column {end + 1})")
+        return obj
 
     async for chunk in body.chunks():
-        buf += chunk
-        start = 0
-        while True:
-            end = buf.find(b"\n", start)
-            if end < 0:
-                break
-            line = buf[start:end].strip()
-            start = end + 1
+        lines = (buf + chunk).split(b"\n")
+        buf = lines.pop()
+        for line in lines:
             line_no += 1
+            line = line.strip()
             if len(line) > line_limit:
                 # The same refusal whether or not the line arrived in one chunk.
                 raise InvalidRequest(f"line {line_no} is longer than {line_limit} bytes")
             if line:
                 yield decode(line)
-        buf = buf[start:]
         if len(buf) > line_limit:
             raise InvalidRequest(f"line {line_no + 1} is longer than {line_limit} bytes")
-    if buf.strip():
+    line = buf.strip()
+    if line:
         line_no += 1
-        if len(buf.strip()) > line_limit:
-            raise InvalidRequest(f"line {line_no} is longer than {line_limit} bytes")
-        yield decode(buf.strip())
+        yield decode(line)
 
 
 async def _json_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
@@ -235,29 +235,35 @@ async def register_batch(request: web.Request) -> web.Response:
     overwrite = flag(request, "overwrite")
     key = _idempotency_key(request)
     scoped = f"{identity.key}|{identity.index}|{key}" if key else None
-    if scoped is not None:
-        seen = await registry.store.get_idempotent(scoped)
+    seen = await registry.store.get_idempotent(scoped) if scoped is not None else None
     validator = BatchValidator(registry, caller, overwrite=overwrite, max_items=config.batch_max_items)
     body = _Body(request, config.batch_max_bytes)
-    try:
-        async for obj in _stream(request.content_type, body, config.max_body_bytes):
-            if isinstance(obj, _LineError):
-                validator.count += 1
-                validator.failures.append(_line_failure(validator.count - 1, obj.message))
+    stream = _stream(request.content_type, body, config.max_body_bytes)
+    with gc_paused():
+        try:
+            if seen is not None:
+                # A retry: only the hash of the body matters, the first reply stands.
+                async for _ in body.chunks():
+                    pass
             else:
-                await validator.add(obj)
-    except BodyTooLarge as exc:
-        return _reply(request, 413, {"responseCode": 4, "message": exc.message})
-    if validator.count == 0:
-        raise InvalidRequest("the batch holds no items")
-    digest = body.sha.hexdigest() + ("|atomic" if atomic else "") + ("|overwrite" if overwrite else "")
-    if scoped is not None and seen is not None:
-        stored_hash, stored = seen
-        if stored_hash != digest:
-            raise InvalidRequest("this Idempotency-Key was used before with a different request")
-        saved = json.loads(stored)
-        return _reply(request, saved["status"], saved["body"], replayed=True)
-    report = await validator.finish(atomic=atomic)
+                async for obj in stream:
+                    if isinstance(obj, _LineError):
+                        validator.count += 1
+                        validator.failures.append(_line_failure(validator.count - 1, obj.message))
+                    else:
+                        await validator.add(obj)
+        except BodyTooLarge as exc:
+            return _reply(request, 413, {"responseCode": 4, "message": exc.message})
+        digest = body.sha.hexdigest() + ("|atomic" if atomic else "") + ("|overwrite" if overwrite else "")
+        if seen is not None:
+            stored_hash, stored = seen
+            if stored_hash != digest:
+                raise InvalidRequest("this Idempotency-Key was used before with a different request")
+            saved = json.loads(stored)
+            return _reply(request, saved["status"], saved["body"], replayed=True)
+        if validator.count == 0:
+            raise InvalidRequest("the batch holds no items")
+        report = await validator.finish(atomic=atomic)
     BATCH_ITEMS.observe(report.total)
     for outcome, n in (("created", report.created), ("replaced", report.replaced), ("failed", report.failed)):
         if n:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from registry.packing import PackError, unpack_record
+from resolver import metrics
 from resolver.breaker import CircuitBreaker
 from resolver.invalidation import InvalidationBus
 from resolver.local_tier import MISS, NEGATIVE, LocalTier
@@ -47,6 +48,14 @@ Loader = Callable[[str], Awaitable[bytes | None]]
 RECENT_MAX = 65_536  # invalidated keys remembered for refusing late local fills
 TOMBSTONE_TTL = 10.0  # seconds a write's tombstone outlives it in Redis
 SLOW_LOAD = TOMBSTONE_TTL / 2  # a load slower than this never fills Redis (its tombstone may be gone)
+
+
+# Counters bound once: the hot path only increments.
+_COUNT = {
+    (tier, result): metrics.CACHE_REQUESTS.labels(tier, result)
+    for tier in ("local", "redis")
+    for result in ("hit", "negative", "miss")
+}
 
 
 def record_ttl(packed: bytes, wall_now: float) -> tuple[int, float]:
@@ -100,7 +109,7 @@ class TieredCache:
         max_staleness: float = 60.0,
         negative_ttl: float = 5.0,
         redis_max_ttl: float = 3600.0,
-        ack_wait: float = 0.5,
+        ack_wait: float = 1.0,
         tombstone_ttl: float = TOMBSTONE_TTL,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -162,7 +171,13 @@ class TieredCache:
             hit = local.get(key, self.clock())
             if hit is not MISS:
                 self.stats.local_hits += 1
-                return None if hit is NEGATIVE else hit  # type: ignore[return-value]
+                if hit is NEGATIVE:
+                    self.stats.negative_hits += 1
+                    _COUNT["local", "negative"].inc()
+                    return None
+                _COUNT["local", "hit"].inc()
+                return hit  # type: ignore[return-value]
+            _COUNT["local", "miss"].inc()
         ticket = self._seq
         redis = self.redis
         use_redis = redis is not None and redis.breaker.allow()
@@ -179,14 +194,17 @@ class TieredCache:
                     if first == b"-":
                         self.stats.redis_hits += 1
                         self.stats.negative_hits += 1
+                        _COUNT["redis", "negative"].inc()
                         self._fill_local(key, NEGATIVE, self.negative_ttl, ticket)
                         return None
                     if first != b"~":  # a tombstone is a miss
                         self.stats.redis_hits += 1
+                        _COUNT["redis", "hit"].inc()
                         if self._local_usable:
                             _, ttl = record_ttl(raw, self.wall())
                             self._fill_local(key, raw, ttl, ticket)
                         return raw
+                _COUNT["redis", "miss"].inc()
         return await self._load(key, load, use_redis)
 
     async def _load(self, key: str, load: Loader, use_redis: bool) -> bytes | None:

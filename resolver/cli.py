@@ -18,7 +18,7 @@ import click
 from registry.auth import Caller, Identity
 from registry.errors import HandleError
 from registry.model import prefix_handle_of
-from registry.service import NodeSettings, Registry
+from registry.service import Registry
 from registry.stores import open_store
 from resolver.config import Config, ConfigError, load_config
 from resolver.logs import setup_logging
@@ -109,7 +109,7 @@ def _admin(config_file: str | None, work: Callable[[Registry, Caller], Awaitable
     async def go() -> T:
         store = await open_store(config.store_url)
         try:
-            registry = Registry(store, NodeSettings(prefix=config.prefix))
+            registry = Registry(store, config.node_settings())
             handle = prefix_handle_of(config.prefix)
             caller = Caller(identity=Identity(300, handle, handle.upper()), node_admin=True)
             return await work(registry, caller)
@@ -369,9 +369,13 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
 
 
 @main.command("import")
-@_with_store
+@config_option
+@click.option("--store", default=None, help="Store URL (default: from the settings).")
+@click.option("--node-prefix", "prefix", default=None, help="Node prefix (default: from the settings).")
+@click.option("--data-dir", default=None, help="Data directory (default: from the settings).")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--enterprise-prefix", "--to", "target", required=True, help="Prefix to register under, e.g. 88.118.8.1001.")
+@click.option("--prefix", "--to", "--enterprise-prefix", "target", required=True,
+              help="Enterprise prefix to register under, e.g. 88.118.8.1001.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), help="Default: from the file name.")
 @click.option("--template", "template_ref", metavar="ID@VERSION", help="Metadata template the CSV columns follow.")
 @click.option("--chunk", default=5000, show_default=True, help="Items written per transaction.")

@@ -57,7 +57,7 @@ class Config:
         3600, "Longest a Redis-tier entry lives, in seconds (the handle values' TTL may make it shorter)."
     )
     cache_invalidation_wait_ms: int = _f(
-        500, "How long a write waits for every process to confirm it dropped the old record, in milliseconds."
+        1000, "How long a write waits for every process to confirm it dropped the old record, in milliseconds."
     )
     workers: int = _f(1, "Worker processes sharing the port (SO_REUSEPORT).")
     tls_cert: str = _f("", "PEM certificate for HTTPS.")
@@ -83,6 +83,18 @@ class Config:
         if self.store:
             return self.store
         return "sqlite:///" + str(Path(self.data_dir) / "idnode.db")
+
+    def node_settings(self):  # type: ignore[no-untyped-def]
+        """The registry's settings (limits, prefix, case rules) from these settings."""
+        from registry.jsonvalues import ValueLimits
+        from registry.service import NodeSettings
+
+        return NodeSettings(
+            prefix=self.prefix,
+            max_handle_length=self.max_handle_length,
+            case_sensitive_suffix=self.case_sensitive_suffix,
+            value_limits=ValueLimits(max_values=self.max_values, max_data_bytes=self.max_value_bytes),
+        )
 
     @property
     def loopback(self) -> bool:

@@ -66,7 +66,7 @@ class InvalidationBus:
         on_disconnected: Callable[[], None],
         current_version: Callable[[], Awaitable[int]],
         tombstone_ttl: float = 10.0,
-        ack_wait: float = 0.5,
+        ack_wait: float = 1.0,
         node_id: str | None = None,
     ) -> None:
         self.tier = tier
@@ -119,16 +119,17 @@ class InvalidationBus:
 
     # -- the write side ------------------------------------------------------------------------
     async def invalidate(self, keys: Sequence[str]) -> None:
-        """Tombstone ``keys`` in Redis and tell every process; never raises (keeps them pending)."""
-        if not keys:
-            return
-        if not self.tier.breaker.allow() or self._pending or self._overflow:
-            self._keep(keys)
+        """Tombstone ``keys`` in Redis and tell every process; never raises (keeps them pending).
+
+        Tried even while the breaker is open: the breaker protects lookups, and a write may pay a
+        timeout; what it must not do is leave other processes' local tiers holding the old record
+        because this process once saw Redis time out."""
+        if not keys or self._overflow:  # on overflow the probe purges everything anyway
             return
         try:
             version = await self.current_version()
-            await self.tier.tombstone(keys, version, self.tombstone_ttl)
-            await self._publish(keys, wait=True)
+            await self.tier.tombstone(keys, version, self.tombstone_ttl, guarded=False)
+            await self._publish(keys, wait=True, guarded=False)
         except RedisUnavailable as exc:
             log.warning("cache invalidation of %d key(s) deferred: %s", len(keys), exc)
             self._keep(keys)
@@ -149,6 +150,7 @@ class InvalidationBus:
         if self._overflow:
             removed = await self.tier.call(self.tier.purge, guarded=guarded)
             log.warning("cache: too many lost invalidations; purged %d Redis entries", removed)
+            self.on_keys(None)  # our own local tier may have been filled from the stale entries too
             await self._publish(None, wait=False, guarded=guarded)
             self._overflow = False
             self._pending.clear()
@@ -158,6 +160,7 @@ class InvalidationBus:
             return
         version = await self.current_version()
         await self.tier.tombstone(keys, version, self.tombstone_ttl, guarded=guarded)
+        self.on_keys(keys)  # our own local tier may have been filled from the stale entries too
         await self._publish(keys, wait=False, guarded=guarded)
         for key in keys:
             self._pending.pop(key, None)
@@ -221,9 +224,10 @@ class InvalidationBus:
             waiter.check()
 
     def _send_ack(self, origin: str, seq: int) -> None:
-        async def send() -> None:
-            pub = await self._publisher(True)
-            await self.tier.call(lambda: pub.publish(f"{self.tier.key_prefix}ack:{origin}", b"%d" % seq))
+        async def send() -> None:  # unguarded: a writer is waiting for it
+            pub = await self._publisher(False)
+            channel = f"{self.tier.key_prefix}ack:{origin}"
+            await self.tier.call(lambda: pub.publish(channel, b"%d" % seq), guarded=False)
 
         task = asyncio.create_task(send())
         self._acks.add(task)
@@ -311,8 +315,10 @@ class InvalidationBus:
         while not self._closing:
             await asyncio.sleep(interval)
             try:
+                self.tier.report_breaker()
                 if breaker.probe_due():
                     breaker.probe_result(await self._probe())
+                    self.tier.report_breaker()
                 elif breaker.allow() and (self._pending or self._overflow):
                     await self._flush_pending(guarded=True)
             except asyncio.CancelledError:

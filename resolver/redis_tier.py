@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from resolver import metrics
 from resolver.breaker import CircuitBreaker
 
 __all__ = [
@@ -54,6 +56,7 @@ K = TypeVar("K")
 R = TypeVar("R")
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 TOMBSTONE_CHUNK = 500  # keys per tombstone script call
+BREAKER_GAUGE = {"closed": 0, "half-open": 1, "open": 2}  # idnode_redis_breaker_state
 
 # Version of a cache entry: records carry it at byte 3 (after 0x94 and FORMAT), markers after the
 # first character. Unreadable entries count as -1 (any fill replaces them).
@@ -279,24 +282,31 @@ class RedisTier:
         return f"{self.key_prefix}h:{key}"
 
     # -- guarded calls -------------------------------------------------------------------------
-    async def call(self, make: Callable[[], Awaitable[T]], *, guarded: bool = True) -> T:
+    async def call(self, make: Callable[[], Awaitable[T]], *, guarded: bool = True, operation: str = "other") -> T:
         """Run one Redis operation under the timeout; failures feed the breaker.
 
         ``guarded`` calls are refused at once unless the breaker is closed (probes pass False)."""
         if guarded and not self.breaker.allow():
             raise RedisUnavailable(f"breaker {self.breaker.state}")
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await make()
         except (TimeoutError, RedisError, OSError) as exc:
             self.errors += 1
+            metrics.REDIS_ERRORS.labels(operation).inc()
             timed_out = isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__
             if guarded:
                 self.breaker.failure(timeout=timed_out)
+            self.report_breaker()
             raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from None
+        metrics.REDIS_LATENCY.labels(operation).observe(time.perf_counter() - started)
         if guarded:
             self.breaker.success()
         return result
+
+    def report_breaker(self) -> None:
+        metrics.REDIS_BREAKER.set(BREAKER_GAUGE.get(self.breaker.state, 2))
 
     async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         sha = self._shas.get(script)
@@ -319,8 +329,8 @@ class RedisTier:
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
         names = [self.entry_key(k) for k in keys]
         if self.cluster:
-            return await self.call(lambda: self.client.mget_nonatomic(names))  # type: ignore[union-attr]
-        return await self.call(lambda: self.client.mget(names))
+            return await self.call(lambda: self.client.mget_nonatomic(names), operation="mget")  # type: ignore[union-attr]
+        return await self.call(lambda: self.client.mget(names), operation="mget")
 
     # -- writes --------------------------------------------------------------------------------
     async def fill(self, key: str, value: bytes, version: int, ttl: float) -> int:
@@ -337,7 +347,7 @@ class RedisTier:
                 pipe.eval(FILL_LUA, 1, name, value, version, ms)  # EVAL: no NOSCRIPT after a restart
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
-        results = await self.call(run)
+        results = await self.call(run, operation="fill")
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             log.warning("cache: %d of %d Redis fills failed: %s", len(errors), len(fills), errors[0])
@@ -364,6 +374,7 @@ class RedisTier:
             await self.call(
                 lambda part=part: asyncio.gather(*(self._eval(TOMBSTONE_LUA, g, [version, ms]) for g in part)),
                 guarded=guarded,
+                operation="tombstone",
             )
 
     async def purge(self) -> int:
@@ -386,7 +397,7 @@ class RedisTier:
         return int(await self.client.unlink(*names))
 
     async def ping(self) -> None:
-        await self.call(self.client.ping, guarded=False)
+        await self.call(self.client.ping, guarded=False, operation="ping")
 
     async def reset_connections(self) -> None:
         """Close idle pooled connections: after an outage they may still point at a dead server,

@@ -447,11 +447,6 @@ def test_cli_import_of_the_same_file_twice(cli_node, tmp_path):
     assert run(url, counts) == {ent["id"]: 7}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resolver/cli.py: issue 4 specifies `idnode import FILE --prefix 88.118.8.1001`, but --prefix "
-    "is the node prefix option of every admin command; the enterprise prefix is --to/--enterprise-prefix",
-)
 def test_cli_import_takes_the_enterprise_prefix_as_prefix(cli_node, tmp_path):
     url, ent = cli_node
     path = write_ndjson(tmp_path / "p.ndjson", [url_row(1)])
@@ -460,11 +455,6 @@ def test_cli_import_takes_the_enterprise_prefix_as_prefix(cli_node, tmp_path):
     assert run(url, counts) == {ent["id"]: 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resolver/cli.py _admin builds the registry with NodeSettings(prefix=...) only: max_value_bytes, "
-    "max_values, max_handle_length and case_sensitive_suffix from the settings are ignored by imports",
-)
 def test_cli_import_applies_the_nodes_value_limits(cli_node, tmp_path):
     url, ent = cli_node
     row = {"suffix": "big", "values": [{"index": 1, "type": "URL", "data": "https://e.com/" + "x" * 200}]}

@@ -295,3 +295,21 @@ def test_stored_form_round_trips(fields: list[dict[str, Any]], description: str)
     body = {"description": description, "fields": [{**f, "index": 2000 + n} for n, f in enumerate(fields)]}
     t = template_from_json(body, id="sku", version=3, scope="88.118.8.1001", previous=None)
     assert Template.from_stored("sku", 3, "88.118.8.1001", t.fields_json()) == t
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+", "([a-z]+)*x", "(a|aa)+", "((a*)b)*", "(x|y)*z"])
+def test_patterns_that_can_take_exponential_time_are_refused(pattern):
+    from registry.errors import InvalidRequest
+    from registry.templates import template_from_json
+
+    body = {"fields": [{"index": 2001, "name": "lot", "type": "LOT", "pattern": pattern}]}
+    with pytest.raises(InvalidRequest, match="exponential"):
+        template_from_json(body, id="t", version=1, scope="", previous=None)
+
+
+@pytest.mark.parametrize("pattern", ["[0-9]{8}", r"SKU-[0-9]{4}-[0-9]+", r"\d+(\.\d+)?", "red|blue", "(?:[A-Z]{2}-)+[0-9]+"])
+def test_ordinary_patterns_are_accepted(pattern):
+    from registry.templates import template_from_json
+
+    body = {"fields": [{"index": 2001, "name": "lot", "type": "LOT", "pattern": pattern}]}
+    assert template_from_json(body, id="t", version=1, scope="", previous=None).fields[0].pattern == pattern

@@ -807,3 +807,37 @@ async def test_parsers_every_single_split_of_a_multibyte_body(ctype):
         for cut2 in (cut, min(cut + 1, len(body)), min(cut + 3, len(body))):
             parts = [body[:cut], body[cut:cut2], body[cut2:]]
             assert await _parse(ctype, [p for p in parts if p]) == items, (cut, cut2)
+
+
+async def test_a_line_with_two_values_is_not_json(client, ent):
+    p = ent["prefix"]
+    line = json.dumps(item(f"{p}/two")) + " " + json.dumps(item(f"{p}/three"))
+    status, reply, _ = await post(client, ent["headers"], line.encode() + b"\n")
+    assert status == 400, reply
+    (fail,) = reply["failures"]
+    assert fail["position"] == 0 and "line 1 is not JSON" in fail["message"]
+    assert not await exists(client, f"{p}/two")
+
+
+def test_gc_pauses_nest_and_restore_the_collectors_state():
+    import gc
+
+    from registry.batch import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer batch is still running
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # disabled before, disabled after
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError
+    assert gc.isenabled()

@@ -448,3 +448,14 @@ async def test_a_batch_write_invalidates_every_key_on_every_node(nodes, redis, r
     assert all(r.ok for r in results)
     assert set(await asyncio.gather(*(b.url(k) for k in keys))) == {"https://example.com/batch"}
     assert a.cache.bus is not None and a.cache.bus.ack_timeouts == 0
+
+
+async def test_a_writer_whose_breaker_is_open_still_invalidates_the_others(nodes):
+    a, b = await nodes(), await nodes()
+    await a.put("88.118.8/open", "https://example.com/1")
+    assert await b.url("88.118.8/open") == "https://example.com/1"  # b's local tier holds it
+    assert a.cache.redis is not None
+    a.cache.redis.breaker.trip()  # a saw one timeout; Redis itself is fine
+    await a.put("88.118.8/open", "https://example.com/2")
+    assert await b.url("88.118.8/open") == "https://example.com/2"
+    assert await a.url("88.118.8/open") == "https://example.com/2"  # a reads the store meanwhile

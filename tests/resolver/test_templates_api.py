@@ -273,11 +273,6 @@ async def test_the_enterprises_own_template_wins(client, admin, onboard):
     assert status == 400 and "lot" in reply["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry/service.py check_template caches the template it resolved for (prefix, id, version), "
-    "including a node-wide fallback: an enterprise template of that id created later is never used",
-)
 async def test_an_enterprise_template_created_later_wins_too(client, admin, ent):
     assert (await create(client, admin))[0] == 201
     p = ent["prefix"]
