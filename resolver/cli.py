@@ -107,13 +107,22 @@ def _admin(config_file: str | None, work: Callable[[Registry, Caller], Awaitable
     config = _load(config_file, **overrides)
 
     async def go() -> T:
+        from resolver.cache import build_cache
+
         store = await open_store(config.store_url)
+        # Running servers must hear of what the CLI changes: the Redis tier's invalidations
+        # (this short-lived process keeps no local tier of its own).
+        cache = await build_cache(dataclasses.replace(config, cache_local_entries=0), store) if config.redis else None
         try:
             registry = Registry(store, config.node_settings())
+            if cache is not None:
+                registry.add_listener(cache.invalidate)
             handle = prefix_handle_of(config.prefix)
             caller = Caller(identity=Identity(300, handle, handle.upper()), node_admin=True)
             return await work(registry, caller)
         finally:
+            if cache is not None:
+                await cache.close()
             await store.close()
 
     try:

@@ -297,7 +297,7 @@ def test_stored_form_round_trips(fields: list[dict[str, Any]], description: str)
     assert Template.from_stored("sku", 3, "88.118.8.1001", t.fields_json()) == t
 
 
-@pytest.mark.parametrize("pattern", ["(a+)+", "([a-z]+)*x", "(a|aa)+", "((a*)b)*", "(x|y)*z"])
+@pytest.mark.parametrize("pattern", ["(a+)+", "([a-z]+)*x", "(a|aa)+", "((a*)b)*", "(ab|a)*c"])
 def test_patterns_that_can_take_exponential_time_are_refused(pattern):
     from registry.errors import InvalidRequest
     from registry.templates import template_from_json

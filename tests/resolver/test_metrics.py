@@ -202,10 +202,6 @@ async def test_promoter_gauges_follow_onboarding_and_registrations(tmp_path, mon
     assert {s["promoter"] for s in series(after, "idnode_promoter_award_yuan")} == {pid1, pid2}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="resolver/cache.py keeps CacheStats but does not feed idnode_cache_requests_total yet",
-)
 async def test_cache_tiers_are_counted(tmp_path, monkeypatch, redis_prefix) -> None:  # type: ignore[no-untyped-def]
     """With the local and Redis tiers on, resolves count hits and misses per tier."""
     monkeypatch.setenv("IDNODE_ADMIN_SECRET", ADMIN_SECRET)
