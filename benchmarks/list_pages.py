@@ -38,11 +38,21 @@ async def seed(store_url: str, n: int) -> None:
     for start in range(0, n, chunk):
         writes = []
         for i in range(start, min(n, start + chunk)):
-            writes.append(HandleWrite(f"88.118.8.1001/SKU-{i:08d}", f"88.118.8.1001/SKU-{i:08d}",
-                                      "88.118.8.1001", value, MUST_NOT_EXIST))
+            writes.append(
+                HandleWrite(
+                    f"88.118.8.1001/SKU-{i:08d}", f"88.118.8.1001/SKU-{i:08d}", "88.118.8.1001", value, MUST_NOT_EXIST
+                )
+            )
             if i % 3 == 0:  # a second prefix interleaved, so the listed prefix's ids are not contiguous
-                writes.append(HandleWrite(f"88.118.8.1002/SKU-{i:08d}", f"88.118.8.1002/SKU-{i:08d}",
-                                          "88.118.8.1002", value, MUST_NOT_EXIST))
+                writes.append(
+                    HandleWrite(
+                        f"88.118.8.1002/SKU-{i:08d}",
+                        f"88.118.8.1002/SKU-{i:08d}",
+                        "88.118.8.1002",
+                        value,
+                        MUST_NOT_EXIST,
+                    )
+                )
         await store.write(writes, now=int(time.time()))
     print(f"seeded {n:,} handles (+{(n + 2) // 3:,} under a second prefix) in {time.perf_counter() - t0:.1f}s")
     await store.close()
@@ -100,8 +110,10 @@ async def main(args: argparse.Namespace) -> None:
     print(f"GET last page:     {t_last * 1000:7.2f} ms")
     print(f"ratio page {deep} / page 0: {t_deep / t_first:.2f}x")
     if naive_first is not None and naive_deep is not None:
-        print(f"baseline LIMIT/OFFSET query alone: page 0 {naive_first * 1000:.2f} ms, "
-              f"page {deep} {naive_deep * 1000:.2f} ms, ratio {naive_deep / naive_first:.1f}x")
+        print(
+            f"baseline LIMIT/OFFSET query alone: page 0 {naive_first * 1000:.2f} ms, "
+            f"page {deep} {naive_deep * 1000:.2f} ms, ratio {naive_deep / naive_first:.1f}x"
+        )
 
 
 if __name__ == "__main__":

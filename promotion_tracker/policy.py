@@ -64,9 +64,7 @@ class Policy:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
-            raise PolicyError(
-                f"unknown policy key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+            raise PolicyError(f"unknown policy key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**data)
 
     @classmethod

@@ -51,8 +51,12 @@ def tally_json(tally: Tally, *, node_prefix: str, generated_at: dt.datetime, wit
     return {
         "report_version": REPORT_VERSION,
         "node_prefix": node_prefix,
-        "period": {"from": tally.period_from.isoformat(), "to": tally.period_to.isoformat(), "timezone": "Asia/Shanghai",
-                   "half_open": True},
+        "period": {
+            "from": tally.period_from.isoformat(),
+            "to": tally.period_to.isoformat(),
+            "timezone": "Asia/Shanghai",
+            "half_open": True,
+        },
         "as_of": _iso(tally.as_of),
         "requested_as_of": _iso(tally.requested_as_of) if tally.requested_as_of else None,
         "final": tally.final,
@@ -162,6 +166,7 @@ def tally_html(tally: Tally, *, node_prefix: str, query: dict[str, str]) -> str:
         )
     json_link = "/api/promotion/tallies?" + urlencode({**query, "format": "json"})
     csv_link = "/api/promotion/tallies?" + urlencode({**query, "format": "csv"})
+    total = sum(pt.award.award_yuan for pt in tally.promoters)
     mode_label = {"per_enterprise": "逐家计算 per enterprise", "pooled": "合并计算 pooled"}[p.mode]
     return f"""<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8"><title>标识解析推广奖励 Promotion award — {e(node_prefix)}</title>
@@ -174,9 +179,11 @@ def tally_html(tally: Tally, *, node_prefix: str, query: dict[str, str]) -> str:
 快照 Snapshot <strong id="as-of">{_iso(tally.as_of)}</strong>
 {"" if tally.final else "（实时，尚未定稿 live, not final）"} ·
 口径 Reading <strong>{mode_label}</strong></p>
-<p class="meta">条件 Rule: ≥ {p.base_enterprises} 家企业 enterprises 且 and ≥ {p.base_registrations:,} 个标识 identifiers →
-{p.base_award_yuan:,} 元; 每增加一家注册量 ≥ {p.increment_registrations:,} 的企业 each further enterprise with ≥
-{p.increment_registrations:,} → +{p.increment_award_yuan:,} 元; 上限 cap {p.cap_yuan:,} 元.</p>
+<p class="meta">条件 Rule: ≥ {p.base_enterprises} 家企业 enterprises 且 and
+≥ {p.base_registrations:,} 个标识 identifiers → {p.base_award_yuan:,} 元;
+每增加一家注册量 ≥ {p.increment_registrations:,} 的企业
+each further enterprise with ≥ {p.increment_registrations:,} → +{p.increment_award_yuan:,} 元;
+上限 cap {p.cap_yuan:,} 元.</p>
 <p><a id="csv-link" href="{e(csv_link)}">下载 CSV download</a> ·
 <a id="json-link" href="{e(json_link)}">签名 JSON signed report</a> ·
 <a href="/api/promotion/public-key">节点公钥 node public key</a></p>
@@ -194,6 +201,6 @@ def tally_html(tally: Tally, *, node_prefix: str, query: dict[str, str]) -> str:
 <tbody>
 {"".join(rows) or '<tr><td colspan="8">暂无推广单位 No promoters yet</td></tr>'}
 </tbody></table>
-<p class="meta">合计 Total: <strong id="total">{sum(pt.award.award_yuan for pt in tally.promoters):,}</strong> 元 CNY</p>
+<p class="meta">合计 Total: <strong id="total">{total:,}</strong> 元 CNY</p>
 </body></html>
 """

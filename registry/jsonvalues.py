@@ -144,7 +144,7 @@ def value_from_json(
     refs = []
     for r in refs_raw:
         if not isinstance(r, dict) or not isinstance(r.get("handle"), str):
-            raise InvalidValue(f"{position}: a reference is {{\"handle\": …, \"index\": …}}")
+            raise InvalidValue(f'{position}: a reference is {{"handle": …, "index": …}}')
         refs.append(Reference(r["handle"], _int(r.get("index", 0), "reference index", position)))
     return HandleValue(
         index=idx,

@@ -483,9 +483,7 @@ class Registry:
                 raise HandleNotFound("handle not found", name.text)
         raise ServerError("too many concurrent writers on this handle; try again", name.text)
 
-    async def write_many(
-        self, writes: Sequence[HandleWrite], *, atomic: bool = True
-    ) -> list[WriteResult]:
+    async def write_many(self, writes: Sequence[HandleWrite], *, atomic: bool = True) -> list[WriteResult]:
         """Apply already validated and authorised writes (batches, imports) and notify listeners."""
         results = await self.store.write(writes, now=self.clock(), atomic=atomic)
         changed = [w.key for w, r in zip(writes, results, strict=True) if r.ok]
@@ -551,7 +549,9 @@ class Registry:
             current = existing.value_at(value.index)
             if current is not None and current.type == value.type and current.data == value.data:
                 return
-            values = tuple(sorted([*(v for v in existing.values if v.index != value.index), value], key=lambda v: v.index))
+            values = tuple(
+                sorted([*(v for v in existing.values if v.index != value.index), value], key=lambda v: v.index)
+            )
             write = HandleWrite(self._node_admin_key, existing.handle, "0.NA", values, existing.version)
             (result,) = await self.store.write([write], now=self.clock())
             if result.ok:

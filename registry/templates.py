@@ -120,7 +120,7 @@ def _nested_repeat(pattern: str) -> bool:
     def walk(items: Any, inside: bool) -> bool:
         for op, arg in items:
             if op in repeats:
-                low, high, sub = arg
+                _low, high, sub = arg
                 unbounded = high == sre.MAXREPEAT or high > 10
                 if inside and unbounded:
                     return True
@@ -134,9 +134,8 @@ def _nested_repeat(pattern: str) -> bool:
                     return True
                 if any(walk(branch, inside) for branch in arg[1]):
                     return True
-            elif op in (sre.ASSERT, sre.ASSERT_NOT):
-                if walk(arg[1], inside):
-                    return True
+            elif op in (sre.ASSERT, sre.ASSERT_NOT) and walk(arg[1], inside):
+                return True
         return False
 
     try:

@@ -33,10 +33,14 @@ def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for f in reversed(dataclasses.fields(Config)):
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
-            option = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=f.metadata["help"])
+            option = click.option(
+                f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=f.metadata["help"]
+            )
         else:
             kind = int if f.type in (int, "int") else str
-            option = click.option(flag, f.name, type=kind, default=None, help=f.metadata["help"] + f" [default: {f.default!r}]")
+            option = click.option(
+                flag, f.name, type=kind, default=None, help=f.metadata["help"] + f" [default: {f.default!r}]"
+            )
         fn = option(fn)
     return fn
 
@@ -288,13 +292,22 @@ def auditor_add(config_file, store, prefix, data_dir, name) -> None:  # type: ig
 @_with_store
 @click.option("--from", "period_from", metavar="YYYY-MM-DD", help="First day of the period (Asia/Shanghai).")
 @click.option("--to", "period_to", metavar="YYYY-MM-DD", help="Day after the last day of the period.")
-@click.option("--as-of", "as_of", metavar="TIME",
-              help="Snapshot time, ISO 8601, rounded down to the hour (default: live, everything so far).")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIME",
+    help="Snapshot time, ISO 8601, rounded down to the hour (default: live, everything so far).",
+)
 @click.option("--mode", type=click.Choice(["per_enterprise", "pooled"]), help="Reading of clause 8 (default: policy).")
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), help="Policy file (TOML/JSON).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--cap", "caps", multiple=True, metavar="PROMOTER:YUAN",
-              help="Clause-17 cap: the promoter's previous-year economic contribution (repeatable).")
+@click.option(
+    "--cap",
+    "caps",
+    multiple=True,
+    metavar="PROMOTER:YUAN",
+    help="Clause-17 cap: the promoter's previous-year economic contribution (repeatable).",
+)
 @click.pass_context
 def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_of, mode, policy_file, fmt, caps):  # type: ignore[no-untyped-def]
     """Clause-8 tally per promoter for [--from, --to) as of --as-of. JSON output is signed with the
@@ -316,7 +329,9 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
         start = parse_day(period_from) if period_from else default_from
         end = parse_day(period_to) if period_to else default_to
         snapshot = dt.datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
-        policy = Policy.from_file(policy_file or config.policy_file) if (policy_file or config.policy_file) else Policy()
+        policy = (
+            Policy.from_file(policy_file or config.policy_file) if (policy_file or config.policy_file) else Policy()
+        )
         if mode:
             policy = dataclasses.replace(policy, mode=mode)
     except (ValueError, PolicyError) as exc:
@@ -347,13 +362,17 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
         click.echo(json.dumps(signer.sign(body), ensure_ascii=False, indent=2))
     else:
         live = "" if result.final else " (live, not final)"
-        click.echo(f"period [{result.period_from}, {result.period_to}) as of {result.as_of:%Y-%m-%dT%H:%MZ}{live}, "
-                   f"reading {result.policy.mode}")
+        click.echo(
+            f"period [{result.period_from}, {result.period_to}) as of {result.as_of:%Y-%m-%dT%H:%MZ}{live}, "
+            f"reading {result.policy.mode}"
+        )
         click.echo(f"{'promoter':<32} {'ent.':>5} {'elig.':>5} {'registrations':>13} {'incr.':>5} {'award CNY':>11}")
         for pt in result.promoters:
             a = pt.award
-            click.echo(f"{pt.promoter.name[:32]:<32} {len(pt.enterprises):>5} {a.eligible_enterprises:>5} "
-                       f"{a.total_registrations:>13,} {a.increment_enterprises:>5} {a.award_yuan:>11,}")
+            click.echo(
+                f"{pt.promoter.name[:32]:<32} {len(pt.enterprises):>5} {a.eligible_enterprises:>5} "
+                f"{a.total_registrations:>13,} {a.increment_enterprises:>5} {a.award_yuan:>11,}"
+            )
             click.echo(f"    {a.reason}")
 
 
@@ -373,7 +392,9 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
     except VerifyError as exc:
         click.echo(f"INVALID: {exc}", err=True)
         sys.exit(1)
-    how = "the given public key" if public_key else "the key embedded in the report (compare its key id with the node's)"
+    how = (
+        "the given public key" if public_key else "the key embedded in the report (compare its key id with the node's)"
+    )
     click.echo(f"OK: signature valid, key id {kid}, checked against {how}")
 
 
@@ -383,8 +404,14 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
 @click.option("--node-prefix", "prefix", default=None, help="Node prefix (default: from the settings).")
 @click.option("--data-dir", default=None, help="Data directory (default: from the settings).")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--prefix", "--to", "--enterprise-prefix", "target", required=True,
-              help="Enterprise prefix to register under, e.g. 88.118.8.1001.")
+@click.option(
+    "--prefix",
+    "--to",
+    "--enterprise-prefix",
+    "target",
+    required=True,
+    help="Enterprise prefix to register under, e.g. 88.118.8.1001.",
+)
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), help="Default: from the file name.")
 @click.option("--template", "template_ref", metavar="ID@VERSION", help="Metadata template the CSV columns follow.")
 @click.option("--chunk", default=5000, show_default=True, help="Items written per transaction.")
@@ -414,9 +441,9 @@ def import_command(config_file, store, prefix, data_dir, file, target, fmt, temp
             ident, _, version = template_ref.partition("@")
             if not version.isdigit():
                 raise click.UsageError("--template is ID@VERSION")
-            template = await registry.template(normalise_prefix(target), ident, int(version)) or await registry.template(
-                "", ident, int(version)
-            )
+            template = await registry.template(
+                normalise_prefix(target), ident, int(version)
+            ) or await registry.template("", ident, int(version))
             if template is None:
                 raise click.UsageError(f"no template {template_ref}")
         with click.progressbar(length=size, label=f"importing {os.path.basename(file)}", file=sys.stderr) as bar:
@@ -427,8 +454,16 @@ def import_command(config_file, store, prefix, data_dir, file, target, fmt, temp
                 done[0] = offset
 
             return await import_file(
-                registry, caller, file, prefix=target, fmt=fmt, template=template, chunk=chunk,
-                overwrite=overwrite, resume=not restart, progress=progress,
+                registry,
+                caller,
+                file,
+                prefix=target,
+                fmt=fmt,
+                template=template,
+                chunk=chunk,
+                overwrite=overwrite,
+                resume=not restart,
+                progress=progress,
             )
 
     import time

@@ -158,8 +158,16 @@ def load_config(
 
 
 def _validate(c: Config) -> None:
-    positive = ("port", "max_body_bytes", "max_handle_length", "max_values", "max_value_bytes", "max_page_size",
-                "batch_max_items", "batch_max_bytes")
+    positive = (
+        "port",
+        "max_body_bytes",
+        "max_handle_length",
+        "max_values",
+        "max_value_bytes",
+        "max_page_size",
+        "batch_max_items",
+        "batch_max_bytes",
+    )
     for name in positive:
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")

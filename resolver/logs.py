@@ -11,6 +11,7 @@ those of tasks the request started.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import re
@@ -28,8 +29,13 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("idnode_request_id", default=Non
 _SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/@-]{0,127}")
 
 
+_ID_PREFIX = uuid.uuid4().hex[:16]  # random per process: ids stay unique across workers and restarts
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A unique id, cheap enough for every request: a random per-process prefix and a counter."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def sane_request_id(raw: str | None) -> str:

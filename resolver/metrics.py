@@ -36,31 +36,44 @@ __all__ = [
     "REGISTRATIONS",
     "STORE_ERRORS",
     "STORE_LATENCY",
+    "metrics_handler",
     "metrics_middleware",
-    "metrics_routes",
 ]
 
 MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 
-HTTP_REQUESTS = Counter("idnode_http_requests_total", "HTTP requests by route, method and status.",
-                        ["route", "method", "status"])
-HTTP_LATENCY = Histogram("idnode_http_request_duration_seconds", "HTTP request latency by route and method.",
-                         ["route", "method"], buckets=_LATENCY_BUCKETS)
-CACHE_REQUESTS = Counter("idnode_cache_requests_total", "Cache lookups by tier and result (hit, miss, negative).",
-                         ["tier", "result"])
-STORE_LATENCY = Histogram("idnode_store_operation_duration_seconds", "Store operation latency.", ["operation"],
-                          buckets=_LATENCY_BUCKETS)
+HTTP_REQUESTS = Counter(
+    "idnode_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "idnode_http_request_duration_seconds",
+    "HTTP request latency by route and method.",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+CACHE_REQUESTS = Counter(
+    "idnode_cache_requests_total", "Cache lookups by tier and result (hit, miss, negative).", ["tier", "result"]
+)
+STORE_LATENCY = Histogram(
+    "idnode_store_operation_duration_seconds", "Store operation latency.", ["operation"], buckets=_LATENCY_BUCKETS
+)
 STORE_ERRORS = Counter("idnode_store_errors_total", "Store operations that failed (unavailable).", ["operation"])
-REDIS_LATENCY = Histogram("idnode_redis_operation_duration_seconds", "Redis round-trip latency.", ["operation"],
-                          buckets=_LATENCY_BUCKETS)
+REDIS_LATENCY = Histogram(
+    "idnode_redis_operation_duration_seconds", "Redis round-trip latency.", ["operation"], buckets=_LATENCY_BUCKETS
+)
 REDIS_ERRORS = Counter("idnode_redis_errors_total", "Redis operations that failed.", ["operation"])
-REDIS_BREAKER = Gauge("idnode_redis_breaker_state", "Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
-                      multiprocess_mode="max")
-BATCH_ITEMS = Histogram("idnode_batch_size_items", "Items per batch registration request.",
-                        buckets=(1, 10, 100, 1000, 10_000, 50_000, 100_000))
-BATCH_RESULTS = Counter("idnode_batch_item_outcomes_total", "Batch items by outcome (created, replaced, failed).",
-                        ["outcome"])
+REDIS_BREAKER = Gauge(
+    "idnode_redis_breaker_state", "Redis circuit breaker: 0 closed, 1 half-open, 2 open.", multiprocess_mode="max"
+)
+BATCH_ITEMS = Histogram(
+    "idnode_batch_size_items",
+    "Items per batch registration request.",
+    buckets=(1, 10, 100, 1000, 10_000, 50_000, 100_000),
+)
+BATCH_RESULTS = Counter(
+    "idnode_batch_item_outcomes_total", "Batch items by outcome (created, replaced, failed).", ["outcome"]
+)
 REGISTRATIONS = Counter("idnode_registrations_total", "Identifiers created, by enterprise prefix.", ["prefix"])
 
 TALLY_TTL = 60.0
@@ -72,6 +85,19 @@ def route_of(request: web.Request) -> str:
     if route is None or route.resource is None:
         return "unmatched"
     return route.resource.canonical
+
+
+_CHILDREN: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def _children(route: str, method: str, status: str) -> tuple[Any, Any]:
+    """The labelled counter and histogram of one (route, method, status), looked up once: label
+    lookups cost more than the increments on the resolve path."""
+    key = (route, method, status)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = (HTTP_REQUESTS.labels(route, method, status), HTTP_LATENCY.labels(route, method))
+    return found
 
 
 @web.middleware
@@ -88,8 +114,9 @@ async def metrics_middleware(request: web.Request, handler: Callable[[web.Reques
     finally:
         route = route_of(request)
         if route != "/metrics":
-            HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-            HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - start)
+            counter, latency = _children(route, request.method, str(status))
+            counter.inc()
+            latency.observe(time.perf_counter() - start)
 
 
 class TallyCollector:
@@ -108,14 +135,22 @@ class TallyCollector:
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         tally = self._cached
-        eligible = GaugeMetricFamily("idnode_promoter_eligible_enterprises",
-                                     "Eligible enterprises per promoter (live tally, this year).", labels=["promoter"])
-        regs = GaugeMetricFamily("idnode_promoter_registrations",
-                                 "Registrations per promoter (live tally, this year).", labels=["promoter"])
-        award = GaugeMetricFamily("idnode_promoter_award_yuan", "Current clause-8 award per promoter in CNY.",
-                                  labels=["promoter"])
-        ent = GaugeMetricFamily("idnode_enterprise_registrations",
-                                "Registrations per enterprise prefix (live tally, this year).", labels=["prefix"])
+        eligible = GaugeMetricFamily(
+            "idnode_promoter_eligible_enterprises",
+            "Eligible enterprises per promoter (live tally, this year).",
+            labels=["promoter"],
+        )
+        regs = GaugeMetricFamily(
+            "idnode_promoter_registrations", "Registrations per promoter (live tally, this year).", labels=["promoter"]
+        )
+        award = GaugeMetricFamily(
+            "idnode_promoter_award_yuan", "Current clause-8 award per promoter in CNY.", labels=["promoter"]
+        )
+        ent = GaugeMetricFamily(
+            "idnode_enterprise_registrations",
+            "Registrations per enterprise prefix (live tally, this year).",
+            labels=["prefix"],
+        )
         if tally is not None:
             for pt in tally.promoters:
                 label = [str(pt.promoter.id)]

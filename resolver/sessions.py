@@ -86,7 +86,11 @@ def parse_handle_authorization(param: str) -> HandleAuthorization:
 
         ident = unquote(ident)
     return HandleAuthorization(
-        values.get("sessionid"), ident, values.get("type"), values.get("cnonce"), values.get("alg"),
+        values.get("sessionid"),
+        ident,
+        values.get("type"),
+        values.get("cnonce"),
+        values.get("alg"),
         values.get("signature"),
     )
 

@@ -119,10 +119,13 @@ class HandleStore(Protocol):
     async def get_many(self, keys: Sequence[str]) -> dict[str, StoredHandle]: ...
     async def exists_many(self, keys: Sequence[str]) -> dict[str, int]:
         """Map each existing key to its version."""
+
     async def write(self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True) -> list[WriteResult]:
         """Apply writes in one transaction. atomic: any failed expectation rolls everything back."""
+
     async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """(total under the normalised prefix, the handles of page ``page``); cost independent of page."""
+
     async def current_version(self) -> int:
         """The highest version any write has used (monotonic over the store's life)."""
 
@@ -131,13 +134,16 @@ class HandleStore(Protocol):
     async def list_promoters(self) -> list[Promoter]: ...
     async def get_promoter(self, ref: int | str) -> Promoter | None:
         """By id (int) or credit code (str)."""
+
     async def add_enterprise(
         self, name: str, uscc: str, prefix: str, promoter_id: int, prefix_write: HandleWrite, *, now: int
     ) -> Enterprise:
         """Create the enterprise, its attribution and its prefix handle in one transaction."""
+
     async def list_enterprises(self) -> list[Enterprise]: ...
     async def get_enterprise(self, ref: int | str) -> Enterprise | None:
         """By id (int), or by prefix or credit code (str)."""
+
     async def enterprise_prefixes(self) -> list[str]: ...
     async def move_enterprise(self, enterprise_id: int, promoter_id: int, *, effective_at: int) -> None: ...
     async def set_enterprise_status(self, enterprise_id: int, status: str) -> None: ...
@@ -151,12 +157,16 @@ class HandleStore(Protocol):
     # -- metadata templates and idempotent batch replies ------------------------------------------
     async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:
         """Store a template version; InvalidRequest if (scope, id, version) exists."""
+
     async def get_template(self, scope: str, template_id: str, version: int | None) -> tuple[int, str] | None:
         """(version, body) of that version, or of the latest when ``version`` is None."""
+
     async def list_templates(self) -> list[tuple[str, str, int, str]]:
         """Every (scope, id, version, body)."""
+
     async def get_idempotent(self, key: str) -> tuple[str, bytes] | None:
         """(request hash, stored reply) of an Idempotency-Key, if seen."""
+
     async def add_idempotent(self, key: str, request_hash: str, response: bytes, *, now: int) -> None:
         """Remember a reply; the first one stored for a key wins."""
 

@@ -233,8 +233,7 @@ class SQLiteStore:
                 chunk = list(keys[i : i + 500])
                 marks = ",".join("?" * len(chunk))
                 for row in c.execute(
-                    "SELECT hkey, record, version, enterprise_id, created_at FROM handles "
-                    f"WHERE hkey IN ({marks})",
+                    f"SELECT hkey, record, version, enterprise_id, created_at FROM handles WHERE hkey IN ({marks})",
                     chunk,
                 ):
                     out[row[0]] = self._row(row)
@@ -287,9 +286,7 @@ class SQLiteStore:
         def run(c: sqlite3.Connection) -> Promoter:
             if c.execute("SELECT 1 FROM promoters WHERE uscc = ?", (uscc,)).fetchone():
                 raise InvalidRequest(f"a promoter with credit code {uscc} already exists")
-            cur = c.execute(
-                "INSERT INTO promoters (name, uscc, created_at) VALUES (?, ?, ?)", (name, uscc, now)
-            )
+            cur = c.execute("INSERT INTO promoters (name, uscc, created_at) VALUES (?, ?, ?)", (name, uscc, now))
             return Promoter(cur.lastrowid, name, uscc, now)
 
         async with self._write_lock:
@@ -451,7 +448,8 @@ class SQLiteStore:
         async with self._write_lock:
             await self._write(
                 lambda c: c.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (key, value),
                 )
             )

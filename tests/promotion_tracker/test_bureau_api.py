@@ -76,7 +76,12 @@ async def make_enterprise(client: TestClient, admin: dict[str, str], n: int, pro
 
 async def register(client: TestClient, ent: dict, count: int, start: int = 0) -> None:
     lines = (
-        json.dumps({"handle": f"{ent['prefix']}/SKU-{i:06d}", "values": [{"index": 1, "type": "URL", "data": f"https://e/{i}"}]})
+        json.dumps(
+            {
+                "handle": f"{ent['prefix']}/SKU-{i:06d}",
+                "values": [{"index": 1, "type": "URL", "data": f"https://e/{i}"}],
+            }
+        )
         for i in range(start, start + count)
     )
     r = await client.post(

@@ -135,9 +135,13 @@ async def test_bureau_page_renders_progress_award_and_links(client, admin, clock
         assert reg_bar["now"] == 150 and reg_bar["ratio"] < 0.01
         assert page["total"] == "0"
         # The links the page offers work from the browser (same credentials).
-        csv_status = await browser.evaluate(f"fetch({json.dumps(page['csv'])}).then(r => r.status + ' ' + r.headers.get('content-type'))")
+        csv_status = await browser.evaluate(
+            f"fetch({json.dumps(page['csv'])}).then(r => r.status + ' ' + r.headers.get('content-type'))"
+        )
         assert csv_status.startswith("200 text/csv")
-        signed = await browser.evaluate(f"fetch({json.dumps(page['json'])}).then(r => r.json()).then(d => d.signature.alg)")
+        signed = await browser.evaluate(
+            f"fetch({json.dumps(page['json'])}).then(r => r.json()).then(d => d.signature.alg)"
+        )
         assert signed == "Ed25519"
         shot = await browser.call("Page.captureScreenshot", format="png")
         png = tmp_path / "bureau.png"

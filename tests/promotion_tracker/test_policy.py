@@ -70,8 +70,7 @@ def test_unqualified_reason_and_zero_enterprises_not_eligible() -> None:
     assert r.reason == "Base not met: 19 eligible enterprises < 20 required; no award."
     r = compute_award([1] * 10)
     assert r.reason == (
-        "Base not met: 10 eligible enterprises < 20 required and "
-        "10 registrations < 200,000 required; no award."
+        "Base not met: 10 eligible enterprises < 20 required and 10 registrations < 200,000 required; no award."
     )
     assert compute_award([]).award_yuan == 0
 
@@ -137,9 +136,7 @@ def test_policy_error_is_value_error_and_message() -> None:
     assert Policy(min_enterprise_registrations=0).min_enterprise_registrations == 0
 
 
-@pytest.mark.parametrize(
-    "counts", [[1, -1], [1.0], [True], ["3"], {"a": -5}, {"a": 2.5}, {1: 3}, "123", 5, None]
-)
+@pytest.mark.parametrize("counts", [[1, -1], [1.0], [True], ["3"], {"a": -5}, {"a": 2.5}, {1: 3}, "123", 5, None])
 def test_bad_counts(counts: object) -> None:
     with pytest.raises(PolicyError):
         compute_award(counts)  # type: ignore[arg-type]
@@ -188,9 +185,7 @@ def test_from_file_toml(tmp_path) -> None:
 
 def test_from_file_json(tmp_path) -> None:
     path = tmp_path / "p.json"
-    path.write_text(
-        json.dumps(Policy(mode="pooled", increment_registrations=5_000).to_dict()), encoding="utf-8"
-    )
+    path.write_text(json.dumps(Policy(mode="pooled", increment_registrations=5_000).to_dict()), encoding="utf-8")
     assert Policy.from_file(path) == Policy(mode="pooled", increment_registrations=5_000)
     path.write_text(json.dumps({"policy": {"base_award_yuan": 150_000}}), encoding="utf-8")
     assert Policy.from_file(path).base_award_yuan == 150_000
@@ -254,9 +249,7 @@ def test_matches_brute_force(counts: list[int], policy: Policy, contribution: in
     r = compute_award(counts, policy, contribution)
     e = brute_force_increments(counts, policy)
     assert r.qualified == (e is not None)
-    expected = (
-        0 if e is None else min(policy.base_award_yuan + policy.increment_award_yuan * e, policy.cap_yuan)
-    )
+    expected = 0 if e is None else min(policy.base_award_yuan + policy.increment_award_yuan * e, policy.cap_yuan)
     if contribution is not None:
         expected = min(expected, contribution)
     assert r.award_yuan == expected
@@ -275,9 +268,7 @@ def test_keyed_set_aside_is_feasible(counts: list[int], policy: Policy) -> None:
         return
     aside = r.increment_enterprise_keys
     assert len(aside) == len(set(aside)) == r.increment_enterprises
-    assert all(
-        keyed[k] >= max(policy.increment_registrations, policy.min_enterprise_registrations) for k in aside
-    )
+    assert all(keyed[k] >= max(policy.increment_registrations, policy.min_enterprise_registrations) for k in aside)
     rest = [c for k, c in keyed.items() if k not in aside and c >= policy.min_enterprise_registrations]
     assert len(rest) >= policy.base_enterprises and sum(rest) >= policy.base_registrations
 
@@ -290,9 +281,7 @@ def test_adding_an_enterprise_never_lowers_the_award(counts: list[int], extra: i
 
 @settings(max_examples=300, deadline=None)
 @given(counts=small_counts, policy=small_policies, contribution=st.none() | st.integers(0, 300))
-def test_award_bounded_and_pooled_dominates(
-    counts: list[int], policy: Policy, contribution: int | None
-) -> None:
+def test_award_bounded_and_pooled_dominates(counts: list[int], policy: Policy, contribution: int | None) -> None:
     r = compute_award(counts, policy, contribution)
     assert 0 <= r.award_yuan <= min(r.uncapped_yuan, policy.cap_yuan)
     if contribution is not None:

@@ -307,7 +307,9 @@ def test_patterns_that_can_take_exponential_time_are_refused(pattern):
         template_from_json(body, id="t", version=1, scope="", previous=None)
 
 
-@pytest.mark.parametrize("pattern", ["[0-9]{8}", r"SKU-[0-9]{4}-[0-9]+", r"\d+(\.\d+)?", "red|blue", "(?:[A-Z]{2}-)+[0-9]+"])
+@pytest.mark.parametrize(
+    "pattern", ["[0-9]{8}", r"SKU-[0-9]{4}-[0-9]+", r"\d+(\.\d+)?", "red|blue", "(?:[A-Z]{2}-)+[0-9]+"]
+)
 def test_ordinary_patterns_are_accepted(pattern):
     from registry.templates import template_from_json
 

@@ -37,14 +37,27 @@ async def setup_key_holder(client, onboard, key) -> tuple[str, str]:  # type: ig
     prefix_handle = f"0.NA/{ent['prefix']}"
     values = [
         {"index": 301, "type": "HS_PUBKEY", "data": {"format": "key", "value": jwk_of(key)}},
-        {"index": 101, "type": "HS_ADMIN",
-         "data": {"format": "admin", "value": {"handle": prefix_handle, "index": 301, "permissions": "011111110011"}}},
+        {
+            "index": 101,
+            "type": "HS_ADMIN",
+            "data": {
+                "format": "admin",
+                "value": {"handle": prefix_handle, "index": 301, "permissions": "011111110011"},
+            },
+        },
     ]
-    r = await client.put(f"/api/handles/{prefix_handle}", params=[("index", "301"), ("index", "101")],
-                         json={"values": values}, headers=ent["headers"])
+    r = await client.put(
+        f"/api/handles/{prefix_handle}",
+        params=[("index", "301"), ("index", "101")],
+        json={"values": values},
+        headers=ent["headers"],
+    )
     assert r.status == 201, await r.text()
-    r = await client.put(f"/api/handles/{ent['prefix']}/owned", json={"values": [
-        {"index": 1, "type": "URL", "data": "https://example.com/a"}]}, headers=ent["headers"])
+    r = await client.put(
+        f"/api/handles/{ent['prefix']}/owned",
+        json={"values": [{"index": 1, "type": "URL", "data": "https://example.com/a"}]},
+        headers=ent["headers"],
+    )
     assert r.status == 201, await r.text()
     return f"301:{prefix_handle}", ent["prefix"]
 
@@ -68,7 +81,7 @@ async def test_401_challenge_then_signed_answer_then_session(client, onboard, pr
     challenges = r.headers.getall("WWW-Authenticate")
     assert any(c.startswith("Basic ") for c in challenges)
     handle_challenge = next(c for c in challenges if c.startswith("Handle "))
-    params = dict(part.strip().split("=", 1) for part in handle_challenge[len("Handle "):].split(","))
+    params = dict(part.strip().split("=", 1) for part in handle_challenge[len("Handle ") :].split(","))
     session_id, nonce = params["sessionId"].strip('"'), params["nonce"].strip('"')
 
     r = await client.put(target, json=body, headers={"Authorization": answer(session_id, nonce, identity, private_key)})
@@ -95,11 +108,14 @@ async def test_sessions_resource(client, onboard):
     key = ed25519.Ed25519PrivateKey.generate()
     identity, _ = await setup_key_holder(client, onboard, key)
     opened = await (await client.post("/api/sessions")).json()
-    r = await client.put("/api/sessions/this",
-                         headers={"Authorization": answer(opened["sessionId"], opened["nonce"], identity, key)})
+    r = await client.put(
+        "/api/sessions/this", headers={"Authorization": answer(opened["sessionId"], opened["nonce"], identity, key)}
+    )
     status = await r.json()
     assert r.status == 200 and status["authenticated"] is True and status["id"] == identity
-    r = await client.delete("/api/sessions/this", headers={"Authorization": f'Handle sessionId="{opened["sessionId"]}"'})
+    r = await client.delete(
+        "/api/sessions/this", headers={"Authorization": f'Handle sessionId="{opened["sessionId"]}"'}
+    )
     assert r.status == 200
     r = await client.get("/api/sessions/this", headers={"Authorization": f'Handle sessionId="{opened["sessionId"]}"'})
     assert r.status == 401
@@ -123,8 +139,9 @@ async def test_bad_answers_are_refused_and_change_nothing(client, onboard, mutat
     opened = await (await client.post("/api/sessions")).json()
     header = mutate(answer(opened["sessionId"], opened["nonce"], identity, key))
     body = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/evil"}]}
-    r = await client.put(f"/api/handles/{prefix}/owned", params={"index": "1"}, json=body,
-                         headers={"Authorization": header})
+    r = await client.put(
+        f"/api/handles/{prefix}/owned", params={"index": "1"}, json=body, headers={"Authorization": header}
+    )
     assert r.status in (400, 401, 403), await r.text()
     assert "responseCode" in await r.json()
     record = await (await client.get(f"/api/handles/{prefix}/owned")).json()
