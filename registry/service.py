@@ -110,16 +110,25 @@ class Registry:
         self.clock = clock
         self.authenticator = SecretKeyAuthenticator(self.read_record)
         self._listeners: list[ChangeListener] = []
+        self._names: dict[str, HandleName] = {}
         self._enterprise_lock = asyncio.Lock()
         self._templates: dict[tuple[str, str, int], tuple[Template, float]] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def parse(self, text: str) -> HandleName:
-        return parse_handle(
-            text,
-            max_length=self.settings.max_handle_length,
-            case_sensitive_suffix=self.settings.case_sensitive_suffix,
-        )
+        """Parse with the node's rules. Hot handles are parsed once: names are immutable, so the
+        few thousand most recent ones are kept (bad input is never cached, it raises)."""
+        name = self._names.get(text)
+        if name is None:
+            name = parse_handle(
+                text,
+                max_length=self.settings.max_handle_length,
+                case_sensitive_suffix=self.settings.case_sensitive_suffix,
+            )
+            if len(self._names) >= 4096:
+                self._names.clear()
+            self._names[text] = name
+        return name
 
     async def read_record(self, key: str) -> Record | None:
         """The record as the store has it now (authoritative, no cache)."""

@@ -13,7 +13,6 @@ from promotion_tracker.policy import Policy, PolicyError
 from promotion_tracker.routes import TRACKER_KEY, TrackerState, tracker_routes
 from promotion_tracker.signing import node_signer
 from registry import valuedata
-from registry.errors import HandleError, InvalidRequest, ServerError
 from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
@@ -25,13 +24,13 @@ from resolver.cache import build_cache
 from resolver.config import Config, ConfigError
 from resolver.health import health_routes
 from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
-from resolver.metrics import InstrumentedStore, TallyCollector, metrics_handler, metrics_middleware, this_year
+from resolver.metrics import InstrumentedStore, TallyCollector, metrics_handler, this_year
 from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
 from resolver.session_routes import session_routes
 from resolver.template_routes import template_routes
-from resolver.web import error_response, request_caller
+from resolver.web import request_caller
 
 __all__ = ["create_app", "node_site"]
 
@@ -64,26 +63,6 @@ def node_site(config: Config) -> bytes:
     return valuedata.encode_site(site)
 
 
-@web.middleware
-async def handle_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Every failure leaves as a JSON body with a responseCode; never a stack trace, never HTML."""
-    try:
-        return await handler(request)
-    except HandleError as exc:
-        return error_response(request, exc)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[CONFIG_KEY].max_body_bytes
-        return error_response(request, InvalidRequest(f"request body too large (limit {limit} bytes)"), 413)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = InvalidRequest(exc.reason or "invalid request")
-        return error_response(request, code, exc.status)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(request, ServerError("internal server error"), 500)
-
-
 async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
     """This year's live tally, for the per-promoter gauges on /metrics."""
     import datetime as dt
@@ -104,7 +83,7 @@ def create_app(
     ``config.store_url`` at startup and closed at cleanup. ``clock`` (UNIX seconds) is for tests
     that need registrations, moves and tallies at chosen times."""
     app = web.Application(
-        middlewares=[request_context, metrics_middleware, handle_errors], client_max_size=config.max_body_bytes
+        middlewares=[request_context], client_max_size=config.max_body_bytes
     )
     app[CONFIG_KEY] = config
     state = app[STATE_KEY] = NodeState()

@@ -81,15 +81,9 @@ def _limits(request: web.Request) -> ValueLimits:
 @routes.get("/api/handles/{handle:.+}")
 async def resolve(request: web.Request) -> web.Response:
     name = _handle(request)
-    with _about(name):
-        return await _resolve(request, name)
-
-
-async def _resolve(request: web.Request, name: HandleName) -> web.Response:
-    registry = registry_of(request)
-    registry.require_responsible(name)
-    if not request.query and "Authorization" not in request.headers:
+    if not request.query_string and "Authorization" not in request.headers:
         # The hot path (a traceability app resolving a code): public values, rendered once per record.
+        registry_of(request).require_responsible(name)
         resolver = resolver_of(request)
         record = await resolver.lookup(name.key)
         if record is None:
@@ -97,6 +91,13 @@ async def _resolve(request: web.Request, name: HandleName) -> web.Response:
         handle = json.dumps(name.text, ensure_ascii=False)
         text = f'{{"responseCode":1,"handle":{handle},"values":{resolver.public_values_json(record)}}}'
         return web.Response(text=text, content_type="application/json")
+    with _about(name):
+        return await _resolve(request, name)
+
+
+async def _resolve(request: web.Request, name: HandleName) -> web.Response:
+    registry = registry_of(request)
+    registry.require_responsible(name)
     caller = await request_caller(request)
     record = await resolver_of(request).lookup(name.key, authoritative=flag(request, "auth"))
     if record is None:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from registry.auth import ANONYMOUS, Caller, Identity
-from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest
+from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest, ServerError
 from resolver.errors import http_status
 from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
 from resolver.sessions import parse_handle_authorization, verify_signature
 
 __all__ = ["error_response", "flag", "json_response", "read_json", "request_caller"]
 
+log = logging.getLogger("idnode")
 _CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(\.[A-Za-z_$][\w$]{0,63}){0,7}$")
 JSON_TYPE = "application/json"
 
@@ -91,6 +94,25 @@ async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise InvalidRequest("malformed JSON: nested too deeply") from None
+
+
+async def answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """Run the handler; every failure leaves as a JSON body with a responseCode, never a stack trace
+    or HTML (called by the one middleware in resolver.access)."""
+    try:
+        return await handler(request)
+    except HandleError as exc:
+        return error_response(request, exc)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG_KEY].max_body_bytes
+        return error_response(request, InvalidRequest(f"request body too large (limit {limit} bytes)"), 413)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(request, InvalidRequest(exc.reason or "invalid request"), exc.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(request, ServerError("internal server error"), 500)
 
 
 def _transport_ok(request: web.Request) -> bool:
