@@ -32,8 +32,6 @@ from resolver.resolve import Resolver
 from tests.conftest import ADMIN_SECRET, free_port
 from tests.resolver.conftest import NODE_ADMIN, basic
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
-
 NODE = "88.118.8"
 
 

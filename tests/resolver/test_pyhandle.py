@@ -269,7 +269,7 @@ def _json(proc: subprocess.CompletedProcess[str]) -> Any:
 def test_cli_admin_commands_then_serve(tmp_path: Path) -> None:
     data = tmp_path / "node"
     data.mkdir()
-    # Credit codes with a letter check character (all-digit ones: see test_rest_api's xfail).
+    # Credit codes with a letter check character (all-digit ones are covered in test_rest_api).
     p1 = _json(
         idnode("promoter", "add", "--name", "Promoter A", "--uscc", make_uscc(14, "92"), "--json", data_dir=data)
     )
