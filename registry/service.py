@@ -43,7 +43,6 @@ from registry.model import (
 from registry.packing import unpack_record
 from registry.secretkeys import generate_secret, hash_secret, is_hashed
 from registry.stores.base import (
-    ANY_VERSION,
     MUST_NOT_EXIST,
     Enterprise,
     HandleStore,
@@ -197,8 +196,7 @@ class Registry:
         target = prefix_record if current is None else current
         for perm in perms:
             if not await has_right(identity, target, perm, self.read_record):
-                what = valuedata.perm_name(perm) if hasattr(valuedata, "perm_name") else hex(perm)
-                raise PermissionDenied(f"{identity} lacks {what} on {name.text}", name.text)
+                raise PermissionDenied(f"{identity} lacks {valuedata.perm_name(perm)} on {name.text}", name.text)
 
     async def _check_enterprise(self, caller: Caller, name: HandleName) -> int | None:
         """The enterprise whose prefix holds ``name`` (None for node handles); refuses writes under a
@@ -570,7 +568,7 @@ class Registry:
 
     # -- promoters and enterprises -------------------------------------------------------------
     @staticmethod
-    def _require_node_admin(caller: Caller) -> None:
+    def require_node_admin(caller: Caller) -> None:
         caller.require_authenticated()
         if not caller.node_admin:
             raise PermissionDenied("only the node administrator manages promoters and enterprises")
@@ -591,7 +589,7 @@ class Registry:
         return text.strip()
 
     async def add_promoter(self, caller: Caller, name: object, uscc: object) -> Promoter:
-        self._require_node_admin(caller)
+        self.require_node_admin(caller)
         return await self.store.add_promoter(self._name(name), self._uscc(uscc), now=self.clock())
 
     async def find_promoter(self, ref: object) -> Promoter:
@@ -628,7 +626,7 @@ class Registry:
     ) -> tuple[Enterprise, str]:
         """Onboard an enterprise: allocate its prefix, create its prefix handle with its own HS_ADMIN
         and hashed HS_SECKEY. Returns the enterprise and its secret (shown once, stored hashed)."""
-        self._require_node_admin(caller)
+        self.require_node_admin(caller)
         name_ = self._name(name)
         uscc_ = self._uscc(uscc)
         promoter_ = await self.find_promoter(promoter)
@@ -683,7 +681,7 @@ class Registry:
     async def add_auditor(self, caller: Caller, name: object) -> tuple[str, str]:
         """Create the bureau's read-only identity ``300:<node prefix>/auditor/<name>``. It may read
         tallies and the admin lists and write nothing. Returns (identity, secret shown once)."""
-        self._require_node_admin(caller)
+        self.require_node_admin(caller)
         if not isinstance(name, str) or not AUDITOR_NAME.match(name):
             raise InvalidRequest("auditor name: 1-32 characters of a-z, 0-9 and '-'")
         handle = f"{self.node_prefix}/auditor/{name}"
@@ -704,7 +702,7 @@ class Registry:
         return f"{SECKEY_INDEX}:{handle}", secret
 
     async def move_enterprise(self, caller: Caller, enterprise: object, promoter: object) -> Enterprise:
-        self._require_node_admin(caller)
+        self.require_node_admin(caller)
         ent = await self.find_enterprise(enterprise)
         prom = await self.find_promoter(promoter)
         if ent.promoter_id == prom.id:
@@ -713,7 +711,7 @@ class Registry:
         return replace(ent, promoter_id=prom.id)
 
     async def set_enterprise_status(self, caller: Caller, enterprise: object, status: str) -> Enterprise:
-        self._require_node_admin(caller)
+        self.require_node_admin(caller)
         if status not in ("active", "disabled"):
             raise InvalidRequest("status must be 'active' or 'disabled'")
         ent = await self.find_enterprise(enterprise)
@@ -748,6 +746,3 @@ def _perms_for_change(old: Sequence[HandleValue], new: Sequence[HandleValue]) ->
         if index not in after:
             needed.add(valuedata.REMOVE_ADMIN if prev.type.upper() == "HS_ADMIN" else valuedata.REMOVE_VALUE)
     return sorted(needed)
-
-
-_ = ANY_VERSION

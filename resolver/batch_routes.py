@@ -14,8 +14,8 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
-from registry.batch import BatchValidator, gc_paused
-from registry.errors import HandleError, InvalidRequest
+from registry.batch import BatchFailure, BatchValidator, gc_paused
+from registry.errors import RC_PROTOCOL_ERROR, InvalidRequest
 from resolver.keys import CONFIG_KEY, registry_of
 from resolver.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
 from resolver.web import flag, request_caller
@@ -278,16 +278,11 @@ async def register_batch(request: web.Request) -> web.Response:
     return _reply(request, status, reply)
 
 
-def _line_failure(position: int, message: str):  # type: ignore[no-untyped-def]
-    from registry.batch import BatchFailure
-
-    return BatchFailure(position, None, 4, message)
+def _line_failure(position: int, message: str) -> BatchFailure:
+    return BatchFailure(position, None, RC_PROTOCOL_ERROR, message)
 
 
 def _reply(request: web.Request, status: int, body: dict[str, Any], *, replayed: bool = False) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     return web.Response(text=text, status=status, content_type="application/json", headers=headers)
-
-
-_ = HandleError

@@ -19,7 +19,7 @@ from typing import TypeVar
 from registry.days import day_number, hour_of
 from registry.errors import InvalidRequest, StoreUnavailable
 from registry.model import Record
-from registry.packing import pack_record
+from registry.packing import pack_record, unpack_record
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
@@ -475,8 +475,6 @@ def _add_meta(c: sqlite3.Connection, key: str, value: str) -> str:
 
 
 def _handle_of(packed: bytes) -> str:
-    from registry.packing import unpack_record
-
     return unpack_record(packed).handle
 
 
