@@ -24,7 +24,15 @@ from resolver.cache import build_cache
 from resolver.config import Config, ConfigError
 from resolver.health import health_routes
 from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
-from resolver.metrics import InstrumentedStore, TallyCollector, metrics_handler, this_year
+from resolver.metrics import (
+    BUSINESS_PATH,
+    METRICS_PATH,
+    InstrumentedStore,
+    TallyCollector,
+    business_metrics_handler,
+    metrics_handler,
+    this_year,
+)
 from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
@@ -64,7 +72,7 @@ def node_site(config: Config) -> bytes:
 
 
 async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
-    """This year's live tally, for the per-promoter gauges on /metrics."""
+    """This year's live tally, for the per-promoter gauges on /metrics/business."""
     import datetime as dt
 
     from promotion_tracker.tally import compute_tally
@@ -92,7 +100,9 @@ def create_app(
     app.router.add_routes(session_routes)
     app.router.add_routes(tracker_routes)
     app.router.add_routes(health_routes)
-    app.router.add_get("/metrics", metrics_handler(TallyCollector(lambda: _live_tally(tracker))))
+    app.router.add_get(METRICS_PATH, metrics_handler())
+    tally_gauges = TallyCollector(lambda: _live_tally(tracker))
+    app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock
