@@ -11,7 +11,7 @@ from aiohttp import web
 
 from promotion_tracker.policy import Policy, PolicyError
 from promotion_tracker.routes import TRACKER_KEY, TrackerState, tracker_routes
-from promotion_tracker.signing import node_signer
+from promotion_tracker.signing import SigningKeyError, node_signer
 from registry import valuedata
 from registry.model import HandleValue
 from registry.service import Registry
@@ -22,6 +22,7 @@ from resolver.admin_routes import admin_routes
 from resolver.batch_routes import batch_routes
 from resolver.cache import build_cache
 from resolver.config import Config, ConfigError
+from resolver.datadir import prepare_data_dir
 from resolver.health import health_routes
 from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.metrics import (
@@ -113,6 +114,8 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
+        if own_store:
+            prepare_data_dir(config)
         opened = InstrumentedStore(store if store is not None else await open_store(config.store_url))
         settings = config.node_settings()
         registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
@@ -126,7 +129,10 @@ def create_app(
                 f"300:0.NA/{config.prefix}, secret key (shown once, stored hashed): {generated}",
                 flush=True,
             )
-        signer = await node_signer(opened)
+        try:
+            signer = await node_signer(opened, config.report_key_file or None)
+        except SigningKeyError as exc:
+            raise ConfigError(f"report_key_file: {exc}") from None
         await registry.set_node_value(
             HandleValue(
                 index=PUBKEY_INDEX,

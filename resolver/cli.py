@@ -92,7 +92,10 @@ def serve(config_file: str | None, get_path: str | None, **overrides: Any) -> No
         sys.exit(asyncio.run(_get(config, get_path)))
     from resolver.server import run
 
-    run(config)
+    try:
+        run(config)
+    except ConfigError as exc:  # found while starting: a report key file that cannot be used, …
+        raise click.ClickException(str(exc)) from None
 
 
 async def _get(config: Config, path: str) -> int:
@@ -112,7 +115,9 @@ def _admin(config_file: str | None, work: Callable[[Registry, Caller], Awaitable
 
     async def go() -> T:
         from resolver.cache import build_cache
+        from resolver.datadir import prepare_data_dir
 
+        prepare_data_dir(config)
         store = await open_store(config.store_url)
         # Running servers must hear of what the CLI changes: the Redis tier's invalidations
         # (this short-lived process keeps no local tier of its own).
@@ -318,7 +323,7 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
 
     from promotion_tracker.policy import Policy, PolicyError
     from promotion_tracker.report import tally_csv, tally_json
-    from promotion_tracker.signing import node_signer
+    from promotion_tracker.signing import SigningKeyError, node_signer
     from promotion_tracker.tally import TallyError, compute_tally, default_period
     from registry.days import SHANGHAI, parse_day
 
@@ -348,13 +353,15 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
 
     async def work(registry: Registry, caller: Caller):  # type: ignore[no-untyped-def]
         result = await compute_tally(registry.store, start, end, snapshot, policy, now=now, contribution_caps=cap_map)
-        signer = await node_signer(registry.store) if fmt == "json" else None
+        signer = await node_signer(registry.store, config.report_key_file or None) if fmt == "json" else None
         return result, signer
 
     try:
         result, signer = _admin(config_file, work, store=store, prefix=prefix, data_dir=data_dir)
     except TallyError as exc:
         raise click.UsageError(str(exc)) from None
+    except SigningKeyError as exc:
+        raise click.ClickException(str(exc)) from None
     if fmt == "csv":
         click.echo(tally_csv(result), nl=False)
     elif fmt == "json":
