@@ -52,6 +52,8 @@ def without_password(url: str) -> tuple[str, bool]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = [(k, v) for k, v in query if k.lower() != "password"]
     had = bool(colon and password) or len(kept) < len(query)
+    if not had:
+        return url, False
     netloc = f"{user}@{hostport}" if at and user else hostport
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), parts.fragment)), had
 

@@ -179,3 +179,19 @@ def test_a_redis_password_is_never_recorded_in_the_store(tmp_path: Path, redis_p
     finally:
         node.stop()
     assert "needs a password" in node.log()
+
+
+def test_passwords_are_taken_out_of_recorded_urls() -> None:
+    from resolver.shared_cache import without_password
+
+    cases = {
+        "redis://127.0.0.1:6379/0": ("redis://127.0.0.1:6379/0", False),
+        "redis://:s3cret@cache:6379/0": ("redis://cache:6379/0", True),
+        "rediss://idnode:s3cret@cache:6380/1": ("rediss://idnode@cache:6380/1", True),
+        "redis+cluster://:s3cret@redis-0.redis:6379": ("redis+cluster://redis-0.redis:6379", True),
+        "redis://cache:6379/0?password=s3cret&ssl_cert_reqs=none": ("redis://cache:6379/0?ssl_cert_reqs=none", True),
+        "redis://idnode@cache:6379/0": ("redis://idnode@cache:6379/0", False),
+        "unix:///run/redis.sock?db=2": ("unix:///run/redis.sock?db=2", False),
+    }
+    for url, expected in cases.items():
+        assert without_password(url) == expected, url
