@@ -20,7 +20,6 @@ from registry.stores.base import HandleStore
 from resolver.access import request_context
 from resolver.admin_routes import admin_routes
 from resolver.batch_routes import batch_routes
-from resolver.cache import TieredCache, build_cache
 from resolver.config import Config, ConfigError
 from resolver.datadir import prepare_data_dir
 from resolver.health import health_routes
@@ -38,7 +37,7 @@ from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
 from resolver.session_routes import session_routes
-from resolver.shared_cache import FORGET_HINT, SharedCacheError, record_shared_cache, writer_cache
+from resolver.shared_cache import node_cache
 from resolver.template_routes import template_routes
 from resolver.web import request_caller
 
@@ -86,30 +85,6 @@ async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
     return await compute_tally(tracker.store, start, end, None, tracker.policy, now=now)
 
 
-async def _node_cache(config: Config, store: HandleStore) -> TieredCache | None:
-    """The node's cache tiers. With ``redis`` the node records its shared cache in the store;
-    without, it uses the one recorded there (if any), so that its writes reach the other nodes."""
-    if config.redis:
-        await record_shared_cache(store, config)
-        return await build_cache(config, store)
-    try:
-        settings, shared = await writer_cache(config, store)
-    except SharedCacheError as exc:
-        raise ConfigError(str(exc)) from None
-    cache = await build_cache(settings, store)
-    if shared is not None and cache is not None:
-        log.info("no redis setting: using the shared cache %s that the store's nodes recorded", shared.describe())
-        if cache.bus is not None and not cache.bus.subscribed:
-            log.error(
-                "cannot reach the shared Redis cache %s recorded in the store: resolving from the store, and "
-                "writes made here reach the other nodes' caches only once it answers; set redis to the address "
-                "it has from here; %s",
-                shared.describe(),
-                FORGET_HINT,
-            )
-    return cache
-
-
 def create_app(
     config: Config, store: HandleStore | None = None, *, clock: Callable[[], int] | None = None
 ) -> web.Application:
@@ -144,7 +119,7 @@ def create_app(
         opened = InstrumentedStore(store if store is not None else await open_store(config.store_url))
         settings = config.node_settings()
         registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
-        cache = await _node_cache(config, opened)  # None when no tier is configured
+        cache = await node_cache(config, opened)  # None when no tier is configured
         if cache is not None:
             registry.add_listener(cache.invalidate)
         generated = await registry.bootstrap(os.environ.get(ADMIN_SECRET_ENV) or None, node_site(config))

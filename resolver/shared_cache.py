@@ -18,7 +18,8 @@ import socket
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from registry.stores.base import HandleStore
-from resolver.config import Config
+from resolver.cache import TieredCache, build_cache
+from resolver.config import Config, ConfigError
 
 __all__ = ["SHARED_CACHE_META", "SharedCache", "SharedCacheError", "record_shared_cache", "recorded", "writer_cache"]
 
@@ -125,4 +126,28 @@ async def writer_cache(config: Config, store: HandleStore) -> tuple[Config, Shar
     return dataclasses.replace(config, redis=shared.redis, redis_key_prefix=shared.key_prefix), shared
 
 
-__all__ += ["FORGET_HINT", "forget_shared_cache", "without_password"]
+async def node_cache(config: Config, store: HandleStore) -> TieredCache | None:
+    """The node's cache tiers. With ``redis`` the node records its shared cache in the store;
+    without, it uses the one recorded there (if any), so that its writes reach the other nodes."""
+    if config.redis:
+        await record_shared_cache(store, config)
+        return await build_cache(config, store)
+    try:
+        settings, shared = await writer_cache(config, store)
+    except SharedCacheError as exc:
+        raise ConfigError(str(exc)) from None
+    cache = await build_cache(settings, store)
+    if shared is not None and cache is not None:
+        log.info("no redis setting: using the shared cache %s that the store's nodes recorded", shared.describe())
+        if cache.bus is not None and not cache.bus.subscribed:
+            log.error(
+                "cannot reach the shared Redis cache %s recorded in the store: resolving from the store, and "
+                "writes made here reach the other nodes' caches only once it answers; set redis to the address "
+                "it has from here; %s",
+                shared.describe(),
+                FORGET_HINT,
+            )
+    return cache
+
+
+__all__ += ["FORGET_HINT", "forget_shared_cache", "node_cache", "without_password"]
