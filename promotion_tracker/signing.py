@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from registry.private_files import create_private_file, make_private
 
 __all__ = ["Signer", "VerifyError", "canonical_json", "key_id", "verify_document"]
 
@@ -120,15 +123,75 @@ def verify_document(document: Any, trusted_public_key: str | None = None) -> str
 
 
 SIGNING_KEY_META = "report_signing_key"
+# What the store holds instead of the PEM once the key is kept in a file: the key's id, so that a
+# node of the same store started without the file refuses to sign with a key of its own.
+EXTERNAL_KEY = "external:"
+
+log = logging.getLogger("idnode")
 
 
-async def node_signer(store: Any) -> Signer:
-    """The node's signing key, created on first use and kept in the store so every worker and
-    replica signs with the same key. ``add_meta`` keeps the first key written if two race."""
-    pem = await store.get_meta(SIGNING_KEY_META)
-    if pem is None:
-        pem = await store.add_meta(SIGNING_KEY_META, Signer.generate().to_pem())
-    return Signer.from_pem(pem)
+class SigningKeyError(ValueError):
+    """The node's report key cannot be loaded as configured."""
 
 
-__all__ += ["node_signer"]
+async def node_signer(store: Any, key_file: str | None = None) -> Signer:
+    """The node's signing key, the same for every worker and replica.
+
+    Without ``key_file`` it is kept in the store, created on first use (``add_meta`` keeps the
+    first key written if two race). With ``key_file`` it is kept in that PEM file (mode 0600),
+    created if absent: from the store's key when there is one (the published key stays the same),
+    else a new one; the store then holds only the key's id."""
+    stored = await store.get_meta(SIGNING_KEY_META)
+    if not key_file:
+        if stored is not None and stored.startswith(EXTERNAL_KEY):
+            raise SigningKeyError(
+                f"the report-signing key of this store is kept in a file (key id {stored[len(EXTERNAL_KEY) :]}), "
+                "not in the store: set report_key_file to that file, as on the other nodes"
+            )
+        if stored is None:
+            stored = await store.add_meta(SIGNING_KEY_META, Signer.generate().to_pem())
+        return Signer.from_pem(stored)
+    in_store = Signer.from_pem(stored) if stored is not None and not stored.startswith(EXTERNAL_KEY) else None
+    signer = _file_signer(key_file, in_store)
+    kid = key_id(signer.public_key)
+    if in_store is not None and key_id(in_store.public_key) != kid:
+        log.warning(
+            "report_key_file %s holds key id %s, the store held key id %s: signing with %s; the store's key is "
+            "removed (reports signed with it still verify against the key embedded in them)",
+            key_file,
+            kid,
+            key_id(in_store.public_key),
+            kid,
+        )
+    if stored != EXTERNAL_KEY + kid:
+        await store.set_meta(SIGNING_KEY_META, EXTERNAL_KEY + kid)
+    return signer
+
+
+def _file_signer(path: str, in_store: Signer | None) -> Signer:
+    try:
+        pem = _read_key(path)
+    except FileNotFoundError:
+        fresh = in_store or Signer.generate()
+        if create_private_file(path, fresh.to_pem().encode("ascii")):
+            log.info("report-signing key %s written to %s", key_id(fresh.public_key), path)
+            return fresh
+        pem = _read_key(path)  # another process created it first
+    make_private(path)
+    try:
+        return Signer.from_pem(pem)
+    except ValueError as exc:
+        raise SigningKeyError(f"{path}: not an unencrypted Ed25519 private key in PEM ({exc})") from None
+
+
+def _read_key(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SigningKeyError(f"cannot read report_key_file {path}: {exc}") from None
+
+
+__all__ += ["EXTERNAL_KEY", "SigningKeyError", "node_signer"]

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from promotion_tracker.policy import Policy, PolicyError
 from promotion_tracker.routes import TRACKER_KEY, TrackerState, tracker_routes
-from promotion_tracker.signing import node_signer
+from promotion_tracker.signing import SigningKeyError, node_signer
 from registry import valuedata
 from registry.model import HandleValue
 from registry.service import Registry
@@ -20,15 +20,24 @@ from registry.stores.base import HandleStore
 from resolver.access import request_context
 from resolver.admin_routes import admin_routes
 from resolver.batch_routes import batch_routes
-from resolver.cache import build_cache
 from resolver.config import Config, ConfigError
+from resolver.datadir import prepare_data_dir
 from resolver.health import health_routes
 from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
-from resolver.metrics import InstrumentedStore, TallyCollector, metrics_handler, this_year
+from resolver.metrics import (
+    BUSINESS_PATH,
+    METRICS_PATH,
+    InstrumentedStore,
+    TallyCollector,
+    business_metrics_handler,
+    metrics_handler,
+    this_year,
+)
 from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
 from resolver.session_routes import session_routes
+from resolver.shared_cache import node_cache
 from resolver.template_routes import template_routes
 from resolver.web import request_caller
 
@@ -64,7 +73,7 @@ def node_site(config: Config) -> bytes:
 
 
 async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
-    """This year's live tally, for the per-promoter gauges on /metrics."""
+    """This year's live tally, for the per-promoter gauges on /metrics/business."""
     import datetime as dt
 
     from promotion_tracker.tally import compute_tally
@@ -92,7 +101,9 @@ def create_app(
     app.router.add_routes(session_routes)
     app.router.add_routes(tracker_routes)
     app.router.add_routes(health_routes)
-    app.router.add_get("/metrics", metrics_handler(TallyCollector(lambda: _live_tally(tracker))))
+    app.router.add_get(METRICS_PATH, metrics_handler())
+    tally_gauges = TallyCollector(lambda: _live_tally(tracker))
+    app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock
@@ -103,10 +114,12 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
+        if own_store:
+            prepare_data_dir(config)
         opened = InstrumentedStore(store if store is not None else await open_store(config.store_url))
         settings = config.node_settings()
         registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
-        cache = await build_cache(config, opened)  # None when no tier is configured
+        cache = await node_cache(config, opened)  # None when no tier is configured
         if cache is not None:
             registry.add_listener(cache.invalidate)
         generated = await registry.bootstrap(os.environ.get(ADMIN_SECRET_ENV) or None, node_site(config))
@@ -116,7 +129,10 @@ def create_app(
                 f"300:0.NA/{config.prefix}, secret key (shown once, stored hashed): {generated}",
                 flush=True,
             )
-        signer = await node_signer(opened)
+        try:
+            signer = await node_signer(opened, config.report_key_file or None)
+        except SigningKeyError as exc:
+            raise ConfigError(f"report_key_file: {exc}") from None
         await registry.set_node_value(
             HandleValue(
                 index=PUBKEY_INDEX,

@@ -92,7 +92,10 @@ def serve(config_file: str | None, get_path: str | None, **overrides: Any) -> No
         sys.exit(asyncio.run(_get(config, get_path)))
     from resolver.server import run
 
-    run(config)
+    try:
+        run(config)
+    except ConfigError as exc:  # found while starting: a report key file that cannot be used, …
+        raise click.ClickException(str(exc)) from None
 
 
 async def _get(config: Config, path: str) -> int:
@@ -107,23 +110,38 @@ async def _get(config: Config, path: str) -> int:
 
 
 # -- admin commands ------------------------------------------------------------------------------
-def _admin(config_file: str | None, work: Callable[[Registry, Caller], Awaitable[T]], **overrides: Any) -> T:
+def _admin(
+    config_file: str | None,
+    work: Callable[[Registry, Caller], Awaitable[T]],
+    *,
+    writes: bool = True,
+    **overrides: Any,
+) -> T:
+    """Run ``work`` as the node administrator on the store. A command that ``writes`` first
+    connects to the cache the running nodes share (see :func:`_writer_cache`)."""
     config = _load(config_file, **overrides)
 
     async def go() -> T:
-        from resolver.cache import build_cache
+        from resolver.datadir import prepare_data_dir
 
+        prepare_data_dir(config)
         store = await open_store(config.store_url)
-        # Running servers must hear of what the CLI changes: the Redis tier's invalidations
-        # (this short-lived process keeps no local tier of its own).
-        cache = await build_cache(dataclasses.replace(config, cache_local_entries=0), store) if config.redis else None
+        cache = None
         try:
+            cache = await _writer_cache(config, store) if writes else None
             registry = Registry(store, config.node_settings())
             if cache is not None:
                 registry.add_listener(cache.invalidate)
             handle = prefix_handle_of(config.prefix)
             caller = Caller(identity=Identity(300, handle, handle.upper()), node_admin=True)
-            return await work(registry, caller)
+            result = await work(registry, caller)
+            if cache is not None and cache.bus is not None and cache.bus.pending:
+                click.echo(
+                    f"idnode: warning: {cache.bus.pending} change(s) could not be announced to the shared cache: "
+                    f"the nodes may serve the old records for up to {config.cache_redis_max_ttl} s",
+                    err=True,
+                )
+            return result
         finally:
             if cache is not None:
                 await cache.close()
@@ -133,6 +151,50 @@ def _admin(config_file: str | None, work: Callable[[Registry, Caller], Awaitable
         return asyncio.run(go())
     except HandleError as exc:
         raise click.ClickException(exc.message) from None
+
+
+async def _writer_cache(config: Config, store: Any) -> Any:
+    """Running nodes must hear of what the CLI changes: the Redis tier's invalidations, through the
+    ``redis`` setting or, without it, the shared cache the nodes recorded in the store (this
+    short-lived process keeps no local tier of its own). A cache that cannot be reached stops the
+    command before it writes anything."""
+    from redis.exceptions import RedisError
+
+    from resolver.cache import build_cache
+    from resolver.redis_tier import open_redis
+    from resolver.shared_cache import FORGET_HINT, SharedCacheError, without_password, writer_cache
+
+    try:
+        settings, shared = await writer_cache(config, store)
+    except SharedCacheError as exc:
+        raise click.ClickException(f"{exc}. Nothing was written.") from None
+    if not settings.redis:
+        return None
+    client = open_redis(settings.redis, settings.redis_timeout_ms / 1000)
+    try:
+        async with asyncio.timeout(max(1.0, settings.redis_timeout_ms / 1000)):
+            await client.ping()
+    except (TimeoutError, RedisError, OSError) as exc:
+        if shared is not None:
+            where = f"the shared cache {shared.describe()} that the store's nodes recorded"
+        else:
+            where = f"the Redis cache {without_password(settings.redis)[0]}"
+        reason = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+        raise click.ClickException(
+            f"cannot reach {where}: {reason}. Nothing was written: the running nodes would "
+            "keep serving the old records for up to cache_redis_max_ttl. Run this where that Redis answers, or "
+            f"set redis (IDNODE_REDIS) to the address it has from here; {FORGET_HINT}."
+        ) from None
+    finally:
+        await client.aclose()
+    cache = await build_cache(dataclasses.replace(settings, cache_local_entries=0), store)
+    if shared is not None:
+        click.echo(
+            f"idnode: no redis setting: announcing changes to the shared cache {shared.describe()} "
+            "that the store's nodes recorded",
+            err=True,
+        )
+    return cache
 
 
 store_options = [
@@ -186,7 +248,9 @@ def promoter_list(config_file, store, prefix, data_dir, as_json) -> None:  # typ
     """List promoters."""
     from resolver.admin_routes import promoter_json
 
-    rows = _admin(config_file, lambda r, c: r.store.list_promoters(), store=store, prefix=prefix, data_dir=data_dir)
+    rows = _admin(
+        config_file, lambda r, c: r.store.list_promoters(), writes=False, store=store, prefix=prefix, data_dir=data_dir
+    )
     _emit([promoter_json(p) for p in rows], as_json)
 
 
@@ -223,7 +287,14 @@ def enterprise_list(config_file, store, prefix, data_dir, as_json) -> None:  # t
     """List enterprises with their prefixes, status and current promoter."""
     from resolver.admin_routes import enterprise_json
 
-    rows = _admin(config_file, lambda r, c: r.store.list_enterprises(), store=store, prefix=prefix, data_dir=data_dir)
+    rows = _admin(
+        config_file,
+        lambda r, c: r.store.list_enterprises(),
+        writes=False,
+        store=store,
+        prefix=prefix,
+        data_dir=data_dir,
+    )
     _emit([enterprise_json(e) for e in rows], as_json)
 
 
@@ -288,6 +359,40 @@ def auditor_add(config_file, store, prefix, data_dir, name) -> None:  # type: ig
     click.echo(f"identity={identity}  secret={secret}")
 
 
+@main.group("cache")
+def cache_group() -> None:
+    """The Redis cache the store's nodes share, as `idnode serve --redis` records it in the store.
+
+    Commands that write, and nodes started without a redis setting, use the recorded cache so that
+    the running nodes drop what they change."""
+
+
+@cache_group.command("show")
+@_with_store
+@json_option
+def cache_show(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
+    """Print the shared cache recorded in the store."""
+    from resolver.shared_cache import recorded
+
+    shared = _admin(config_file, lambda r, c: recorded(r.store), writes=False, store=store, data_dir=data_dir)
+    if shared is None:
+        click.echo("no shared cache recorded: writers without a redis setting tell no cache")
+        return
+    _emit(dataclasses.asdict(shared), as_json)
+
+
+@cache_group.command("forget")
+@_with_store
+def cache_forget(config_file, store, prefix, data_dir) -> None:  # type: ignore[no-untyped-def]
+    """Forget the recorded cache, once no node uses that Redis any more (a node started with a
+    redis setting records its own again)."""
+    from resolver.shared_cache import forget_shared_cache
+
+    forget = forget_shared_cache
+    before = _admin(config_file, lambda r, c: forget(r.store), writes=False, store=store, data_dir=data_dir)
+    click.echo(f"forgot {before.describe()}" if before else "no shared cache was recorded")
+
+
 @main.group("tally", invoke_without_command=True)
 @_with_store
 @click.option("--from", "period_from", metavar="YYYY-MM-DD", help="First day of the period (Asia/Shanghai).")
@@ -318,7 +423,7 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
 
     from promotion_tracker.policy import Policy, PolicyError
     from promotion_tracker.report import tally_csv, tally_json
-    from promotion_tracker.signing import node_signer
+    from promotion_tracker.signing import SigningKeyError, node_signer
     from promotion_tracker.tally import TallyError, compute_tally, default_period
     from registry.days import SHANGHAI, parse_day
 
@@ -348,13 +453,15 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
 
     async def work(registry: Registry, caller: Caller):  # type: ignore[no-untyped-def]
         result = await compute_tally(registry.store, start, end, snapshot, policy, now=now, contribution_caps=cap_map)
-        signer = await node_signer(registry.store) if fmt == "json" else None
+        signer = await node_signer(registry.store, config.report_key_file or None) if fmt == "json" else None
         return result, signer
 
     try:
-        result, signer = _admin(config_file, work, store=store, prefix=prefix, data_dir=data_dir)
+        result, signer = _admin(config_file, work, writes=False, store=store, prefix=prefix, data_dir=data_dir)
     except TallyError as exc:
         raise click.UsageError(str(exc)) from None
+    except SigningKeyError as exc:
+        raise click.ClickException(str(exc)) from None
     if fmt == "csv":
         click.echo(tally_csv(result), nl=False)
     elif fmt == "json":

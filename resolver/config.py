@@ -34,7 +34,7 @@ class Config:
         "", "Address published in the node's HS_SITE (default: host, or 127.0.0.1 when host is a wildcard)."
     )
     prefix: str = _f("88.118.8", "The node prefix this node is authoritative for.")
-    data_dir: str = _f("./data", "Directory for the embedded SQLite store and the node's keys.")
+    data_dir: str = _f("./data", "Directory of the embedded SQLite store (kept private to the node's user, 0700).")
     store: str = _f("", "Store URL: sqlite:///path.db or postgresql://user@host/db (default: SQLite in data_dir).")
     redis: str = _f("", "Redis URL for the shared cache tier (redis://…, rediss://…, redis+cluster://…); empty: none.")
     redis_key_prefix: str = _f(
@@ -76,6 +76,11 @@ class Config:
     access_log: bool = _f(False, "Write an access log line for every request (off: the resolve path stays lean).")
     log_level: str = _f("info", "Log level: debug, info, warning, error.")
     policy_file: str = _f("", "Clause-8 policy (TOML or JSON) for tallies; empty: the Baiyun draft defaults.")
+    report_key_file: str = _f(
+        "",
+        "PEM file of the Ed25519 key that signs reports, kept out of the store (created 0600 if absent, "
+        "from the store's key if it has one); empty: the key is kept in the store.",
+    )
     native_port: int = _f(2641, "UDP/TCP port of the native Handle protocol; 0 disables it.")
 
     @property

@@ -1,7 +1,13 @@
 """Prometheus metrics. Label values are bounded: routes are route templates, never handles.
 
+Two scrape paths. ``/metrics`` is open and holds the operational series (requests, latencies,
+caches, store, Redis, batches, the process). ``/metrics/business`` holds the business figures,
+which are no more public than the tallies they come from: registrations per enterprise prefix and
+the clause-8 gauges per promoter (award, eligible enterprises, registrations); it takes the same
+credentials as the tallies (node administrator or auditor, HTTP Basic or a Handle session).
+
 With ``--workers N`` each worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (set by the
-server before the workers start) and ``/metrics`` aggregates them (prometheus-client multiprocess
+server before the workers start) and both paths aggregate them (prometheus-client multiprocess
 mode). The clause-8 gauges are computed from the store at scrape time (cached briefly), so every
 worker reports the same numbers.
 """
@@ -26,6 +32,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from registry.auth import Caller
+from registry.errors import PermissionDenied
+
 __all__ = [
     "BATCH_ITEMS",
     "CACHE_REQUESTS",
@@ -36,6 +45,7 @@ __all__ = [
     "REGISTRATIONS",
     "STORE_ERRORS",
     "STORE_LATENCY",
+    "business_metrics_handler",
     "metrics_handler",
     "record_request",
 ]
@@ -76,6 +86,9 @@ BATCH_RESULTS = Counter(
 )
 REGISTRATIONS = Counter("idnode_registrations_total", "Identifiers created, by enterprise prefix.", ["prefix"])
 
+METRICS_PATH = "/metrics"
+BUSINESS_PATH = "/metrics/business"
+
 TALLY_TTL = 60.0
 
 
@@ -104,7 +117,7 @@ def record_request(request: web.Request, status: int, seconds: float) -> None:
     """Count one answered request by route template, method and status (called by the one
     middleware in resolver.access)."""
     route = route_of(request)
-    if route != "/metrics":
+    if route not in (METRICS_PATH, BUSINESS_PATH):
         counter, latency = _children(route, request.method, str(status))
         counter.inc()
         latency.observe(seconds)
@@ -113,6 +126,15 @@ def record_request(request: web.Request, status: int, seconds: float) -> None:
 class TallyCollector:
     """Per promoter: eligible enterprises, registrations and current award of a live tally for this
     calendar year; per enterprise prefix: registrations. Computed at most every ``TALLY_TTL`` s."""
+
+    FAMILIES = frozenset(
+        {
+            "idnode_promoter_eligible_enterprises",
+            "idnode_promoter_registrations",
+            "idnode_promoter_award_yuan",
+            "idnode_enterprise_registrations",
+        }
+    )
 
     def __init__(self, compute: Callable[[], Awaitable[Any]]) -> None:
         self._compute = compute
@@ -153,27 +175,71 @@ class TallyCollector:
         yield from (eligible, regs, award, ent)
 
 
-def metrics_handler(tally: TallyCollector | None) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def metrics(request: web.Request) -> web.Response:
-        registry = CollectorRegistry()
-        if MULTIPROC:
-            MultiProcessCollector(registry)
-        else:
-            from prometheus_client import REGISTRY
+# Families (names without _total) served only on /metrics/business.
+BUSINESS_FAMILIES = frozenset({"idnode_registrations", *TallyCollector.FAMILIES})
 
-            registry = REGISTRY  # type: ignore[assignment]
-        body = generate_latest(registry)
+
+class _Part:
+    """The families of ``source`` that are (or are not) business figures."""
+
+    def __init__(self, source: Any, business: bool) -> None:
+        self._source = source
+        self._business = business
+
+    def collect(self) -> Iterable[Any]:
+        for family in self._source.collect():
+            if (family.name in BUSINESS_FAMILIES) == self._business:
+                yield family
+
+
+def _exposition(business: bool) -> bytes:
+    if MULTIPROC:
+        source: Any = MultiProcessCollector(None)
+    else:
+        from prometheus_client import REGISTRY
+
+        source = REGISTRY
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Part(source, business))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def _reply(body: bytes) -> web.Response:
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def metrics_handler() -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``/metrics``: the operational series, open to any scraper."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return _reply(_exposition(business=False))
+
+    return metrics
+
+
+def business_metrics_handler(
+    tally: TallyCollector | None, authenticate: Callable[[web.Request], Awaitable[Caller]]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``/metrics/business``: registrations per enterprise and the clause-8 gauges, for the node
+    administrator and the bureau's auditor identities only (as the tallies)."""
+
+    async def business_metrics(request: web.Request) -> web.Response:
+        caller = await authenticate(request)
+        caller.require_authenticated()
+        if not (caller.node_admin or caller.role == "auditor"):
+            raise PermissionDenied("business metrics are for the auditor identities and node administrators")
+        body = _exposition(business=True)
         if tally is not None:
             try:
                 await tally.refresh()
-                extra = CollectorRegistry()
+                extra = CollectorRegistry(auto_describe=False)
                 extra.register(tally)  # type: ignore[arg-type]
                 body += generate_latest(extra)
-            except Exception:  # the node's own metrics still go out when the store is down
+            except Exception:  # the counters still go out when the store is down
                 STORE_ERRORS.labels("tally").inc()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return _reply(body)
 
-    return metrics
+    return business_metrics
 
 
 def this_year(now: dt.datetime) -> tuple[dt.date, dt.date]:

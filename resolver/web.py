@@ -110,9 +110,21 @@ async def answer(request: web.Request, handler: Callable[[web.Request], Awaitabl
         if exc.status < 400:
             raise
         return error_response(request, InvalidRequest(exc.reason or "invalid request"), exc.status)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # The client closed the connection while its body was being read: nothing to answer.
+            log.debug("client went away during %s %s", request.method, request.path)
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(request, ServerError("internal server error"), 500)
+
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for it; counted in the metrics, never sent
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _transport_ok(request: web.Request) -> bool:

@@ -1,5 +1,9 @@
 """SQLite backend: the embedded default. One file under the data directory, WAL mode.
 
+The database holds the node's secrets (key hashes, and the report-signing key unless it is kept in a
+file): it and its -wal/-shm files are private to the node's user (0600), created so and tightened
+when found open to others (:mod:`registry.private_files`).
+
 Reads run on a small thread pool (one connection per thread); every write runs on a single writer
 thread, as datasette does, so SQLite never sees two writers and a transaction is never interleaved.
 """
@@ -7,6 +11,7 @@ thread, as datasette does, so SQLite never sees two writers and a transaction is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -20,6 +25,7 @@ from registry.days import day_number, hour_of
 from registry.errors import InvalidRequest, StoreUnavailable
 from registry.model import Record
 from registry.packing import pack_record, unpack_record
+from registry.private_files import PRIVATE_FILE, make_private, private_dir
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
@@ -32,7 +38,7 @@ from registry.stores.base import (
     WriteResult,
 )
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "database_file"]
 
 T = TypeVar("T")
 
@@ -99,6 +105,12 @@ def _path_of(url: str) -> str:
     return rest[1:] if rest.startswith("/") else rest
 
 
+def database_file(url: str) -> str | None:
+    """The absolute path of the database file a SQLite store URL names; None for ``:memory:``."""
+    path = _path_of(url)
+    return None if path == ":memory:" else os.path.abspath(path)
+
+
 class SQLiteStore:
     """The embedded store. ``url`` is ``sqlite:///path.db`` (relative), ``sqlite:////abs.db`` or a
     bare path; ``sqlite://:memory:`` keeps everything in memory (tests)."""
@@ -111,9 +123,11 @@ class SQLiteStore:
             # A named shared-cache in-memory database, so the reader threads see the writer's data.
             self._target = f"file:idnode-{uuid.uuid4().hex}?mode=memory&cache=shared"
         else:
-            parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, exist_ok=True)
-            self._target = f"file:{os.path.abspath(path)}"
+            self._path = os.path.abspath(path)
+            parent = os.path.dirname(self._path)
+            if not os.path.isdir(parent):
+                private_dir(parent)
+            self._target = f"file:{self._path}"
         self._readers = readers
         self._local = threading.local()
         self._writer: ThreadPoolExecutor | None = None
@@ -191,9 +205,20 @@ class SQLiteStore:
             readers = 1  # shared-cache in-memory databases lock at table level: keep it simple
         else:
             readers = self._readers
+            self._private_files()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="idnode-sqlite-w")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="idnode-sqlite-r")
         await self._migrate()
+        if not self._memory:
+            self._private_files()  # the -wal and -shm files exist now
+
+    def _private_files(self) -> None:
+        """A new database file is created 0600 before SQLite opens it (SQLite gives its -wal and
+        -shm files the database file's mode); existing files are tightened."""
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            make_private(self._path + suffix)
 
     async def close(self) -> None:
         for pool in (self._writer, self._reader_pool):

@@ -207,6 +207,34 @@ def test_prometheus_scrapes_both_replicas_on_the_metrics_path(app_paths: set[str
         assert (DEPLOY / "prometheus" / Path(rule_file).name).is_file()
 
 
+def test_business_metrics_are_scraped_as_an_auditor(app_paths: set[str]) -> None:
+    """/metrics/business needs credentials: its job sends an auditor identity of the compose node's
+    prefix, with the secret from a file mounted from a compose secret (no secret in the repository);
+    the open job sends none. The dashboard's business series exist only on that path."""
+    from urllib.parse import unquote
+
+    from resolver.metrics import BUSINESS_FAMILIES, BUSINESS_PATH, METRICS_PATH
+
+    (config,) = load_yaml(DEPLOY / "prometheus/prometheus.yml")
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert "basic_auth" not in jobs["idnode"] and jobs["idnode"].get("metrics_path", METRICS_PATH) == METRICS_PATH
+    (business,) = [j for j in jobs.values() if j.get("metrics_path") == BUSINESS_PATH]
+    assert BUSINESS_PATH in app_paths
+    assert business["static_configs"] == jobs["idnode"]["static_configs"]
+    (compose,) = load_yaml(DEPLOY / "docker-compose.yml")
+    prefix = compose["services"]["idnode-1"]["environment"]["IDNODE_PREFIX"]
+    auth = business["basic_auth"]
+    assert re.fullmatch(rf"300:{re.escape(prefix)}/auditor/[a-z0-9-]+", unquote(auth["username"])), auth
+    assert "password" not in auth
+    secret_file = Path(auth["password_file"])
+    assert secret_file.parent == Path("/run/secrets")
+    assert secret_file.name in compose["services"]["prometheus"]["secrets"]
+    assert set(compose["secrets"][secret_file.name]) == {"environment"}  # from the operator's shell
+    used = {name for expr in dashboard_exprs() for name in promql_names(expr)}
+    business_used = {n for n in used if n.removesuffix("_total") in BUSINESS_FAMILIES}
+    assert {"idnode_registrations_total", "idnode_promoter_award_yuan"} <= business_used
+
+
 def test_grafana_provisioning_matches_the_dashboard_and_compose() -> None:
     (compose,) = load_yaml(DEPLOY / "docker-compose.yml")
     mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"] if v.startswith("."))

@@ -41,8 +41,8 @@ def parse(text: str) -> Samples:
     return out
 
 
-async def scrape(client: TestClient) -> Samples:
-    r = await client.get("/metrics")
+async def scrape(client: TestClient, path: str = "/metrics", headers: dict[str, str] | None = None) -> Samples:
+    r = await client.get(path, headers=headers)
     assert r.status == 200
     assert r.headers["Content-Type"].startswith("text/plain")
     return parse(await r.text())
@@ -83,6 +83,7 @@ async def test_requests_writes_batches_and_errors_are_counted(client, admin, onb
     ent = await onboard()
     prefix = ent["prefix"]
     before = await scrape(client)
+    business_before = await scrape(client, "/metrics/business", admin)
     single = f"{prefix}/metrics-single-Q7"
     r = await client.put(f"/api/handles/{single}", json=[url_value()], headers=ent["headers"])
     assert r.status == 201, await r.text()
@@ -102,6 +103,7 @@ async def test_requests_writes_batches_and_errors_are_counted(client, admin, onb
     assert r.status == 201, await r.text()
     assert (await r.json())["failed"] == 1
     after = await scrape(client)
+    business_after = await scrape(client, "/metrics/business", admin)
 
     # Requests by route template, method and status.
     assert delta(before, after, "idnode_http_requests_total", route=RESOLVE, method="GET", status="200") == 3
@@ -126,7 +128,8 @@ async def test_requests_writes_batches_and_errors_are_counted(client, admin, onb
     assert delta(before, after, "idnode_batch_size_items_bucket", le="10.0") == 2
     assert delta(before, after, "idnode_batch_item_outcomes_total", outcome="created") == 7
     assert delta(before, after, "idnode_batch_item_outcomes_total", outcome="failed") == 1
-    assert delta(before, after, "idnode_registrations_total", prefix=prefix) == 8
+    assert delta(business_before, business_after, "idnode_registrations_total", prefix=prefix) == 8
+    assert not series(after, "idnode_registrations_total")  # a business figure: not on the open path
     # Store timings by operation.
     store_ops = {s["operation"] for s in series(after, "idnode_store_operation_duration_seconds_count")}
     assert store_ops, "no store timings"
@@ -137,6 +140,7 @@ async def test_requests_writes_batches_and_errors_are_counted(client, admin, onb
     # Label values are bounded: never a handle, never a suffix, never a raw path.
     used = [single, *unknown, *(f"{prefix}/{s}" for s in batch), f"{NODE_PREFIX}/metrics-foreign", "x/metrics-mixed-0"]
     assert_no_handle_in_labels(after, used)
+    assert_no_handle_in_labels(business_after, used)
     for _, labels in after:
         assert "metrics-nowhere-path" not in json.dumps(labels) and "no-slash-metrics-bad" not in json.dumps(labels)
 
@@ -187,8 +191,10 @@ async def test_promoter_gauges_follow_onboarding_and_registrations(tmp_path, mon
                 "/api/handles", data=ndjson(ent["prefix"], suffixes), headers={**ent["headers"], **NDJSON}
             )
             assert r.status == 201, await r.text()
-        after = await scrape(client)
+        after = await scrape(client, "/metrics/business", admin)
+        open_after = await scrape(client)
 
+    assert not [name for name, _ in open_after if name.startswith(("idnode_promoter_", "idnode_enterprise_"))]
     pid1, pid2 = str(p1), str(p2)
     assert val(after, "idnode_promoter_eligible_enterprises", promoter=pid1) == 2
     assert val(after, "idnode_promoter_registrations", promoter=pid1) == 5
@@ -313,3 +319,63 @@ async def test_metrics_aggregate_the_workers(two_workers) -> None:  # type: igno
             assert val(samples, "idnode_http_requests_total", route=RESOLVE, method="GET", status="404") == n
             assert val(samples, "idnode_http_request_duration_seconds_count", route=RESOLVE, method="GET") == n
             assert_no_handle_in_labels(samples, [f"{NODE_PREFIX}/multiprocess-{i}" for i in range(n)])
+
+
+# == business figures: only with credentials, on a real node ======================================
+
+BUSINESS = ("idnode_registrations_total", "idnode_promoter_", "idnode_enterprise_registrations")
+
+
+async def test_business_figures_need_admin_or_auditor_credentials(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``idnode serve --workers 2``: anonymous /metrics carries no registrations per enterprise and
+    no clause-8 figures; /metrics/business carries them (summed over the workers) for the node
+    administrator and the auditor, and answers 401 without credentials, 403 to an enterprise."""
+    from tests.nodeproc import NodeProcess
+    from tests.resolver.conftest import make_uscc
+
+    node = NodeProcess(tmp_path / "data", "--workers", "2").wait_ready()
+    admin = basic(f"300:0.NA/{NODE_PREFIX}", ADMIN_SECRET)
+    try:
+        async with aiohttp.ClientSession(base_url=node.url) as http:
+
+            async def call(method: str, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+                async with http.request(method, path, headers=headers, **kw) as r:
+                    return r.status, await r.text()
+
+            status, text = await call("POST", "/api/promoters", admin, json={"name": "P", "uscc": make_uscc(7, "92")})
+            assert status == 201, text
+            promoter = json.loads(text)["id"]
+            body = {"name": "E", "uscc": make_uscc(7), "promoter": promoter}
+            status, text = await call("POST", "/api/enterprises", admin, json=body)
+            assert status == 201, text
+            ent = json.loads(text)
+            ent_headers = basic(ent["admin"], ent["secret"])
+            batch = ndjson(ent["prefix"], ["biz-1", "biz-2", "biz-3"])
+            status, text = await call("POST", "/api/handles", {**ent_headers, **NDJSON}, data=batch)
+            assert status == 201, text
+            status, text = await call("POST", "/api/auditors", admin, json={"name": "prometheus"})
+            assert status == 201, text
+            auditor = json.loads(text)
+            auditor_headers = basic(auditor["identity"], auditor["secret"])
+
+            for _ in range(4):  # whichever worker answers
+                status, text = await call("GET", "/metrics")
+                assert status == 200
+                open_samples = parse(text)
+                assert not [n for n, _ in open_samples if n.startswith(BUSINESS)], "business series on /metrics"
+                assert ent["prefix"] not in text
+                assert "idnode_http_requests_total" in {n for n, _ in open_samples}  # operations stay open
+
+            assert (await call("GET", "/metrics/business"))[0] == 401
+            assert (await call("GET", "/metrics/business", ent_headers))[0] == 403
+            for headers in (auditor_headers, admin, auditor_headers, admin):
+                status, text = await call("GET", "/metrics/business", headers)
+                assert status == 200, text
+                samples = parse(text)
+                assert val(samples, "idnode_registrations_total", prefix=ent["prefix"]) == 3
+                assert val(samples, "idnode_enterprise_registrations", prefix=ent["prefix"]) == 3
+                assert val(samples, "idnode_promoter_registrations", promoter=str(promoter)) == 3
+                assert ("idnode_promoter_award_yuan", (("promoter", str(promoter)),)) in samples
+                assert not [n for n, _ in samples if n.startswith("idnode_http_")]  # only business here
+    finally:
+        node.stop()
