@@ -17,9 +17,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["Signer", "VerifyError", "canonical_json", "key_id", "verify_document"]
+__all__ = [
+    "REPORT_KEY_INDEX",
+    "REPORT_KEY_TYPE",
+    "Signer",
+    "VerifyError",
+    "canonical_json",
+    "key_id",
+    "verify_document",
+]
 
 ALG = "Ed25519"
+# The node publishes its public report key at index 301 of 0.NA/<prefix> as PEM text under a value
+# type of its own: HANDLE.NET reads no Ed25519 HS_PUBKEY, and a prefix record a HANDLE.NET top-level
+# node may copy must hold only key formats it reads (HS_PUBKEY stays for RSA and DSA keys).
+REPORT_KEY_INDEX = 301
+REPORT_KEY_TYPE = "IDNODE_REPORT_KEY"
 
 
 class VerifyError(ValueError):
