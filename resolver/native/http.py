@@ -52,10 +52,13 @@ async def native_message(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > _MAX_BODY:
         return _error(413, f"a native message is at most {MAX_MESSAGE} bytes after its {ENVELOPE_SIZE}-byte envelope")
     data = bytearray()
-    async for chunk in request.content.iter_chunked(65_536):
-        data += chunk
-        if len(data) > _MAX_BODY:
-            return _error(413, f"a native message is at most {MAX_MESSAGE} bytes after its envelope")
+    try:
+        async for chunk in request.content.iter_chunked(65_536):
+            data += chunk
+            if len(data) > _MAX_BODY:
+                return _error(413, f"a native message is at most {MAX_MESSAGE} bytes after its envelope")
+    except ConnectionError:  # the client went away, or was cut off (resolver.http_timeouts)
+        return _error(400, "the connection closed before the whole message arrived")
     if data[:1] in (b"\r", b"\n"):
         del data[:1]
     if len(data) < ENVELOPE_SIZE:
