@@ -84,10 +84,6 @@ class NativeServer:
         """UDP requests being answered."""
         return len(self.udp_protocol.tasks) if self.udp_protocol else 0
 
-    def connections_from(self, address: str) -> int:
-        """Open TCP connections counted against ``address`` (see ``address_key``)."""
-        return len(self._by_address.get(address, ()))
-
     def _opened(self, conn: TcpNativeProtocol) -> bool:
         if self._closed:
             return False

@@ -6,7 +6,10 @@ versions put there."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
 from resolver.config import load_config
-from tests.nodeproc import NodeProcess
+from tests.conftest import ADMIN_SECRET
+from tests.nodeproc import IDNODE, NodeProcess
 from tests.resolver.native_client import free_native_port, get_json, resolution, tcp_ask
 
 PREFIX_HANDLE = "0.NA/88.118.8"
@@ -79,5 +83,26 @@ def test_report_key_is_its_own_type_and_replaces_an_old_hs_pubkey(tmp_path: Path
         assert by_index[301]["data"] == {"format": "string", "value": key["pem"]}
         assert not [v for v in record["values"] if v["type"] == "HS_PUBKEY"]  # nothing HANDLE.NET cannot read
         assert get_json(f"{node.url}/api/promotion/public-key")["key_id"] == key["key_id"]  # the same key
+    finally:
+        node.stop()
+
+
+def test_a_one_off_get_beside_a_running_node_leaves_its_site_alone(tmp_path: Path) -> None:
+    """``idnode serve --get`` on the node's store (as an operator runs it beside the node) neither
+    binds the native port nor rewrites HS_SITE: the site keeps the UDP/TCP interfaces the node bound."""
+    port = free_native_port()
+    node = NodeProcess(tmp_path, "--native-port", str(port)).wait_ready()
+    try:
+        env = {**os.environ, "IDNODE_ADMIN_SECRET": ADMIN_SECRET}
+        args = [IDNODE, "serve", "--data-dir", str(tmp_path), "--native-port", str(port), "--get"]
+        for _ in range(2):
+            out = subprocess.run(
+                [*args, f"/api/handles/{PREFIX_HANDLE}?type=HS_SITE"], env=env, capture_output=True, timeout=60
+            )
+            assert out.returncode == 0, out.stderr.decode()
+            site = json.loads(out.stdout)["values"][0]["data"]["value"]
+            protocols = {i["protocol"] for s in site["servers"] for i in s["interfaces"]}
+            assert {"UDP", "TCP"} <= protocols, site
+        assert tcp_ask(port, resolution(PREFIX_HANDLE)).header.response_code == 1  # the node still answers
     finally:
         node.stop()
