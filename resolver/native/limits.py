@@ -11,7 +11,6 @@ instead, which the client follows by asking again over TCP, where the handshake 
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict
 from typing import Any
 
 __all__ = ["UdpBudget", "address_key"]
@@ -37,35 +36,37 @@ def address_key(peer: Any) -> str:
 class UdpBudget:
     """Reply bytes each address may still be sent, refilled at ``rate`` bytes per second up to ``rate``.
 
-    At most ``max_addresses`` addresses are tracked; past that the one seen least recently is
-    forgotten (it starts again with a full budget), so memory stays bounded whatever the sources.
-    ``rate`` 0 means no budget: every reply is allowed."""
+    At most ``max_addresses`` addresses are tracked: when full, addresses whose budget has refilled
+    (they carry no state) are forgotten, or failing that the eighth tracked longest, so memory and the
+    cost per reply stay bounded whatever the sources. ``rate`` 0 means no budget: every reply is allowed."""
 
     def __init__(self, rate: int, *, max_addresses: int = 65_536) -> None:
         self.rate = rate
         self.max_addresses = max_addresses
-        self._left: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (bytes left, when)
+        self._left: dict[str, tuple[float, float]] = {}  # key -> (bytes left, when)
 
     def __len__(self) -> int:
         return len(self._left)
 
     def spend(self, key: str, size: int, now: float) -> bool:
         """Take ``size`` bytes from ``key``'s budget if it holds them; False (nothing taken) if not."""
-        if self.rate <= 0:
+        rate = self.rate
+        if rate <= 0:
             return True
         entry = self._left.get(key)
         if entry is None:
-            left = float(self.rate)
             if len(self._left) >= self.max_addresses:
-                self._left.popitem(last=False)
+                self._prune(now)
+            left = float(rate)
         else:
-            left = min(float(self.rate), entry[0] + (now - entry[1]) * self.rate)
-            self._left.move_to_end(key)
-        allowed = size <= left
-        if allowed:
-            left -= size
-        self._left[key] = (left, now)
-        return allowed
+            left = entry[0] + (now - entry[1]) * rate
+            if left > rate:
+                left = float(rate)
+        if size > left:
+            self._left[key] = (left, now)
+            return False
+        self._left[key] = (left - size, now)
+        return True
 
     def charge(self, key: str, size: int, now: float) -> None:
         """Take ``size`` bytes whether or not the budget holds them (the small truncated replies); the
@@ -73,3 +74,11 @@ class UdpBudget:
         if self.rate > 0 and not self.spend(key, size, now):
             left, _ = self._left[key]
             self._left[key] = (max(left - size, -float(self.rate)), now)
+
+    def _prune(self, now: float) -> None:
+        rate = self.rate
+        full = [k for k, (left, when) in self._left.items() if left + (now - when) * rate >= rate]
+        if not full:  # every address is spending: forget the ones tracked longest
+            full = list(self._left)[: max(1, len(self._left) // 8)]
+        for key in full:
+            del self._left[key]
