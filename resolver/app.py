@@ -52,7 +52,8 @@ def node_site(config: Config, *, native: bool | None = None) -> bytes:
         address = ipaddress.ip_address("127.0.0.1")
     http = valuedata.PROTO_HTTPS if config.tls_cert else valuedata.PROTO_HTTP
     interfaces = [valuedata.Interface(valuedata.IF_ADMIN_AND_QUERY, http, config.port)]
-    if bool(config.native_port) if native is None else native:
+    listed = bool(config.native_port) if native is None else native
+    if listed:
         interfaces += [
             valuedata.Interface(valuedata.IF_QUERY, valuedata.PROTO_TCP, config.native_port),
             valuedata.Interface(valuedata.IF_QUERY, valuedata.PROTO_UDP, config.native_port),

@@ -277,11 +277,6 @@ class TcpNativeProtocol(asyncio.Protocol):
         if self._on_progress is not None:
             self._on_progress(self)
 
-    @property
-    def last_progress(self) -> float:
-        """Loop time of the last complete request or reply written (of the connection's opening before)."""
-        return self._progress
-
     def _check_idle(self) -> None:
         assert self._loop is not None
         self._timer = None

@@ -87,13 +87,13 @@ class NativeServer:
     def _opened(self, conn: TcpNativeProtocol) -> bool:
         if self._closed:
             return False
-        group = self._by_address.setdefault(conn.address, OrderedDict())
+        group = self._by_address.get(conn.address, ())
         if len(group) >= self.max_per_address:
             self._evict(next(iter(group)))
         elif len(self.connections) >= self.max_connections:
             self._evict(next(iter(self.connections)))
         self.connections[conn] = None
-        group[conn] = None
+        self._by_address.setdefault(conn.address, OrderedDict())[conn] = None  # after _evict may drop it
         return True
 
     def _progressed(self, conn: TcpNativeProtocol) -> None:

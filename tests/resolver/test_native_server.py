@@ -564,6 +564,42 @@ async def test_tcp_limits_and_timeouts(node: Node) -> None:
     assert not server.connections and server.inflight == 0
 
 
+async def test_caps_evict_the_idlest_and_keep_counting_right(node: Node) -> None:
+    """Per-address and total caps at their smallest: each new connection evicts one, and the newcomer
+    (even the only one left of its address) is tracked and served."""
+
+    async def served(source: str, request_id: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
+        writer.write(encode_message(resolution(NODE_HANDLE, request_id=request_id)))
+        assert (await read_frame(reader)).envelope.request_id == request_id
+        return reader, writer
+
+    server = await start_native(node.native.handler, node.config, port=0, max_connections=2, max_per_address=1)
+    port = server.tcp_addresses[0][1]
+    writers = []
+    try:
+        r1, w1 = await served("127.0.0.2", 1)
+        r2, w2 = await served("127.0.0.2", 2)  # the address's cap: the first one goes
+        assert await closed_by_peer(r1)
+        r3, w3 = await served("127.0.0.3", 3)
+        writers += [w1, w2, w3]
+        w2.write(encode_message(resolution(NODE_HANDLE, request_id=4)))  # the idlest is now 127.0.0.3's
+        assert (await read_frame(r2)).envelope.request_id == 4
+        _r5, w5 = await served("127.0.0.4", 5)  # the total cap: 127.0.0.3's only connection goes
+        writers.append(w5)
+        assert await closed_by_peer(r3)
+        r6, w6 = await served("127.0.0.3", 6)  # its address again: a group of its own anew
+        writers.append(w6)
+        assert await closed_by_peer(r2)
+        w6.write(encode_message(resolution(NODE_HANDLE, request_id=7)))
+        assert (await read_frame(r6)).envelope.request_id == 7
+        assert len(server.connections) == 2 and server.stats.evicted == 3
+    finally:
+        for w in writers:
+            w.close()
+        await server.close()
+
+
 async def test_close_aborts_connections_and_stops_listening(node: Node) -> None:
     server = await start_native(node.native.handler, node.config, port=0)
     port = server.tcp_addresses[0][1]
