@@ -112,7 +112,10 @@ def _node_main(data_dir: str, port: int, conn: Connection) -> None:
     from resolver.config import load_config
 
     async def main() -> None:
-        config = load_config(env={}, overrides={"data_dir": data_dir, "native_port": port, "prefix": PREFIX})
+        # One load generator is one client address: its byte budget and connection cap are lifted so
+        # every reply is sent whole (the budget is still checked per reply, so its cost is measured).
+        limits = {"native_udp_budget": 1 << 40, "native_tcp_max_per_address": 4096}
+        config = load_config(env={}, overrides={"data_dir": data_dir, "native_port": port, "prefix": PREFIX, **limits})
         runner = web.AppRunner(create_app(config))
         await runner.setup()
         conn.send("ready")

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from promotion_tracker.policy import MODES, Policy
 from promotion_tracker.report import tally_csv, tally_html, tally_json
-from promotion_tracker.signing import Signer
+from promotion_tracker.signing import REPORT_KEY_INDEX, REPORT_KEY_TYPE, Signer
 from promotion_tracker.tally import TallyError, compute_tally, default_period
 from registry.auth import Caller
 from registry.days import SHANGHAI, parse_day
@@ -167,7 +167,8 @@ async def promoter_tally(request: web.Request) -> web.Response:
 
 @tracker_routes.get("/api/promotion/public-key")
 async def public_key(request: web.Request) -> web.Response:
-    """The node's report-signing key (also published as HS_PUBKEY on the node's prefix handle)."""
+    """The node's report-signing key (also published on the node's prefix handle, as PEM text in an
+    IDNODE_REPORT_KEY value at index 301)."""
     state = _state(request)
     assert state.signer is not None
     body = {
@@ -176,6 +177,7 @@ async def public_key(request: web.Request) -> web.Response:
         "jwk": state.signer.public_jwk(),
         "pem": state.signer.public_pem(),
         "prefix_handle": f"0.NA/{state.node_prefix}",
+        "handle_value": {"index": REPORT_KEY_INDEX, "type": REPORT_KEY_TYPE},
     }
     return web.json_response(body)
 

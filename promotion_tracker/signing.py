@@ -20,9 +20,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from registry.private_files import create_private_file, make_private
 
-__all__ = ["Signer", "VerifyError", "canonical_json", "key_id", "verify_document"]
+__all__ = [
+    "EXTERNAL_KEY",
+    "REPORT_KEY_INDEX",
+    "REPORT_KEY_TYPE",
+    "Signer",
+    "SigningKeyError",
+    "VerifyError",
+    "canonical_json",
+    "key_id",
+    "node_signer",
+    "verify_document",
+]
 
 ALG = "Ed25519"
+# The node publishes its public report key at index 301 of 0.NA/<prefix> as PEM text under a value
+# type of its own: HANDLE.NET reads no Ed25519 HS_PUBKEY, and a prefix record a HANDLE.NET top-level
+# node may copy must hold only key formats it reads (HS_PUBKEY stays for RSA and DSA keys).
+REPORT_KEY_INDEX = 301
+REPORT_KEY_TYPE = "IDNODE_REPORT_KEY"
 
 
 class VerifyError(ValueError):
@@ -192,6 +208,3 @@ def _read_key(path: str) -> str:
         raise
     except (OSError, UnicodeDecodeError) as exc:
         raise SigningKeyError(f"cannot read report_key_file {path}: {exc}") from None
-
-
-__all__ += ["EXTERNAL_KEY", "SigningKeyError", "node_signer"]

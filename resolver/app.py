@@ -11,7 +11,7 @@ from aiohttp import web
 
 from promotion_tracker.policy import Policy, PolicyError
 from promotion_tracker.routes import TRACKER_KEY, TrackerState, tracker_routes
-from promotion_tracker.signing import SigningKeyError, node_signer
+from promotion_tracker.signing import REPORT_KEY_INDEX, REPORT_KEY_TYPE, SigningKeyError, node_signer
 from registry import valuedata
 from registry.model import HandleValue
 from registry.service import Registry
@@ -33,7 +33,9 @@ from resolver.metrics import (
     metrics_handler,
     this_year,
 )
-from resolver.native.server import start_native_or_warn
+from resolver.native.handler import NativeHandler
+from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
+from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
 from resolver.session_routes import session_routes
@@ -45,11 +47,12 @@ __all__ = ["create_app", "node_site"]
 
 log = logging.getLogger("idnode")
 ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
-PUBKEY_INDEX = 301  # the node's report-signing key on its prefix handle
 
 
-def node_site(config: Config) -> bytes:
-    """The HS_SITE value describing this node's interfaces (RFC 3651 section 3.2.2)."""
+def node_site(config: Config, *, native: bool | None = None) -> bytes:
+    """The HS_SITE value describing this node's interfaces (RFC 3651 section 3.2.2): the HTTP port
+    (the API, and native messages over HTTP), and TCP and UDP on ``native_port`` when ``native``
+    (default: when ``native_port`` is set; the lifecycle says whether they were actually bound)."""
     try:
         address = ipaddress.ip_address(config.advertise_host or config.host)
     except ValueError:
@@ -58,7 +61,8 @@ def node_site(config: Config) -> bytes:
         address = ipaddress.ip_address("127.0.0.1")
     http = valuedata.PROTO_HTTPS if config.tls_cert else valuedata.PROTO_HTTP
     interfaces = [valuedata.Interface(valuedata.IF_ADMIN_AND_QUERY, http, config.port)]
-    if config.native_port:
+    listed = bool(config.native_port) if native is None else native
+    if listed:
         interfaces += [
             valuedata.Interface(valuedata.IF_QUERY, valuedata.PROTO_TCP, config.native_port),
             valuedata.Interface(valuedata.IF_QUERY, valuedata.PROTO_UDP, config.native_port),
@@ -86,11 +90,17 @@ async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
 
 
 def create_app(
-    config: Config, store: HandleStore | None = None, *, clock: Callable[[], int] | None = None
+    config: Config,
+    store: HandleStore | None = None,
+    *,
+    clock: Callable[[], int] | None = None,
+    publish_site: bool = True,
 ) -> web.Application:
     """Build the application. ``store`` may be passed in (tests); otherwise it is opened from
     ``config.store_url`` at startup and closed at cleanup. ``clock`` (UNIX seconds) is for tests
-    that need registrations, moves and tallies at chosen times."""
+    that need registrations, moves and tallies at chosen times. ``publish_site=False`` leaves the
+    HS_SITE of the prefix handle as it is (the supervisor's one-off bootstrap: its workers publish
+    the interfaces they bind)."""
     app = web.Application(middlewares=[request_context], client_max_size=config.max_body_bytes)
     app[CONFIG_KEY] = config
     state = app[STATE_KEY] = NodeState()
@@ -104,6 +114,7 @@ def create_app(
     app.router.add_get(METRICS_PATH, metrics_handler())
     tally_gauges = TallyCollector(lambda: _live_tally(tracker))
     app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
+    add_native_http_route(app)  # POST application/x-hdl-message at any path; nothing else
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock
@@ -122,32 +133,44 @@ def create_app(
         cache = await node_cache(config, opened)  # None when no tier is configured
         if cache is not None:
             registry.add_listener(cache.invalidate)
-        generated = await registry.bootstrap(os.environ.get(ADMIN_SECRET_ENV) or None, node_site(config))
-        if generated:
-            print(
-                f"idnode: created prefix handle 0.NA/{config.prefix}. Node admin identity "
-                f"300:0.NA/{config.prefix}, secret key (shown once, stored hashed): {generated}",
-                flush=True,
-            )
+        resolver = Resolver(registry, cache)
+        handler = NativeHandler(resolver, registry, b"")
+        native: NativeServer | None = None
         try:
-            signer = await node_signer(opened, config.report_key_file or None)
-        except SigningKeyError as exc:
-            raise ConfigError(f"report_key_file: {exc}") from None
-        await registry.set_node_value(
-            HandleValue(
-                index=PUBKEY_INDEX,
-                type="HS_PUBKEY",
-                data=valuedata.encode_public_key(signer.public_key),
-                timestamp=registry.clock(),
+            if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
+                native = await start_native_or_warn(handler, config)
+            site = node_site(config, native=native is not None)  # lists only what is bound
+            handler.set_site(site)
+            generated = await registry.bootstrap(
+                os.environ.get(ADMIN_SECRET_ENV) or None, site if publish_site else None
             )
-        )
+            if generated:
+                print(
+                    f"idnode: created prefix handle 0.NA/{config.prefix}. Node admin identity "
+                    f"300:0.NA/{config.prefix}, secret key (shown once, stored hashed): {generated}",
+                    flush=True,
+                )
+            try:
+                signer = await node_signer(opened, config.report_key_file or None)
+            except SigningKeyError as exc:
+                raise ConfigError(f"report_key_file: {exc}") from None
+            await registry.set_node_value(  # replaces the Ed25519 HS_PUBKEY earlier versions put there
+                HandleValue(
+                    index=REPORT_KEY_INDEX,
+                    type=REPORT_KEY_TYPE,
+                    data=signer.public_pem().encode("ascii"),
+                    timestamp=registry.clock(),
+                )
+            )
+        except BaseException:
+            if native is not None:
+                await native.close()
+            raise
         tracker.store, tracker.signer = opened, signer
-        state.registry = registry
-        state.resolver = Resolver(registry, cache)
-        native = None
-        if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
-            native = await start_native_or_warn(state.resolver, registry, config, node_site(config))
+        state.registry, state.resolver = registry, resolver
+        app[NATIVE_HTTP_KEY].handler = handler
         yield
+        app[NATIVE_HTTP_KEY].handler = None
         if native is not None:
             await native.close()
         state.registry = state.resolver = None

@@ -103,7 +103,9 @@ async def _get(config: Config, path: str) -> int:
 
     from resolver.app import create_app
 
-    async with TestClient(TestServer(create_app(config))) as client:
+    # A one-off process beside a running node: no native listeners, and the node's HS_SITE left as it is.
+    app = create_app(dataclasses.replace(config, native_port=0), publish_site=False)
+    async with TestClient(TestServer(app)) as client:
         resp = await client.get(path)
         click.echo(await resp.text())
         return 0 if resp.status < 400 else 1

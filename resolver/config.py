@@ -82,6 +82,25 @@ class Config:
         "from the store's key if it has one); empty: the key is kept in the store.",
     )
     native_port: int = _f(2641, "UDP/TCP port of the native Handle protocol; 0 disables it.")
+    native_tcp_max_connections: int = _f(
+        1024, "Most native TCP connections held at once; at the cap the one idle longest is closed for a new one."
+    )
+    native_tcp_max_per_address: int = _f(
+        64, "Most native TCP connections from one client address (an IPv6 /64); past it its longest idle is closed."
+    )
+    native_tcp_idle_timeout: int = _f(
+        30, "Seconds a native TCP connection may go without a complete request before it is closed."
+    )
+    native_udp_max_reply: int = _f(
+        4096, "Largest reply message sent over UDP, in bytes; a larger one is answered truncated (retry over TCP)."
+    )
+    native_udp_budget: int = _f(
+        65_536,
+        "Reply bytes per second the UDP listener sends to one address before it only answers truncated; 0: none.",
+    )
+    http_header_timeout: int = _f(10, "Seconds a client has to send a request's line and headers.")
+    http_body_timeout: int = _f(30, "Seconds a request body may go without a byte arriving while it is read.")
+    http_keepalive_timeout: int = _f(75, "Seconds an idle keep-alive HTTP connection is held open.")
 
     @property
     def store_url(self) -> str:
@@ -194,6 +213,21 @@ def _validate(c: Config) -> None:
     for name in ("redis_timeout_ms", "redis_breaker_failures", "redis_breaker_cooldown_ms"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    limits = (
+        "native_tcp_max_connections",
+        "native_tcp_max_per_address",
+        "native_tcp_idle_timeout",
+        "http_header_timeout",
+        "http_body_timeout",
+        "http_keepalive_timeout",
+    )
+    for name in limits:
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if not 492 <= c.native_udp_max_reply <= 262_144:
+        raise ConfigError("native_udp_max_reply must be between 492 (one datagram) and 262144 bytes")
+    if c.native_udp_budget < 0:
+        raise ConfigError("native_udp_budget must not be negative")
     if c.advertise_host:
         import ipaddress
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from resolver.app import create_app
 from resolver.config import Config
+from resolver.http_timeouts import HttpTimeouts, TimedSite
 
 __all__ = ["run", "serve"]
 
@@ -31,10 +32,21 @@ async def serve(config: Config, *, reuse_port: bool = False, ready: asyncio.Even
     """Serve until SIGTERM or SIGINT; in-flight requests get ``SHUTDOWN_GRACE`` seconds to finish."""
     app = create_app(config)
     # Access lines come from resolver.access (route templates, request ids), never from aiohttp's logger.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+        keepalive_timeout=config.http_keepalive_timeout,
+        lingering_time=min(10.0, config.http_body_timeout),  # draining a body answered early (401, 413)
+    )
     await runner.setup()
-    site = web.TCPSite(
-        runner, config.host, config.port, ssl_context=_ssl_context(config), reuse_port=reuse_port or None
+    site = TimedSite(
+        runner,
+        config.host,
+        config.port,
+        timeouts=HttpTimeouts(config.http_header_timeout, config.http_body_timeout),
+        ssl_context=_ssl_context(config),
+        reuse_port=reuse_port or None,
     )
     await site.start()
     scheme = "https" if config.tls_cert else "http"
@@ -74,8 +86,9 @@ def _worker(config: Config, number: int) -> None:
 
 async def _bootstrap(config: Config) -> None:
     """Create the node's prefix handle once, before the workers start, so one secret is printed:
-    running the app's startup and cleanup once does it (prefix handle, signing key)."""
-    runner = web.AppRunner(create_app(dataclasses.replace(config, native_port=0)))
+    running the app's startup and cleanup once does it (prefix handle, signing key). It leaves HS_SITE
+    to the workers, which publish the interfaces they actually bind."""
+    runner = web.AppRunner(create_app(dataclasses.replace(config, native_port=0), publish_site=False))
     await runner.setup()
     await runner.cleanup()
 

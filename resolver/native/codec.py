@@ -91,6 +91,7 @@ __all__ = [
     "reply_to",
     "request_digest",
     "split_udp",
+    "truncated_reply",
 ]
 
 MAX_MESSAGE = 262_144  # Common.MAX_MESSAGE_LENGTH: the largest message, envelope excluded
@@ -753,6 +754,26 @@ def split_udp(envelope: Envelope, message_bytes: bytes, max_packet: int = UDP_PA
         + message_bytes[i * chunk : (i + 1) * chunk]
         for i in range(count)
     ]
+
+
+def truncated_reply(reply: bytes, message: str) -> bytes:
+    """The stand-in for a reply too large to send over UDP: same ids, versions, opcode and request
+    digest as ``reply`` (envelope + message), response code ERROR with ``message``, and the TC flag.
+
+    HANDLE.NET's client ignores TC on responses but treats ERROR from an interface as a failure of that
+    interface and asks the next one (TCP after UDP), which then carries the whole reply; a client that
+    honours TC retries over TCP on the flag."""
+    env = decode_envelope(reply)
+    header = decode_header(reply[ENVELOPE_SIZE:])
+    body = reply[ENVELOPE_SIZE + HEADER_SIZE :]
+    digest = b""
+    flags = header.op_flags & (0xFFFFFFFF ^ OpFlag.RD)
+    if header.op_flags & OpFlag.RD and body and body[0] in _DIGESTS:
+        digest = bytes(body[: 1 + _DIGESTS[body[0]][1]])
+        flags |= OpFlag.RD
+    text = digest + _text(message, "error message")
+    payload = encode_header(replace(header, response_code=RC_ERROR, op_flags=flags), len(text)) + text + b"\0\0\0\0"
+    return encode_envelope(replace(env, truncated=True, sequence=0, length=len(payload))) + payload
 
 
 @dataclass(slots=True)

@@ -121,6 +121,9 @@ class NativeStats:
     malformed: int = 0  # messages that could not be decoded (answered with PROTOCOL_ERROR when possible)
     dropped: int = 0  # datagrams / frames dropped without a reply
     internal: int = 0  # unexpected exceptions (answered with ERROR)
+    truncated: int = 0  # UDP replies cut to a truncated ERROR (too large, or over the address's budget)
+    evicted: int = 0  # TCP connections closed to admit a new one (a connection cap was reached)
+    idle_closed: int = 0  # TCP connections closed for going without a complete request too long
 
 
 def _digest_algorithm(version: tuple[int, int]) -> int:
@@ -239,14 +242,18 @@ class NativeHandler:
         self.version = version
         self.fast_path = fast_path
         self.stats = NativeStats()
+        self.set_site(site_data)
+        self._names: dict[str, tuple[HandleName | None, str]] = {}  # text -> (name, error or "" or not-homed)
+        self._values: dict[HandleValue, bytes] = {}
+        self._values_bytes = 0
+
+    def set_site(self, site_data: bytes) -> None:
+        """The HS_SITE data get-site-info answers with (and whose serial replies carry)."""
         self._site = GetSiteInfoResponse(bytes(site_data))
         try:
             self.site_serial = decode_site(site_data).serial & 0xFFFF
         except InvalidValue:
             self.site_serial = 0
-        self._names: dict[str, tuple[HandleName | None, str]] = {}  # text -> (name, error or "" or not-homed)
-        self._values: dict[HandleValue, bytes] = {}
-        self._values_bytes = 0
 
     # -- the listeners' entry points ----------------------------------------------------------------
     async def respond(self, envelope: bytes, payload: bytes) -> bytes | None:

@@ -8,14 +8,18 @@ anything:
 - UDP: a request spread over several datagrams is reassembled by a bounded
   :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock); at most
   ``max_inflight`` requests are being answered at once (further datagrams are dropped, as a busy
-  server's socket buffer would); replies over one 512-byte packet go out as numbered packets.
+  server's socket buffer would); replies over one 512-byte packet go out as numbered packets. A reply
+  message over ``max_reply`` bytes, or one that would overdraw the source address's
+  :class:`~resolver.native.limits.UdpBudget`, is sent as a one-datagram truncated ERROR reply
+  (:func:`~resolver.native.codec.truncated_reply`): the client asks again over TCP. So a forged
+  source address gets at most a few KB per request and a bounded number of bytes per second.
 - TCP: frames are a 20-byte envelope then exactly ``length`` message bytes (at most 262,144). Several
   requests may follow each other on one connection; they are answered in order. Reading pauses while
   the answers are behind (bounded queue and buffer) or the peer is not reading its replies. A
   connection that makes no progress (no complete request, no reply written) for ``idle_timeout``
-  seconds is aborted. An envelope announcing more than the limit gets a PROTOCOL_ERROR reply and the
-  connection is closed (the stream cannot be resynchronised); any other malformed message gets a
-  PROTOCOL_ERROR reply and the connection carries on.
+  seconds is aborted: bytes that never complete a request are no progress. An envelope announcing
+  more than the limit gets a PROTOCOL_ERROR reply and the connection is closed (the stream cannot be
+  resynchronised); any other malformed message gets a PROTOCOL_ERROR reply and the connection carries on.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from resolver.native.codec import (
     decode_envelope,
     encode_envelope,
     split_udp,
+    truncated_reply,
 )
 from resolver.native.handler import NativeHandler
+from resolver.native.limits import UdpBudget, address_key
 
 __all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
 
@@ -60,11 +66,19 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         reassembler: UdpReassembler | None = None,
         reassembly_timeout: float = 10.0,
         packet_size: int = UDP_PACKET_SIZE,
+        max_reply: int = MAX_MESSAGE,
+        budget: UdpBudget | None = None,
     ) -> None:
         self.handler = handler
         self.max_inflight = max_inflight
         self.packet_size = packet_size
-        self.reassembler = reassembler or UdpReassembler(timeout=reassembly_timeout, max_packet=packet_size)
+        self.max_reply = max_reply
+        self.budget = budget if budget is not None else UdpBudget(0)
+        self.reassembler = (
+            reassembler
+            if reassembler is not None
+            else UdpReassembler(timeout=reassembly_timeout, max_packet=packet_size)
+        )
         self._expiry_interval = max(0.5, reassembly_timeout / 2)
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -138,7 +152,17 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         transport = self.transport
         if wire is None or transport is None or transport.is_closing():
             return
+        assert self._loop is not None
         try:
+            size = len(wire) - ENVELOPE_SIZE
+            chunk = self.packet_size - ENVELOPE_SIZE
+            on_wire = size + ENVELOPE_SIZE * max(1, -(-size // chunk))
+            key, now = address_key(addr), self._loop.time()
+            if size > self.max_reply or not self.budget.spend(key, on_wire, now):
+                why = "is too large for UDP" if size > self.max_reply else "is over this address's UDP budget"
+                wire = truncated_reply(wire, f"the {size}-byte reply {why}; ask over TCP")
+                self.budget.charge(key, len(wire), now)
+                self.handler.stats.truncated += 1
             if len(wire) <= self.packet_size:
                 transport.sendto(wire, addr)
             else:
@@ -152,8 +176,8 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
 
 
 class TcpNativeProtocol(asyncio.Protocol):
-    """One TCP connection. ``on_open`` (False: refuse, e.g. over a connection limit) and ``on_close``
-    let the server track its connections."""
+    """One TCP connection. ``on_open`` (False: refuse), ``on_progress`` (a complete request arrived
+    or a reply was written) and ``on_close`` let the server track its connections, most idle first."""
 
     def __init__(
         self,
@@ -162,6 +186,7 @@ class TcpNativeProtocol(asyncio.Protocol):
         idle_timeout: float = 30.0,
         max_pipeline: int = 16,
         on_open: Callable[[TcpNativeProtocol], bool] | None = None,
+        on_progress: Callable[[TcpNativeProtocol], None] | None = None,
         on_close: Callable[[TcpNativeProtocol], None] | None = None,
     ) -> None:
         self.handler = handler
@@ -169,9 +194,11 @@ class TcpNativeProtocol(asyncio.Protocol):
         self.max_pipeline = max_pipeline
         self.max_buffer = ENVELOPE_SIZE + MAX_MESSAGE
         self._on_open = on_open
+        self._on_progress = on_progress
         self._on_close = on_close
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
+        self.address = ""  # the client it counts against (resolver.native.limits.address_key)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._buf = bytearray()
         self._envelope: bytes | None = None  # read; its message bytes are still coming
@@ -193,6 +220,7 @@ class TcpNativeProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
         self.peer = transport.get_extra_info("peername")
+        self.address = address_key(self.peer)
         if self._on_open is not None and not self._on_open(self):
             self.handler.stats.dropped += 1
             transport.abort()
@@ -246,6 +274,8 @@ class TcpNativeProtocol(asyncio.Protocol):
     def _touch(self) -> None:
         assert self._loop is not None
         self._progress = self._loop.time()
+        if self._on_progress is not None:
+            self._on_progress(self)
 
     def _check_idle(self) -> None:
         assert self._loop is not None
@@ -255,6 +285,7 @@ class TcpNativeProtocol(asyncio.Protocol):
         due = self._progress + self.idle_timeout
         if self._loop.time() >= due:
             log.debug("native tcp: closing idle connection from %s", self.peer)
+            self.handler.stats.idle_closed += 1
             self._abort()
             return
         self._timer = self._loop.call_at(due, self._check_idle)

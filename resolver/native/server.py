@@ -5,6 +5,13 @@ port) and returns a :class:`NativeServer`; ``close()`` stops accepting, aborts o
 cancels the requests still being answered. ``start_native_or_warn`` is what the app's lifecycle calls:
 when the port cannot be bound (in use, no permission) it logs a warning and the node runs without the
 native protocol, so the HTTP API still starts.
+
+TCP connections are capped in total (``native_tcp_max_connections``) and per client address
+(``native_tcp_max_per_address``). A new connection is always admitted: at a cap, the connection that
+has gone longest without progress (a complete request or a reply written) is closed for it, among
+the same address's connections when that address is at its cap, else among all. So a client that
+keeps asking keeps its connection, whoever else holds (or dribbles bytes into) idle ones; many
+clients behind one NAT address each get served as long as they ask.
 """
 
 from __future__ import annotations
@@ -15,20 +22,18 @@ import errno
 import logging
 import socket
 import weakref
+from collections import OrderedDict
 from typing import Any, ClassVar
 
-from registry.service import Registry
 from resolver.config import Config
 from resolver.native.handler import NativeHandler, NativeStats
+from resolver.native.limits import UdpBudget
 from resolver.native.protocol import TcpNativeProtocol, UdpNativeProtocol
-from resolver.resolve import Resolver
 
 __all__ = ["NativeServer", "start_native", "start_native_or_warn"]
 
 log = logging.getLogger("idnode.native")
 
-DEFAULT_IDLE_TIMEOUT = 30.0
-DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_MAX_INFLIGHT = 4096
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
@@ -36,15 +41,18 @@ UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 class NativeServer:
     """The UDP endpoint and TCP server of one worker, and the TCP connections it holds open.
 
-    ``NativeServer.running`` holds the servers of this process that are open (weakly), so tests and
-    metrics can find the one the app's lifecycle started (``NativeServer.on_port(port)``)."""
+    ``connections`` holds the open TCP connections, the one idle longest first; ``NativeServer.running``
+    holds the servers of this process that are open (weakly), so tests and metrics can find the one
+    the app's lifecycle started (``NativeServer.on_port(port)``)."""
 
     running: ClassVar[weakref.WeakSet[NativeServer]] = weakref.WeakSet()
 
-    def __init__(self, handler: NativeHandler, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+    def __init__(self, handler: NativeHandler, *, max_connections: int = 1024, max_per_address: int = 64) -> None:
         self.handler = handler
         self.max_connections = max_connections
-        self.connections: set[TcpNativeProtocol] = set()
+        self.max_per_address = max_per_address
+        self.connections: OrderedDict[TcpNativeProtocol, None] = OrderedDict()
+        self._by_address: dict[str, OrderedDict[TcpNativeProtocol, None]] = {}
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.udp_protocol: UdpNativeProtocol | None = None
         self.tcp_server: asyncio.Server | None = None
@@ -77,13 +85,36 @@ class NativeServer:
         return len(self.udp_protocol.tasks) if self.udp_protocol else 0
 
     def _opened(self, conn: TcpNativeProtocol) -> bool:
-        if self._closed or len(self.connections) >= self.max_connections:
+        if self._closed:
             return False
-        self.connections.add(conn)
+        group = self._by_address.get(conn.address, ())
+        if len(group) >= self.max_per_address:
+            self._evict(next(iter(group)))
+        elif len(self.connections) >= self.max_connections:
+            self._evict(next(iter(self.connections)))
+        self.connections[conn] = None
+        self._by_address.setdefault(conn.address, OrderedDict())[conn] = None  # after _evict may drop it
         return True
 
+    def _progressed(self, conn: TcpNativeProtocol) -> None:
+        if conn in self.connections:
+            self.connections.move_to_end(conn)
+            self._by_address[conn.address].move_to_end(conn)
+
+    def _evict(self, conn: TcpNativeProtocol) -> None:
+        log.debug("native tcp: connection cap reached; closing the idlest connection, from %s", conn.peer)
+        self.handler.stats.evicted += 1
+        self._lost(conn)
+        if conn.transport is not None:
+            conn.transport.abort()
+
     def _lost(self, conn: TcpNativeProtocol) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:  # evicted connections are gone already
+            del self.connections[conn]
+            group = self._by_address[conn.address]
+            del group[conn]
+            if not group:
+                del self._by_address[conn.address]
 
     async def close(self) -> None:
         """Stop accepting, abort open connections, cancel requests in progress. Idempotent."""
@@ -110,29 +141,34 @@ class NativeServer:
                 break
             await asyncio.sleep(0)
         self.connections.clear()
+        self._by_address.clear()
 
 
 async def start_native(
-    resolver: Resolver,
-    registry: Registry,
+    handler: NativeHandler,
     config: Config,
-    site_data: bytes,
     *,
     host: str | None = None,
     port: int | None = None,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    idle_timeout: float | None = None,
+    max_connections: int | None = None,
+    max_per_address: int | None = None,
     max_inflight: int = DEFAULT_MAX_INFLIGHT,
 ) -> NativeServer:
-    """Bind UDP and TCP on ``config.host``/``config.native_port`` (or ``host``/``port``) and serve.
-    Port 0 picks a port free for both (tests). Raises OSError when either cannot be bound (nothing
-    is left open then)."""
+    """Bind UDP and TCP on ``config.host``/``config.native_port`` (or ``host``/``port``) and serve with
+    ``handler``; limits not given come from ``config``. Port 0 picks a port free for both (tests).
+    Raises OSError when either cannot be bound (nothing is left open then)."""
     host = config.host if host is None else host
     port = config.native_port if port is None else port
-    server = NativeServer(NativeHandler(resolver, registry, site_data), max_connections=max_connections)
+    server = NativeServer(
+        handler,
+        max_connections=config.native_tcp_max_connections if max_connections is None else max_connections,
+        max_per_address=config.native_tcp_max_per_address if max_per_address is None else max_per_address,
+    )
+    idle = float(config.native_tcp_idle_timeout if idle_timeout is None else idle_timeout)
     for attempt in range(20 if port == 0 else 1):
         try:
-            await _bind(server, host, port, config.workers > 1, idle_timeout, max_inflight)
+            await _bind(server, host, port, config, idle, max_inflight)
             break
         except OSError as exc:
             if port != 0 or exc.errno != errno.EADDRINUSE or attempt == 19:
@@ -142,12 +178,19 @@ async def start_native(
 
 
 async def _bind(
-    server: NativeServer, host: str, port: int, reuse_port: bool, idle_timeout: float, max_inflight: int
+    server: NativeServer, host: str, port: int, config: Config, idle_timeout: float, max_inflight: int
 ) -> None:
     loop = asyncio.get_running_loop()
-    reuse = (reuse_port and hasattr(socket, "SO_REUSEPORT")) or None
+    reuse = (config.workers > 1 and hasattr(socket, "SO_REUSEPORT")) or None
     transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpNativeProtocol(server.handler, max_inflight=max_inflight), local_addr=(host, port), reuse_port=reuse
+        lambda: UdpNativeProtocol(
+            server.handler,
+            max_inflight=max_inflight,
+            max_reply=config.native_udp_max_reply,
+            budget=UdpBudget(config.native_udp_budget),
+        ),
+        local_addr=(host, port),
+        reuse_port=reuse,
     )
     sock = transport.get_extra_info("socket")
     if sock is not None:  # room for bursts of datagrams (the kernel caps it at net.core.rmem_max)
@@ -158,7 +201,11 @@ async def _bind(
     try:
         tcp = await loop.create_server(
             lambda: TcpNativeProtocol(
-                server.handler, idle_timeout=idle_timeout, on_open=server._opened, on_close=server._lost
+                server.handler,
+                idle_timeout=idle_timeout,
+                on_open=server._opened,
+                on_progress=server._progressed,
+                on_close=server._lost,
             ),
             host,
             port,
@@ -171,12 +218,10 @@ async def _bind(
     server.udp_transport, server.udp_protocol, server.tcp_server = transport, protocol, tcp
 
 
-async def start_native_or_warn(
-    resolver: Resolver, registry: Registry, config: Config, site_data: bytes
-) -> NativeServer | None:
+async def start_native_or_warn(handler: NativeHandler, config: Config) -> NativeServer | None:
     """``start_native``, or None (with a warning) when the port cannot be bound: the HTTP API runs on."""
     try:
-        server = await start_native(resolver, registry, config, site_data)
+        server = await start_native(handler, config)
     except OSError as exc:
         log.warning(
             "native Handle protocol not started: cannot bind %s port %d (%s); serving HTTP only",

@@ -190,10 +190,16 @@ async def test_signed_report_verifies_and_detects_tampering(client, admin, tmp_p
     document = await r.json()
     key = await (await client.get("/api/promotion/public-key")).json()
     assert verify_document(document, key["pem"]) == key["key_id"]
-    # The same key is published on the node's prefix handle as HS_PUBKEY.
-    record = await (await client.get("/api/handles/0.NA/88.118.8", params={"type": "HS_PUBKEY"})).json()
+    # The same key is published on the node's prefix handle, as PEM under a value type of its own
+    # (HANDLE.NET reads no Ed25519 HS_PUBKEY); the record holds no HS_PUBKEY at all.
+    assert key["handle_value"] == {"index": 301, "type": "IDNODE_REPORT_KEY"}
+    record = await (await client.get("/api/handles/0.NA/88.118.8", params={"index": "301"})).json()
     (value,) = record["values"]
-    assert value["data"]["format"] == "key" and value["data"]["value"]["x"] == key["jwk"]["x"]
+    assert value["type"] == "IDNODE_REPORT_KEY"
+    assert value["data"] == {"format": "string", "value": key["pem"]}
+    assert verify_document(document, value["data"]["value"]) == key["key_id"]
+    whole = await (await client.get("/api/handles/0.NA/88.118.8")).json()
+    assert not [v for v in whole["values"] if v["type"] == "HS_PUBKEY"]
     saved = tmp_path / "report.json"
     saved.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     pem = tmp_path / "node.pem"

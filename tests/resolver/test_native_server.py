@@ -368,11 +368,11 @@ async def test_get_site_info(node: Node) -> None:
 
 
 async def test_large_record_is_split_into_udp_packets(node: Node) -> None:
-    values = [url(i, f"https://example.com/{i}/" + "x" * 300) for i in range(1, 31)]
+    values = [url(i, f"https://example.com/{i}/" + "x" * 300) for i in range(1, 11)]  # ~3.6 KB: under 4,096
     await node.create(ITEM, values)
     node.send(encode_message(resolution(ITEM, request_id=9)))
     packets = await node.udp_packets()
-    assert len(packets) > 10 and all(len(p) <= 512 for p in packets)
+    assert len(packets) > 6 and all(len(p) <= 512 for p in packets)
     envs = [decode_envelope(p) for p in packets]
     assert sorted(e.sequence for e in envs) == list(range(len(packets)))
     assert {e.request_id for e in envs} == {9} and not any(e.truncated for e in envs)
@@ -380,7 +380,7 @@ async def test_large_record_is_split_into_udp_packets(node: Node) -> None:
     for p in packets:
         got = ra.add("server", p, 0.0)
     reply = decode_payload(*got)
-    assert set(by_index(reply)) == {*range(1, 31), 100}
+    assert set(by_index(reply)) == {*range(1, 11), 100}
     assert reply.body == (await node.tcp(resolution(ITEM))).body
 
 
@@ -522,30 +522,23 @@ async def test_malformed_tcp_frames(node: Node) -> None:
 
 
 async def test_tcp_limits_and_timeouts(node: Node) -> None:
-    """A server with short timeouts and two connections at most, on the app's resolver."""
-    state = node.state
-    server = await start_native(
-        state.resolver,
-        state.registry,
-        node.config,
-        node_site(node.config),
-        port=0,
-        idle_timeout=0.3,
-        max_connections=2,
-    )
+    """A server with short timeouts and two connections at most, on the app's handler."""
+    server = await start_native(node.native.handler, node.config, port=0, idle_timeout=0.3, max_connections=2)
     port = server.tcp_addresses[0][1]
     try:
-        # An idle connection, and one that trickles a message, are aborted after the timeout.
+        # At the cap a new connection is admitted and the idlest one (c1, which never asked) is closed;
+        # one that trickles a message without completing it is aborted after the timeout.
         async with tcp_connection(port) as (r1, _w1), tcp_connection(port) as (r2, w2):
             w2.write(_envelope(1, 500) + b"x" * 10)
             await eventually(lambda: len(server.connections) == 2)
-            async with tcp_connection(port) as (r3, _w3):  # over the limit: refused at once
-                assert await closed_by_peer(r3)
+            async with tcp_connection(port) as (r3, w3):
+                assert await closed_by_peer(r1)
+                w3.write(encode_message(resolution(NODE_HANDLE, request_id=3)))
+                assert (await read_frame(r3)).envelope.request_id == 3
             for _ in range(5):
                 await asyncio.sleep(0.1)
                 with contextlib.suppress(OSError):
                     w2.write(b"y")
-            assert await closed_by_peer(r1)
             assert await closed_by_peer(r2)
         await eventually(lambda: not server.connections)
         # A client that never reads its replies cannot make the server buffer without bound.
@@ -571,9 +564,44 @@ async def test_tcp_limits_and_timeouts(node: Node) -> None:
     assert not server.connections and server.inflight == 0
 
 
+async def test_caps_evict_the_idlest_and_keep_counting_right(node: Node) -> None:
+    """Per-address and total caps at their smallest: each new connection evicts one, and the newcomer
+    (even the only one left of its address) is tracked and served."""
+
+    async def served(source: str, request_id: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
+        writer.write(encode_message(resolution(NODE_HANDLE, request_id=request_id)))
+        assert (await read_frame(reader)).envelope.request_id == request_id
+        return reader, writer
+
+    server = await start_native(node.native.handler, node.config, port=0, max_connections=2, max_per_address=1)
+    port = server.tcp_addresses[0][1]
+    writers = []
+    try:
+        r1, w1 = await served("127.0.0.2", 1)
+        r2, w2 = await served("127.0.0.2", 2)  # the address's cap: the first one goes
+        assert await closed_by_peer(r1)
+        r3, w3 = await served("127.0.0.3", 3)
+        writers += [w1, w2, w3]
+        w2.write(encode_message(resolution(NODE_HANDLE, request_id=4)))  # the idlest is now 127.0.0.3's
+        assert (await read_frame(r2)).envelope.request_id == 4
+        _r5, w5 = await served("127.0.0.4", 5)  # the total cap: 127.0.0.3's only connection goes
+        writers.append(w5)
+        assert await closed_by_peer(r3)
+        r6, w6 = await served("127.0.0.3", 6)  # its address again: a group of its own anew
+        writers.append(w6)
+        assert await closed_by_peer(r2)
+        w6.write(encode_message(resolution(NODE_HANDLE, request_id=7)))
+        assert (await read_frame(r6)).envelope.request_id == 7
+        assert len(server.connections) == 2 and server.stats.evicted == 3
+    finally:
+        for w in writers:
+            w.close()
+        await server.close()
+
+
 async def test_close_aborts_connections_and_stops_listening(node: Node) -> None:
-    state = node.state
-    server = await start_native(state.resolver, state.registry, node.config, node_site(node.config), port=0)
+    server = await start_native(node.native.handler, node.config, port=0)
     port = server.tcp_addresses[0][1]
     async with tcp_connection(port) as (reader, _writer):
         await eventually(lambda: len(server.connections) == 1)
@@ -666,7 +694,9 @@ def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Threa
     os.environ["IDNODE_ADMIN_SECRET"] = ADMIN_SECRET
     try:
         tmp = tmp_path_factory.mktemp("fuzz")
-        n = _ThreadNode(node_config(tmp, free_port()))
+        # No per-address UDP budget here: thousands of datagrams come from one socket (the budget is
+        # tested in test_native_limits).
+        n = _ThreadNode(replace(node_config(tmp, free_port()), native_udp_budget=0))
         n.thread.start()
         assert n.ready.wait(30) and n.native is not None
     finally:

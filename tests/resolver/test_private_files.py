@@ -139,7 +139,7 @@ def test_report_key_moves_from_the_store_to_a_private_file(tmp_path: Path) -> No
         assert mode(key_file) == 0o600 and mode(key_file.parent) == 0o700
         assert Signer.from_pem(key_file.read_text()).public_jwk()["kid"] == kid
         record = get_json(f"{node.url}/api/handles/0.NA/88.118.8?index=301")
-        assert record["values"][0]["type"] == "HS_PUBKEY"
+        assert record["values"][0]["type"] == "IDNODE_REPORT_KEY"
     finally:
         node.stop()
     assert not store_holds_a_private_key(db)
