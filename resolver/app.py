@@ -82,7 +82,12 @@ def create_app(
     """Build the application. ``store`` may be passed in (tests); otherwise it is opened from
     ``config.store_url`` at startup and closed at cleanup. ``clock`` (UNIX seconds) is for tests
     that need registrations, moves and tallies at chosen times."""
-    app = web.Application(middlewares=[request_context], client_max_size=config.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=config.max_body_bytes,
+        # Bodies are decoded by resolver.bodies, within the body limits and with JSON errors.
+        handler_args={"auto_decompress": False},
+    )
     app[CONFIG_KEY] = config
     state = app[STATE_KEY] = NodeState()
     app.router.add_routes(routes)
