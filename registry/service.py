@@ -664,8 +664,9 @@ class Registry:
         if not normalise_prefix(text).startswith(self._node_prefix_norm + "."):
             raise InvalidRequest(f"an enterprise prefix must be derived from the node prefix {node} ({node}.NNNN)")
         tail = text[len(node) + 1 :]
-        if not tail or not all(part.isalnum() for part in tail.split(".")):
-            raise InvalidRequest(f"invalid enterprise prefix {text!r}")
+        # ASCII letters and digits, short enough that numbering the next one (_next_prefix) stays exact.
+        if not tail or not all(part.isascii() and part.isalnum() and len(part) <= 16 for part in tail.split(".")):
+            raise InvalidRequest(f"invalid enterprise prefix {_shown(text)}: {node}. then ASCII letters and digits")
         try:
             self.parse(prefix_handle_of(text))
         except InvalidHandle as exc:
@@ -677,7 +678,7 @@ class Registry:
         node = self._node_prefix_norm + "."
         for p in await self.store.enterprise_prefixes():
             tail = normalise_prefix(p)[len(node) :] if normalise_prefix(p).startswith(node) else ""
-            if tail.isdigit():
+            if is_uint_text(tail):
                 highest = max(highest, int(tail))
         return f"{self.node_prefix}.{highest + 1}"
 

@@ -335,6 +335,20 @@ async def test_enterprise_and_promoter_references_are_checked_before_the_store(c
     assert r.status == 200 and (await r.json())["prefix"] == ent["prefix"]
 
 
+async def test_enterprise_prefix_is_ascii_so_numbering_goes_on(client, admin, onboard):
+    first = await onboard()
+    promoter = (await (await client.get(f"/api/enterprises/{first['id']}", headers=admin)).json())["promoter"]
+    for n, prefix in enumerate(
+        [f"{NODE_PREFIX}.²", f"{NODE_PREFIX}.١٢", f"{NODE_PREFIX}.ä", f"{NODE_PREFIX}.{'9' * 20}"]
+    ):
+        body = {"name": "Odd Co", "uscc": make_uscc(600 + n), "promoter": promoter, "prefix": prefix}
+        await refused(await client.post("/api/enterprises", json=body, headers=admin), 400, 4)
+    custom = await onboard(promoter, prefix=f"{NODE_PREFIX}.{'9' * 16}")
+    assert custom["prefix"] == f"{NODE_PREFIX}.{'9' * 16}"
+    after = await onboard(promoter)  # the next number after the highest, still exact
+    assert after["prefix"] == f"{NODE_PREFIX}.{10**16}"
+
+
 async def test_names_must_be_printable(client, admin):
     for name in ("P\u0000", "P\n", "\u200b" * 3 + "\x7f"):
         r = await client.post("/api/promoters", json={"name": name, "uscc": make_uscc(9, "92")}, headers=admin)
