@@ -7,7 +7,7 @@ administrator's credentials, against a node on each store. Every reply must be b
 ``application/json``, with an integer ``responseCode`` (and a message when it is an error), and
 no refusal may come from the store itself: input is checked before a store sees it.
 
-Seeded (``derandomize``) and bounded (about 15 s): ``IDNODE_FUZZ_EXAMPLES`` (default 150 reads and
+Seeded (``derandomize``) and bounded (7–15 s): ``IDNODE_FUZZ_EXAMPLES`` (default 150 reads and
 450 writes per store) raises the number of cases for a longer run by hand.
 """
 
