@@ -20,6 +20,7 @@ from registry import valuedata
 from registry.auth import Caller
 from registry.batch import BatchValidator
 from registry.errors import RC_HANDLE_ALREADY_EXISTS, RC_NOT_AUTHORIZED, HandleError, InvalidRequest
+from registry.inputs import UNPAIRED_SURROGATE, has_unpaired_surrogate, json_problem
 from registry.model import HandleValue, normalise_prefix, prefix_handle_of
 from registry.service import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX
 from registry.templates import TEMPLATE_INDEX, TEMPLATE_TYPE, Template
@@ -124,9 +125,13 @@ def _ndjson_items(fh: io.BufferedReader, prefix: str, start_line: int) -> Iterat
         if line_no <= start_line or not raw.strip():
             continue
         try:
-            item = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
-            yield line_no, offset, {"_error": f"line {line_no} is not JSON"}
+            text = raw.decode("utf-8-sig")
+            item = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+            yield line_no, offset, {"_error": f"line {line_no} is not JSON: {json_problem(exc)}"}
+            continue
+        if has_unpaired_surrogate(text, item):
+            yield line_no, offset, {"_error": f"line {line_no}: {UNPAIRED_SURROGATE}"}
             continue
         if isinstance(item, dict) and "handle" not in item and isinstance(item.get("suffix"), str):
             item = {**item, "handle": f"{prefix}/{item.pop('suffix')}"}

@@ -8,17 +8,36 @@ moved to another zone. Each of those once reached a 500. The rule here: a number
 instant is an ISO 8601 time within years 1970–9998 with a zone (UTC assumed when none is given).
 Every failure is the caller's ``error`` type with a message naming the field, never the raw input
 at length.
+
+JSON texts from clients follow the same rule (:func:`decode_json`, :func:`json_problem`): Python's
+``json`` refuses an integer of more than 4,300 digits with a plain ValueError (not a
+JSONDecodeError), and accepts ``"\\ud800"`` escapes that decode to unpaired surrogates, strings
+that no store, msgpack or UTF-8 encoder takes. Both are the client's error.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
+import sys
+from typing import Any
 
 from registry.errors import HandleError, InvalidRequest
 
-__all__ = ["MAX_ID", "MAX_U32", "as_uint", "is_uint_text", "parse_instant", "parse_uint"]
+__all__ = [
+    "MAX_ID",
+    "MAX_U32",
+    "UNPAIRED_SURROGATE",
+    "as_uint",
+    "decode_json",
+    "has_unpaired_surrogate",
+    "is_uint_text",
+    "json_problem",
+    "parse_instant",
+    "parse_uint",
+]
 
 MAX_ID = 2**63 - 1  # row ids: SQLite INTEGER, PostgreSQL bigint
 MAX_U32 = 0xFFFFFFFF  # handle value indexes, TTLs and the like on the wire
@@ -93,3 +112,57 @@ def parse_instant(text: str, what: str, *, error: type[HandleError] = InvalidReq
     if not _EARLIEST <= instant < _LATEST:
         raise error(f"{what} must lie between 1970-01-01 and 9998-12-31, got {_shown(text)}")
     return instant
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how one gets into a JSON text
+UNPAIRED_SURROGATE = "a string holds an unpaired surrogate escape (\\ud800-\\udfff), which is not Unicode text"
+
+
+def _surrogate_in(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def has_unpaired_surrogate(text: str, obj: Any, start: int = 0, end: int | None = None) -> bool:
+    """Whether ``obj``, decoded from ``text[start:end]``, holds a string with an unpaired surrogate.
+    The decoded value is walked only when the text has a surrogate escape at all (a paired one
+    decodes to a proper character), so ordinary JSON costs one substring search."""
+    end = len(text) if end is None else end
+    if text.find("\\u", start, end) < 0 or not _SURROGATE_ESCAPE.search(text, start, end):
+        return False
+    return _surrogate_in(obj)
+
+
+def json_problem(exc: Exception) -> str:
+    """What is wrong with a JSON text that ``json`` refused, in words for the client."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte {exc.start})"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    # json's only other ValueError: int() refusing a long literal (sys.set_int_max_str_digits).
+    return f"a number has more than {sys.get_int_max_str_digits() or 4300} digits"
+
+
+def decode_json(text: str, *, error: type[HandleError] = InvalidRequest) -> Any:
+    """``json.loads`` for a body from the network: every refusal is ``error`` ("malformed JSON: …"),
+    never a ValueError or RecursionError, and strings are Unicode text."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"malformed JSON: {json_problem(exc)}") from None
+    if has_unpaired_surrogate(text, obj):
+        raise error(f"malformed JSON: {UNPAIRED_SURROGATE}")
+    return obj

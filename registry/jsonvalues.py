@@ -9,10 +9,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import InvalidValue
+from registry.inputs import MAX_U32, as_uint, is_uint_text, parse_instant
 from registry.model import DEFAULT_PERMISSIONS, DEFAULT_TTL, MAX_INDEX, HandleValue, Reference
 from registry.valuedata import data_from_json, data_to_json
 
-__all__ = ["ValueLimits", "parse_values", "value_from_json", "value_to_json", "values_to_json"]
+__all__ = [
+    "MAX_ABSOLUTE_TTL",
+    "MAX_RELATIVE_TTL",
+    "ValueLimits",
+    "parse_values",
+    "value_from_json",
+    "value_to_json",
+    "values_to_json",
+]
+
+MAX_RELATIVE_TTL = 0x7FFFFFFF  # the native protocol's relative TTL: 4 signed bytes
+MAX_ABSOLUTE_TTL = MAX_U32  # its absolute TTL: 4 unsigned bytes of UNIX seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,31 +59,25 @@ def values_to_json(values: Iterable[HandleValue]) -> list[dict[str, Any]]:
     return [value_to_json(v) for v in values]
 
 
-def _int(value: Any, what: str, position: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidValue(f"{position}: {what} must be an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise InvalidValue(f"{position}: {what} must be an integer, got {value!r}"[:300])
+def _int(value: Any, what: str, position: str, minimum: int = 0, maximum: int = MAX_U32) -> int:
+    return as_uint(value, f"{position}: {what}", minimum=minimum, maximum=maximum, error=InvalidValue)
 
 
 def _ttl(value: Any, position: str) -> tuple[int, bool]:
+    """Seconds (relative), or an ISO 8601 time (absolute) the native protocol can carry: its
+    absolute TTL is 4 unsigned bytes of UNIX seconds, so up to 2106-02-07T06:28:15Z."""
     if value is None:
         return DEFAULT_TTL, False
-    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-        try:
-            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidValue(f"{position}: ttl must be seconds or an ISO 8601 time, got {value!r}"[:300]) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return max(0, int(when.timestamp())), True
-    ttl = _int(value, "ttl", position)
-    if not 0 <= ttl <= 0x7FFFFFFF:
-        raise InvalidValue(f"{position}: ttl out of range (0..2147483647)")
-    return ttl, False
+    if isinstance(value, str) and not is_uint_text(value.strip()):
+        when = parse_instant(value, f"{position}: ttl", error=InvalidValue)
+        seconds = int(when.timestamp())
+        if seconds > MAX_ABSOLUTE_TTL:
+            raise InvalidValue(
+                f"{position}: ttl {value.strip()[:40]!r} is after {_iso(MAX_ABSOLUTE_TTL)}, "
+                "the latest absolute TTL the Handle protocol carries"
+            )
+        return seconds, True
+    return _int(value, "ttl", position, maximum=MAX_RELATIVE_TTL), False
 
 
 def _permissions(value: Any, position: str) -> int:
@@ -124,9 +130,7 @@ def value_from_json(
     raw_index = obj.get("index", index)
     if raw_index is None:
         raise InvalidValue(f"{position}: value has no index")
-    idx = _int(raw_index, "index", position)
-    if not 0 < idx <= MAX_INDEX:
-        raise InvalidValue(f"{position}: index must be between 1 and {MAX_INDEX}, got {idx}")
+    idx = _int(raw_index, "index", position, minimum=1, maximum=MAX_INDEX)
     type_ = obj.get("type")
     if not isinstance(type_, str) or not type_.strip():
         raise InvalidValue(f"{position}: value type must be a non-empty string")
@@ -145,7 +149,7 @@ def value_from_json(
     for r in refs_raw:
         if not isinstance(r, dict) or not isinstance(r.get("handle"), str):
             raise InvalidValue(f'{position}: a reference is {{"handle": …, "index": …}}')
-        refs.append(Reference(r["handle"], _int(r.get("index", 0), "reference index", position)))
+        refs.append(Reference(r["handle"], _int(r.get("index", 0), "reference index", position, maximum=MAX_INDEX)))
     return HandleValue(
         index=idx,
         type=type_,
@@ -183,9 +187,9 @@ def parse_values(body: Any, limits: ValueLimits, *, timestamp: int = 0) -> list[
                 used = set()
                 for other in items:
                     try:
-                        used.add(int(other.get("index")))  # type: ignore[union-attr, arg-type]
-                    except (AttributeError, TypeError, ValueError):
-                        continue
+                        used.add(_int(other.get("index"), "index", ""))  # type: ignore[union-attr]
+                    except (AttributeError, InvalidValue):
+                        continue  # refused below, when that value's turn comes
             while next_free in used:
                 next_free += 1
             auto = next_free

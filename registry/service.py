@@ -28,6 +28,7 @@ from registry.errors import (
     ValueAlreadyExists,
     ValuesNotFound,
 )
+from registry.inputs import as_uint, is_uint_text
 from registry.jsonvalues import ValueLimits
 from registry.model import (
     ADMIN_READ,
@@ -55,6 +56,7 @@ from registry.templates import (
     TEMPLATE_INDEX,
     TEMPLATE_TYPE,
     Template,
+    is_template_id,
     parse_template_ref,
     template_from_json,
     validate_against,
@@ -265,6 +267,8 @@ class Registry:
 
     # -- metadata templates --------------------------------------------------------------------
     async def template(self, scope: str, template_id: str, version: int | None) -> Template | None:
+        if not is_template_id(template_id) or (scope and _lookup_text(scope) is None):
+            return None  # nothing by that name could have been stored
         row = await self.store.get_template(scope, template_id, version)
         return Template.from_stored(template_id, row[0], scope, row[1]) if row else None
 
@@ -303,10 +307,13 @@ class Registry:
             raise PermissionDenied("the auditor identity cannot write")
         scope = ""
         if scope_prefix:
-            enterprise = await self.store.get_enterprise(scope_prefix)
+            text = _lookup_text(scope_prefix)
+            enterprise = await self.store.get_enterprise(text) if text is not None else None
             if enterprise is None:
-                raise InvalidRequest(f"no enterprise with prefix {scope_prefix}")
+                raise InvalidRequest(f"no enterprise with prefix {_shown(scope_prefix)}")
             scope = normalise_prefix(enterprise.prefix)
+            if enterprise.status != "active" and not caller.node_admin:
+                raise PermissionDenied(f"enterprise {enterprise.prefix} is disabled")
             if not caller.node_admin:
                 record = await self.read_record(parse_handle(prefix_handle_of(enterprise.prefix)).key)
                 if not await has_right(identity, record, valuedata.ADD_HANDLE, self.read_record):
@@ -584,8 +591,8 @@ class Registry:
 
     @staticmethod
     def _name(text: object) -> str:
-        if not isinstance(text, str) or not text.strip() or len(text) > 200:
-            raise InvalidRequest("name must be a non-empty string of at most 200 characters")
+        if not isinstance(text, str) or not text.strip() or len(text) > 200 or not text.isprintable():
+            raise InvalidRequest("name must be a non-empty string of at most 200 printable characters")
         return text.strip()
 
     async def add_promoter(self, caller: Caller, name: object, uscc: object) -> Promoter:
@@ -593,32 +600,28 @@ class Registry:
         return await self.store.add_promoter(self._name(name), self._uscc(uscc), now=self.clock())
 
     async def find_promoter(self, ref: object) -> Promoter:
-        """By id (an int or a short string of digits) or by credit code (18 characters, which may
-        be all digits too)."""
+        """By id (an int or a short string of ASCII digits) or by credit code (18 characters, which
+        may be all digits too)."""
         promoter = None
-        if isinstance(ref, int) and not isinstance(ref, bool):
-            promoter = await self.store.get_promoter(ref)
-        elif isinstance(ref, str):
-            text = ref.strip()
-            if text.isdigit() and len(text) < 18:
-                promoter = await self.store.get_promoter(int(text))
-            promoter = promoter or await self.store.get_promoter(text.upper())
+        number, text = _reference(ref, "promoter")
+        if number is not None:
+            promoter = await self.store.get_promoter(number)
+        if promoter is None and text is not None:
+            promoter = await self.store.get_promoter(text.upper())
         if promoter is None:
-            raise InvalidRequest(f"unknown promoter {ref!r}")
+            raise InvalidRequest(f"unknown promoter {_shown(ref)}")
         return promoter
 
     async def find_enterprise(self, ref: object) -> Enterprise:
         """By id, by prefix or by credit code."""
         enterprise = None
-        if isinstance(ref, int) and not isinstance(ref, bool):
-            enterprise = await self.store.get_enterprise(ref)
-        elif isinstance(ref, str):
-            text = ref.strip()
-            if text.isdigit() and len(text) < 18:
-                enterprise = await self.store.get_enterprise(int(text))
-            enterprise = enterprise or await self.store.get_enterprise(text)
+        number, text = _reference(ref, "enterprise")
+        if number is not None:
+            enterprise = await self.store.get_enterprise(number)
+        if enterprise is None and text is not None:
+            enterprise = await self.store.get_enterprise(text)
         if enterprise is None:
-            raise InvalidRequest(f"unknown enterprise {ref!r}")
+            raise InvalidRequest(f"unknown enterprise {_shown(ref)}")
         return enterprise
 
     async def add_enterprise(
@@ -661,8 +664,9 @@ class Registry:
         if not normalise_prefix(text).startswith(self._node_prefix_norm + "."):
             raise InvalidRequest(f"an enterprise prefix must be derived from the node prefix {node} ({node}.NNNN)")
         tail = text[len(node) + 1 :]
-        if not tail or not all(part.isalnum() for part in tail.split(".")):
-            raise InvalidRequest(f"invalid enterprise prefix {text!r}")
+        # ASCII letters and digits, short enough that numbering the next one (_next_prefix) stays exact.
+        if not tail or not all(part.isascii() and part.isalnum() and len(part) <= 16 for part in tail.split(".")):
+            raise InvalidRequest(f"invalid enterprise prefix {_shown(text)}: {node}. then ASCII letters and digits")
         try:
             self.parse(prefix_handle_of(text))
         except InvalidHandle as exc:
@@ -674,7 +678,7 @@ class Registry:
         node = self._node_prefix_norm + "."
         for p in await self.store.enterprise_prefixes():
             tail = normalise_prefix(p)[len(node) :] if normalise_prefix(p).startswith(node) else ""
-            if tail.isdigit():
+            if is_uint_text(tail):
                 highest = max(highest, int(tail))
         return f"{self.node_prefix}.{highest + 1}"
 
@@ -720,6 +724,31 @@ class Registry:
 
 
 AUDITOR_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_REFERENCE_TEXT = 64  # longer than any prefix or credit code
+
+
+def _lookup_text(ref: object) -> str | None:
+    """A prefix or credit code to look up, or None when ``ref`` cannot be one (so that no store
+    sees a NUL, a control character or a long string)."""
+    if not isinstance(ref, str):
+        return None
+    text = ref.strip()
+    return text if text and len(text) <= _REFERENCE_TEXT and text.isprintable() else None
+
+
+def _reference(ref: object, what: str) -> tuple[int | None, str | None]:
+    """A promoter or enterprise reference from a client: (id, text to look up by prefix or credit
+    code). An id is checked against the stores' id range here, before any store sees it; a short
+    string of ASCII digits is tried as an id first, then as text."""
+    if isinstance(ref, str):
+        text = _lookup_text(ref)
+        number = int(text) if text is not None and is_uint_text(text) and len(text) < 18 else None
+        return number, text
+    return as_uint(ref, what), None
+
+
+def _shown(ref: object) -> str:
+    return repr(ref)[:40]
 
 
 def _perms_for_change(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[int]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from registry.errors import InvalidRequest, InvalidValue
+from registry.inputs import MAX_U32, as_uint
 from registry.model import HandleValue
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "TEMPLATE_TYPE",
     "Template",
     "TemplateField",
+    "is_template_id",
     "parse_template_ref",
     "parse_version",
     "template_from_json",
@@ -147,9 +149,9 @@ def _nested_repeat(pattern: str) -> bool:
 def _opt_int(raw: Any, what: str) -> int | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+    if not isinstance(raw, int):  # a JSON number, not a string of digits (bools are refused below)
         raise InvalidRequest(f"{what} must be a non-negative integer")
-    return raw
+    return as_uint(raw, what, maximum=MAX_U32)
 
 
 def _field_from_json(obj: Any, n: int) -> TemplateField:
@@ -221,7 +223,7 @@ def template_from_json(obj: Any, *, id: str, version: int, scope: str, previous:
     """A new version from its JSON body; every field of ``previous`` must still be there."""
     if not isinstance(obj, dict):
         raise InvalidRequest("a template is a JSON object with 'fields'")
-    if not _ID.match(id):
+    if not is_template_id(id):
         raise InvalidRequest("template id: 1-64 characters of letters, digits, '_', '.', '-'")
     raw_fields = obj.get("fields")
     if not isinstance(raw_fields, list) or not raw_fields or len(raw_fields) > MAX_FIELDS:
@@ -253,9 +255,14 @@ def parse_template_ref(value: HandleValue, where: str) -> tuple[str, int]:
         raise InvalidValue(f"{where}: template reference must be text <id>@<version>") from None
     ident, sep, version = text.strip().rpartition("@")
     number = parse_version(version)
-    if not sep or not _ID.match(ident) or number is None:
+    if not sep or not is_template_id(ident) or number is None:
         raise InvalidValue(f"{where}: template reference must be <id>@<version>, got {text[:80]!r}")
     return ident, number
+
+
+def is_template_id(text: object) -> bool:
+    """1-64 letters, digits, ``_``, ``.`` and ``-``, starting with a letter or digit."""
+    return isinstance(text, str) and _ID.fullmatch(text) is not None
 
 
 def parse_version(text: str) -> int | None:

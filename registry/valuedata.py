@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import math
 import re
 import struct
 from collections.abc import Iterable, Mapping
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from registry.errors import InvalidValue
+from registry.inputs import as_uint
 from registry.model import MAX_INDEX, Reference
 
 __all__ = [
@@ -578,7 +578,7 @@ def site_info_from_json(obj: object) -> SiteInfo:
     major, minor = 2, 10
     if "protocolVersion" in obj:
         pv = obj["protocolVersion"]
-        m = re.fullmatch(r"(\d{1,3})\.(\d{1,3})", pv) if isinstance(pv, str) else None
+        m = re.fullmatch(r"([0-9]{1,3})\.([0-9]{1,3})", pv) if isinstance(pv, str) else None
         if not m or int(m[1]) > 255 or int(m[2]) > 255:
             raise InvalidValue(f"{w}: 'protocolVersion' must look like \"2.10\", got {pv!r}")
         major, minor = int(m[1]), int(m[2])
@@ -907,17 +907,8 @@ def _hex_decode(value: str, where: str) -> bytes:
 
 
 def _as_int(value: object, lo: int, hi: int, where: str) -> int:
-    """An integer from JSON: a number or a decimal string (``"200"``), within ``[lo, hi]``."""
-    if isinstance(value, bool):
-        raise InvalidValue(f"{where} must be an integer, got a boolean")
-    integral_float = isinstance(value, float) and math.isfinite(value) and value.is_integer()
-    if integral_float or (isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,20}\s*", value)):
-        value = int(value)  # type: ignore[arg-type]
-    if not isinstance(value, int):
-        raise InvalidValue(f"{where} must be an integer, got {value!r}"[:200])
-    if not lo <= value <= hi:
-        raise InvalidValue(f"{where} must be from {lo} to {hi}, got {value}")
-    return value
+    """An integer from JSON: a number or a string of ASCII digits (``"200"``), within ``[lo, hi]``."""
+    return as_uint(value, where, minimum=lo, maximum=hi, error=InvalidValue)
 
 
 def _as_bool(value: object, where: str) -> bool:

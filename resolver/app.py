@@ -101,7 +101,12 @@ def create_app(
     that need registrations, moves and tallies at chosen times. ``publish_site=False`` leaves the
     HS_SITE of the prefix handle as it is (the supervisor's one-off bootstrap: its workers publish
     the interfaces they bind)."""
-    app = web.Application(middlewares=[request_context], client_max_size=config.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=config.max_body_bytes,
+        # Bodies are decoded by resolver.bodies, within the body limits and with JSON errors.
+        handler_args={"auto_decompress": False},
+    )
     app[CONFIG_KEY] = config
     state = app[STATE_KEY] = NodeState()
     app.router.add_routes(routes)

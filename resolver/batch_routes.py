@@ -16,6 +16,8 @@ from aiohttp import web
 
 from registry.batch import BatchFailure, BatchValidator, gc_paused
 from registry.errors import RC_PROTOCOL_ERROR, InvalidRequest
+from registry.inputs import UNPAIRED_SURROGATE, has_unpaired_surrogate, json_problem
+from resolver.bodies import BodyDecoder, body_coding
 from resolver.keys import CONFIG_KEY, registry_of
 from resolver.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
 from resolver.web import flag, request_caller
@@ -33,26 +35,49 @@ class BodyTooLarge(InvalidRequest):
 
 
 class _Body:
-    """Reads the request body in chunks, hashing it and enforcing the size limit."""
+    """Reads the request body in chunks, decoding any gzip/deflate Content-Encoding, hashing the
+    decoded bytes and enforcing the size limit on what is sent and on what it decodes to."""
 
     def __init__(self, request: web.Request, limit: int) -> None:
         self.request = request
         self.limit = limit
         self.size = 0
         self.sha = hashlib.sha256()
+        coding = body_coding(request)
+        self.decoder = BodyDecoder(coding) if coding is not None else None
+
+    def _count(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise BodyTooLarge(f"batch body larger than {self.limit} bytes")
+        self.sha.update(data)
+        return data
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        sent = 0
         async for chunk in self.request.content.iter_chunked(CHUNK):
-            self.size += len(chunk)
-            if self.size > self.limit:
+            if self.decoder is None:
+                yield self._count(chunk)
+                continue
+            sent += len(chunk)
+            if sent > self.limit:
                 raise BodyTooLarge(f"batch body larger than {self.limit} bytes")
-            self.sha.update(chunk)
-            yield chunk
+            for piece in self.decoder.feed(chunk):
+                yield self._count(piece)
+        if self.decoder is not None:
+            self.decoder.close()
 
 
 class _LineError(Exception):
+    """An item that could not be decoded: it fails at its position, the rest of the batch goes on."""
+
     def __init__(self, message: str) -> None:
         self.message = message
+
+
+def _int_or_marker(digits: str) -> int | None:
+    """json's ``parse_int`` for re-reading an item ``int()`` refused: the item is failed anyway."""
+    return int(digits) if len(digits) <= 4000 else None
 
 
 async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
@@ -66,12 +91,12 @@ async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
         try:
             text = line.decode("utf-8")
             obj, end = raw_decode(text)
-        except (UnicodeDecodeError, ValueError) as exc:
-            return _LineError(f"line {line_no} is not JSON: {exc}"[:300])
-        except RecursionError:
-            return _LineError(f"line {line_no}: JSON nested too deeply")
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+            return _LineError(f"line {line_no} is not JSON: {json_problem(exc)}"[:300])
         if end != len(text):
             return _LineError(f"line {line_no} is not JSON: extra data after the value (column {end + 1})")
+        if has_unpaired_surrogate(text, obj):
+            return _LineError(f"line {line_no}: {UNPAIRED_SURROGATE}")
         return obj
 
     async for chunk in body.chunks():
@@ -94,8 +119,12 @@ async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
 
 
 async def _json_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
-    """The items of a top-level JSON array, decoded one at a time as the bytes arrive."""
+    """The items of a top-level JSON array, decoded one at a time as the bytes arrive. An item that
+    is well-formed JSON but not acceptable text (a number of more than 4,300 digits, an unpaired
+    surrogate) yields a _LineError in its place, as a bad NDJSON line does."""
     decoder = json.JSONDecoder()
+    lenient = json.JSONDecoder(parse_int=_int_or_marker)  # finds the end of an item json refuses
+    item_no = 0
     chunks = body.chunks()
     text, pos, pending, eof = "", 0, b"", False
 
@@ -147,14 +176,25 @@ async def _json_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
                     continue
                 except RecursionError:
                     raise InvalidRequest("malformed JSON in the batch: nested too deeply") from None
+                except ValueError as exc:  # json will not convert a number: find the item's end
+                    try:
+                        _, end = lenient.raw_decode(text, pos)
+                    except json.JSONDecodeError as again:
+                        if len(text) - pos > item_limit or not await more():
+                            raise InvalidRequest(f"malformed JSON in the batch: {again.msg}") from None
+                        continue
+                    obj = _LineError(f"item {item_no} is not acceptable JSON: {json_problem(exc)}")
                 if end == len(text) and await more():
                     # A number ending at the chunk edge may go on in the next chunk ("1" + "23"):
                     # decode it again with more text behind it.
                     continue
                 if end - pos > item_limit:
                     raise InvalidRequest(f"an item of the batch is larger than {item_limit} bytes")
+                if not isinstance(obj, _LineError) and has_unpaired_surrogate(text, obj, pos, end):
+                    obj = _LineError(f"item {item_no}: {UNPAIRED_SURROGATE}")
                 pos = end
                 break
+            item_no += 1
             yield obj
             sep = await next_char()
             pos += 1

@@ -538,6 +538,7 @@ def import_command(config_file, store, prefix, data_dir, file, target, fmt, temp
 
     from registry.importer import import_file
     from registry.model import normalise_prefix
+    from registry.templates import parse_version
 
     fmt = fmt or ("csv" if file.lower().endswith(".csv") else "ndjson")
     if chunk < 1 or chunk > 100_000:
@@ -547,12 +548,13 @@ def import_command(config_file, store, prefix, data_dir, file, target, fmt, temp
     async def work(registry: Registry, caller: Caller):  # type: ignore[no-untyped-def]
         template = None
         if template_ref:
-            ident, _, version = template_ref.partition("@")
-            if not version.isdigit():
+            ident, _, version_text = template_ref.partition("@")
+            version = parse_version(version_text)
+            if version is None:
                 raise click.UsageError("--template is ID@VERSION")
-            template = await registry.template(
-                normalise_prefix(target), ident, int(version)
-            ) or await registry.template("", ident, int(version))
+            template = await registry.template(normalise_prefix(target), ident, version) or await registry.template(
+                "", ident, version
+            )
             if template is None:
                 raise click.UsageError(f"no template {template_ref}")
         with click.progressbar(length=size, label=f"importing {os.path.basename(file)}", file=sys.stderr) as bar:

@@ -11,8 +11,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidRequest
+from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
-from registry.model import HandleName, normalise_prefix, prefix_handle_of
+from registry.model import MAX_INDEX, HandleName, normalise_prefix, prefix_handle_of
 from resolver.keys import CONFIG_KEY, registry_of, resolver_of
 from resolver.metrics import REGISTRATIONS
 from resolver.web import flag, json_response, read_json, request_caller
@@ -20,6 +21,7 @@ from resolver.web import flag, json_response, read_json, request_caller
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
+MAX_PAGE = MAX_U32 // 2  # so that page × pageSize stays within a store's 64-bit offset
 
 
 def _handle(request: web.Request, *, mint: bool = False) -> HandleName:
@@ -63,13 +65,7 @@ def _indexes(request: web.Request, *, various: bool = True) -> list[int] | None:
                 # On DELETE "various" names no index; treating it as "none given" would delete the handle.
                 raise InvalidRequest("index=various is only for PUT; name the indexes to delete")
             return []
-        try:
-            n = int(item)
-        except ValueError:
-            raise InvalidRequest(f"index must be an integer or 'various', got {item!r}") from None
-        if not 0 < n <= 0xFFFFFFFF:
-            raise InvalidRequest(f"index out of range: {n}")
-        out.append(n)
+        out.append(parse_uint(item.strip(), "index (a value index or 'various')", minimum=1, maximum=MAX_INDEX))
     return out
 
 
@@ -104,9 +100,7 @@ async def _resolve(request: web.Request, name: HandleName) -> web.Response:
         raise HandleNotFound("Handle Not Found", name.text)
     values = record.values
     types = request.query.getall("type", [])
-    indexes = {int(i) for i in request.query.getall("index", []) if i.isdigit()}
-    if request.query.getall("index", []) and len(indexes) != len(request.query.getall("index")):
-        raise InvalidRequest("index must be a non-negative integer")
+    indexes = {parse_uint(i.strip(), "index", maximum=MAX_INDEX) for i in request.query.getall("index", [])}
     if types or indexes:
         values = tuple(v for v in values if v.index in indexes or any(v.type_matches(t) for t in types))
     if flag(request, "publicOnly") or not await registry.may_read_private(caller, record):
@@ -156,17 +150,11 @@ async def delete_handle(request: web.Request) -> web.Response:
     return json_response(request, {"responseCode": 1, "handle": name.text})
 
 
-def _int_param(request: web.Request, name: str, default: int) -> int:
+def _int_param(request: web.Request, name: str, default: int, maximum: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise InvalidRequest(f"{name} must not be negative")
-    return value
+    return parse_uint(raw.strip(), name, maximum=maximum)
 
 
 @routes.get("/api/handles")
@@ -177,10 +165,8 @@ async def list_handles(request: web.Request) -> web.Response:
     if prefix.upper().startswith("0.NA/"):
         prefix = prefix[5:]
     max_size = request.app[CONFIG_KEY].max_page_size
-    page = _int_param(request, "page", 0)
-    size = _int_param(request, "pageSize", max_size)
-    if size > max_size:
-        raise InvalidRequest(f"pageSize may be at most {max_size}")
+    page = _int_param(request, "page", 0, MAX_PAGE)
+    size = _int_param(request, "pageSize", max_size, max_size)
     caller = await request_caller(request)
     total, handles = await registry_of(request).list_handles(caller, prefix, page, size)
     body = {

@@ -14,6 +14,8 @@ from aiohttp import web
 
 from registry.auth import ANONYMOUS, Caller, Identity
 from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest, ServerError
+from registry.inputs import decode_json
+from resolver.bodies import ACCEPTED_ENCODINGS, UnsupportedEncoding, body_coding, decode_body
 from resolver.errors import http_status
 from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
 from resolver.sessions import parse_handle_authorization, verify_signature
@@ -21,7 +23,7 @@ from resolver.sessions import parse_handle_authorization, verify_signature
 __all__ = ["error_response", "flag", "json_response", "read_json", "request_caller"]
 
 log = logging.getLogger("idnode")
-_CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(\.[A-Za-z_$][\w$]{0,63}){0,7}$")
+_CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(\.[A-Za-z_$][\w$]{0,63}){0,7}$", re.ASCII)
 JSON_TYPE = "application/json"
 
 
@@ -33,12 +35,18 @@ def flag(request: web.Request, name: str) -> bool:
 
 
 def json_response(request: web.Request, body: dict[str, Any], status: int = 200, headers: dict | None = None):
-    """A JSON reply honouring ``pretty`` and ``callback`` (JSONP)."""
+    """A JSON reply honouring ``pretty`` and ``callback`` (JSONP).
+
+    JSONP is for anonymous GETs only: a script tag on any site can make a browser send the Basic
+    credentials it remembers, and a JSONP reply hands what they may read to that site. A request
+    with an Authorization header and ``callback`` is refused (400, in plain JSON)."""
     pretty = flag(request, "pretty")
     text = json.dumps(body, ensure_ascii=False, indent=2 if pretty else None, separators=None if pretty else (",", ":"))
     callback = request.query.get("callback")
     if callback is not None and request.method == "GET":
-        if not _CALLBACK.match(callback):
+        if "Authorization" in request.headers:
+            raise InvalidRequest("callback (JSONP) is served to anonymous requests only; drop it or the credentials")
+        if not _CALLBACK.fullmatch(callback):
             raise InvalidRequest("callback must be a JavaScript identifier (letters, digits, _ and $, dotted)")
         return web.Response(
             text=f"/**/{callback}({text});", status=status, content_type="application/javascript", headers=headers
@@ -72,28 +80,28 @@ def error_response(request: web.Request, exc: HandleError, status: int | None = 
 
 
 async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
-    """The request body as JSON: Content-Type application/json, strict UTF-8, size-limited by the app."""
+    """The request body as JSON: Content-Type application/json, strict UTF-8, size-limited by the app
+    (``max_body_bytes``, before and after any gzip/deflate Content-Encoding: resolver.bodies)."""
     ctype = request.content_type
     if require_type and ctype != JSON_TYPE:
         raise InvalidRequest(f"Content-Type must be {JSON_TYPE}, got {ctype or 'none'}")
+    coding = body_coding(request)
+    limit = request.app[CONFIG_KEY].max_body_bytes
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        # Answered here as JSON (400, responseCode 4) so the error carries the handle like any other.
-        limit = request.app[CONFIG_KEY].max_body_bytes
-        raise InvalidRequest(f"request body too large (limit {limit} bytes)") from None
+        raw = None
+    # Answered here as JSON (400, responseCode 4) so the error carries the handle like any other.
+    body = decode_body(raw, coding, limit) if raw is not None else None
+    if body is None:
+        raise InvalidRequest(f"request body too large (limit {limit} bytes)")
     try:
-        text = raw.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
     if not text.strip():
         raise InvalidRequest("empty body")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise InvalidRequest("malformed JSON: nested too deeply") from None
+    return decode_json(text)
 
 
 async def answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
@@ -101,6 +109,10 @@ async def answer(request: web.Request, handler: Callable[[web.Request], Awaitabl
     or HTML (called by the one middleware in resolver.access)."""
     try:
         return await handler(request)
+    except UnsupportedEncoding as exc:
+        response = error_response(request, exc, 415)
+        response.headers["Accept-Encoding"] = ACCEPTED_ENCODINGS
+        return response
     except HandleError as exc:
         return error_response(request, exc)
     except web.HTTPRequestEntityTooLarge:

@@ -464,3 +464,21 @@ def test_cli_import_applies_the_nodes_value_limits(cli_node, tmp_path):
     )
     assert "failed 1" in r.output, r.output
     assert run(url, counts) == {}
+
+
+async def test_lines_json_will_not_convert_are_rejected_not_fatal(node, tmp_path):
+    """A 5,000-digit number, an unpaired surrogate or Unicode digits fail their line only."""
+    registry, ent = node
+    rows = [
+        url_row(1),
+        '{"suffix": "big", "values": [{"index": ' + "7" * 5000 + ', "type": "URL", "data": "x"}]}',
+        '{"suffix": "sur", "values": [{"index": 1, "type": "URL", "data": "\\ud800"}]}',
+        url_row(2, values=[{"index": "²", "type": "URL", "data": "x"}]),
+        url_row(3),
+    ]
+    path = write_ndjson(tmp_path / "odd.ndjson", rows)
+    summary = await import_file(registry, node_admin(), path, prefix=ent.prefix, fmt="ndjson")
+    assert (summary.rows, summary.created, summary.failed) == (5, 2, 3), summary
+    messages = [r["message"] for r in rejects_of(path)]
+    assert any("4300 digits" in m for m in messages) and any("surrogate" in m for m in messages)
+    assert sorted(await handles_under(registry, ent.prefix)) == [f"{ent.prefix}/SKU-00001", f"{ent.prefix}/SKU-00003"]

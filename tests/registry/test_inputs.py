@@ -1,4 +1,4 @@
-"""The one rule for client numbers and instants (registry.inputs)."""
+"""The one rule for client numbers, instants and JSON texts (registry.inputs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import datetime as dt
 import pytest
 
 from registry.errors import InvalidRequest, InvalidValue
-from registry.inputs import MAX_ID, MAX_U32, as_uint, parse_instant, parse_uint
+from registry.inputs import (
+    MAX_ID,
+    MAX_U32,
+    as_uint,
+    decode_json,
+    has_unpaired_surrogate,
+    json_problem,
+    parse_instant,
+    parse_uint,
+)
 
 
 @pytest.mark.parametrize("text", ["²", "١٢", "+1", "-1", " 1", "1_000", "", "1" * 21, "1" * 5000, "0x10", "1.0"])
@@ -59,3 +68,31 @@ def test_parse_instant_forms() -> None:
     assert parse_instant("2026-01-14T16:00:00Z", "t") == want
     assert parse_instant("2026-01-14T16:00:00", "t") == want
     assert parse_instant("2026-01-15", "t") == dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
+
+
+def test_decode_json_refuses_long_numbers_and_unpaired_surrogates() -> None:
+    with pytest.raises(InvalidRequest, match="more than 4300 digits"):
+        decode_json('{"index": ' + "1" * 5000 + "}")
+    for text in ('"\\ud800"', '{"\\udfff": 1}', '["ok", {"a": "x\\uDC00"}]'):
+        with pytest.raises(InvalidRequest, match="unpaired surrogate"):
+            decode_json(text)
+    with pytest.raises(InvalidRequest, match="malformed JSON: Expecting value"):
+        decode_json("[")
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        decode_json("[" * 100_000 + "]" * 100_000)
+    assert decode_json('{"a": "\\ud83d\\ude00", "n": 42}') == {"a": "😀", "n": 42}  # a pair is a character
+
+
+def test_has_unpaired_surrogate_looks_only_inside_its_range() -> None:
+    text = '{"a":"\\ud800"} {"b":1}'
+    assert has_unpaired_surrogate(text, {"a": "\ud800"}, 0, 14)
+    assert not has_unpaired_surrogate(text, {"b": 1}, 15)
+    assert not has_unpaired_surrogate('"\\\\ud800"', "\\ud800")  # an escaped backslash, then text
+
+
+def test_json_problem_words() -> None:
+    assert json_problem(RecursionError()) == "nested too deeply"
+    assert json_problem(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")) == "not valid UTF-8 (byte 0)"
+    with pytest.raises(ValueError) as exc:
+        int("1" * 5000)
+    assert json_problem(exc.value) == "a number has more than 4300 digits"

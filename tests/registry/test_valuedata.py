@@ -172,7 +172,7 @@ def test_admin_from_json_permission_forms() -> None:
         ({"index": 1}, "'handle'"),
         ({"handle": "", "index": 1}, "'handle'"),
         ({"handle": "0.NA/1"}, "'index' is required"),
-        ({"handle": "0.NA/1", "index": "abc"}, "'index' must be an integer"),
+        ({"handle": "0.NA/1", "index": "abc"}, "'index' must be a whole number"),
         ({"handle": "0.NA/1", "index": -1}, "'index' must be from 0"),
         ({"handle": "0.NA/1", "index": 2**32}, "'index' must be from 0"),
         ({"handle": "0.NA/1", "index": True}, "boolean"),
