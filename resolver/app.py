@@ -19,6 +19,7 @@ from registry.stores import open_store
 from registry.stores.base import HandleStore
 from resolver.access import request_context
 from resolver.admin_routes import admin_routes
+from resolver.api_docs import api_docs_routes
 from resolver.batch_routes import batch_routes
 from resolver.cache import build_cache
 from resolver.config import Config, ConfigError
@@ -93,6 +94,7 @@ def create_app(
     app.router.add_routes(tracker_routes)
     app.router.add_routes(health_routes)
     app.router.add_get("/metrics", metrics_handler(TallyCollector(lambda: _live_tally(tracker))))
+    app.router.add_routes(api_docs_routes)
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock
