@@ -97,6 +97,9 @@ def _schema_summary(schema: Any) -> str:
             joiner = " + " if key == "allOf" else " | "
             return joiner.join(_schema_summary(s) for s in schema[key])
     kind = schema.get("type", "")
+    if kind == "object" and isinstance(schema.get("properties"), dict):
+        names = ", ".join(f"<code>{html.escape(name)}</code>" for name in schema["properties"])
+        return f"object {{{names}}}"
     if kind == "array":
         return f"array of {_schema_summary(schema.get('items', {}))}"
     out = html.escape(" | ".join(kind) if isinstance(kind, list) else str(kind or "any"))
