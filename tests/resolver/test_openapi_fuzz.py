@@ -2,7 +2,9 @@
 
 A real ``idnode serve`` on SQLite with onboarded data (a promoter, an enterprise, identifiers, a
 template, an auditor), so that generated requests resolve, overwrite and delete real records. Every
-operation is run twice: anonymously, and with the node administrator's Basic credentials.
+operation is run twice: anonymously (schemathesis then makes up credentials of its own for the
+operations that declare them, so the parsing of Authorization is fuzzed too), and with the node
+administrator's Basic credentials.
 
 The run is seeded and deterministic (the same requests every time for a given schemathesis and
 Hypothesis version), bounded by the number of cases (``MAX_EXAMPLES`` per operation in the fuzzing
@@ -23,8 +25,12 @@ as HANDLE.NET where HANDLE.NET is (flags take any value, numbers may arrive as d
 No operation is excluded: ``/metrics``, ``/bureau``, the CSV tally, ``/api/docs`` and the spec
 are text or HTML whose status and Content-Type are still checked.
 
-Values from ``NASTY`` (the inputs that once made the node answer 500: Unicode digits, 5,000-digit
-numbers, out-of-range instants and ids) are mixed into generated strings and integers.
+``NASTY_STRINGS`` and ``NASTY_INTEGERS`` (inputs that made the node answer 500 before: Unicode
+digits, 5,000-digit numbers, out-of-range instants and ids) are mixed into generated strings and
+integers, where the schema allows them and, in negative cases, where it does not.
+
+A failure prints the request as a curl command line. The summary (requests and statuses per
+identity and operation) is printed by the last test: ``pytest -rA tests/resolver/test_openapi_fuzz.py``.
 """
 
 from __future__ import annotations
