@@ -2,9 +2,11 @@
 
 A real ``idnode serve`` on SQLite with onboarded data (a promoter, an enterprise, identifiers, a
 template, an auditor), so that generated requests resolve, overwrite and delete real records. Every
-operation is run twice: anonymously (schemathesis then makes up credentials of its own for the
-operations that declare them, so the parsing of Authorization is fuzzed too), and with the node
-administrator's Basic credentials.
+operation is run twice: first with the node administrator's Basic credentials (explicit examples,
+coverage and fuzzing phases), then anonymously, reading back what the administrator wrote
+(schemathesis makes up credentials of its own for the operations that declare them, so the parsing
+of Authorization is fuzzed too; the coverage phase runs only where anonymous requests get past the
+credentials check).
 
 The run is seeded and deterministic (the same requests every time for a given schemathesis and
 Hypothesis version), bounded by the number of cases (``MAX_EXAMPLES`` per operation in the fuzzing
