@@ -19,6 +19,7 @@ from registry.stores import open_store
 from registry.stores.base import HandleStore
 from resolver.access import request_context
 from resolver.admin_routes import admin_routes
+from resolver.api_docs import api_docs_routes
 from resolver.batch_routes import batch_routes
 from resolver.config import Config, ConfigError
 from resolver.datadir import prepare_data_dir
@@ -119,6 +120,7 @@ def create_app(
     app.router.add_get(METRICS_PATH, metrics_handler())
     tally_gauges = TallyCollector(lambda: _live_tally(tracker))
     app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
+    app.router.add_routes(api_docs_routes)
     add_native_http_route(app)  # POST application/x-hdl-message at any path; nothing else
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:

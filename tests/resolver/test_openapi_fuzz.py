@@ -1,0 +1,294 @@
+"""Schemathesis against a live node: every operation of ``resolver/openapi.json``, fuzzed.
+
+A real ``idnode serve`` on SQLite with onboarded data (a promoter, an enterprise, identifiers, a
+template, an auditor), so that generated requests resolve, overwrite and delete real records. Every
+operation is run twice: first with the node administrator's Basic credentials (explicit examples,
+coverage and fuzzing phases), then anonymously, reading back what the administrator wrote
+(schemathesis makes up credentials of its own for the operations that declare them, so the parsing
+of Authorization is fuzzed too; the coverage phase runs only where anonymous requests get past the
+credentials check).
+
+The run is seeded and deterministic (the same requests every time for a given schemathesis and
+Hypothesis version), bounded by the number of cases (``MAX_EXAMPLES`` per operation in the fuzzing
+phase, plus the examples and coverage phases) and by a timeout per request. It fails on:
+
+- any 5xx (``not_a_server_error``);
+- a status code, a Content-Type, a body or a header the document does not describe for that
+  operation (``status_code_conformance``, ``content_type_conformance``,
+  ``response_schema_conformance``, ``response_headers_conformance``);
+- an operation that declares credentials required but answers 2xx without them
+  (``ignored_auth``, with the administrator's credentials).
+
+Left out, on purpose: ``positive_data_acceptance`` (a schema-valid request must succeed) — the
+document describes shapes, while the node also checks meaning: credit codes, handle syntax, rights,
+existing records; a syntactically valid but unknown handle is rightly a 404, a random credit code a
+400. ``negative_data_rejection`` (a schema-invalid request must be refused) — the node is as lenient
+as HANDLE.NET where HANDLE.NET is (flags take any value, numbers may arrive as digit strings).
+No operation is excluded: ``/metrics``, ``/bureau``, the CSV tally, ``/api/docs`` and the spec
+are text or HTML whose status and Content-Type are still checked.
+
+``NASTY_STRINGS`` and ``NASTY_INTEGERS`` (inputs that made the node answer 500 before: Unicode
+digits, 5,000-digit numbers, out-of-range instants and ids) are mixed into generated strings and
+integers, where the schema allows them and, in negative cases, where it does not.
+
+A failure prints the request as a curl command line. The summary (requests and statuses per
+identity and operation) is printed by the last test: ``pytest -rA tests/resolver/test_openapi_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from typing import Any
+from urllib.parse import quote
+
+import msgpack
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from resolver.api_docs import spec
+from tests.conftest import ADMIN_SECRET
+from tests.nodeproc import NodeProcess
+
+NODE_PREFIX_HANDLE = "0.NA/88.118.8"
+NODE_ADMIN = f"300:{NODE_PREFIX_HANDLE}"
+ENTERPRISE = "88.118.8.1001"  # the first enterprise prefix the node allocates
+KNOWN_HANDLES = [f"{ENTERPRISE}/SKU-{n}" for n in range(1, 13)]
+MAX_EXAMPLES = 25  # per operation and identity in the fuzzing phase
+SEED = 20261204
+NASTY_STRINGS = [
+    "²",
+    "١٢٣",
+    "9" * 5000,
+    "99999999999999999999",
+    "-1",
+    "1_000",
+    " 7",
+    "%C0%AF",
+    "²:5",
+    "1:²",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-12:00",
+    NODE_PREFIX_HANDLE,
+    f"{ENTERPRISE}/SKU-1",
+    "300:0.NA/88.118.8",
+]
+NASTY_INTEGERS = [0, -1, 2**31, 2**32, 2**63, 2**64, 10**30, 10**4400]
+
+
+def _config(**extra: Any) -> schemathesis.Config:
+    return schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "request-timeout": 20,
+            "generation": {
+                "deterministic": True,
+                "max-examples": MAX_EXAMPLES,
+                "database": "none",
+                # A failure is reported as found, with a curl line to reproduce it; shrinking it
+                # would make a failing run many times longer.
+                "no-shrink": True,
+                "dictionaries": {
+                    "string": {"dictionary": "nasty-strings", "probability": 0.1},
+                    "integer": {"dictionary": "nasty-integers", "probability": 0.1},
+                },
+            },
+            "dictionaries": {
+                "nasty-strings": {"values": NASTY_STRINGS},
+                "nasty-integers": {"values": NASTY_INTEGERS},
+            },
+            "checks": {
+                "enabled": False,
+                "not_a_server_error": {"enabled": True},
+                "status_code_conformance": {"enabled": True},
+                "content_type_conformance": {"enabled": True},
+                "response_schema_conformance": {"enabled": True},
+                "response_headers_conformance": {"enabled": True},
+                "ignored_auth": {"enabled": True},
+            },
+            **extra,
+        }
+    )
+
+
+def _credentials_required() -> list[str]:
+    return [
+        operation["operationId"]
+        for item in spec()["paths"].values()
+        for operation in item.values()
+        if {} not in operation["security"]
+    ]
+
+
+# The administrator gets every phase: explicit examples, coverage (boundary and invalid values of each
+# parameter and property in turn) and fuzzing. Anonymous requests to an operation that requires
+# credentials stop at the credentials check, so there the coverage phase would mostly repeat one
+# refusal: anonymous runs it only where anonymous requests go further.
+ADMIN_SCHEMA = schemathesis.openapi.from_dict(spec(), config=_config())
+ANONYMOUS_SCHEMA = schemathesis.openapi.from_dict(
+    spec(),
+    config=_config(
+        operations=[{"include-operation-id": _credentials_required(), "phases": {"coverage": {"enabled": False}}}]
+    ),
+)
+
+# What the run did, per identity and operation: statuses answered (printed, and checked at the end).
+STATUSES: dict[str, Counter[int]] = defaultdict(Counter)
+TIMING: dict[str, float] = {}
+
+
+def basic(identity: str, secret: str) -> dict[str, str]:
+    token = base64.b64encode(f"{quote(identity, safe='')}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+IDENTITIES: dict[str, dict[str, str] | None] = {"anonymous": None, "node-admin": basic(NODE_ADMIN, ADMIN_SECRET)}
+
+
+# ------------------------------------------------------------------------------ request bodies
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(ctx: schemathesis.SerializationContext, value: Any) -> dict[str, bytes]:
+    items = value if isinstance(value, list) else [value]
+    return {"data": "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode()}
+
+
+def _msgpack_able(value: Any) -> Any:
+    """msgpack carries integers of at most 64 bits: a larger one goes as its digits (which the node
+    must refuse or read as any client's digit string)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, list):
+        return [_msgpack_able(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _msgpack_able(v) for k, v in value.items()}
+    return value
+
+
+@schemathesis.serializer("application/msgpack")
+def _msgpack(ctx: schemathesis.SerializationContext, value: Any) -> dict[str, bytes]:
+    return {"data": msgpack.packb(_msgpack_able(value))}
+
+
+# Handles: mostly real records and well-formed names under the enterprise's prefix, prefix handles,
+# some noise.
+schemathesis.openapi.format(
+    "handle",
+    st.one_of(
+        st.sampled_from(KNOWN_HANDLES),
+        st.builds(lambda s: f"{ENTERPRISE}/{s}", st.text(min_size=1, max_size=20)),
+        st.sampled_from([f"0.NA/{ENTERPRISE}", NODE_PREFIX_HANDLE]),
+        st.text(min_size=1, max_size=30),
+    ),
+)
+schemathesis.openapi.format("handle-prefix", st.one_of(st.just(ENTERPRISE), st.text(max_size=20)))
+
+
+# ------------------------------------------------------------------------------ the node
+
+
+def _send(url: str, method: str, body: object, headers: dict[str, str] | None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A node with data to hit: promoter 1, enterprise 1 (88.118.8.1001), identifiers, a template
+    and an auditor."""
+    proc = NodeProcess(tmp_path_factory.mktemp("openapi-fuzz")).wait_ready()
+    admin = IDENTITIES["node-admin"]
+    try:
+        _send(f"{proc.url}/api/promoters", "POST", {"name": "Promoter", "uscc": "91350100M000100Y43"}, admin)
+        enterprise = {"name": "Enterprise", "uscc": "91440300708461136T", "promoter": 1}
+        assert _send(f"{proc.url}/api/enterprises", "POST", enterprise, admin)["prefix"] == ENTERPRISE
+        template = {"id": "sku-basic", "fields": [{"index": 2001, "name": "batch", "type": "BATCH_NO"}]}
+        _send(f"{proc.url}/api/templates", "POST", template, admin)
+        _send(f"{proc.url}/api/auditors", "POST", {"name": "baiyun"}, admin)
+        for n, handle in enumerate(KNOWN_HANDLES):
+            values = [
+                {"index": 1, "type": "URL", "data": f"https://trace.example.com/{n}"},
+                {"index": 2, "type": "EMAIL", "data": "qa@example.com", "permissions": "1100"},
+            ]
+            _send(f"{proc.url}/api/handles/{handle}", "PUT", {"values": values}, admin)
+        TIMING["started"] = time.monotonic()
+        yield proc
+    finally:
+        proc.stop()
+
+
+# ------------------------------------------------------------------------------ the fuzzing
+
+
+def _spare_node_prefix_handle(case: schemathesis.Case) -> None:
+    """The administrator may replace the node's own prefix handle or delete some of its values (only
+    deleting the whole handle is refused), as in HANDLE.NET; a generated write there would replace the
+    administrator's own key and lock the rest of the run out. Such writes go to the enterprise's prefix
+    handle instead; reads, and attempts to delete the whole handle, go where they were meant to."""
+    handle = (case.path_parameters or {}).get("handle")
+    if not isinstance(handle, str) or handle.strip().upper() != NODE_PREFIX_HANDLE:
+        return
+    if case.method == "PUT" or (case.method == "DELETE" and (case.query or {}).get("index") not in (None, [])):
+        case.path_parameters["handle"] = f"0.NA/{ENTERPRISE}"
+
+
+def _call_and_validate(case: schemathesis.Case, node: NodeProcess, who: str) -> None:
+    headers = IDENTITIES[who]
+    _spare_node_prefix_handle(case)
+    response = case.call(base_url=node.url, headers=headers)
+    STATUSES[f"{who:10} {case.operation.label}"][response.status_code] += 1
+    sent = {"base_url": node.url, **({"headers": headers} if headers else {})}
+    case.validate_response(response, headers=headers, transport_kwargs=sent)
+
+
+# The administrator runs first: its writes (values of every shape, TTLs, permissions) then stand in
+# the records the anonymous run reads back, so a write that is accepted but cannot be read shows.
+@ADMIN_SCHEMA.parametrize()
+@settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_node_admin(case: schemathesis.Case, node: NodeProcess) -> None:
+    _call_and_validate(case, node, "node-admin")
+
+
+@ANONYMOUS_SCHEMA.parametrize()
+@settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_anonymous(case: schemathesis.Case, node: NodeProcess) -> None:
+    _call_and_validate(case, node, "anonymous")
+
+
+def test_fuzzing_reached_the_data() -> None:
+    """Runs after the fuzzing above (same module): it made a few thousand requests, and with the
+    administrator's credentials real reads and writes succeeded, so the run went past the checks of
+    credentials and syntax. Prints what was asked and answered."""
+    if not STATUSES:
+        pytest.fail("run the whole module: the fuzzing tests above collect what this checks")
+    total = sum(sum(c.values()) for c in STATUSES.values())
+    lines = [f"{sum(c.values()):5}  {label}  {dict(sorted(c.items()))}" for label, c in sorted(STATUSES.items())]
+    elapsed = time.monotonic() - TIMING["started"]
+    print(f"\nschemathesis: {total} requests in {elapsed:.1f} s", *lines, sep="\n")
+    assert total >= 2000, total
+
+    def ok(label: str) -> int:
+        return sum(n for status, n in STATUSES[label].items() if 200 <= status < 300)
+
+    for operation in (
+        "GET /api/handles/{handle}",
+        "PUT /api/handles/{handle}",
+        "DELETE /api/handles/{handle}",
+        "POST /api/handles",
+        "GET /api/handles",
+        "GET /api/promotion/tallies",
+        "GET /bureau",
+    ):
+        assert ok(f"{'node-admin':10} {operation}") > 0, f"no 2xx for the administrator on {operation}"
