@@ -29,8 +29,10 @@ from resolver.native.server import start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
 from resolver.session_routes import session_routes
+from resolver.sessions import SessionStore
 from resolver.template_routes import template_routes
-from resolver.web import request_caller
+from resolver.throttle import GuessThrottle
+from resolver.web import announce_session, request_caller
 
 __all__ = ["create_app", "node_site"]
 
@@ -84,7 +86,8 @@ def create_app(
     that need registrations, moves and tallies at chosen times."""
     app = web.Application(middlewares=[request_context], client_max_size=config.max_body_bytes)
     app[CONFIG_KEY] = config
-    state = app[STATE_KEY] = NodeState()
+    app.on_response_prepare.append(announce_session)
+    state = app[STATE_KEY] = NodeState(sessions=SessionStore(per_address=config.sessions_per_address))
     app.router.add_routes(routes)
     app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
@@ -126,6 +129,14 @@ def create_app(
             )
         )
         tracker.store, tracker.signer = opened, signer
+        state.throttle = GuessThrottle(
+            config.auth_throttle_failures,
+            config.auth_throttle_window,
+            config.auth_throttle_levels,
+            redis_url=config.redis,
+            key_prefix=config.redis_key_prefix,
+            timeout=config.redis_timeout_ms / 1000,
+        )
         state.registry = registry
         state.resolver = Resolver(registry, cache)
         native = None
@@ -135,6 +146,10 @@ def create_app(
         if native is not None:
             await native.close()
         state.registry = state.resolver = None
+        registry.close()
+        if state.throttle is not None:
+            await state.throttle.close()
+            state.throttle = None
         if cache is not None:
             await cache.close()
         if own_store:

@@ -77,6 +77,32 @@ class Config:
     log_level: str = _f("info", "Log level: debug, info, warning, error.")
     policy_file: str = _f("", "Clause-8 policy (TOML or JSON) for tallies; empty: the Baiyun draft defaults.")
     native_port: int = _f(2641, "UDP/TCP port of the native Handle protocol; 0 disables it.")
+    auth_scrypt_threads: int = _f(
+        max(1, (os.cpu_count() or 2) // 2),
+        "Threads per worker that hash and check secret keys (scrypt), off the event loop (default: half the CPUs).",
+    )
+    auth_scrypt_queue: int = _f(
+        16,
+        "Most secret-key checks queued or running per worker; beyond it a credential check is answered 503 "
+        "(responseCode 3) with Retry-After, as is a fifth concurrent check from one client address.",
+    )
+    auth_cache_ttl: int = _f(
+        300, "How long a successful secret-key check is remembered, in seconds (0: check every request)."
+    )
+    auth_throttle_failures: int = _f(
+        10,
+        "Wrong credentials for one identity from one client address within auth_throttle_window before the node "
+        "answers 429 with Retry-After; each further level allows twice as many in four times the window.",
+    )
+    auth_throttle_window: int = _f(300, "The first throttle level's window, in seconds.")
+    auth_throttle_levels: int = _f(
+        5, "Throttle levels (back-off steps); with the defaults the last one locks a persistent guesser for ~21 h."
+    )
+    sessions_per_address: int = _f(
+        100,
+        "Most unauthenticated challenge-response sessions one client address holds (its oldest go first; "
+        "authenticated sessions are never evicted for them).",
+    )
 
     @property
     def store_url(self) -> str:
@@ -94,6 +120,9 @@ class Config:
             max_handle_length=self.max_handle_length,
             case_sensitive_suffix=self.case_sensitive_suffix,
             value_limits=ValueLimits(max_values=self.max_values, max_data_bytes=self.max_value_bytes),
+            scrypt_threads=self.auth_scrypt_threads,
+            scrypt_max_jobs=self.auth_scrypt_queue,
+            auth_cache_ttl=float(self.auth_cache_ttl),
         )
 
     @property
@@ -167,6 +196,12 @@ def _validate(c: Config) -> None:
         "max_page_size",
         "batch_max_items",
         "batch_max_bytes",
+        "auth_scrypt_threads",
+        "auth_scrypt_queue",
+        "auth_throttle_failures",
+        "auth_throttle_window",
+        "auth_throttle_levels",
+        "sessions_per_address",
     )
     for name in positive:
         if getattr(c, name) <= 0:
@@ -182,6 +217,7 @@ def _validate(c: Config) -> None:
         "cache_negative_ttl",
         "cache_redis_max_ttl",
         "cache_invalidation_wait_ms",
+        "auth_cache_ttl",
     )
     for name in not_negative:
         if getattr(c, name) < 0:
