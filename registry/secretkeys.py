@@ -128,6 +128,7 @@ class SecretHasher:
         self._slots: asyncio.Semaphore | None = None
         self._per_source: dict[str, int] = {}
         self.refused = 0  # verifications refused as busy (for tests and status)
+        self.jobs = 0  # scrypt computations started (for tests and status)
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -153,6 +154,7 @@ class SecretHasher:
         except BaseException:
             slots.release()
             raise
+        self.jobs += 1
         job.add_done_callback(release)
         return await asyncio.wrap_future(job)
 
