@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from registry.auth import Identity
 from registry.errors import HandleError
 from resolver.credentials import parse_basic
 from resolver.keys import CONFIG_KEY
@@ -40,16 +41,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def claimed_identity(authorization: str | None) -> str | None:
-    """The ``index:handle`` identity named in Basic credentials, parsed by the same
-    :func:`resolver.credentials.parse_basic` as authentication; None when there is none or it does
-    not look like one. Whether the secret was right shows in the status (401, 403 or 429)."""
+    """The ``index:handle`` identity named in Basic credentials, parsed exactly as authentication
+    parses it (:func:`resolver.credentials.parse_basic`, then ``Identity.parse``); None when there
+    is none, it is not a valid identity, or it holds whitespace. Whether the secret was right shows
+    in the status (401, 403 or 429)."""
     if not authorization:
         return None
     scheme, _, param = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
-        identity = parse_basic(param).identity
+        identity = str(Identity.parse(parse_basic(param).identity))
     except HandleError:
         return None
     return identity if _IDENTITY.fullmatch(identity) else None
