@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from limits import RateLimitItemPerSecond
+from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
@@ -139,12 +139,19 @@ class GuessThrottle:
                     log.warning("credential throttle: Redis failed (%s); counting in this process", type(exc).__name__)
         return await call(self._local)
 
+    async def _levels(self, limiter: MovingWindowRateLimiter, call: Callable[[RateLimitItem], Awaitable[T]]) -> list[T]:
+        """``call`` for every level: one after the other in process (each is a few µs; tasks would
+        cost more), concurrently against Redis (one round trip for all)."""
+        if limiter is self._local:
+            return [await call(item) for item in self.levels]
+        return list(await asyncio.gather(*(call(item) for item in self.levels)))
+
     async def check(self, subject: str, address: str) -> bool:
         """Raise TooManyFailures while a level is full; True when some failures are on record."""
         key = self._key(subject, address)
 
         async def stats(limiter: MovingWindowRateLimiter) -> list[Any]:
-            return list(await asyncio.gather(*(limiter.get_window_stats(item, key) for item in self.levels)))
+            return await self._levels(limiter, lambda item: limiter.get_window_stats(item, key))
 
         windows = await self._each(stats)
         now = time.time()
@@ -157,7 +164,7 @@ class GuessThrottle:
         key = self._key(subject, address)
 
         async def hit(limiter: MovingWindowRateLimiter) -> None:
-            await asyncio.gather(*(limiter.hit(item, key) for item in self.levels))
+            await self._levels(limiter, lambda item: limiter.hit(item, key))
 
         await self._each(hit)
 
@@ -165,7 +172,7 @@ class GuessThrottle:
         key = self._key(subject, address)
 
         async def clear(limiter: MovingWindowRateLimiter) -> None:
-            await asyncio.gather(*(limiter.clear(item, key) for item in self.levels))
+            await self._levels(limiter, lambda item: limiter.clear(item, key))
 
         await self._each(clear)
 
