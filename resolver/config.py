@@ -7,6 +7,8 @@ checks that each one is documented in the README.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -98,6 +100,11 @@ class Config:
     auth_throttle_levels: int = _f(
         5, "Throttle levels (back-off steps); with the defaults the last one locks a persistent guesser for ~21 h."
     )
+    trusted_proxies: str = _f(
+        "",
+        "Comma-separated addresses or networks of reverse proxies (nginx, an Ingress) whose X-Forwarded-For names "
+        "the client; the credential throttle and session bounds count that client, not the proxy.",
+    )
     sessions_per_address: int = _f(
         100,
         "Most unauthenticated challenge-response sessions one client address holds (its oldest go first; "
@@ -125,12 +132,21 @@ class Config:
             auth_cache_ttl=float(self.auth_cache_ttl),
         )
 
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed (ValueError for a malformed entry)."""
+        return _networks(self.trusted_proxies)
+
     @property
     def loopback(self) -> bool:
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
     def help(self, name: str) -> str:
         return {f.name: f.metadata["help"] for f in dataclasses.fields(self)}[name]
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -226,12 +242,14 @@ def _validate(c: Config) -> None:
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
     if c.advertise_host:
-        import ipaddress
-
         try:
             ipaddress.ip_address(c.advertise_host)
         except ValueError:
             raise ConfigError("advertise_host must be an IP address (HS_SITE holds addresses, not names)") from None
+    try:
+        c.proxy_networks()
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
     if bool(c.tls_cert) != bool(c.tls_key):
         raise ConfigError("tls_cert and tls_key go together")
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -8,8 +8,7 @@ from aiohttp import web
 
 from registry.errors import AuthenticationNeeded, InvalidRequest
 from resolver.keys import STATE_KEY
-from resolver.throttle import client_address
-from resolver.web import SESSION_KEY, json_response, request_caller
+from resolver.web import SESSION_KEY, json_response, request_address, request_caller
 
 __all__ = ["session_routes"]
 
@@ -20,7 +19,7 @@ session_routes = web.RouteTableDef()
 async def open_session(request: web.Request) -> web.Response:
     """A new challenge: ``{"sessionId", "nonce"}`` (unauthenticated sessions are bounded per client
     address; see ``sessions_per_address``)."""
-    session = request.app[STATE_KEY].sessions.new(client_address(request.remote))
+    session = request.app[STATE_KEY].sessions.new(request_address(request))
     nonce = base64.b64encode(session.nonce).decode("ascii")
     return json_response(request, {"sessionId": session.id, "nonce": nonce}, 201)
 

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from registry.errors import RC_SERVER_TOO_BUSY, HandleError, InvalidCredential
 
-__all__ = ["GuessThrottle", "TooManyFailures", "client_address"]
+__all__ = ["GuessThrottle", "Networks", "TooManyFailures", "client_address"]
 
 log = logging.getLogger("idnode.auth")
 T = TypeVar("T")
@@ -59,17 +59,39 @@ class TooManyFailures(HandleError):
         self.retry_after = retry_after
 
 
-def client_address(remote: str | None) -> str:
-    """The address failures are counted under: IPv4 as is, IPv6 by its /64."""
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_address(remote: str | None, forwarded_for: str | None = None, proxies: Networks = ()) -> str:
+    """The address failures (and anonymous sessions) are counted under: IPv4 as is, IPv6 by its /64.
+
+    When the peer ``remote`` is one of the trusted ``proxies``, the client is the rightmost
+    ``X-Forwarded-For`` entry that is not itself a trusted proxy (entries further left were written
+    by the client and prove nothing)."""
     if not remote:
         return "unknown"
-    try:
-        ip = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
+    ip = _ip(remote)
+    if ip is None:
         return remote[:64]
+    if proxies and forwarded_for and any(ip in net for net in proxies):
+        for hop in reversed(forwarded_for.split(",")[-16:]):
+            hop_ip = _ip(hop)
+            if hop_ip is None:
+                break
+            ip = hop_ip
+            if not any(hop_ip in net for net in proxies):
+                break
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 

@@ -20,7 +20,16 @@ from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
 from resolver.sessions import Session, SessionStore, parse_handle_authorization, verify_signature
 from resolver.throttle import GuessThrottle, TooManyFailures, client_address
 
-__all__ = ["SESSION_KEY", "announce_session", "error_response", "flag", "json_response", "read_json", "request_caller"]
+__all__ = [
+    "SESSION_KEY",
+    "announce_session",
+    "error_response",
+    "flag",
+    "json_response",
+    "read_json",
+    "request_address",
+    "request_caller",
+]
 
 log = logging.getLogger("idnode")
 # The Handle session this request used or authenticated (aiohttp request key).
@@ -72,7 +81,7 @@ def error_response(request: web.Request, exc: HandleError, status: int | None = 
         headers.add("WWW-Authenticate", 'Basic realm="idnode"')
         state = request.app.get(STATE_KEY)
         if state is not None:
-            session = state.sessions.new(client_address(request.remote))
+            session = state.sessions.new(request_address(request))
             headers.add("WWW-Authenticate", state.sessions.challenge(session))
     try:
         return json_response(request, error_body(exc), status, headers)
@@ -174,9 +183,17 @@ async def _handle_scheme(request: web.Request, param: str) -> Caller:
             raise InvalidCredential(f"signature does not verify with the key at {identity}")
         return identity
 
-    await _throttle(request).guard(_subject(identity), client_address(request.remote), check)
+    await _throttle(request).guard(_subject(identity), request_address(request), check)
     request[SESSION_KEY] = sessions.authenticate(session, identity)
     return await registry.caller_of(identity)
+
+
+def request_address(request: web.Request) -> str:
+    """The client's address as the throttle and the session bounds count it (through trusted
+    proxies' ``X-Forwarded-For``; IPv6 by /64)."""
+    config = request.app.get(CONFIG_KEY)
+    proxies = config.proxy_networks() if config is not None else ()
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), proxies)
 
 
 def _throttle(request: web.Request) -> GuessThrottle:
@@ -207,7 +224,7 @@ async def request_caller(request: web.Request) -> Caller:
         return await _handle_scheme(request, param)
     credentials = parse_basic(param)
     identity = Identity.parse(credentials.identity)
-    address = client_address(request.remote)
+    address = request_address(request)
     registry = registry_of(request)
 
     async def check() -> Identity:

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from registry.errors import InvalidCredential
+from resolver.app import create_app
+from resolver.config import ConfigError, load_config
 from resolver.keys import STATE_KEY
 from resolver.throttle import GuessThrottle, TooManyFailures, client_address
 from tests.conftest import ADMIN_SECRET, REDIS_URL, free_port
@@ -206,3 +209,40 @@ async def test_nodes_sharing_redis_share_the_throttle(two_nodes) -> None:  # typ
         for node in (a, b):
             async with elsewhere.get(f"{node.url}{PROBE}", headers=ADMIN) as r:
                 assert r.status == 200, await r.text()
+
+
+def test_client_address_through_trusted_proxies() -> None:
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    assert client_address("10.0.0.5", "203.0.113.9", proxies) == "203.0.113.9"
+    # Entries left of the first untrusted hop were written by the client: they prove nothing.
+    assert client_address("10.0.0.5", "198.51.100.1, 203.0.113.9, 10.0.0.7", proxies) == "203.0.113.9"
+    assert client_address("192.0.2.1", "203.0.113.9", proxies) == "192.0.2.1"  # not from a proxy
+    assert client_address("10.0.0.5", "garbage", proxies) == "10.0.0.5"
+    assert client_address("10.0.0.5", "203.0.113.9", ()) == "10.0.0.5"
+
+
+async def test_behind_a_trusted_proxy_clients_are_told_apart(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Behind nginx every request comes from the proxy: with ``trusted_proxies`` the throttle counts
+    the client X-Forwarded-For names, so a guesser does not lock the rightful holder out."""
+    monkeypatch.setenv("IDNODE_ADMIN_SECRET", ADMIN_SECRET)
+    overrides = {"data_dir": str(tmp_path), "auth_throttle_failures": 3, "trusted_proxies": "127.0.0.0/8"}
+    config = load_config(env={}, overrides=overrides)
+    async with TestClient(TestServer(create_app(config))) as proxied:
+        guesser = {**WRONG, "X-Forwarded-For": "203.0.113.66"}
+        for _ in range(3):
+            assert (await proxied.get(PROBE, headers=guesser)).status == 401
+        await expect_429(await proxied.get(PROBE, headers={**ADMIN, "X-Forwarded-For": "203.0.113.66"}), window=300)
+        r = await proxied.get(PROBE, headers={**ADMIN, "X-Forwarded-For": "198.51.100.7"})
+        assert r.status == 200, await r.text()
+
+
+async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(client: TestClient) -> None:
+    for n in range(3):
+        assert (await client.get(PROBE, headers={**WRONG, "X-Forwarded-For": f"203.0.113.{n}"})).status == 401
+    await expect_429(await client.get(PROBE, headers={**ADMIN, "X-Forwarded-For": "198.51.100.7"}))
+
+
+@pytest.mark.parametrize("value", ["not-a-network", "10.0.0.0/33", "10.0.0.1,,::1/129"])
+def test_malformed_trusted_proxies_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_config(env={"IDNODE_TRUSTED_PROXIES": value})
