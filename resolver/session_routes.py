@@ -8,7 +8,7 @@ from aiohttp import web
 
 from registry.errors import AuthenticationNeeded, InvalidRequest
 from resolver.keys import STATE_KEY
-from resolver.web import SESSION_KEY, json_response, request_address, request_caller
+from resolver.web import NEW_SESSION_KEY, SESSION_KEY, json_response, request_address, request_caller
 
 __all__ = ["session_routes"]
 
@@ -41,7 +41,7 @@ async def this_session(request: web.Request) -> web.Response:
         raise AuthenticationNeeded("unknown or expired session")
     if request.method == "DELETE":
         sessions.drop(session.id)
-        del request[SESSION_KEY]  # ended: the reply announces no session
+        request.pop(NEW_SESSION_KEY, None)  # ended: the reply announces no session
         return json_response(request, {"sessionId": session.id, "authenticated": False})
     body = {
         "sessionId": session.id,

@@ -21,6 +21,7 @@ from resolver.sessions import Session, SessionStore, parse_handle_authorization,
 from resolver.throttle import GuessThrottle, TooManyFailures, client_address
 
 __all__ = [
+    "NEW_SESSION_KEY",
     "SESSION_KEY",
     "announce_session",
     "error_response",
@@ -34,6 +35,8 @@ __all__ = [
 log = logging.getLogger("idnode")
 # The Handle session this request used or authenticated (aiohttp request key).
 SESSION_KEY: web.RequestKey[Session] = web.RequestKey("handle_session", Session)
+# The session this request authenticated (a new one, with a new id): the reply announces it.
+NEW_SESSION_KEY: web.RequestKey[Session] = web.RequestKey("new_handle_session", Session)
 _CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(\.[A-Za-z_$][\w$]{0,63}){0,7}$")
 JSON_TYPE = "application/json"
 
@@ -184,7 +187,7 @@ async def _handle_scheme(request: web.Request, param: str) -> Caller:
         return identity
 
     await _throttle(request).guard(_subject(identity), request_address(request), check)
-    request[SESSION_KEY] = sessions.authenticate(session, identity)
+    request[SESSION_KEY] = request[NEW_SESSION_KEY] = sessions.authenticate(session, identity)
     return await registry.caller_of(identity)
 
 
@@ -237,7 +240,7 @@ async def request_caller(request: web.Request) -> Caller:
 async def announce_session(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: a reply to a request that authenticated a Handle session tells the
     client the session's new id (and nonce) in ``WWW-Authenticate: Handle sessionId=…``."""
-    session = request.get(SESSION_KEY)
+    session = request.get(NEW_SESSION_KEY)
     if session is not None and "WWW-Authenticate" not in response.headers:
         response.headers["WWW-Authenticate"] = SessionStore.challenge(session)
 

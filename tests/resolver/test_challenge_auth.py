@@ -276,3 +276,15 @@ def test_session_store_bounds() -> None:
     assert store.authenticated_count == 3
     fourth = store.authenticate(store.new("192.0.2.1"), who)
     assert store.get(kept[0].id) is None and store.get(fourth.id) is fourth  # LRU among authenticated only
+
+
+async def test_only_the_authenticating_reply_announces_a_session(client, onboard):
+    key = ed25519.Ed25519PrivateKey.generate()
+    identity, prefix = await setup_key_holder(client, onboard, key)
+    opened = await (await client.post("/api/sessions")).json()
+    r = await client.put(
+        "/api/sessions/this", headers={"Authorization": answer(opened["sessionId"], opened["nonce"], identity, key)}
+    )
+    new_id, _ = challenge_params(r.headers["WWW-Authenticate"])
+    r = await client.get(f"/api/handles/{prefix}/owned", headers={"Authorization": f'Handle sessionId="{new_id}"'})
+    assert r.status == 200 and "WWW-Authenticate" not in r.headers
