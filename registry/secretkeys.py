@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import os
 import secrets as _secrets
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -108,12 +109,24 @@ def verify_secret(secret: str, stored: str) -> bool:
     return hmac.compare_digest(_scrypt(secret, salt), want)
 
 
+SCRYPT_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run this pool thread at nice +10: when CPUs are short, serving requests (the event loop
+    thread, nice 0) goes first and credential checks wait. Linux applies a nice value to one thread;
+    elsewhere (or without permission) the thread keeps the process's priority."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + SCRYPT_NICE)
+
+
 class SecretHasher:
     """scrypt in a small thread pool with at most ``max_jobs`` jobs queued or running.
 
     :meth:`verify` (a credential check, anyone may ask) is refused with :class:`ServerBusy` when the
     pool is full, or when ``source`` (the client address) already has ``max_jobs_per_source`` checks
-    in flight: guesses never queue unbounded work, and one address cannot take every slot.
+    in flight: guesses never queue unbounded work, and one address cannot take every slot. The
+    threads run at a lower CPU priority than the event loop (see :func:`_lower_priority`).
     :meth:`hash` (a write by an authenticated caller) waits for a slot instead. A slot is freed when
     the thread finishes the job, not when the waiting request goes away.
     """
@@ -132,7 +145,9 @@ class SecretHasher:
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="scrypt")
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.threads, thread_name_prefix="scrypt", initializer=_lower_priority
+            )
         return self._pool
 
     def _semaphore(self) -> asyncio.Semaphore:
