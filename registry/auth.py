@@ -8,15 +8,19 @@ node admin and may do everything on the node.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, PermissionDenied
+from registry.inputs import MAX_U32, is_uint_text, parse_uint
 from registry.model import Record, parse_handle
-from registry.secretkeys import is_hashed, verify_secret
+from registry.secretkeys import SecretHasher
 from registry.valuedata import AdminRef, decode_admin, decode_vlist
 
 __all__ = ["Caller", "Identity", "SecretKeyAuthenticator", "admin_refs", "has_right"]
@@ -32,14 +36,15 @@ class Identity:
 
     @classmethod
     def parse(cls, text: str) -> Identity:
-        """``300:0.NA/88.118.8`` → Identity; InvalidCredential for anything else."""
+        """``300:0.NA/88.118.8`` → Identity; InvalidCredential for anything else (an index of ASCII
+        digits in 1..4294967295, by the one rule for client numbers in ``registry.inputs``)."""
         index_text, sep, handle = text.partition(":")
-        if not sep or not index_text.isdigit() or not handle:
+        if not sep or not handle:
             # Never echo the text: a secret typed into the user name field must not come back.
             raise InvalidCredential("the identity (user name) must be <index>:<handle>, e.g. 300:0.NA/88.118.8")
-        index = int(index_text)
-        if not 0 < index <= 0xFFFFFFFF:
-            raise InvalidCredential("the identity's index is out of range (1..4294967295)")
+        if not is_uint_text(index_text):
+            raise InvalidCredential("the identity's index must be a whole number in ASCII digits, e.g. 300")
+        index = parse_uint(index_text, "the identity's index", minimum=1, maximum=MAX_U32, error=InvalidCredential)
         try:
             name = parse_handle(handle)
         except Exception:
@@ -133,21 +138,54 @@ async def has_right(who: Identity, record: Record | None, perm: int, read: Recor
 
 
 class SecretKeyAuthenticator:
-    """Checks ``index:handle`` + secret against the hashed HS_SECKEY value.
+    """Checks ``index:handle`` + secret against the hashed HS_SECKEY value, in the scrypt pool.
 
-    scrypt is slow on purpose, so a successful check is remembered for ``ttl`` seconds, keyed by a
-    digest of the secret and the version of the identity's record: changing the key (a new version)
-    forgets it at once.
+    scrypt is slow on purpose, so a successful check is remembered for ``ttl`` seconds: per identity,
+    the stored hash it was checked against and an HMAC of the secret under a key drawn at random for
+    this process (so the cache holds nothing that helps anyone guess the secret, even from a memory
+    dump of another process). A different stored value (the key was changed, here or on another node
+    sharing the store) drops the entry at once; other changes to the record do not. Concurrent
+    checks of the same secret against the same stored hash share one scrypt computation (32
+    clients starting at once with one identity cost one check, not 32).
     """
 
-    def __init__(self, read: RecordReader, *, ttl: float = 300.0, size: int = 4096) -> None:
+    def __init__(self, read: RecordReader, hasher: SecretHasher, *, ttl: float = 300.0, size: int = 4096) -> None:
         self._read = read
+        self._hasher = hasher
         self._ttl = ttl
         self._size = size
-        self._ok: OrderedDict[tuple[str, int, int, bytes], float] = OrderedDict()
+        self._mac_key = secrets.token_bytes(32)
+        # (handle key, index) → (stored hash, HMAC of the secret, expiry on the monotonic clock)
+        self._ok: OrderedDict[tuple[str, int], tuple[str, bytes, float]] = OrderedDict()
+        self._running: dict[tuple[str, int, str, bytes], asyncio.Task[bool]] = {}
 
-    async def authenticate(self, identity_text: str, secret: str) -> Identity:
-        identity = Identity.parse(identity_text)
+    async def _verify_once(
+        self, slot: tuple[str, int], stored: str, mac: bytes, secret: str, source: str | None
+    ) -> bool:
+        """One scrypt check per (identity, stored hash, secret) at a time; later callers wait for it.
+        The check runs as its own task, so a caller that goes away does not cancel it for others."""
+        key = (*slot, stored, mac)
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._hasher.verify(secret, stored, source))
+            self._running[key] = task
+
+            def done(t: asyncio.Task[bool]) -> None:
+                self._running.pop(key, None)
+                if not t.cancelled():
+                    t.exception()  # retrieved, even if every waiter went away
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    def _mac(self, secret: str) -> bytes:
+        return hmac.new(self._mac_key, secret.encode("utf-8"), hashlib.sha256).digest()
+
+    async def authenticate(self, identity: Identity | str, secret: str, *, source: str | None = None) -> Identity:
+        """The identity, once ``secret`` matches its HS_SECKEY; InvalidCredential otherwise,
+        ServerBusy when the scrypt pool is full (``source``: the client address, for fairness)."""
+        if isinstance(identity, str):
+            identity = Identity.parse(identity)
         record = await self._read(identity.key)
         value = record.value_at(identity.index) if record else None
         if value is None or value.type.upper() != "HS_SECKEY":
@@ -156,16 +194,20 @@ class SecretKeyAuthenticator:
             stored = value.data.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidCredential(f"no usable secret key at {identity}") from None
-        digest = hashlib.sha256(secret.encode("utf-8")).digest()
-        cache_key = (identity.key, identity.index, record.version, digest)
+        slot = (identity.key, identity.index)
+        mac = self._mac(secret)
         now = time.monotonic()
-        seen = self._ok.get(cache_key)
-        if seen is not None and seen > now:
-            self._ok.move_to_end(cache_key)
-            return identity
-        if not is_hashed(stored) or not verify_secret(secret, stored):
+        seen = self._ok.get(slot)
+        if seen is not None:
+            if seen[0] == stored and seen[2] > now and hmac.compare_digest(seen[1], mac):
+                self._ok.move_to_end(slot)
+                return identity
+            if seen[0] != stored or seen[2] <= now:
+                del self._ok[slot]  # the key changed (or the entry is stale): forget it
+        if not await self._verify_once(slot, stored, mac, secret, source):
             raise InvalidCredential(f"invalid secret key for {identity}")
-        self._ok[cache_key] = now + self._ttl
+        self._ok[slot] = (stored, mac, now + self._ttl)
+        self._ok.move_to_end(slot)
         while len(self._ok) > self._size:
             self._ok.popitem(last=False)
         return identity

@@ -183,6 +183,8 @@ class BatchValidator:
                 if v.index == TEMPLATE_INDEX:
                     await self.registry.check_template(name, values, f"item {position}")
                     break
+            # Plain-text secret keys are hashed in the registry's scrypt pool: the loop stays free.
+            values = await self.registry.hash_secrets(values)
             prepared = self.registry._prepare(values, self._now)
             if not self.overwrite:
                 # Only new handles are written: give them the caller's default admin now.

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidValue",
     "NotResponsible",
     "PermissionDenied",
+    "ServerBusy",
     "ServerError",
     "StoreUnavailable",
     "ValueAlreadyExists",
@@ -66,6 +67,17 @@ class StoreUnavailable(HandleError):
     code = RC_SERVER_TOO_BUSY
 
 
+class ServerBusy(HandleError):
+    """Too much work queued to take this request now (responseCode 3, HTTP 503); the client should
+    retry after ``retry_after`` seconds."""
+
+    code = RC_SERVER_TOO_BUSY
+
+    def __init__(self, message: str, handle: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, handle)
+        self.retry_after = retry_after
+
+
 class InvalidRequest(HandleError):
     code = RC_PROTOCOL_ERROR
 
@@ -102,8 +114,10 @@ class AuthenticationNeeded(HandleError):
     code = RC_AUTHEN_NEEDED
 
 
-class InvalidCredential(HandleError):
-    code = RC_INVALID_CREDENTIAL
+class InvalidCredential(AuthenticationNeeded):
+    """Wrong, unknown or malformed credentials. Answered like missing ones (responseCode 402, HTTP
+    401 with fresh challenges): HANDLE.NET's HTTP authentication filter answers every failed
+    authentication with 401, and pyhandle reports 401 or 402 as HandleAuthenticationError."""
 
 
 class PermissionDenied(HandleError):

@@ -42,7 +42,7 @@ from registry.model import (
     prefix_handle_of,
 )
 from registry.packing import unpack_record
-from registry.secretkeys import generate_secret, hash_secret, is_hashed
+from registry.secretkeys import SecretHasher, check_client_hash, generate_secret, is_hashed
 from registry.stores.base import (
     MUST_NOT_EXIST,
     Enterprise,
@@ -83,6 +83,9 @@ class NodeSettings:
     max_handle_length: int = 255
     case_sensitive_suffix: bool = True
     value_limits: ValueLimits = field(default_factory=ValueLimits)
+    scrypt_threads: int = 1  # threads hashing and checking secret keys (off the event loop)
+    scrypt_max_jobs: int = 16  # scrypt jobs queued or running; more credential checks are "busy"
+    auth_cache_ttl: float = 300.0  # seconds a successful secret-key check is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,8 @@ class Registry:
         self.node_admin_handle = prefix_handle_of(self.node_prefix)
         self._node_admin_key = parse_handle(self.node_admin_handle).key
         self.clock = clock
-        self.authenticator = SecretKeyAuthenticator(self.read_record)
+        self.hasher = SecretHasher(self.settings.scrypt_threads, self.settings.scrypt_max_jobs)
+        self.authenticator = SecretKeyAuthenticator(self.read_record, self.hasher, ttl=self.settings.auth_cache_ttl)
         self._listeners: list[ChangeListener] = []
         self._names: dict[str, HandleName] = {}
         self._enterprise_lock = asyncio.Lock()
@@ -154,10 +158,16 @@ class Registry:
         for listener in self._listeners:
             await listener(keys)
 
+    def close(self) -> None:
+        """Stop the scrypt threads (jobs not started yet are dropped)."""
+        self.hasher.close()
+
     # -- callers -------------------------------------------------------------------------------
-    async def caller_for(self, identity_text: str, secret: str) -> Caller:
-        identity = await self.authenticator.authenticate(identity_text, secret)
-        return await self.caller_of(identity)
+    async def caller_for(self, identity: Identity | str, secret: str, *, source: str | None = None) -> Caller:
+        """The caller proven by ``secret`` (InvalidCredential when wrong, ServerBusy when the scrypt
+        pool is full; ``source`` is the client address, so one address cannot take every slot)."""
+        checked = await self.authenticator.authenticate(identity, secret, source=source)
+        return await self.caller_of(checked)
 
     async def caller_of(self, identity: Identity) -> Caller:
         node_record = await self.read_record(self._node_admin_key)
@@ -218,21 +228,38 @@ class Registry:
         return enterprise.id
 
     # -- values --------------------------------------------------------------------------------
-    def _prepare(self, values: Sequence[HandleValue], now: int | None = None) -> tuple[HandleValue, ...]:
-        """Stamp values with the write time, hash any plain-text secret key, check HS_ADMIN data."""
-        now = self.clock() if now is None else now
+    async def hash_secrets(self, values: Sequence[HandleValue]) -> Sequence[HandleValue]:
+        """Values as a client sent them, with every plain-text HS_SECKEY hashed (in the scrypt pool,
+        never on the event loop). A pre-hashed one must be exactly what this node would make
+        (``check_client_hash``): the node alone chooses the scrypt parameters (202 otherwise)."""
+        if not any(v.type.upper() == "HS_SECKEY" for v in values):
+            return values
         out = []
         for v in values:
-            kind = v.type.upper()
-            if kind == "HS_SECKEY":
+            if v.type.upper() == "HS_SECKEY":
                 try:
                     text = v.data.decode("utf-8")
                 except UnicodeDecodeError:
                     raise InvalidValue(f"HS_SECKEY at index {v.index} must be text") from None
                 if not text:
                     raise InvalidValue(f"HS_SECKEY at index {v.index} is empty")
-                if not is_hashed(text):
-                    v = replace(v, data=hash_secret(text).encode("ascii"))
+                if is_hashed(text):
+                    check_client_hash(text, f"HS_SECKEY at index {v.index}")
+                else:
+                    v = replace(v, data=(await self.hasher.hash(text)).encode("ascii"))
+            out.append(v)
+        return out
+
+    def _prepare(self, values: Sequence[HandleValue], now: int | None = None) -> tuple[HandleValue, ...]:
+        """Stamp values with the write time and check HS_ADMIN data. HS_SECKEY values must be hashed
+        already (:meth:`hash_secrets`); one that is not is refused rather than stored in clear."""
+        now = self.clock() if now is None else now
+        out = []
+        for v in values:
+            kind = v.type.upper()
+            if kind == "HS_SECKEY":
+                if not is_hashed(v.data.decode("utf-8", "replace")):
+                    raise InvalidValue(f"HS_SECKEY at index {v.index} was not hashed")
             elif kind == "HS_ADMIN":
                 try:
                     valuedata.decode_admin(v.data)
@@ -252,10 +279,9 @@ class Registry:
         data = valuedata.encode_admin(admin_handle, SECKEY_INDEX, perms)
         return HandleValue(index=ADMIN_INDEX, type="HS_ADMIN", data=data, timestamp=now)
 
-    @staticmethod
-    def _seckey(secret: str, now: int) -> HandleValue:
+    async def _seckey(self, secret: str, now: int) -> HandleValue:
         """The hashed secret key at index 300, readable by administrators only."""
-        data = hash_secret(secret).encode("ascii")
+        data = (await self.hasher.hash(secret)).encode("ascii")
         return HandleValue(SECKEY_INDEX, "HS_SECKEY", data, timestamp=now, permissions=ADMIN_READ | ADMIN_WRITE)
 
     @staticmethod
@@ -352,6 +378,7 @@ class Registry:
             name = self.parse(name.text + uuid.uuid4().hex)
         self.require_responsible(name)
         limits = self.settings.value_limits
+        values = await self.hash_secrets(values)  # once, before the compare-and-set retries
         for _ in range(8):  # compare-and-set retries when a concurrent writer wins the race
             row = await self.store.get(name.key)
             current = unpack_record(row.packed) if row else None
@@ -533,7 +560,7 @@ class Registry:
             values = [
                 self._admin(self.node_admin_handle, valuedata.ALL_PERMS, now),
                 self._admin_group(self.node_admin_handle, now),
-                self._seckey(secret, now),
+                await self._seckey(secret, now),
             ]
             if site_data is not None:
                 values.insert(0, HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now))
@@ -646,7 +673,7 @@ class Registry:
             values = [
                 self._admin(handle, ENTERPRISE_PERMS, now),
                 self._admin_group(handle, now),
-                self._seckey(secret, now),
+                await self._seckey(secret, now),
             ]
             if site is not None:
                 values.insert(0, replace(site, timestamp=now))
@@ -694,7 +721,7 @@ class Registry:
         now = self.clock()
         values = (
             self._admin(self.node_admin_handle, valuedata.ALL_PERMS, now),
-            self._seckey(secret, now),
+            await self._seckey(secret, now),
         )
         write = HandleWrite(hname.key, handle, normalise_prefix(self.node_prefix), values, MUST_NOT_EXIST)
         (result,) = await self.store.write([write], now=now)

@@ -15,16 +15,16 @@ the secret, the Authorization header or a body). Off by default so the resolve p
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote
 
 from aiohttp import web
 
+from registry.auth import Identity
+from registry.errors import HandleError
+from resolver.credentials import parse_basic
 from resolver.keys import CONFIG_KEY
 from resolver.logs import REQUEST_ID, sane_request_id
 from resolver.metrics import record_request
@@ -41,30 +41,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def claimed_identity(authorization: str | None) -> str | None:
-    """The ``index:handle`` identity named in Basic credentials, decoded the way
-    :func:`resolver.web.request_caller` does; None when there is none or it does not look like one.
-    Whether the secret was right shows in the status (401 or 403)."""
+    """The ``index:handle`` identity named in Basic credentials, parsed exactly as authentication
+    parses it (:func:`resolver.credentials.parse_basic`, then ``Identity.parse``); None when there
+    is none, it is not a valid identity, or it holds whitespace. Whether the secret was right shows
+    in the status (401, 403 or 429)."""
     if not authorization:
         return None
-    scheme, _, param = authorization.partition(" ")
+    scheme, _, param = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        identity = str(Identity.parse(parse_basic(param).identity))
+    except HandleError:
         return None
-    user, sep, rest = decoded.partition(":")
-    if not sep:
-        return None
-    if "%" in user:
-        try:
-            identity = unquote(user, errors="strict")
-        except UnicodeDecodeError:
-            return None
-    elif user.isdigit() and ":" in rest:
-        identity = f"{user}:{rest.partition(':')[0]}"
-    else:
-        identity = user
     return identity if _IDENTITY.fullmatch(identity) else None
 
 

@@ -40,9 +40,11 @@ from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.resolve import Resolver
 from resolver.routes import routes
 from resolver.session_routes import session_routes
+from resolver.sessions import SessionStore
 from resolver.shared_cache import node_cache
 from resolver.template_routes import template_routes
-from resolver.web import request_caller
+from resolver.throttle import GuessThrottle
+from resolver.web import announce_session, request_caller
 
 __all__ = ["create_app", "node_site"]
 
@@ -109,7 +111,8 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[CONFIG_KEY] = config
-    state = app[STATE_KEY] = NodeState()
+    app.on_response_prepare.append(announce_session)
+    state = app[STATE_KEY] = NodeState(sessions=SessionStore(per_address=config.sessions_per_address))
     app.router.add_routes(routes)
     app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
@@ -174,6 +177,14 @@ def create_app(
                 await native.close()
             raise
         tracker.store, tracker.signer = opened, signer
+        state.throttle = GuessThrottle(
+            config.auth_throttle_failures,
+            config.auth_throttle_window,
+            config.auth_throttle_levels,
+            redis_url=config.redis,
+            key_prefix=config.redis_key_prefix,
+            timeout=config.redis_timeout_ms / 1000,
+        )
         state.registry, state.resolver = registry, resolver
         app[NATIVE_HTTP_KEY].handler = handler
         yield
@@ -181,6 +192,10 @@ def create_app(
         if native is not None:
             await native.close()
         state.registry = state.resolver = None
+        registry.close()
+        if state.throttle is not None:
+            await state.throttle.close()
+            state.throttle = None
         if cache is not None:
             await cache.close()
         if own_store:

@@ -7,6 +7,8 @@ checks that each one is documented in the README.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -101,6 +103,37 @@ class Config:
     http_header_timeout: int = _f(10, "Seconds a client has to send a request's line and headers.")
     http_body_timeout: int = _f(30, "Seconds a request body may go without a byte arriving while it is read.")
     http_keepalive_timeout: int = _f(75, "Seconds an idle keep-alive HTTP connection is held open.")
+    auth_scrypt_threads: int = _f(
+        max(1, (os.cpu_count() or 2) // 2),
+        "Threads per worker that hash and check secret keys (scrypt), off the event loop (default: half the CPUs).",
+    )
+    auth_scrypt_queue: int = _f(
+        16,
+        "Most secret-key checks queued or running per worker; beyond it a credential check is answered 503 "
+        "(responseCode 3) with Retry-After, as is a fifth concurrent check from one client address.",
+    )
+    auth_cache_ttl: int = _f(
+        300, "How long a successful secret-key check is remembered, in seconds (0: check every request)."
+    )
+    auth_throttle_failures: int = _f(
+        10,
+        "Wrong credentials for one identity from one client address within auth_throttle_window before the node "
+        "answers 429 with Retry-After; each further level allows twice as many in four times the window.",
+    )
+    auth_throttle_window: int = _f(300, "The first throttle level's window, in seconds.")
+    auth_throttle_levels: int = _f(
+        5, "Throttle levels (back-off steps); with the defaults the last one locks a persistent guesser for ~21 h."
+    )
+    trusted_proxies: str = _f(
+        "",
+        "Comma-separated addresses or networks of reverse proxies (nginx, an Ingress) whose X-Forwarded-For names "
+        "the client; the credential throttle and session bounds count that client, not the proxy.",
+    )
+    sessions_per_address: int = _f(
+        100,
+        "Most unauthenticated challenge-response sessions one client address holds (its oldest go first; "
+        "authenticated sessions are never evicted for them).",
+    )
 
     @property
     def store_url(self) -> str:
@@ -118,7 +151,14 @@ class Config:
             max_handle_length=self.max_handle_length,
             case_sensitive_suffix=self.case_sensitive_suffix,
             value_limits=ValueLimits(max_values=self.max_values, max_data_bytes=self.max_value_bytes),
+            scrypt_threads=self.auth_scrypt_threads,
+            scrypt_max_jobs=self.auth_scrypt_queue,
+            auth_cache_ttl=float(self.auth_cache_ttl),
         )
+
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed (ValueError for a malformed entry)."""
+        return _networks(self.trusted_proxies)
 
     @property
     def loopback(self) -> bool:
@@ -126,6 +166,11 @@ class Config:
 
     def help(self, name: str) -> str:
         return {f.name: f.metadata["help"] for f in dataclasses.fields(self)}[name]
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -191,6 +236,12 @@ def _validate(c: Config) -> None:
         "max_page_size",
         "batch_max_items",
         "batch_max_bytes",
+        "auth_scrypt_threads",
+        "auth_scrypt_queue",
+        "auth_throttle_failures",
+        "auth_throttle_window",
+        "auth_throttle_levels",
+        "sessions_per_address",
     )
     for name in positive:
         if getattr(c, name) <= 0:
@@ -206,6 +257,7 @@ def _validate(c: Config) -> None:
         "cache_negative_ttl",
         "cache_redis_max_ttl",
         "cache_invalidation_wait_ms",
+        "auth_cache_ttl",
     )
     for name in not_negative:
         if getattr(c, name) < 0:
@@ -229,12 +281,14 @@ def _validate(c: Config) -> None:
     if c.native_udp_budget < 0:
         raise ConfigError("native_udp_budget must not be negative")
     if c.advertise_host:
-        import ipaddress
-
         try:
             ipaddress.ip_address(c.advertise_host)
         except ValueError:
             raise ConfigError("advertise_host must be an IP address (HS_SITE holds addresses, not names)") from None
+    try:
+        c.proxy_networks()
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
     if bool(c.tls_cert) != bool(c.tls_key):
         raise ConfigError("tls_cert and tls_key go together")
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):

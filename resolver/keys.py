@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from registry.service import Registry
     from resolver.config import Config
     from resolver.resolve import Resolver
+    from resolver.throttle import GuessThrottle
 
 
 @dataclass
@@ -24,6 +25,7 @@ class NodeState:
     registry: Registry | None = None
     resolver: Resolver | None = None
     sessions: SessionStore = field(default_factory=SessionStore)
+    throttle: GuessThrottle | None = None  # set at startup (it may talk to Redis)
 
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config")

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from registry.errors import AuthenticationNeeded, InvalidRequest
 from resolver.keys import STATE_KEY
-from resolver.web import json_response, request_caller
+from resolver.web import NEW_SESSION_KEY, SESSION_KEY, json_response, request_address, request_caller
 
 __all__ = ["session_routes"]
 
@@ -17,16 +17,17 @@ session_routes = web.RouteTableDef()
 
 @session_routes.post("/api/sessions")
 async def open_session(request: web.Request) -> web.Response:
-    """A new challenge: ``{"sessionId", "nonce"}``."""
-    session = request.app[STATE_KEY].sessions.new()
+    """A new challenge: ``{"sessionId", "nonce"}`` (unauthenticated sessions are bounded per client
+    address; see ``sessions_per_address``)."""
+    session = request.app[STATE_KEY].sessions.new(request_address(request))
     nonce = base64.b64encode(session.nonce).decode("ascii")
     return json_response(request, {"sessionId": session.id, "nonce": nonce}, 201)
 
 
 @session_routes.route("*", "/api/sessions/this")
 async def this_session(request: web.Request) -> web.Response:
-    """GET: the session's state; PUT/POST with ``Authorization: Handle …``: authenticate it;
-    DELETE: end it."""
+    """GET: the session's state; PUT/POST with ``Authorization: Handle …``: authenticate it (the
+    reply names the session's new id); DELETE: end it."""
     if request.method not in ("GET", "PUT", "POST", "DELETE"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "POST", "DELETE"])
     header = request.headers.get("Authorization", "")
@@ -35,12 +36,12 @@ async def this_session(request: web.Request) -> web.Response:
         raise InvalidRequest("send Authorization: Handle sessionId=… (and the answer to its challenge)")
     sessions = request.app[STATE_KEY].sessions
     caller = await request_caller(request)
-    session_id = _session_id(header)
-    session = sessions.get(session_id) if session_id else None
+    session = request.get(SESSION_KEY)
     if session is None:
         raise AuthenticationNeeded("unknown or expired session")
     if request.method == "DELETE":
         sessions.drop(session.id)
+        request.pop(NEW_SESSION_KEY, None)  # ended: the reply announces no session
         return json_response(request, {"sessionId": session.id, "authenticated": False})
     body = {
         "sessionId": session.id,
@@ -50,9 +51,3 @@ async def this_session(request: web.Request) -> web.Response:
     if caller.identity is not None:
         body["id"] = str(caller.identity)
     return json_response(request, body)
-
-
-def _session_id(header: str) -> str | None:
-    from resolver.sessions import parse_handle_authorization
-
-    return parse_handle_authorization(header.strip().partition(" ")[2]).session_id

@@ -8,21 +8,37 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from registry.auth import ANONYMOUS, Caller, Identity
 from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest, ServerError
 from registry.inputs import decode_json
 from resolver.bodies import ACCEPTED_ENCODINGS, UnsupportedEncoding, body_coding, decode_body
+from resolver.credentials import parse_basic
 from resolver.errors import http_status
 from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
-from resolver.sessions import parse_handle_authorization, verify_signature
+from resolver.sessions import Session, SessionStore, parse_handle_authorization, verify_signature
+from resolver.throttle import GuessThrottle, TooManyFailures, client_address
 
-__all__ = ["error_response", "flag", "json_response", "read_json", "request_caller"]
+__all__ = [
+    "NEW_SESSION_KEY",
+    "SESSION_KEY",
+    "announce_session",
+    "error_response",
+    "flag",
+    "json_response",
+    "read_json",
+    "request_address",
+    "request_caller",
+]
 
 log = logging.getLogger("idnode")
+# The Handle session this request used or authenticated (aiohttp request key).
+SESSION_KEY: web.RequestKey[Session] = web.RequestKey("handle_session", Session)
+# The session this request authenticated (a new one, with a new id): the reply announces it.
+NEW_SESSION_KEY: web.RequestKey[Session] = web.RequestKey("new_handle_session", Session)
 _CALLBACK = re.compile(r"^[A-Za-z_$][\w$]{0,63}(\.[A-Za-z_$][\w$]{0,63}){0,7}$", re.ASCII)
 JSON_TYPE = "application/json"
 
@@ -63,15 +79,21 @@ def error_body(exc: HandleError) -> dict[str, Any]:
 
 
 def error_response(request: web.Request, exc: HandleError, status: int | None = None) -> web.Response:
-    headers = None
+    """The JSON error reply. 401 carries the challenges (Basic, and Handle with a new session), 429
+    (too many failed attempts) and 503 (busy) carry Retry-After."""
+    headers = CIMultiDict[str]()
+    if isinstance(exc, TooManyFailures):
+        status = status or 429
     status = status or http_status(exc.code)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None and status in (429, 503):
+        headers["Retry-After"] = str(retry_after)
     if status == 401:
-        from multidict import CIMultiDict
-
-        headers = CIMultiDict([("WWW-Authenticate", 'Basic realm="idnode"')])
+        headers.add("WWW-Authenticate", 'Basic realm="idnode"')
         state = request.app.get(STATE_KEY)
         if state is not None:
-            headers.add("WWW-Authenticate", state.sessions.challenge(state.sessions.new()))
+            session = state.sessions.new(request_address(request))
+            headers.add("WWW-Authenticate", state.sessions.challenge(session))
     try:
         return json_response(request, error_body(exc), status, headers)
     except InvalidRequest:  # a bad callback name: answer plain JSON
@@ -148,69 +170,103 @@ def _transport_ok(request: web.Request) -> bool:
 
 
 async def _handle_scheme(request: web.Request, param: str) -> Caller:
-    """``Authorization: Handle …``: answer a challenge (HS_PUBKEY) or continue a session."""
+    """``Authorization: Handle …``: answer a challenge (HS_PUBKEY) or continue a session.
+
+    An answer consumes the session's nonce before it is checked (a signed answer never counts
+    twice) and, when it verifies, the session is replaced by an authenticated one with a new id,
+    which the reply carries in ``WWW-Authenticate: Handle sessionId=…`` (see
+    :func:`announce_session`). Wrong answers count towards the guess throttle."""
     auth = parse_handle_authorization(param)
     sessions = request.app[STATE_KEY].sessions
     if auth.session_id is None:
         raise InvalidCredential("Authorization: Handle needs the sessionId of a challenge")
     session = sessions.get(auth.session_id)
     if session is None:
-        raise AuthenticationNeeded("unknown or expired session; answer the new challenge")
+        raise InvalidCredential("unknown or expired session; answer the new challenge")
     registry = registry_of(request)
     if not auth.authenticating:
         if session.identity is None:
             raise AuthenticationNeeded("session not authenticated; answer its challenge")
+        request[SESSION_KEY] = session
         return await registry.caller_of(session.identity)
+    nonce = sessions.take_nonce(session)
     if None in (auth.id, auth.type, auth.cnonce, auth.alg, auth.signature):
         raise InvalidCredential("Authorization: Handle needs id, type, cnonce, alg and signature")
     if auth.type != "HS_PUBKEY":
         raise InvalidCredential("challenge-response takes type HS_PUBKEY; secret keys go through Basic")
     identity = Identity.parse(auth.id or "")
-    try:
-        cnonce = base64.b64decode(auth.cnonce or "", validate=True)
-        signature = base64.b64decode(auth.signature or "", validate=True)
-    except ValueError:
-        raise InvalidCredential("cnonce and signature must be base64") from None
-    record = await registry.read_record(identity.key)
-    value = record.value_at(identity.index) if record else None
-    if value is None or value.type.upper() != "HS_PUBKEY":
-        raise InvalidCredential(f"no public key at {identity}")
-    if not verify_signature(value.data, auth.alg or "", session.nonce + cnonce, signature):
-        raise InvalidCredential(f"signature does not verify with the key at {identity}")
-    session.identity = identity
+
+    async def check() -> Identity:
+        try:
+            cnonce = base64.b64decode(auth.cnonce or "", validate=True)
+            signature = base64.b64decode(auth.signature or "", validate=True)
+        except ValueError:
+            raise InvalidCredential("cnonce and signature must be base64") from None
+        record = await registry.read_record(identity.key)
+        value = record.value_at(identity.index) if record else None
+        if value is None or value.type.upper() != "HS_PUBKEY":
+            raise InvalidCredential(f"no public key at {identity}")
+        if not verify_signature(value.data, auth.alg or "", nonce + cnonce, signature):
+            raise InvalidCredential(f"signature does not verify with the key at {identity}")
+        return identity
+
+    await _throttle(request).guard(_subject(identity), request_address(request), check)
+    request[SESSION_KEY] = request[NEW_SESSION_KEY] = sessions.authenticate(session, identity)
     return await registry.caller_of(identity)
+
+
+def request_address(request: web.Request) -> str:
+    """The client's address as the throttle and the session bounds count it (through trusted
+    proxies' ``X-Forwarded-For``; IPv6 by /64)."""
+    config = request.app.get(CONFIG_KEY)
+    proxies = config.proxy_networks() if config is not None else ()
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), proxies)
+
+
+def _throttle(request: web.Request) -> GuessThrottle:
+    throttle = request.app[STATE_KEY].throttle
+    assert throttle is not None, "node not started"
+    return throttle
+
+
+def _subject(identity: Identity) -> str:
+    return f"{identity.index}:{identity.key}"
 
 
 async def request_caller(request: web.Request) -> Caller:
     """Authenticate the request: HTTP Basic (``index:handle`` + secret key) or a Handle
-    challenge-response session (HS_PUBKEY); anonymous when there are no credentials."""
+    challenge-response session (HS_PUBKEY); anonymous when there are no credentials.
+
+    Wrong credentials raise InvalidCredential (401 with fresh challenges); repeated ones from one
+    address raise TooManyFailures (429); a full scrypt pool raises ServerBusy (503)."""
     header = request.headers.get("Authorization")
     if not header:
         return ANONYMOUS
     scheme, _, param = header.strip().partition(" ")
     if scheme.lower() not in ("basic", "handle"):
-        raise InvalidCredential(f"unsupported authorization scheme {scheme!r}; use Basic or Handle")
+        raise InvalidCredential("unsupported authorization scheme; use Basic or Handle")
     if not _transport_ok(request):
         raise AuthenticationNeeded("credentials are accepted only over HTTPS on this node")
     if scheme.lower() == "handle":
         return await _handle_scheme(request, param)
-    try:
-        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidCredential("malformed Basic credentials") from None
-    user, sep, rest = decoded.partition(":")
-    if not sep:
-        raise InvalidCredential("malformed Basic credentials")
-    if "%" in user:
-        # pyhandle percent-encodes the whole identity: 300%3A0.NA%2F88.118.8
-        identity, secret = unquote(user, errors="strict"), rest
-    elif user.isdigit() and ":" in rest:
-        # An identity sent raw (300:0.NA/88.118.8:secret) was split at its own ':'.
-        handle, _, secret = rest.partition(":")
-        identity = f"{user}:{handle}"
-    else:
-        identity, secret = user, rest
-    return await registry_of(request).caller_for(identity, secret)
+    credentials = parse_basic(param)
+    identity = Identity.parse(credentials.identity)
+    address = request_address(request)
+    registry = registry_of(request)
+
+    async def check() -> Identity:
+        return await registry.authenticator.authenticate(identity, credentials.secret, source=address)
+
+    await _throttle(request).guard(_subject(identity), address, check)
+    return await registry.caller_of(identity)
+
+
+async def announce_session(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: a reply to a request that authenticated a Handle session tells the
+    client the session's new id (and nonce) in ``WWW-Authenticate: Handle sessionId=…``."""
+    session = request.get(NEW_SESSION_KEY)
+    if session is not None and "WWW-Authenticate" not in response.headers:
+        response.headers["WWW-Authenticate"] = SessionStore.challenge(session)
 
 
 __all__ += ["error_body"]

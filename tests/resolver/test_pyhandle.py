@@ -228,12 +228,24 @@ def test_pyhandle_wrong_or_missing_credentials(node: Node, enterprises: list[dic
     e = enterprises[0]
     h = f"{e['prefix']}/wrong-{time.time_ns()}"
     bad = node.client(e["admin"], "not-the-secret", handleowner=e["admin"])
-    with pytest.raises((GenericHandleError, HandleAuthenticationError)) as info:
+    # A wrong secret is an authentication error to pyhandle (HTTP 401, as HANDLE.NET answers), with
+    # a JSON body naming the handle and both challenges.
+    with pytest.raises(HandleAuthenticationError) as info:
         bad.register_handle(h, "https://evil.example")
-    assert info.value.response.status_code == 403 and info.value.response.json()["responseCode"] == 404
-    with pytest.raises((GenericHandleError, HandleAuthenticationError)) as info:
-        bad.delete_handle(h)  # pyhandle reads "handle" from the error reply before anything else
-    assert info.value.response.json()["handle"] == h
+    resp = info.value.response
+    assert resp.status_code == 401 and resp.json()["responseCode"] == 402 and resp.json()["handle"] == h
+    assert (
+        resp.headers["WWW-Authenticate"].startswith('Basic realm="idnode"')
+        and "Handle sessionId=" in resp.headers["WWW-Authenticate"]
+    )
+    theirs = f"{e['prefix']}/kept-{time.time_ns()}"
+    node.client(e["admin"], e["secret"], handleowner=e["admin"]).register_handle(theirs, "https://example.com/kept")
+    with pytest.raises(HandleAuthenticationError):
+        bad.modify_handle_value(theirs, URL="https://evil.example")
+    assert _values(node, theirs)[1]["data"]["value"] == "https://example.com/kept"
+    with pytest.raises(HandleAuthenticationError) as info:
+        bad.delete_handle(h)
+    assert info.value.response.status_code == 401 and info.value.response.json()["handle"] == h
     assert node.get(h).status_code == 404
     # A read-only client cannot write at all; pyhandle says so before sending anything.
     with pytest.raises(HandleAuthenticationError):

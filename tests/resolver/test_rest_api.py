@@ -650,7 +650,7 @@ async def test_secret_key_rotation(client, ent):
     seckey = by_index(await ok(await resolve(client, ph, headers=basic(ent["admin"], key["data"]))))[300]
     assert seckey["data"]["value"].startswith("scrypt$") and key["data"] not in json.dumps(seckey)
     h = f"{ent['prefix']}/after-rotation"
-    await expect_error(await client.put(url(h), json=[url_value()], headers=ent["headers"]), 403, 404, h)
+    await expect_error(await client.put(url(h), json=[url_value()], headers=ent["headers"]), 401, 402, h)
     await create(client, h, basic(ent["admin"], key["data"]))
 
 
@@ -1087,7 +1087,9 @@ def _raw_basic(text: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(text.encode()).decode()}
 
 
-async def test_wrong_credentials_403(client, ent, admin):
+async def test_wrong_credentials_401(client, ent, admin):
+    """Wrong, unknown or malformed credentials: 401 with responseCode 402 and both challenges, as
+    HANDLE.NET's authentication filter answers (pyhandle raises HandleAuthenticationError on 401)."""
     h = f"{ent['prefix']}/cred"
     await create(client, h, ent["headers"])
     p = ent["prefix"]
@@ -1106,9 +1108,11 @@ async def test_wrong_credentials_403(client, ent, admin):
     async with unchanged(client, h):
         for headers in cases:
             r = await client.put(url(h), json=[url_value(1, "https://evil")], headers=headers)
-            body = await expect_error(r, 403, 404, h)
+            body = await expect_error(r, 401, 402, h)
             assert ent["secret"] not in json.dumps(body)
-            await expect_error(await client.delete(url(h), headers=headers), 403, 404, h)
+            challenges = r.headers.getall("WWW-Authenticate")
+            assert [c.split(" ", 1)[0] for c in challenges] == ["Basic", "Handle"], challenges
+            await expect_error(await client.delete(url(h), headers=headers), 401, 402, h)
 
 
 async def test_identity_sent_raw_or_percent_encoded(client, ent):
@@ -1500,7 +1504,7 @@ async def test_admin_api_access(client, admin, ent, auditor):
         await expect_error(await getattr(client, method)(path, json=body), 401, 402)
         await expect_error(await getattr(client, method)(path, json=body, headers=ent["headers"]), 403, 400)
         await expect_error(await getattr(client, method)(path, json=body, headers=auditor), 403, 400)
-        await expect_error(await getattr(client, method)(path, json=body, headers=basic(NODE_ADMIN, "wrong")), 403, 404)
+        await expect_error(await getattr(client, method)(path, json=body, headers=basic(NODE_ADMIN, "wrong")), 401, 402)
     for path in ("/api/promoters", "/api/enterprises", f"/api/enterprises/{ent['id']}"):
         await expect_error(await client.get(path), 401, 402)
         await expect_error(await client.get(path, headers=ent["headers"]), 403, 400)
