@@ -1,11 +1,16 @@
 """Tallies per promoter over a period ``[from, to)`` as of a snapshot time, from the store's counters.
 
-The cost grows with enterprises × days (the counter rows), never with identifiers. Counters record
-changes per UNIX hour, so a snapshot is taken at whole-hour resolution: a given ``as_of`` is rounded
-down to its hour, and the report states the effective snapshot. Once that hour has passed
-(``final``), a tally for the same period and snapshot gives the same numbers whenever it is run
-again. Without ``as_of`` the tally is live: it counts everything recorded so far (the snapshot is the
-end of the current hour, not final).
+One boundary rule for everything: a snapshot at instant ``S`` sees exactly what was recorded
+strictly before ``S`` — registrations and deletions (counted per UNIX hour), moves of enterprises
+between promoters, new promoters and new enterprises. Counters hold whole hours, so ``S`` is a whole
+hour: a given ``as_of`` is rounded down to its hour and the report states the effective snapshot.
+
+A snapshot is ``final`` once ``S`` lies :data:`SETTLE_SECONDS` in the past: by then every write
+stamped before ``S`` has committed (a write takes its time stamp before it waits for the store) and
+the clocks of the nodes sharing a store agree, so nothing can change what it counts any more.
+Without ``as_of`` the tally is live: it counts everything recorded so far (the snapshot is the end of
+the current hour, not final). The cost grows with enterprises × months (the store's roll-up), never
+with identifiers.
 """
 
 from __future__ import annotations
@@ -18,7 +23,19 @@ from promotion_tracker.policy import AwardResult, Policy, compute_award
 from registry.days import SHANGHAI, day_of, hour_of
 from registry.stores.base import Enterprise, HandleStore, Promoter
 
-__all__ = ["EnterpriseRow", "PromoterTally", "Tally", "TallyError", "compute_tally", "period_bounds"]
+__all__ = [
+    "SETTLE_SECONDS",
+    "EnterpriseRow",
+    "PromoterTally",
+    "Tally",
+    "TallyError",
+    "compute_tally",
+    "period_bounds",
+    "recorded_before",
+]
+
+
+SETTLE_SECONDS = 300
 
 
 class TallyError(ValueError):
@@ -65,11 +82,16 @@ def period_bounds(period_from: dt.date, period_to: dt.date) -> tuple[int, int]:
     return day_of(period_from), day_of(period_to)
 
 
-def _attribution_at(store_rows: list, ts: int) -> dict[int, int]:
-    """enterprise id → promoter id in force at ``ts`` (rows ordered by effective time)."""
+def recorded_before(ts: int, snapshot: int) -> bool:
+    """The one boundary rule: a change recorded at ``ts`` is in the snapshot at ``snapshot``."""
+    return ts < snapshot
+
+
+def _attribution_at(store_rows: list, snapshot: int) -> dict[int, int]:
+    """enterprise id → promoter id in force at the snapshot (rows ordered by effective time)."""
     out: dict[int, int] = {}
     for a in store_rows:
-        if a.effective_at <= ts:
+        if recorded_before(a.effective_at, snapshot):
             out[a.enterprise_id] = a.promoter_id
     return out
 
@@ -91,11 +113,12 @@ async def compute_tally(
     if as_of is not None and as_of.tzinfo is None:
         raise TallyError("as_of must carry a time zone")
     now_ts = int(now.timestamp())
-    # Counters hold whole hours: events in hours < snapshot_hour are counted.
+    # Counters hold whole hours: changes in hours < snapshot_hour, i.e. recorded before S, count.
     snapshot_hour = hour_of(int(as_of.timestamp())) if as_of is not None else hour_of(now_ts) + 1
-    effective = dt.datetime.fromtimestamp(snapshot_hour * 3600, dt.UTC)
+    snapshot = snapshot_hour * 3600
+    effective = dt.datetime.fromtimestamp(snapshot, dt.UTC)
     counts = await store.registration_counts(from_day, to_day, snapshot_hour)
-    owner = _attribution_at(await store.attributions(), snapshot_hour * 3600)
+    owner = _attribution_at(await store.attributions(), snapshot)
     enterprises: dict[int, Enterprise] = {e.id: e for e in await store.list_enterprises()}
     promoters = await store.list_promoters()
     if promoter_id is not None:
@@ -107,8 +130,8 @@ async def compute_tally(
     caps = contribution_caps or {}
     out = []
     for p in promoters:
-        if p.created_at > snapshot_hour * 3600 and not by_promoter.get(p.id):
-            continue  # did not exist at the snapshot
+        if not recorded_before(p.created_at, snapshot):
+            continue  # did not exist at the snapshot (its enterprises cannot either)
         members = sorted(by_promoter.get(p.id, []), key=lambda e: e.id)
         per_prefix = {e.prefix: max(0, counts.get(e.id, 0)) for e in members}
         award = compute_award(per_prefix, policy, contribution_cap_yuan=caps.get(p.id))
@@ -127,7 +150,7 @@ async def compute_tally(
         ]
         out.append(PromoterTally(p, rows, award))
     requested = as_of.astimezone(dt.UTC) if as_of is not None else None
-    final = snapshot_hour * 3600 <= now_ts
+    final = as_of is not None and snapshot + SETTLE_SECONDS <= now_ts
     return Tally(period_from, period_to, effective, requested, final, policy, out, dict(caps))
 
 
