@@ -32,6 +32,7 @@ __all__ = [
     "compute_tally",
     "period_bounds",
     "recorded_before",
+    "snapshot_of",
 ]
 
 
@@ -82,6 +83,16 @@ def period_bounds(period_from: dt.date, period_to: dt.date) -> tuple[int, int]:
     return day_of(period_from), day_of(period_to)
 
 
+def snapshot_of(as_of: dt.datetime | None, now: dt.datetime) -> tuple[int, bool]:
+    """(the snapshot S in UNIX seconds, whether it is final) for a requested ``as_of`` (None: live).
+    Counters hold whole hours: S is ``as_of`` rounded down to its hour, or the end of this hour."""
+    now_ts = int(now.timestamp())
+    if as_of is None:
+        return (hour_of(now_ts) + 1) * 3600, False
+    snapshot = hour_of(int(as_of.timestamp())) * 3600
+    return snapshot, snapshot + SETTLE_SECONDS <= now_ts
+
+
 def recorded_before(ts: int, snapshot: int) -> bool:
     """The one boundary rule: a change recorded at ``ts`` is in the snapshot at ``snapshot``."""
     return ts < snapshot
@@ -112,10 +123,8 @@ async def compute_tally(
     from_day, to_day = period_bounds(period_from, period_to)
     if as_of is not None and as_of.tzinfo is None:
         raise TallyError("as_of must carry a time zone")
-    now_ts = int(now.timestamp())
-    # Counters hold whole hours: changes in hours < snapshot_hour, i.e. recorded before S, count.
-    snapshot_hour = hour_of(int(as_of.timestamp())) if as_of is not None else hour_of(now_ts) + 1
-    snapshot = snapshot_hour * 3600
+    snapshot, final = snapshot_of(as_of, now)
+    snapshot_hour = snapshot // 3600
     effective = dt.datetime.fromtimestamp(snapshot, dt.UTC)
     counts = await store.registration_counts(from_day, to_day, snapshot_hour)
     owner = _attribution_at(await store.attributions(), snapshot)
@@ -150,7 +159,6 @@ async def compute_tally(
         ]
         out.append(PromoterTally(p, rows, award))
     requested = as_of.astimezone(dt.UTC) if as_of is not None else None
-    final = as_of is not None and snapshot + SETTLE_SECONDS <= now_ts
     return Tally(period_from, period_to, effective, requested, final, policy, out, dict(caps))
 
 
@@ -161,3 +169,33 @@ def default_period(now: dt.datetime) -> tuple[dt.date, dt.date]:
 
 
 __all__ += ["default_period"]
+
+
+def period_months(period_from: dt.date, period_to: dt.date) -> list[tuple[str, dt.date, dt.date]]:
+    """The calendar months the period touches, clipped to it: (``YYYY-MM``, first day, day after last)."""
+    out = []
+    start = period_from
+    while start < period_to:
+        nxt = dt.date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+        end = min(nxt, period_to)
+        out.append((f"{start.year:04d}-{start.month:02d}", start, end))
+        start = end
+    return out
+
+
+async def monthly_counts(store: HandleStore, tally: Tally) -> tuple[list[str], dict[int, list[int]]]:
+    """Registrations per enterprise and calendar month of the period, at the tally's snapshot. The
+    months of an enterprise add up to its registrations in the period."""
+    snapshot_hour = int(tally.as_of.timestamp()) // 3600
+    months = period_months(tally.period_from, tally.period_to)
+    wanted = {e.id for pt in tally.promoters for e in pt.enterprises}
+    series: dict[int, list[int]] = {eid: [0] * len(months) for eid in wanted}
+    for i, (_, start, end) in enumerate(months):
+        counts = await store.registration_counts(day_of(start), day_of(end), snapshot_hour)
+        for eid, n in counts.items():
+            if eid in series:
+                series[eid][i] = max(0, n)
+    return [label for label, _, _ in months], series
+
+
+__all__ += ["monthly_counts", "period_months"]
