@@ -174,11 +174,13 @@ def _format(request: web.Request) -> str:
 async def _promoter_id(state: TrackerState, ref: str) -> int:
     """A promoter named by id or unified social credit code."""
     assert state.store is not None
-    text = ref.strip()
-    if text.isascii() and text.isdigit() and len(text) < 18:
-        promoter = await state.store.get_promoter(parse_uint(text, "promoter id", minimum=1, maximum=MAX_ID))
-    elif text.isascii() and text.isalnum() and len(text) == 18:
+    text = ref
+    if text.isascii() and text.isalnum() and len(text) == 18:  # a credit code (it may be all digits)
         promoter = await state.store.get_promoter(text.upper())
+        if promoter is None and text.isdigit():
+            promoter = await state.store.get_promoter(parse_uint(text, "promoter id", minimum=1, maximum=MAX_ID))
+    elif text.isascii() and text.isdigit():
+        promoter = await state.store.get_promoter(parse_uint(text, "promoter id", minimum=1, maximum=MAX_ID))
     else:
         raise InvalidRequest("a promoter is named by its id or its 18-character unified social credit code")
     if promoter is None:
