@@ -173,7 +173,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             change_month INTEGER NOT NULL,
             enterprise_id BIGINT NOT NULL,
             delta BIGINT NOT NULL,
-            PRIMARY KEY (month, change_month, enterprise_id)
+            PRIMARY KEY (enterprise_id, month, change_month)
         );
         INSERT INTO registration_months (month, change_month, enterprise_id, delta)
             SELECT day / 100, to_char(to_timestamp(hour * 3600) AT TIME ZONE 'Asia/Shanghai', 'YYYYMM')::integer,
@@ -263,7 +263,7 @@ def _apply_sql(deletes: bool, replaces: bool, inserts: bool, ids: bool, buckets:
             " SELECT v.day / 100, @change_month::integer, v.eid, SUM(v.delta)"
             " FROM unnest(@c_eids::bigint[], @c_days::integer[], @c_deltas::bigint[]) v(eid, day, delta)"
             " GROUP BY 1, 3"
-            " ON CONFLICT (month, change_month, enterprise_id)"
+            " ON CONFLICT (enterprise_id, month, change_month)"
             " DO UPDATE SET delta = registration_months.delta + excluded.delta RETURNING 1)"
         )
         counts.append("(SELECT count(*) FROM m) AS months")

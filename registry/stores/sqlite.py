@@ -92,7 +92,7 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE registration_months (
         month INTEGER NOT NULL, change_month INTEGER NOT NULL, enterprise_id INTEGER NOT NULL,
-        delta INTEGER NOT NULL, PRIMARY KEY (month, change_month, enterprise_id)
+        delta INTEGER NOT NULL, PRIMARY KEY (enterprise_id, month, change_month)
     ) WITHOUT ROWID;
     INSERT INTO registration_months (month, change_month, enterprise_id, delta)
         SELECT day / 100, CAST(strftime('%Y%m', hour * 3600 + 28800, 'unixepoch') AS INTEGER), enterprise_id,
@@ -421,13 +421,14 @@ class SQLiteStore:
                 ).fetchall()
                 if how.partial_hours is not None:
                     rows += c.execute(
-                        "SELECT enterprise_id, SUM(delta) FROM registration_counts "
+                        # The planner, seeing a day range that covers the table, would scan it all.
+                        "SELECT enterprise_id, SUM(delta) FROM registration_counts INDEXED BY registration_counts_hour "
                         "WHERE hour >= ? AND hour < ? AND day >= ? AND day < ? GROUP BY enterprise_id",
                         (*how.partial_hours, first * 100 + 1, end * 100 + 1),
                     ).fetchall()
             for a, b in how.edge_days:
                 rows += c.execute(
-                    "SELECT enterprise_id, SUM(delta) FROM registration_counts "
+                    "SELECT enterprise_id, SUM(delta) FROM registration_counts INDEXED BY registration_counts_day "
                     "WHERE day >= ? AND day < ? AND hour < ? GROUP BY enterprise_id",
                     (a, b, before_hour),
                 ).fetchall()
@@ -604,7 +605,7 @@ def _apply(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int, atomi
         change = day_now // 100
         c.executemany(
             "INSERT INTO registration_months (month, change_month, enterprise_id, delta) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (month, change_month, enterprise_id) DO UPDATE SET delta = delta + excluded.delta",
+            "ON CONFLICT (enterprise_id, month, change_month) DO UPDATE SET delta = delta + excluded.delta",
             [(month, change, eid, n) for (month, eid), n in months.items() if n],
         )
     return [r for r in results if r is not None]  # every entry is filled by now
