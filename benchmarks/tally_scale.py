@@ -232,7 +232,8 @@ async def main() -> None:
         k = r["enterprises"] * r["days"] / 1000
         print(
             f"  {r['enterprises']:>5} x {r['days']}: tally {r['tally_all'] / k * 1000:.1f} us, page "
-            f"{r['page'] / k:.2f} ms, XLSX {r['xlsx'] / k:.2f} ms; baseline / tally {r['baseline_all'] / r['tally_all']:.1f}x"
+            f"{r['page'] / k:.2f} ms, XLSX {r['xlsx'] / k:.2f} ms; "
+            f"baseline / tally {r['baseline_all'] / r['tally_all']:.1f}x"
         )
     print(f"\nlargest size: tally {big['tally_all']:.1f} ms ({'under' if big['tally_all'] < 100 else 'OVER'} 100 ms)")
 
