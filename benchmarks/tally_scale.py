@@ -40,7 +40,8 @@ from resolver.app import create_app
 from resolver.config import load_config
 
 SECRET = "bench-secret"
-START = dt.date(2024, 1, 1)
+END = dt.date(2026, 1, 1)  # the data ends on 31 December 2025 and goes back --sizes days
+START = dt.date(2024, 1, 1)  # the two-year tally's period starts here
 NOW = dt.datetime(2025, 12, 20, 3, 0, tzinfo=dt.UTC)  # a live tally late in the second year
 
 
@@ -69,9 +70,10 @@ async def seed(store: HandleStore, promoters: int, enterprises: int, days: int) 
             )
             eids.append(e.id)
     rows = []
+    first = END - dt.timedelta(days=days)
     for eid in eids:
         for d in range(days):
-            day = START + dt.timedelta(days=d)
+            day = first + dt.timedelta(days=d)
             ts = day_start(day) + 2 * 3600  # 10:00 Beijing time
             k = rng.randrange(0, 61)
             if k:
