@@ -15,6 +15,7 @@ with identifiers.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,10 +127,15 @@ async def compute_tally(
     snapshot, final = snapshot_of(as_of, now)
     snapshot_hour = snapshot // 3600
     effective = dt.datetime.fromtimestamp(snapshot, dt.UTC)
-    counts = await store.registration_counts(from_day, to_day, snapshot_hour)
-    owner = _attribution_at(await store.attributions(), snapshot)
-    enterprises: dict[int, Enterprise] = {e.id: e for e in await store.list_enterprises()}
-    promoters = await store.list_promoters()
+    # Four independent reads, run together (PostgreSQL pool connections, SQLite reader threads).
+    counts, attributions, enterprise_list, promoters = await asyncio.gather(
+        store.registration_counts(from_day, to_day, snapshot_hour),
+        store.attributions(),
+        store.list_enterprises(),
+        store.list_promoters(),
+    )
+    owner = _attribution_at(attributions, snapshot)
+    enterprises: dict[int, Enterprise] = {e.id: e for e in enterprise_list}
     if promoter_id is not None:
         promoters = [p for p in promoters if p.id == promoter_id]
     by_promoter: dict[int, list[Enterprise]] = {}
@@ -190,8 +196,10 @@ async def monthly_counts(store: HandleStore, tally: Tally) -> tuple[list[str], d
     months = period_months(tally.period_from, tally.period_to)
     wanted = {e.id for pt in tally.promoters for e in pt.enterprises}
     series: dict[int, list[int]] = {eid: [0] * len(months) for eid in wanted}
-    for i, (_, start, end) in enumerate(months):
-        counts = await store.registration_counts(day_of(start), day_of(end), snapshot_hour)
+    per_month = await asyncio.gather(
+        *(store.registration_counts(day_of(start), day_of(end), snapshot_hour) for _, start, end in months)
+    )
+    for i, counts in enumerate(per_month):
         for eid, n in counts.items():
             if eid in series:
                 series[eid][i] = max(0, n)
