@@ -3,6 +3,7 @@ with the signed JSON they name by digest; the per-promoter tally in all three fo
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -167,3 +168,34 @@ async def test_links_and_reading_pooled(bureau):  # noqa: F811
     for link in ("csv-link", "csv-en-link", "xlsx-link", "json-link"):
         href = page.split(f'id="{link}" href="')[1].split('"')[0]
         assert "mode=pooled" in href and "cap=3%3A150000" in href and "as_of=2025-07-01T00%3A00" in href, href
+
+
+async def test_cli_tally_gives_the_bytes_the_api_gave(bureau, tmp_path):  # noqa: F811
+    """`idnode tally` on the node's store: the same signed JSON bytes as the API for a final snapshot,
+    and a CSV that names its digest; `tally verify` prints the key id, fingerprint and digest."""
+    from click.testing import CliRunner
+
+    from resolver.cli import main
+
+    data, _ = await _get(bureau, "/api/promotion/tallies")
+    digest = hashlib.sha256(data).hexdigest()
+    args = ["tally", "--data-dir", str(tmp_path / "data"), "--policy", str(tmp_path / "policy.json")]
+    args += ["--from", PERIOD["from"], "--to", PERIOD["to"], "--as-of", SNAPSHOT, "--cap", CAPS]
+    runner = CliRunner()
+
+    def cli(*argv: str):  # type: ignore[no-untyped-def]
+        return asyncio.to_thread(runner.invoke, main, list(argv))  # the CLI runs its own event loop
+
+    out = await cli(*args, "--format", "json")
+    assert out.exit_code == 0, out.output
+    assert out.stdout_bytes == data
+    out = await cli(*args, "--format", "csv")
+    assert out.exit_code == 0, out.output
+    assert out.stdout_bytes.startswith(b"\xef\xbb\xbf") and digest.encode() in out.stdout_bytes
+    assert f"signed JSON SHA-256 {digest}" in out.stderr
+    saved = tmp_path / "report.json"
+    saved.write_bytes(data)
+    out = await cli("tally", "verify", str(saved))
+    document = json.loads(data)
+    assert out.exit_code == 0 and document["signature"]["key_id"] in out.output
+    assert signature_fingerprint(document) in out.output and digest in out.output
