@@ -131,12 +131,25 @@ def _headers(columns: list[tuple[str, str]], zh: bool) -> list[str]:
     return [cn if zh else en for en, cn in columns]
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """A text that a spreadsheet would run as a formula (a name like ``=HYPERLINK(…)``) is written
+    with a leading apostrophe, as OWASP advises for CSV; numbers are written as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
     buf = io.StringIO()
     buf.write(BOM)
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(header)
-    w.writerows([["" if v is None else v for v in row] for row in rows])
+    w.writerows([[_csv_cell(v) for v in row] for row in rows])
     return buf.getvalue().encode("utf-8")
 
 
@@ -194,9 +207,11 @@ def _sheet(wb: Workbook, title: str, header: list[str], rows: list[list[Any]], w
                 cell = WriteOnlyCell(ws, value=value)
                 cell.number_format = INT_FORMAT
                 out.append(cell)
-            elif i in wrap:
+            elif isinstance(value, str) and (i in wrap or value.startswith("=")):
                 cell = WriteOnlyCell(ws, value=value)
-                cell.alignment = _WRAP
+                cell.data_type = "s"  # text, never a formula (openpyxl takes "=…" for one)
+                if i in wrap:
+                    cell.alignment = _WRAP
                 out.append(cell)
             else:
                 out.append(value)

@@ -199,3 +199,38 @@ async def test_cli_tally_gives_the_bytes_the_api_gave(bureau, tmp_path):  # noqa
     document = json.loads(data)
     assert out.exit_code == 0 and document["signature"]["key_id"] in out.output
     assert signature_fingerprint(document) in out.output and digest in out.output
+
+
+def test_names_that_look_like_formulas_stay_text() -> None:
+    """A name such as ``=HYPERLINK(…)`` must not become a formula in Excel (CSV or XLSX)."""
+    import datetime as dt
+
+    from promotion_tracker.exports import promoters_csv, report_xlsx
+    from promotion_tracker.policy import Policy, compute_award
+    from promotion_tracker.report import document_bytes, tally_json
+    from promotion_tracker.signing import Signer
+    from promotion_tracker.tally import EnterpriseRow, PromoterTally, Tally
+    from registry.stores.base import Promoter
+
+    evil = '=HYPERLINK("http://example.com","x")'
+    rows = [EnterpriseRow(1, "-2+3", "91440100000000001X", "88.118.8.1001", 5, True, False)]
+    award = compute_award({"88.118.8.1001": 5}, Policy())
+    at = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+    tally = Tally(
+        dt.date(2025, 1, 1),
+        dt.date(2026, 1, 1),
+        at,
+        at,
+        True,
+        Policy(),
+        [PromoterTally(Promoter(1, evil, "X", 0), rows, award)],
+    )
+    data = document_bytes(Signer.generate().sign(tally_json(tally, node_prefix="88.118.8", generated_at=at)))
+    document = json.loads(data)
+    table = list(csv.reader(io.StringIO(promoters_csv(document, "d", lang="en").decode("utf-8-sig"))))
+    assert table[1][1] == "'" + evil
+    wb = load_workbook(io.BytesIO(report_xlsx(document, "d")))
+    cell = wb["推广单位"]["B2"]
+    assert cell.value == evil and cell.data_type == "s"
+    ent = wb["应用企业"]["D2"]
+    assert ent.value == "-2+3" and ent.data_type == "s"
