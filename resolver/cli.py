@@ -413,7 +413,8 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
     from promotion_tracker.signing import VerifyError, verify_document
 
     try:
-        document = json.loads(file.read().decode("utf-8"))
+        raw = file.read()
+        document = json.loads(raw.decode("utf-8"))
         kid = verify_document(document, public_key.read() if public_key else None)
     except (ValueError, UnicodeDecodeError) as exc:
         click.echo(f"INVALID: {exc}", err=True)
@@ -426,8 +427,7 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
     )
     from promotion_tracker.report import document_digest, signature_fingerprint
 
-    file.seek(0)
-    digest = document_digest(file.read())
+    digest = document_digest(raw)
     click.echo(f"OK: signature valid, key id {kid}, checked against {how}")
     click.echo(f"signature fingerprint {signature_fingerprint(document)}; file SHA-256 {digest}")
 
