@@ -732,6 +732,54 @@ class Registry:
         await self._changed([hname.key])
         return f"{SECKEY_INDEX}:{handle}", secret
 
+    async def list_auditors(self, caller: Caller) -> list[Auditor]:
+        """The bureau's identities in force: handles ``<node prefix>/auditor/<name>`` holding the role."""
+        self.require_node_admin(caller)
+        node = normalise_prefix(self.node_prefix)
+        out: list[Auditor] = []
+        page = 0
+        while True:
+            _, keys = await self.store.list_handles(node, page, 1000)
+            if not keys:
+                return out
+            for key in keys:
+                suffix = key.partition("/")[2]
+                if not suffix.lower().startswith("auditor/"):
+                    continue
+                if await self.store.get_meta(f"role:{key}:{SECKEY_INDEX}") != "auditor":
+                    continue
+                record = await self.read_record(key)
+                if record is None:
+                    continue
+                seckey = record.value_at(SECKEY_INDEX)
+                out.append(
+                    Auditor(
+                        name=record.handle.partition("/auditor/")[2],
+                        identity=f"{SECKEY_INDEX}:{record.handle}",
+                        created_at=seckey.timestamp if seckey is not None else 0,
+                    )
+                )
+            page += 1
+
+    async def revoke_auditor(self, caller: Caller, name: object) -> str:
+        """Take the role away, then delete the identity's handle (and with it the secret key), so
+        every node sharing the store refuses it from the next request on. Returns the identity."""
+        self.require_node_admin(caller)
+        if not isinstance(name, str) or not AUDITOR_NAME.match(name):
+            raise InvalidRequest("auditor name: 1-32 characters of a-z, 0-9 and '-'")
+        handle = f"{self.node_prefix}/auditor/{name}"
+        hname = self.parse(handle)
+        role_key = f"role:{hname.key}:{SECKEY_INDEX}"
+        record = await self.read_record(hname.key)
+        if record is None and await self.store.get_meta(role_key) != "auditor":
+            raise HandleNotFound(f"no auditor {name}", handle)
+        await self.store.set_meta(role_key, "revoked")
+        if record is not None:
+            write = HandleWrite(hname.key, record.handle, normalise_prefix(self.node_prefix), None)
+            await self.store.write([write], now=self.clock())
+        await self._changed([hname.key])
+        return f"{SECKEY_INDEX}:{handle}"
+
     async def move_enterprise(self, caller: Caller, enterprise: object, promoter: object) -> Enterprise:
         self.require_node_admin(caller)
         ent = await self.find_enterprise(enterprise)
@@ -776,6 +824,15 @@ def _reference(ref: object, what: str) -> tuple[int | None, str | None]:
 
 def _shown(ref: object) -> str:
     return repr(ref)[:40]
+
+
+@dataclass(frozen=True)
+class Auditor:
+    """One of the bureau's read-only identities."""
+
+    name: str
+    identity: str  # 300:<node prefix>/auditor/<name>
+    created_at: int
 
 
 def _perms_for_change(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[int]:

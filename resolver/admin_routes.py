@@ -136,3 +136,20 @@ async def add_auditor(request: web.Request) -> web.Response:
     identity, secret = await registry_of(request).add_auditor(caller, body.get("name"))
     reply = {"responseCode": 1, "identity": identity, "secret": secret}
     return json_response(request, reply, 201, headers={"Cache-Control": "no-store"})
+
+
+@admin_routes.get("/api/auditors")
+async def list_auditors(request: web.Request) -> web.Response:
+    """The bureau's identities in force (node administrator only)."""
+    caller = await request_caller(request)
+    auditors = await registry_of(request).list_auditors(caller)
+    rows = [{"name": a.name, "identity": a.identity, "created": _iso(a.created_at)} for a in auditors]
+    return json_response(request, {"responseCode": 1, "auditors": rows})
+
+
+@admin_routes.delete("/api/auditors/{name}")
+async def revoke_auditor(request: web.Request) -> web.Response:
+    """Revoke one: from the next request on its credentials get 401 on every node of the store."""
+    caller = await request_caller(request)
+    identity = await registry_of(request).revoke_auditor(caller, request.match_info["name"])
+    return json_response(request, {"responseCode": 1, "identity": identity, "revoked": True})

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from promotion_tracker.policy import Policy, PolicyError
-from promotion_tracker.routes import TRACKER_KEY, TrackerState, tracker_routes
+from promotion_tracker.routes import BUREAU_PAGES, TRACKER_KEY, TrackerState, tracker_routes
 from promotion_tracker.signing import REPORT_KEY_INDEX, REPORT_KEY_TYPE, SigningKeyError, node_signer
+from promotion_tracker.webpages import setup_pages
 from registry import valuedata
 from registry.model import HandleValue
 from registry.service import Registry
@@ -119,6 +120,7 @@ def create_app(
     app.router.add_routes(template_routes)
     app.router.add_routes(session_routes)
     app.router.add_routes(tracker_routes)
+    setup_pages(app, BUREAU_PAGES)  # the page templates and catalogues (later pages add theirs here)
     app.router.add_routes(health_routes)
     app.router.add_get(METRICS_PATH, metrics_handler())
     tally_gauges = TallyCollector(lambda: _live_tally(tracker))

@@ -361,6 +361,29 @@ def auditor_add(config_file, store, prefix, data_dir, name) -> None:  # type: ig
     click.echo(f"identity={identity}  secret={secret}")
 
 
+@auditor.command("list")
+@_with_store
+@json_option
+def auditor_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
+    """List the bureau's identities in force."""
+    import datetime as dt
+
+    rows = _admin(config_file, lambda r, c: r.list_auditors(c), store=store, prefix=prefix, data_dir=data_dir)
+    created = (dt.datetime.fromtimestamp(a.created_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for a in rows)
+    _emit([{"name": a.name, "identity": a.identity, "created": c} for a, c in zip(rows, created, strict=True)], as_json)
+
+
+@auditor.command("revoke")
+@_with_store
+@click.argument("name")
+def auditor_revoke(config_file, store, prefix, data_dir, name) -> None:  # type: ignore[no-untyped-def]
+    """Revoke 300:<prefix>/auditor/NAME: its credentials are refused from the next request on."""
+    identity = _admin(
+        config_file, lambda r, c: r.revoke_auditor(c, name), store=store, prefix=prefix, data_dir=data_dir
+    )
+    click.echo(f"revoked {identity}")
+
+
 @main.group("cache")
 def cache_group() -> None:
     """The Redis cache the store's nodes share, as `idnode serve --redis` records it in the store.
@@ -423,11 +446,14 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
         return
     import datetime as dt
 
+    from promotion_tracker.exports import promoters_csv
     from promotion_tracker.policy import Policy, PolicyError
-    from promotion_tracker.report import tally_csv, tally_json
+    from promotion_tracker.report import document_bytes, document_digest, tally_json
+    from promotion_tracker.routes import parse_beijing_instant
     from promotion_tracker.signing import SigningKeyError, node_signer
     from promotion_tracker.tally import TallyError, compute_tally, default_period
-    from registry.days import SHANGHAI, parse_day
+    from registry.days import parse_day
+    from registry.errors import InvalidRequest
 
     config = _load(config_file, store=store, prefix=prefix, data_dir=data_dir)
     now = dt.datetime.now(dt.UTC)
@@ -435,7 +461,7 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
     try:
         start = parse_day(period_from) if period_from else default_from
         end = parse_day(period_to) if period_to else default_to
-        snapshot = dt.datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
+        snapshot = parse_beijing_instant(as_of, "--as-of") if as_of else None
         policy = (
             Policy.from_file(policy_file or config.policy_file) if (policy_file or config.policy_file) else Policy()
         )
@@ -443,10 +469,9 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
             policy = dataclasses.replace(policy, mode=mode)
     except (ValueError, PolicyError) as exc:
         raise click.UsageError(str(exc)) from None
-    if snapshot is not None and snapshot.tzinfo is None:
-        snapshot = snapshot.replace(tzinfo=SHANGHAI)
+    except InvalidRequest as exc:
+        raise click.UsageError(exc.message) from None
     from promotion_tracker.routes import parse_caps
-    from registry.errors import InvalidRequest
 
     try:
         cap_map = parse_caps(list(caps))
@@ -455,7 +480,7 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
 
     async def work(registry: Registry, caller: Caller):  # type: ignore[no-untyped-def]
         result = await compute_tally(registry.store, start, end, snapshot, policy, now=now, contribution_caps=cap_map)
-        signer = await node_signer(registry.store, config.report_key_file or None) if fmt == "json" else None
+        signer = await node_signer(registry.store, config.report_key_file or None) if fmt in ("json", "csv") else None
         return result, signer
 
     try:
@@ -464,11 +489,15 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
         raise click.UsageError(str(exc)) from None
     except SigningKeyError as exc:
         raise click.ClickException(str(exc)) from None
-    if fmt == "csv":
-        click.echo(tally_csv(result), nl=False)
-    elif fmt == "json":
-        body = tally_json(result, node_prefix=config.prefix, generated_at=now, with_enterprises=True)
-        click.echo(json.dumps(signer.sign(body), ensure_ascii=False, indent=2))
+    if fmt in ("json", "csv"):
+        document = signer.sign(tally_json(result, node_prefix=config.prefix, generated_at=now))
+        data = document_bytes(document)
+        if fmt == "json":
+            click.echo(data.decode("utf-8"), nl=False)
+        else:  # the CSV names the digest of the signed JSON it was made from (printed on stderr)
+            click.echo(f"signed JSON SHA-256 {document_digest(data)}", err=True)
+            sys.stdout.buffer.write(promoters_csv(document, document_digest(data)))
+            sys.stdout.flush()
     else:
         live = "" if result.final else " (live, not final)"
         click.echo(
@@ -493,7 +522,8 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
     from promotion_tracker.signing import VerifyError, verify_document
 
     try:
-        document = json.loads(file.read().decode("utf-8"))
+        raw = file.read()
+        document = json.loads(raw.decode("utf-8"))
         kid = verify_document(document, public_key.read() if public_key else None)
     except (ValueError, UnicodeDecodeError) as exc:
         click.echo(f"INVALID: {exc}", err=True)
@@ -504,7 +534,11 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
     how = (
         "the given public key" if public_key else "the key embedded in the report (compare its key id with the node's)"
     )
+    from promotion_tracker.report import document_digest, signature_fingerprint
+
+    digest = document_digest(raw)
     click.echo(f"OK: signature valid, key id {kid}, checked against {how}")
+    click.echo(f"signature fingerprint {signature_fingerprint(document)}; file SHA-256 {digest}")
 
 
 @main.command("import")

@@ -69,6 +69,7 @@ from registry.days import day_number, hour_of
 from registry.errors import InvalidRequest, ServerError, StoreUnavailable
 from registry.model import HandleValue, Record
 from registry.packing import FORMAT, pack_record, pack_values
+from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
@@ -163,6 +164,25 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        3,
+        # The monthly roll-up of the counters (registry.stores.rollup) and the indexes its queries use.
+        """
+        CREATE TABLE registration_months (
+            month INTEGER NOT NULL,
+            change_month INTEGER NOT NULL,
+            enterprise_id BIGINT NOT NULL,
+            delta BIGINT NOT NULL,
+            PRIMARY KEY (enterprise_id, month, change_month)
+        );
+        INSERT INTO registration_months (month, change_month, enterprise_id, delta)
+            SELECT day / 100, to_char(to_timestamp(hour * 3600) AT TIME ZONE 'Asia/Shanghai', 'YYYYMM')::integer,
+                   enterprise_id, SUM(delta)
+            FROM registration_counts GROUP BY 1, 2, 3;
+        CREATE INDEX registration_counts_hour ON registration_counts (hour) INCLUDE (day, enterprise_id, delta);
+        CREATE INDEX registration_counts_day ON registration_counts (day, hour) INCLUDE (enterprise_id, delta);
+        """,
+    ),
 ]
 
 COPY_THRESHOLD = 1000  # created rows; from here on they go in with COPY rather than INSERT … unnest
@@ -238,6 +258,15 @@ def _apply_sql(deletes: bool, replaces: bool, inserts: bool, ids: bool, buckets:
             " DO UPDATE SET delta = registration_counts.delta + excluded.delta RETURNING 1)"
         )
         counts.append("(SELECT count(*) FROM c) AS counters")
+        ctes.append(
+            "m AS (INSERT INTO registration_months (month, change_month, enterprise_id, delta)"
+            " SELECT v.day / 100, @change_month::integer, v.eid, SUM(v.delta)"
+            " FROM unnest(@c_eids::bigint[], @c_days::integer[], @c_deltas::bigint[]) v(eid, day, delta)"
+            " GROUP BY 1, 3"
+            " ON CONFLICT (enterprise_id, month, change_month)"
+            " DO UPDATE SET delta = registration_months.delta + excluded.delta RETURNING 1)"
+        )
+        counts.append("(SELECT count(*) FROM m) AS months")
     return "WITH " + ",\n".join(ctes) + "\nSELECT " + ", ".join(counts)
 
 
@@ -687,7 +716,13 @@ class PostgresStore:
         await records.ready()
         head = _head(version)
         day = day_number(now)
-        args: dict[str, Any] = {"version": version, "now": now, "day": day, "hour": hour_of(now)}
+        args: dict[str, Any] = {
+            "version": version,
+            "now": now,
+            "day": day,
+            "hour": hour_of(now),
+            "change_month": day // 100,
+        }
         buckets: dict[tuple[str, int], int] = {}
         counts: dict[tuple[int, int], int] = {}
         if plan.deletes:
@@ -883,13 +918,37 @@ class PostgresStore:
 
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
-        rows = await self._fetch(
-            "SELECT enterprise_id, SUM(delta) FROM registration_counts "
-            "WHERE day >= $1 AND day < $2 AND hour < $3 GROUP BY enterprise_id",
-            from_day,
-            to_day,
-            before_hour,
-        )
+        how = rollup.plan(from_day, to_day, before_hour)
+        parts: list[str] = []
+        args: list[int] = []
+
+        def arg(value: int) -> str:
+            args.append(value)
+            return f"${len(args)}::bigint"
+
+        if how.full_months is not None:
+            first, end = how.full_months
+            parts.append(
+                "SELECT enterprise_id, SUM(delta) AS n FROM registration_months WHERE month >= "
+                f"{arg(first)} AND month < {arg(end)} AND change_month < {arg(how.before_change_month)} "
+                "GROUP BY enterprise_id"
+            )
+            if how.partial_hours is not None:
+                a, b = how.partial_hours
+                parts.append(
+                    f"SELECT enterprise_id, SUM(delta) AS n FROM registration_counts WHERE hour >= {arg(a)} "
+                    f"AND hour < {arg(b)} AND day >= {arg(first * 100 + 1)} AND day < {arg(end * 100 + 1)} "
+                    "GROUP BY enterprise_id"
+                )
+        for a, b in how.edge_days:
+            parts.append(
+                f"SELECT enterprise_id, SUM(delta) AS n FROM registration_counts WHERE day >= {arg(a)} "
+                f"AND day < {arg(b)} AND hour < {arg(before_hour)} GROUP BY enterprise_id"
+            )
+        if not parts:
+            return {}
+        sql = f"SELECT enterprise_id, SUM(n) FROM ({' UNION ALL '.join(parts)}) p GROUP BY enterprise_id"
+        rows = await self._fetch(sql, *args)
         return {r[0]: int(r[1]) for r in rows}
 
     # -- metadata ------------------------------------------------------------------------------

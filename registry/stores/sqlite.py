@@ -26,6 +26,7 @@ from registry.errors import InvalidRequest, StoreUnavailable
 from registry.model import Record
 from registry.packing import pack_record, unpack_record
 from registry.private_files import PRIVATE_FILE, make_private, private_dir
+from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
@@ -91,6 +92,20 @@ MIGRATIONS: list[str] = [
     CREATE TABLE idempotency (
         key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, response BLOB NOT NULL, created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 3: the monthly roll-up of the counters (registry.stores.rollup) and the indexes its queries use.
+    # Backfilled with Beijing time as UTC+8 (China has kept it without daylight saving since 1991).
+    """
+    CREATE TABLE registration_months (
+        month INTEGER NOT NULL, change_month INTEGER NOT NULL, enterprise_id INTEGER NOT NULL,
+        delta INTEGER NOT NULL, PRIMARY KEY (enterprise_id, month, change_month)
+    ) WITHOUT ROWID;
+    INSERT INTO registration_months (month, change_month, enterprise_id, delta)
+        SELECT day / 100, CAST(strftime('%Y%m', hour * 3600 + 28800, 'unixepoch') AS INTEGER), enterprise_id,
+               SUM(delta)
+        FROM registration_counts GROUP BY 1, 2, 3;
+    CREATE INDEX registration_counts_hour ON registration_counts (hour, day, enterprise_id, delta);
+    CREATE INDEX registration_counts_day ON registration_counts (day, hour, enterprise_id, delta);
     """,
 ]
 
@@ -418,14 +433,36 @@ class SQLiteStore:
 
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT enterprise_id, SUM(delta) FROM registration_counts "
-                "WHERE day >= ? AND day < ? AND hour < ? GROUP BY enterprise_id",
-                (from_day, to_day, before_hour),
-            ).fetchall()
-        )
-        return {eid: int(n) for eid, n in rows}
+        how = rollup.plan(from_day, to_day, before_hour)
+
+        def run(c: sqlite3.Connection) -> list[tuple[int, int]]:
+            rows: list[tuple[int, int]] = []
+            if how.full_months is not None:
+                first, end = how.full_months
+                rows += c.execute(
+                    "SELECT enterprise_id, SUM(delta) FROM registration_months "
+                    "WHERE month >= ? AND month < ? AND change_month < ? GROUP BY enterprise_id",
+                    (first, end, how.before_change_month),
+                ).fetchall()
+                if how.partial_hours is not None:
+                    rows += c.execute(
+                        # The planner, seeing a day range that covers the table, would scan it all.
+                        "SELECT enterprise_id, SUM(delta) FROM registration_counts INDEXED BY registration_counts_hour "
+                        "WHERE hour >= ? AND hour < ? AND day >= ? AND day < ? GROUP BY enterprise_id",
+                        (*how.partial_hours, first * 100 + 1, end * 100 + 1),
+                    ).fetchall()
+            for a, b in how.edge_days:
+                rows += c.execute(
+                    "SELECT enterprise_id, SUM(delta) FROM registration_counts INDEXED BY registration_counts_day "
+                    "WHERE day >= ? AND day < ? AND hour < ? GROUP BY enterprise_id",
+                    (a, b, before_hour),
+                ).fetchall()
+            return rows
+
+        out: dict[int, int] = {}
+        for eid, n in await self._read(run):
+            out[eid] = out.get(eid, 0) + int(n)
+        return out
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
@@ -586,5 +623,14 @@ def _apply(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int, atomi
             "INSERT INTO registration_counts (enterprise_id, day, hour, delta) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (enterprise_id, day, hour) DO UPDATE SET delta = delta + excluded.delta",
             [(eid, day, hour_now, n) for (eid, day), n in counts.items() if n],
+        )
+        months: dict[tuple[int, int], int] = {}
+        for (eid, day), n in counts.items():
+            months[(day // 100, eid)] = months.get((day // 100, eid), 0) + n
+        change = day_now // 100
+        c.executemany(
+            "INSERT INTO registration_months (month, change_month, enterprise_id, delta) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (enterprise_id, month, change_month) DO UPDATE SET delta = delta + excluded.delta",
+            [(month, change, eid, n) for (month, eid), n in months.items() if n],
         )
     return [r for r in results if r is not None]  # every entry is filled by now

@@ -158,9 +158,10 @@ async def test_21_enterprises_of_10000_each_earn_210000(client, admin, clock):
     rows = (await r.json())["report"]["promoters"][0]["enterprise_rows"]
     assert len(rows) == 21 and sum(x["registrations"] for x in rows) == 210_000
     assert sum(x["increment"] for x in rows) == 1
-    r = await client.get("/api/promotion/tallies", params={**PERIOD, "as_of": s1, "format": "csv"}, headers=admin)
+    query = {**PERIOD, "as_of": s1, "format": "csv", "lang": "en"}
+    r = await client.get("/api/promotion/tallies", params=query, headers=admin)
     assert r.status == 200 and r.content_type == "text/csv"
-    table = {row["promoter_id"]: row for row in csv.DictReader(io.StringIO(await r.text()))}
+    table = {row["promoter_id"]: row for row in csv.DictReader(io.StringIO((await r.read()).decode("utf-8-sig")))}
     assert table[str(a)]["award_yuan"] == "210000" and table[str(a)]["eligible_enterprises"] == "21"
 
 
