@@ -82,7 +82,7 @@ from registry.stores.base import (
     WriteResult,
 )
 
-__all__ = ["MIGRATIONS", "PostgresStore"]
+__all__ = ["HANDLES_DDL", "MIGRATIONS", "PostgresStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,18 +90,10 @@ T = TypeVar("T")
 # Held (transaction-scoped) while migrations run, so two processes starting together do not race.
 MIGRATION_LOCK = 0x69646E6F6465  # "idnode"
 
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE idnode_state (
-            singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
-            version BIGINT NOT NULL,
-            next_id BIGINT NOT NULL
-        );
-        INSERT INTO idnode_state (version, next_id) VALUES (0, 1);
-        CREATE TABLE handles (
+# The identifiers' table, part of migration 1 (a later change to it is a new migration, not an edit here).
+# ``{table}`` is ``handles``; the benchmarks create their baseline table from the same text.
+HANDLES_DDL = """
+        CREATE TABLE {table} (
             prefix TEXT COLLATE "C" NOT NULL,
             id BIGINT NOT NULL,
             hkey TEXT COLLATE "C" NOT NULL,
@@ -114,7 +106,23 @@ MIGRATIONS: list[tuple[int, str]] = [
             record BYTEA NOT NULL,
             PRIMARY KEY (prefix, id)
         );
-        CREATE UNIQUE INDEX handles_hkey ON handles (hkey);
+        CREATE UNIQUE INDEX {table}_hkey ON {table} (hkey);
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE idnode_state (
+            singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+            version BIGINT NOT NULL,
+            next_id BIGINT NOT NULL
+        );
+        INSERT INTO idnode_state (version, next_id) VALUES (0, 1);
+        """
+        + HANDLES_DDL.format(table="handles")
+        + """
         CREATE TABLE list_buckets (
             prefix TEXT COLLATE "C" NOT NULL,
             bucket BIGINT NOT NULL,
