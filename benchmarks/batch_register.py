@@ -120,7 +120,7 @@ async def postgres_baseline(url: str, rows: list[tuple[Any, ...]]) -> float:
     import asyncpg
 
     from registry.days import day_number
-    from registry.stores.postgres import HANDLES_DDL
+    from registry.stores.postgres import HANDLES_COPY_COLUMNS, HANDLES_DDL
 
     conn = await asyncpg.connect(url)
     try:
@@ -131,21 +131,9 @@ async def postgres_baseline(url: str, rows: list[tuple[Any, ...]]) -> float:
             (prefix, i + 1, key, handle, eid, now, day, now, 1, packed)
             for i, (key, handle, prefix, eid, packed) in enumerate(rows)
         ]
-        columns = [
-            "prefix",
-            "id",
-            "hkey",
-            "handle",
-            "enterprise_id",
-            "created_at",
-            "created_day",
-            "updated_at",
-            "version",
-            "record",
-        ]
         start = time.perf_counter()
         async with conn.transaction():
-            await conn.copy_records_to_table("baseline_handles", records=records, columns=columns)
+            await conn.copy_records_to_table("baseline_handles", records=records, columns=HANDLES_COPY_COLUMNS)
         return time.perf_counter() - start
     finally:
         await conn.close()
