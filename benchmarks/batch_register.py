@@ -90,28 +90,16 @@ def baseline_rows(prefix: str, items: int, enterprise_id: int) -> list[tuple[Any
 
 
 def sqlite_baseline(path: str, rows: list[tuple[Any, ...]]) -> float:
-    """Seconds to insert ``rows`` into a fresh table shaped like the SQLite store's ``handles``."""
+    """Seconds to insert ``rows`` into a fresh table made like the SQLite store's ``handles``."""
+    from registry.stores.sqlite import HANDLES_DDL
+
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.executescript(
-        """
-        CREATE TABLE handles (
-            id INTEGER PRIMARY KEY,
-            hkey TEXT NOT NULL UNIQUE,
-            prefix TEXT NOT NULL,
-            enterprise_id INTEGER,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL,
-            version INTEGER NOT NULL,
-            record BLOB NOT NULL
-        );
-        CREATE INDEX handles_prefix_id ON handles (prefix, id);
-        """
-    )
+    conn.executescript(HANDLES_DDL.format(table="handles"))
     now = int(time.time())
     params = [(i + 1, key, prefix, eid, now, now, 1, packed) for i, (key, _, prefix, eid, packed) in enumerate(rows)]
     start = time.perf_counter()
@@ -128,53 +116,24 @@ def sqlite_baseline(path: str, rows: list[tuple[Any, ...]]) -> float:
 
 
 async def postgres_baseline(url: str, rows: list[tuple[Any, ...]]) -> float:
-    """Seconds to COPY ``rows`` into a table shaped like the PostgreSQL store's ``handles``."""
+    """Seconds to COPY ``rows`` into a table made like the PostgreSQL store's ``handles``."""
     import asyncpg
 
     from registry.days import day_number
+    from registry.stores.postgres import HANDLES_COPY_COLUMNS, HANDLES_DDL
 
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(
-            """
-            DROP TABLE IF EXISTS baseline_handles;
-            CREATE TABLE baseline_handles (
-                prefix TEXT COLLATE "C" NOT NULL,
-                id BIGINT NOT NULL,
-                hkey TEXT COLLATE "C" NOT NULL,
-                handle TEXT NOT NULL,
-                enterprise_id BIGINT,
-                created_at BIGINT NOT NULL,
-                created_day INTEGER NOT NULL,
-                updated_at BIGINT NOT NULL,
-                version BIGINT NOT NULL,
-                record BYTEA NOT NULL,
-                PRIMARY KEY (prefix, id)
-            );
-            CREATE UNIQUE INDEX baseline_handles_hkey ON baseline_handles (hkey);
-            """
-        )
+        await conn.execute("DROP TABLE IF EXISTS baseline_handles;" + HANDLES_DDL.format(table="baseline_handles"))
         now = int(time.time())
         day = day_number(now)
         records = [
             (prefix, i + 1, key, handle, eid, now, day, now, 1, packed)
             for i, (key, handle, prefix, eid, packed) in enumerate(rows)
         ]
-        columns = [
-            "prefix",
-            "id",
-            "hkey",
-            "handle",
-            "enterprise_id",
-            "created_at",
-            "created_day",
-            "updated_at",
-            "version",
-            "record",
-        ]
         start = time.perf_counter()
         async with conn.transaction():
-            await conn.copy_records_to_table("baseline_handles", records=records, columns=columns)
+            await conn.copy_records_to_table("baseline_handles", records=records, columns=HANDLES_COPY_COLUMNS)
         return time.perf_counter() - start
     finally:
         await conn.close()

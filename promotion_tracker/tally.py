@@ -31,7 +31,10 @@ __all__ = [
     "Tally",
     "TallyError",
     "compute_tally",
+    "default_period",
+    "monthly_counts",
     "period_bounds",
+    "period_months",
     "recorded_before",
     "snapshot_of",
 ]
@@ -174,9 +177,6 @@ def default_period(now: dt.datetime) -> tuple[dt.date, dt.date]:
     return dt.date(today.year, 1, 1), today + dt.timedelta(days=1)
 
 
-__all__ += ["default_period"]
-
-
 def period_months(period_from: dt.date, period_to: dt.date) -> list[tuple[str, dt.date, dt.date]]:
     """The calendar months the period touches, clipped to it: (``YYYY-MM``, first day, day after last)."""
     out = []
@@ -204,6 +204,3 @@ async def monthly_counts(store: HandleStore, tally: Tally) -> tuple[list[str], d
             if eid in series:
                 series[eid][i] = max(0, n)
     return [label for label, _, _ in months], series
-
-
-__all__ += ["monthly_counts", "period_months"]

@@ -19,6 +19,7 @@ from registry.auth import Caller, has_right
 from registry.errors import (
     RC_HANDLE_ALREADY_EXISTS,
     RC_PROTOCOL_ERROR,
+    RC_SUCCESS,
     HandleError,
     InvalidRequest,
     InvalidValue,
@@ -93,7 +94,7 @@ class BatchReport:
         else:
             message = f"{self.failed} of {self.total} items failed; the other {self.total - self.failed} were written"
         return {
-            "responseCode": 1 if not self.failures or not self.atomic else RC_PROTOCOL_ERROR,
+            "responseCode": RC_SUCCESS if not self.failures or not self.atomic else RC_PROTOCOL_ERROR,
             "message": message,
             "total": self.total,
             "created": self.created,

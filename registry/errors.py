@@ -7,6 +7,28 @@ only raises.
 from __future__ import annotations
 
 __all__ = [
+    "RC_ACCESS_DENIED",
+    "RC_AUTHENTICATION_FAILED",
+    "RC_AUTHENTICATION_NEEDED",
+    "RC_ERROR",
+    "RC_HANDLE_ALREADY_EXISTS",
+    "RC_HANDLE_NOT_FOUND",
+    "RC_INVALID_CREDENTIAL",
+    "RC_INVALID_HANDLE",
+    "RC_INVALID_VALUE",
+    "RC_NOT_AUTHORIZED",
+    "RC_OPERATION_NOT_SUPPORTED",
+    "RC_PREFIX_REFERRAL",
+    "RC_PROTOCOL_ERROR",
+    "RC_RECURSION_COUNT_TOO_HIGH",
+    "RC_RESERVED",
+    "RC_SERVER_BACKUP",
+    "RC_SERVER_NOT_RESP",
+    "RC_SERVER_TOO_BUSY",
+    "RC_SERVICE_REFERRAL",
+    "RC_SUCCESS",
+    "RC_VALUES_NOT_FOUND",
+    "RC_VALUE_ALREADY_EXISTS",
     "AuthenticationNeeded",
     "HandleAlreadyExists",
     "HandleError",
@@ -24,11 +46,16 @@ __all__ = [
     "ValuesNotFound",
 ]
 
-# Response codes of RFC 3652 section 2.2.2.1 and HANDLE.NET's HTTP JSON API.
+# Response codes (RFC 3652 section 2.2.2.2; HANDLE.NET AbstractMessage.RC_*): the one table of them, for
+# the HTTP API (statuses in resolver.errors) and the native protocol (resolver.native) alike.
+RC_RESERVED = 0  # the code of a request: a response carries any other
 RC_SUCCESS = 1
 RC_ERROR = 2
 RC_SERVER_TOO_BUSY = 3
 RC_PROTOCOL_ERROR = 4
+RC_OPERATION_NOT_SUPPORTED = 5
+RC_RECURSION_COUNT_TOO_HIGH = 6
+RC_SERVER_BACKUP = 7  # the server is being backed up: try later
 RC_HANDLE_NOT_FOUND = 100
 RC_HANDLE_ALREADY_EXISTS = 101
 RC_INVALID_HANDLE = 102
@@ -36,11 +63,12 @@ RC_VALUES_NOT_FOUND = 200
 RC_VALUE_ALREADY_EXISTS = 201
 RC_INVALID_VALUE = 202
 RC_SERVER_NOT_RESP = 301
-RC_SERVER_BACKUP = 302
+RC_SERVICE_REFERRAL = 302
 RC_PREFIX_REFERRAL = 303
-RC_NOT_AUTHORIZED = 400
-RC_ACCESS_DENIED = 401
-RC_AUTHEN_NEEDED = 402
+RC_NOT_AUTHORIZED = 400  # HANDLE.NET RC_INVALID_ADMIN
+RC_ACCESS_DENIED = 401  # HANDLE.NET RC_INSUFFICIENT_PERMISSIONS
+RC_AUTHENTICATION_NEEDED = 402
+RC_AUTHENTICATION_FAILED = 403
 RC_INVALID_CREDENTIAL = 404
 
 
@@ -111,7 +139,7 @@ class NotResponsible(HandleError):
 
 
 class AuthenticationNeeded(HandleError):
-    code = RC_AUTHEN_NEEDED
+    code = RC_AUTHENTICATION_NEEDED
 
 
 class InvalidCredential(AuthenticationNeeded):

@@ -1,7 +1,7 @@
 """Typed handle value data (RFC 3651 section 3.2) and its HANDLE.NET JSON forms. Pure functions, no I/O.
 
 Binary layouts follow HANDLE.NET ``Encoder`` / ``Util`` (all integers big-endian; a "blob" is a 4-byte
-length followed by that many bytes, a "string" is a UTF-8 blob):
+length followed by that many bytes, a "string" is a UTF-8 blob; read and written with :mod:`registry.wire`):
 
 - HS_ADMIN (``encodeAdminRecord``): perms u16, admin handle string, admin index u32. Records written by
   HANDLE.NET 7.3 and earlier carry two extra zero bytes at the end ("legacyByteLength").
@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from registry.errors import InvalidValue
 from registry.inputs import as_uint
 from registry.model import MAX_INDEX, Reference
+from registry.wire import Reader, blob, utf8
 
 __all__ = [
     "ADD_ADMIN",
@@ -134,7 +135,6 @@ KEY_TYPE_ED25519 = "Ed25519"  # idnode's own: HANDLE.NET has no Ed25519 HS_PUBKE
 # Types whose data is a site info record (Common.SITE_INFO_INCL_PREFIX_TYPES).
 SITE_TYPES = frozenset({"HS_SITE", "HS_SITE.6", "HS_SITE.PREFIX", "HS_NA_DELEGATE"})
 
-_MAX_ARRAY = 1_048_576  # Common.MAX_ARRAY_SIZE
 _MAX_RSA_BITS = 16384
 _MAX_U16 = 0xFFFF
 
@@ -142,68 +142,6 @@ PublicKey = rsa.RSAPublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey
 
 
 # ---------------------------------------------------------------------------------------------- binary
-
-
-class _Reader:
-    """Bounds-checked big-endian reader; every failure is an :class:`InvalidValue` naming ``what``."""
-
-    __slots__ = ("buf", "pos", "what")
-
-    def __init__(self, buf: bytes, what: str) -> None:
-        self.buf = bytes(buf)
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        left = len(self.buf) - self.pos
-        if n > left:
-            raise InvalidValue(f"{self.what}: truncated at byte {self.pos} (needs {n} bytes, {left} left)")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def u32(self) -> int:
-        return int.from_bytes(self.take(4), "big")
-
-    def blob(self) -> bytes:
-        return self.take(self.u32())
-
-    def text(self, field_name: str) -> str:
-        raw = self.blob()
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidValue(f"{self.what}: {field_name} is not valid UTF-8") from None
-
-    def count(self, field_name: str, min_item: int) -> int:
-        n = self.u32()
-        if n > _MAX_ARRAY or n * min_item > len(self.buf) - self.pos:
-            raise InvalidValue(f"{self.what}: {field_name} count {n} does not fit the data")
-        return n
-
-    def rest(self) -> int:
-        return len(self.buf) - self.pos
-
-    def done(self) -> None:
-        if self.pos != len(self.buf):
-            raise InvalidValue(f"{self.what}: {len(self.buf) - self.pos} unexpected bytes after the end")
-
-
-def _blob(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-def _utf8(text: str, what: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidValue(f"{what}: not encodable as UTF-8 (lone surrogate?)") from None
 
 
 def _check_range(value: int, lo: int, hi: int, what: str) -> int:
@@ -234,13 +172,13 @@ def encode_admin(handle: str, index: int, perms: int, *, legacy: bool = False) -
         raise InvalidValue("HS_ADMIN: admin handle must be a non-empty string")
     _check_range(index, 0, MAX_INDEX, "HS_ADMIN: admin index")
     _check_range(perms, 0, ALL_PERMS, "HS_ADMIN: permissions")
-    out = struct.pack(">H", perms) + _blob(_utf8(handle, "HS_ADMIN: admin handle")) + struct.pack(">I", index)
+    out = struct.pack(">H", perms) + blob(utf8(handle, "HS_ADMIN: admin handle")) + struct.pack(">I", index)
     return out + b"\0\0" if legacy else out
 
 
 def decode_admin(data: bytes) -> AdminRef:
     """Parse HS_ADMIN data; bits above the 12 defined permissions are dropped (as HANDLE.NET does)."""
-    r = _Reader(data, "HS_ADMIN data")
+    r = Reader(data, "HS_ADMIN data")
     perms = r.u16() & ALL_PERMS
     handle = r.text("admin handle")
     index = r.u32()
@@ -349,13 +287,13 @@ def encode_vlist(refs: Iterable[Reference]) -> bytes:
         if not isinstance(ref.handle, str) or not ref.handle:
             raise InvalidValue(f"HS_VLIST reference {i}: handle must be a non-empty string")
         _check_range(ref.index, 0, MAX_INDEX, f"HS_VLIST reference {i}: index")
-        parts.append(_blob(_utf8(ref.handle, f"HS_VLIST reference {i}: handle")))
+        parts.append(blob(utf8(ref.handle, f"HS_VLIST reference {i}: handle")))
         parts.append(struct.pack(">I", ref.index))
     return b"".join(parts)
 
 
 def decode_vlist(data: bytes) -> list[Reference]:
-    r = _Reader(data, "HS_VLIST data")
+    r = Reader(data, "HS_VLIST data")
     n = r.count("reference", 8)
     refs = [Reference(r.text(f"reference {i} handle"), r.u32()) for i in range(n)]
     r.done()
@@ -461,17 +399,17 @@ def encode_site(site: SiteInfo) -> bytes:
             (_PRIMARY_SITE if site.primary else 0) | (_MULTI_PRIMARY if site.multi_primary else 0),
             _check_range(site.hash_option, 0, 255, f"{w}: hash option"),
         ),
-        _blob(_utf8(site.hash_filter, f"{w}: hash filter")),
+        blob(utf8(site.hash_filter, f"{w}: hash filter")),
         struct.pack(">I", len(site.attributes)),
     ]
     for name, value in site.attributes:
-        parts.append(_blob(_utf8(name, f"{w}: attribute name")))
-        parts.append(_blob(_utf8(value, f"{w}: attribute value")))
+        parts.append(blob(utf8(name, f"{w}: attribute name")))
+        parts.append(blob(utf8(value, f"{w}: attribute value")))
     parts.append(struct.pack(">I", len(site.servers)))
     for s in site.servers:
         parts.append(struct.pack(">I", _check_range(s.server_id, 0, 0xFFFFFFFF, f"{w}: server id")))
         parts.append(_pack_address(s.address))
-        parts.append(_blob(bytes(s.public_key)))
+        parts.append(blob(bytes(s.public_key)))
         parts.append(struct.pack(">I", len(s.interfaces)))
         for itf in s.interfaces:
             parts.append(
@@ -487,7 +425,7 @@ def encode_site(site: SiteInfo) -> bytes:
 
 def decode_site(data: bytes) -> SiteInfo:
     """Parse HS_SITE data (trailing bytes are an error, as in HANDLE.NET decodeSiteInfoRecord)."""
-    r = _Reader(data, "HS_SITE data")
+    r = Reader(data, "HS_SITE data")
     version = r.u16()
     major, minor = r.u8(), r.u8()
     serial = r.u16()
@@ -702,22 +640,22 @@ def encode_public_key(key: object) -> bytes:
     nums: list[bytes]
     if isinstance(key, rsa.RSAPublicKey):
         pn = key.public_numbers()
-        head, nums = _blob(KEY_TYPE_RSA.encode()), [_java_bigint(pn.e), _java_bigint(pn.n)]
+        head, nums = blob(KEY_TYPE_RSA.encode()), [_java_bigint(pn.e), _java_bigint(pn.n)]
     elif isinstance(key, dsa.DSAPublicKey):
         dn = key.public_numbers()
         pp = dn.parameter_numbers
-        head = _blob(KEY_TYPE_DSA.encode())
+        head = blob(KEY_TYPE_DSA.encode())
         nums = [_java_bigint(pp.q), _java_bigint(pp.p), _java_bigint(pp.g), _java_bigint(dn.y)]
     elif isinstance(key, ed25519.Ed25519PublicKey):
-        head, nums = _blob(KEY_TYPE_ED25519.encode()), [key.public_bytes(Encoding.Raw, PublicFormat.Raw)]
+        head, nums = blob(KEY_TYPE_ED25519.encode()), [key.public_bytes(Encoding.Raw, PublicFormat.Raw)]
     else:
         raise InvalidValue(f"HS_PUBKEY: unsupported public key type {type(key).__name__}")
-    return head + b"\0\0" + b"".join(_blob(x) for x in nums)
+    return head + b"\0\0" + b"".join(blob(x) for x in nums)
 
 
 def decode_public_key(data: bytes) -> PublicKey:
     """Parse HS_PUBKEY data into a ``cryptography`` public key object."""
-    r = _Reader(data, "HS_PUBKEY data")
+    r = Reader(data, "HS_PUBKEY data")
     key_type = r.blob()
     r.u16()  # flags: reserved, ignored (as in HANDLE.NET)
     try:
@@ -849,7 +787,7 @@ def data_from_json(type: str, data: object, *, _where: str = "data") -> bytes:
     """
     w = _where
     if isinstance(data, str):
-        return _utf8(data, w)
+        return utf8(data, w)
     if not isinstance(data, Mapping):
         raise InvalidValue(f"{w} must be a string or an object with 'format' and 'value'")
     fmt = data.get("format", "string")
@@ -862,7 +800,7 @@ def data_from_json(type: str, data: object, *, _where: str = "data") -> bytes:
     if fmt == "string":
         if not isinstance(value, str):
             raise InvalidValue(f"{w}: a 'string' value must be a JSON string")
-        return _utf8(value, w)
+        return utf8(value, w)
     if fmt == "base64":
         return _b64_decode(value, f"{w}: base64 value", required=False)
     if fmt == "hex":

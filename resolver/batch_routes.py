@@ -15,12 +15,13 @@ import msgpack
 from aiohttp import web
 
 from registry.batch import BatchFailure, BatchValidator, gc_paused
-from registry.errors import RC_PROTOCOL_ERROR, InvalidRequest
+from registry.errors import RC_PROTOCOL_ERROR, RC_SUCCESS, InvalidRequest
 from registry.inputs import UNPAIRED_SURROGATE, has_unpaired_surrogate, json_problem
 from resolver.bodies import BodyDecoder, body_coding
+from resolver.errors import http_status
 from resolver.keys import CONFIG_KEY, registry_of
 from resolver.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
-from resolver.web import flag, request_caller
+from resolver.web import error_response, flag, request_caller
 
 __all__ = ["batch_routes"]
 
@@ -293,7 +294,7 @@ async def register_batch(request: web.Request) -> web.Response:
                     else:
                         await validator.add(obj)
         except BodyTooLarge as exc:
-            return _reply(request, 413, {"responseCode": 4, "message": exc.message})
+            return error_response(request, exc, 413)  # too large, not malformed: 413 rather than 400
         digest = body.sha.hexdigest() + ("|atomic" if atomic else "") + ("|overwrite" if overwrite else "")
         if seen is not None:
             stored_hash, stored = seen
@@ -311,7 +312,8 @@ async def register_batch(request: web.Request) -> web.Response:
     for prefix, n in report.created_by_prefix.items():
         REGISTRATIONS.labels(prefix).inc(n)
     reply = report.to_json()
-    status = 400 if report.failures and atomic else (201 if report.created else 200)
+    code = reply["responseCode"]
+    status = 201 if code == RC_SUCCESS and report.created else http_status(code)
     if scoped is not None:
         saved_bytes = json.dumps({"status": status, "body": reply}, ensure_ascii=False).encode("utf-8")
         await registry.store.add_idempotent(scoped, digest, saved_bytes, now=registry.clock())

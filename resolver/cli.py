@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
+import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 
+from promotion_tracker.policy import Policy, PolicyError
+from promotion_tracker.report import document_bytes, document_digest, signature_fingerprint, tally_json
+from promotion_tracker.signing import SigningKeyError, VerifyError, node_signer, verify_document
+from promotion_tracker.tally import TallyError, compute_tally, default_period
 from registry.auth import Caller, Identity
-from registry.errors import HandleError
-from registry.model import prefix_handle_of
+from registry.days import parse_day
+from registry.errors import HandleError, InvalidRequest
+from registry.importer import import_file
+from registry.model import normalise_prefix, prefix_handle_of
 from registry.service import Registry
 from registry.stores import open_store
+from registry.templates import parse_version
+from resolver.admin_routes import enterprise_json, promoter_json
 from resolver.config import Config, ConfigError, load_config
+from resolver.datadir import prepare_data_dir
 from resolver.logs import setup_logging
 
 T = TypeVar("T")
@@ -90,7 +102,7 @@ def serve(config_file: str | None, get_path: str | None, **overrides: Any) -> No
     setup_logging(config.log_level)
     if get_path:
         sys.exit(asyncio.run(_get(config, get_path)))
-    from resolver.server import run
+    from resolver.server import run  # lazy: the server stack (routes, native listeners, metrics) only to serve
 
     try:
         run(config)
@@ -99,6 +111,7 @@ def serve(config_file: str | None, get_path: str | None, **overrides: Any) -> No
 
 
 async def _get(config: Config, path: str) -> int:
+    # Lazy, as in serve: the admin commands start without the server stack (about 0.4 s of imports).
     from aiohttp.test_utils import TestClient, TestServer
 
     from resolver.app import create_app
@@ -124,8 +137,6 @@ def _admin(
     config = _load(config_file, **overrides)
 
     async def go() -> T:
-        from resolver.datadir import prepare_data_dir
-
         prepare_data_dir(config)
         store = await open_store(config.store_url)
         cache = None
@@ -160,6 +171,7 @@ async def _writer_cache(config: Config, store: Any) -> Any:
     ``redis`` setting or, without it, the shared cache the nodes recorded in the store (this
     short-lived process keeps no local tier of its own). A cache that cannot be reached stops the
     command before it writes anything."""
+    # Lazy: the Redis cache tiers load only for the commands that write (and `cache show/forget`).
     from redis.exceptions import RedisError
 
     from resolver.cache import build_cache
@@ -237,8 +249,6 @@ def promoter() -> None:
 @json_option
 def promoter_add(config_file, store, prefix, data_dir, name, uscc, as_json) -> None:  # type: ignore[no-untyped-def]
     """Register a promoter."""
-    from resolver.admin_routes import promoter_json
-
     p = _admin(config_file, lambda r, c: r.add_promoter(c, name, uscc), store=store, prefix=prefix, data_dir=data_dir)
     _emit(promoter_json(p), as_json)
 
@@ -248,8 +258,6 @@ def promoter_add(config_file, store, prefix, data_dir, name, uscc, as_json) -> N
 @json_option
 def promoter_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
     """List promoters."""
-    from resolver.admin_routes import promoter_json
-
     rows = _admin(
         config_file, lambda r, c: r.store.list_promoters(), writes=False, store=store, prefix=prefix, data_dir=data_dir
     )
@@ -270,8 +278,6 @@ def enterprise() -> None:
 @json_option
 def enterprise_add(config_file, store, prefix, data_dir, name, uscc, promoter_ref, enterprise_prefix, as_json):  # type: ignore[no-untyped-def]
     """Onboard an enterprise: allocate its prefix and print its admin identity and secret (once)."""
-    from resolver.admin_routes import enterprise_json
-
     ent, secret = _admin(
         config_file,
         lambda r, c: r.add_enterprise(c, name, uscc, promoter_ref, enterprise_prefix),
@@ -287,8 +293,6 @@ def enterprise_add(config_file, store, prefix, data_dir, name, uscc, promoter_re
 @json_option
 def enterprise_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
     """List enterprises with their prefixes, status and current promoter."""
-    from resolver.admin_routes import enterprise_json
-
     rows = _admin(
         config_file,
         lambda r, c: r.store.list_enterprises(),
@@ -307,8 +311,6 @@ def enterprise_list(config_file, store, prefix, data_dir, as_json) -> None:  # t
 @json_option
 def enterprise_move(config_file, store, prefix, data_dir, enterprise_ref, promoter_ref, as_json):  # type: ignore[no-untyped-def]
     """Attribute ENTERPRISE_REF (id, prefix or credit code) to another promoter from now on."""
-    from resolver.admin_routes import enterprise_json
-
     ent = _admin(
         config_file,
         lambda r, c: r.move_enterprise(c, enterprise_ref, promoter_ref),
@@ -325,8 +327,6 @@ def _status_command(command_name: str, status: str, doc: str) -> None:
     @click.argument("enterprise_ref")
     @json_option
     def command(config_file, store, prefix, data_dir, enterprise_ref, as_json):  # type: ignore[no-untyped-def]
-        from resolver.admin_routes import enterprise_json
-
         ent = _admin(
             config_file,
             lambda r, c: r.set_enterprise_status(c, enterprise_ref, status),
@@ -339,10 +339,6 @@ def _status_command(command_name: str, status: str, doc: str) -> None:
 
 _status_command("disable", "disabled", "Disable an enterprise: its writes are refused, its identifiers still resolve.")
 _status_command("enable", "active", "Re-enable a disabled enterprise.")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
 
 
 @main.group("auditor")
@@ -366,8 +362,6 @@ def auditor_add(config_file, store, prefix, data_dir, name) -> None:  # type: ig
 @json_option
 def auditor_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
     """List the bureau's identities in force."""
-    import datetime as dt
-
     rows = _admin(config_file, lambda r, c: r.list_auditors(c), store=store, prefix=prefix, data_dir=data_dir)
     created = (dt.datetime.fromtimestamp(a.created_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for a in rows)
     _emit([{"name": a.name, "identity": a.identity, "created": c} for a, c in zip(rows, created, strict=True)], as_json)
@@ -397,7 +391,7 @@ def cache_group() -> None:
 @json_option
 def cache_show(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
     """Print the shared cache recorded in the store."""
-    from resolver.shared_cache import recorded
+    from resolver.shared_cache import recorded  # lazy: the Redis cache tiers, as in _writer_cache
 
     shared = _admin(config_file, lambda r, c: recorded(r.store), writes=False, store=store, data_dir=data_dir)
     if shared is None:
@@ -411,9 +405,8 @@ def cache_show(config_file, store, prefix, data_dir, as_json) -> None:  # type: 
 def cache_forget(config_file, store, prefix, data_dir) -> None:  # type: ignore[no-untyped-def]
     """Forget the recorded cache, once no node uses that Redis any more (a node started with a
     redis setting records its own again)."""
-    from resolver.shared_cache import forget_shared_cache
+    from resolver.shared_cache import forget_shared_cache as forget  # lazy: as in cache show
 
-    forget = forget_shared_cache
     before = _admin(config_file, lambda r, c: forget(r.store), writes=False, store=store, data_dir=data_dir)
     click.echo(f"forgot {before.describe()}" if before else "no shared cache was recorded")
 
@@ -444,16 +437,9 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
     node's key; `idnode tally verify FILE` checks a saved report."""
     if ctx.invoked_subcommand is not None:
         return
-    import datetime as dt
-
+    # Lazy: the bureau's HTTP pages (where the report's parsers live) and openpyxl only for the tally.
     from promotion_tracker.exports import promoters_csv
-    from promotion_tracker.policy import Policy, PolicyError
-    from promotion_tracker.report import document_bytes, document_digest, tally_json
-    from promotion_tracker.routes import parse_beijing_instant
-    from promotion_tracker.signing import SigningKeyError, node_signer
-    from promotion_tracker.tally import TallyError, compute_tally, default_period
-    from registry.days import parse_day
-    from registry.errors import InvalidRequest
+    from promotion_tracker.routes import parse_beijing_instant, parse_caps
 
     config = _load(config_file, store=store, prefix=prefix, data_dir=data_dir)
     now = dt.datetime.now(dt.UTC)
@@ -471,8 +457,6 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
         raise click.UsageError(str(exc)) from None
     except InvalidRequest as exc:
         raise click.UsageError(exc.message) from None
-    from promotion_tracker.routes import parse_caps
-
     try:
         cap_map = parse_caps(list(caps))
     except InvalidRequest as exc:
@@ -519,8 +503,6 @@ def tally(ctx, config_file, store, prefix, data_dir, period_from, period_to, as_
 @click.option("--public-key", "public_key", type=click.File("r"), help="The node's public key (PEM) to trust.")
 def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
     """Check the signature of a saved JSON report (FILE, or - for standard input)."""
-    from promotion_tracker.signing import VerifyError, verify_document
-
     try:
         raw = file.read()
         document = json.loads(raw.decode("utf-8"))
@@ -534,8 +516,6 @@ def tally_verify(file, public_key) -> None:  # type: ignore[no-untyped-def]
     how = (
         "the given public key" if public_key else "the key embedded in the report (compare its key id with the node's)"
     )
-    from promotion_tracker.report import document_digest, signature_fingerprint
-
     digest = document_digest(raw)
     click.echo(f"OK: signature valid, key id {kid}, checked against {how}")
     click.echo(f"signature fingerprint {signature_fingerprint(document)}; file SHA-256 {digest}")
@@ -568,12 +548,6 @@ def import_command(config_file, store, prefix, data_dir, file, target, fmt, temp
     is resumable: rerun the same command after an interruption and it continues where it stopped.
     Rejected rows go to FILE.rejects.ndjson.
     """
-    import os
-
-    from registry.importer import import_file
-    from registry.model import normalise_prefix
-    from registry.templates import parse_version
-
     fmt = fmt or ("csv" if file.lower().endswith(".csv") else "ndjson")
     if chunk < 1 or chunk > 100_000:
         raise click.UsageError("--chunk must be between 1 and 100000")
@@ -611,8 +585,6 @@ def import_command(config_file, store, prefix, data_dir, file, target, fmt, temp
                 progress=progress,
             )
 
-    import time
-
     t0 = time.perf_counter()
     summary = _admin(config_file, work, store=store, prefix=prefix, data_dir=data_dir)
     elapsed = time.perf_counter() - t0
@@ -629,3 +601,7 @@ def import_command(config_file, store, prefix, data_dir, file, target, fmt, temp
         click.echo(f"rejected rows: {summary.rejects_file}", err=True)
     if summary.failed:
         sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,4 +1,5 @@
-"""Response codes → HTTP statuses, and the JSON error body. The one place the mapping lives."""
+"""Response codes → HTTP statuses: the one place the mapping lives (the codes: registry.errors; the JSON
+error body: resolver.web.error_body)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ _STATUS = {
     e.RC_SUCCESS: 200,
     e.RC_ERROR: 500,
     e.RC_SERVER_TOO_BUSY: 503,
-    7: 503,
+    e.RC_SERVER_BACKUP: 503,
     e.RC_PROTOCOL_ERROR: 400,
     e.RC_HANDLE_NOT_FOUND: 404,
     e.RC_HANDLE_ALREADY_EXISTS: 409,
@@ -19,10 +20,10 @@ _STATUS = {
     e.RC_VALUE_ALREADY_EXISTS: 409,
     e.RC_INVALID_VALUE: 400,
     e.RC_SERVER_NOT_RESP: 400,
-    e.RC_AUTHEN_NEEDED: 401,
+    e.RC_AUTHENTICATION_NEEDED: 401,
     e.RC_NOT_AUTHORIZED: 403,
     e.RC_ACCESS_DENIED: 403,
-    403: 403,
+    e.RC_AUTHENTICATION_FAILED: 403,
     e.RC_INVALID_CREDENTIAL: 403,
 }
 

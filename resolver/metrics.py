@@ -45,6 +45,7 @@ __all__ = [
     "REGISTRATIONS",
     "STORE_ERRORS",
     "STORE_LATENCY",
+    "InstrumentedStore",
     "business_metrics_handler",
     "metrics_handler",
     "record_request",
@@ -275,6 +276,3 @@ class InstrumentedStore:
 
         setattr(self, name, timed)  # build the wrapper once per method
         return timed
-
-
-__all__ += ["InstrumentedStore"]

@@ -21,7 +21,18 @@ from registry.stores.base import HandleStore
 from resolver.cache import TieredCache, build_cache
 from resolver.config import Config, ConfigError
 
-__all__ = ["SHARED_CACHE_META", "SharedCache", "SharedCacheError", "record_shared_cache", "recorded", "writer_cache"]
+__all__ = [
+    "FORGET_HINT",
+    "SHARED_CACHE_META",
+    "SharedCache",
+    "SharedCacheError",
+    "forget_shared_cache",
+    "node_cache",
+    "record_shared_cache",
+    "recorded",
+    "without_password",
+    "writer_cache",
+]
 
 log = logging.getLogger("idnode.cache")
 SHARED_CACHE_META = "shared_cache"
@@ -148,6 +159,3 @@ async def node_cache(config: Config, store: HandleStore) -> TieredCache | None:
                 FORGET_HINT,
             )
     return cache
-
-
-__all__ += ["FORGET_HINT", "forget_shared_cache", "node_cache", "without_password"]

@@ -26,6 +26,7 @@ __all__ = [
     "NEW_SESSION_KEY",
     "SESSION_KEY",
     "announce_session",
+    "error_body",
     "error_response",
     "flag",
     "json_response",
@@ -267,6 +268,3 @@ async def announce_session(request: web.Request, response: web.StreamResponse) -
     session = request.get(NEW_SESSION_KEY)
     if session is not None and "WWW-Authenticate" not in response.headers:
         response.headers["WWW-Authenticate"] = SessionStore.challenge(session)
-
-
-__all__ += ["error_body"]

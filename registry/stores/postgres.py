@@ -82,7 +82,7 @@ from registry.stores.base import (
     WriteResult,
 )
 
-__all__ = ["MIGRATIONS", "PostgresStore"]
+__all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "PostgresStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,18 +90,10 @@ T = TypeVar("T")
 # Held (transaction-scoped) while migrations run, so two processes starting together do not race.
 MIGRATION_LOCK = 0x69646E6F6465  # "idnode"
 
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE idnode_state (
-            singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
-            version BIGINT NOT NULL,
-            next_id BIGINT NOT NULL
-        );
-        INSERT INTO idnode_state (version, next_id) VALUES (0, 1);
-        CREATE TABLE handles (
+# The identifiers' table, part of migration 1 (a later change to it is a new migration, not an edit here).
+# ``{table}`` is ``handles``; the benchmarks create their baseline table from the same text.
+HANDLES_DDL = """
+        CREATE TABLE {table} (
             prefix TEXT COLLATE "C" NOT NULL,
             id BIGINT NOT NULL,
             hkey TEXT COLLATE "C" NOT NULL,
@@ -114,7 +106,23 @@ MIGRATIONS: list[tuple[int, str]] = [
             record BYTEA NOT NULL,
             PRIMARY KEY (prefix, id)
         );
-        CREATE UNIQUE INDEX handles_hkey ON handles (hkey);
+        CREATE UNIQUE INDEX {table}_hkey ON {table} (hkey);
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE idnode_state (
+            singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+            version BIGINT NOT NULL,
+            next_id BIGINT NOT NULL
+        );
+        INSERT INTO idnode_state (version, next_id) VALUES (0, 1);
+        """
+        + HANDLES_DDL.format(table="handles")
+        + """
         CREATE TABLE list_buckets (
             prefix TEXT COLLATE "C" NOT NULL,
             bucket BIGINT NOT NULL,
@@ -198,7 +206,8 @@ _CHECK = (
     ' SELECT version, prefix, id, enterprise_id, created_day FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1'
     ") h"
 )
-_HANDLE_COPY_COLUMNS = [
+# The columns a new row fills, in COPY order (the benchmarks' baseline COPYs the same).
+HANDLES_COPY_COLUMNS = [
     "prefix",
     "id",
     "hkey",
@@ -753,7 +762,7 @@ class PostgresStore:
                     (w.prefix, next_id + i, w.key, w.handle, w.enterprise_id, now, day, now, version, rec)
                     for i, w, rec in ((i, writes[i], records.record(i, version, head)) for i in plan.creates)
                 )
-                status = await conn.copy_records_to_table("handles", records=rows, columns=_HANDLE_COPY_COLUMNS)
+                status = await conn.copy_records_to_table("handles", records=rows, columns=HANDLES_COPY_COLUMNS)
                 copied = int(status.rsplit(" ", 1)[-1])
             else:
                 args["ins_prefixes"] = [writes[i].prefix for i in plan.creates]

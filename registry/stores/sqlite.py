@@ -39,15 +39,14 @@ from registry.stores.base import (
     WriteResult,
 )
 
-__all__ = ["SQLiteStore", "database_file"]
+__all__ = ["HANDLES_DDL", "SQLiteStore", "database_file"]
 
 T = TypeVar("T")
 
-MIGRATIONS: list[str] = [
-    # 1: handles, listing buckets, counters, promoters, enterprises, attributions, metadata.
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE handles (
+# The identifiers' table, part of migration 1 (a later change to it is a new migration, not an edit here).
+# ``{table}`` is ``handles``; the benchmarks create their baseline table from the same text.
+HANDLES_DDL = """
+    CREATE TABLE {table} (
         id INTEGER PRIMARY KEY,
         hkey TEXT NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -57,7 +56,16 @@ MIGRATIONS: list[str] = [
         version INTEGER NOT NULL,
         record BLOB NOT NULL
     );
-    CREATE INDEX handles_prefix_id ON handles (prefix, id);
+    CREATE INDEX {table}_prefix_id ON {table} (prefix, id);
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: handles, listing buckets, counters, promoters, enterprises, attributions, metadata.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """
+    + HANDLES_DDL.format(table="handles")
+    + """
     CREATE TABLE list_buckets (
         prefix TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
         PRIMARY KEY (prefix, bucket)

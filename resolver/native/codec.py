@@ -22,9 +22,18 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from enum import IntFlag
 
-from registry.errors import InvalidValue
+from registry.errors import (
+    RC_AUTHENTICATION_NEEDED,
+    RC_ERROR,
+    RC_PREFIX_REFERRAL,
+    RC_RESERVED,
+    RC_SERVICE_REFERRAL,
+    RC_SUCCESS,
+    InvalidValue,
+)
 from registry.model import HandleValue, Reference
 from registry.valuedata import SiteInfo, decode_site, encode_site
+from registry.wire import Reader, blob, utf8
 
 __all__ = [
     "DEFAULT_REQUEST_FLAGS",
@@ -48,20 +57,6 @@ __all__ = [
     "OC_SESSION_SETUP",
     "OC_VERIFY_CHALLENGE",
     "PROTOCOL_VERSION",
-    "RC_AUTHENTICATION_NEEDED",
-    "RC_ERROR",
-    "RC_HANDLE_NOT_FOUND",
-    "RC_INVALID_HANDLE",
-    "RC_OPERATION_NOT_SUPPORTED",
-    "RC_PREFIX_REFERRAL",
-    "RC_PROTOCOL_ERROR",
-    "RC_RECURSION_COUNT_TOO_HIGH",
-    "RC_RESERVED",
-    "RC_SERVER_NOT_RESP",
-    "RC_SERVER_TOO_BUSY",
-    "RC_SERVICE_REFERRAL",
-    "RC_SUCCESS",
-    "RC_VALUES_NOT_FOUND",
     "UDP_PACKET_SIZE",
     "Body",
     "CodecError",
@@ -115,22 +110,6 @@ OC_RESPONSE_TO_CHALLENGE = 200
 OC_VERIFY_CHALLENGE = 201
 OC_SESSION_SETUP = 400
 
-# Response codes (section 2.2.2.2; AbstractMessage.RC_*). RC_RESERVED marks a request.
-RC_RESERVED = 0
-RC_SUCCESS = 1
-RC_ERROR = 2
-RC_SERVER_TOO_BUSY = 3
-RC_PROTOCOL_ERROR = 4
-RC_OPERATION_NOT_SUPPORTED = 5
-RC_RECURSION_COUNT_TOO_HIGH = 6
-RC_HANDLE_NOT_FOUND = 100
-RC_INVALID_HANDLE = 102
-RC_VALUES_NOT_FOUND = 200
-RC_SERVER_NOT_RESP = 301
-RC_SERVICE_REFERRAL = 302
-RC_PREFIX_REFERRAL = 303
-RC_AUTHENTICATION_NEEDED = 402
-
 # Request digest algorithms (Common.HASH_CODE_*) and their digest sizes.
 HASH_MD5 = 1
 HASH_SHA1 = 2
@@ -173,66 +152,11 @@ DEFAULT_REQUEST_FLAGS = OpFlag.REC | OpFlag.CA | OpFlag.PO  # HANDLE.NET Abstrac
 _REPLY_COPIED_FLAGS = OpFlag.AT | OpFlag.CT | OpFlag.ENC | OpFlag.CA | OpFlag.PO | OpFlag.RD | OpFlag.DNRF
 
 
-# ---------------------------------------------------------------------------------------------- reader
-
-
-class _Reader:
-    __slots__ = ("buf", "pos", "what")
-
-    def __init__(self, buf: bytes, what: str) -> None:
-        self.buf = buf
-        self.pos = 0
-        self.what = what
-
-    def take(self, n: int) -> bytes:
-        left = len(self.buf) - self.pos
-        if n > left:
-            raise CodecError(f"{self.what}: truncated at byte {self.pos} (needs {n} bytes, {left} left)")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u32(self) -> int:
-        return int.from_bytes(self.take(4), "big")
-
-    def blob(self) -> bytes:
-        return self.take(self.u32())
-
-    def text(self, name: str, limit: int | None = None) -> str:
-        raw = self.blob()
-        if limit is not None and len(raw) > limit:
-            raise CodecError(f"{self.what}: {name} longer than {limit} bytes")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CodecError(f"{self.what}: {name} is not valid UTF-8") from None
-
-    def count(self, name: str, min_item: int, limit: int) -> int:
-        n = self.u32()
-        if n > limit or n * min_item > len(self.buf) - self.pos:
-            raise CodecError(f"{self.what}: {name} count {n} does not fit the message")
-        return n
-
-    def rest(self) -> int:
-        return len(self.buf) - self.pos
-
-    def done(self) -> None:
-        if self.pos != len(self.buf):
-            raise CodecError(f"{self.what}: {len(self.buf) - self.pos} unexpected bytes after the end")
-
-
-def _blob(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
+# ---------------------------------------------------------------------------------------------- writers
 
 
 def _text(text: str, what: str) -> bytes:
-    try:
-        return _blob(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise CodecError(f"{what} is not encodable as UTF-8") from None
+    return blob(utf8(text, what, CodecError))
 
 
 def _u32(value: int, what: str) -> bytes:
@@ -482,7 +406,7 @@ def encode_value(value: HandleValue) -> bytes:
         ttl,
         bytes([value.permissions & 0x0F]),
         _text(value.type, "value type"),
-        _blob(bytes(value.data)),
+        blob(bytes(value.data)),
         _u32(len(value.references), "reference count"),
     ]
     for ref in value.references:
@@ -495,13 +419,13 @@ def decode_value(data: bytes, offset: int = 0) -> tuple[HandleValue, int]:
     """Decode one value at ``offset``; returns it and the offset after it."""
     if not 0 <= offset <= len(data):
         raise CodecError(f"handle value: offset {offset} outside the {len(data)}-byte buffer")
-    r = _Reader(bytes(data), "handle value")
+    r = Reader(data, "handle value", CodecError)
     r.pos = offset
     value = _read_value(r)
     return value, r.pos
 
 
-def _read_value(r: _Reader) -> HandleValue:
+def _read_value(r: Reader) -> HandleValue:
     index = r.u32()
     timestamp = r.u32()
     ttl_type = r.u8()
@@ -523,7 +447,7 @@ def _read_value(r: _Reader) -> HandleValue:
 
 
 def _decode_body(header: Header, body: bytes) -> tuple[Body, RequestDigest | None]:
-    r = _Reader(body, f"opcode {header.opcode} body")
+    r = Reader(body, f"opcode {header.opcode} body", CodecError)
     op, rc = header.opcode, header.response_code
     if rc == RC_RESERVED:
         if op == OC_RESOLUTION:
@@ -661,7 +585,7 @@ def encode_payload(message: Message) -> bytes:
     elif message.digest is not None:
         raise CodecError("a request cannot carry a request digest")
     body = prefix + _encode_body(header, message.body)
-    out = encode_header(replace(header, op_flags=flags), len(body)) + body + _blob(bytes(message.credential))
+    out = encode_header(replace(header, op_flags=flags), len(body)) + body + blob(bytes(message.credential))
     if len(out) > MAX_MESSAGE:
         raise CodecError(f"message of {len(out)} bytes exceeds the {MAX_MESSAGE}-byte limit")
     return out

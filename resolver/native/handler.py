@@ -38,7 +38,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from registry.errors import HandleError, InvalidHandle, InvalidValue, StoreUnavailable
+from registry.errors import (
+    RC_ERROR,
+    RC_HANDLE_NOT_FOUND,
+    RC_INVALID_HANDLE,
+    RC_OPERATION_NOT_SUPPORTED,
+    RC_PROTOCOL_ERROR,
+    RC_RESERVED,
+    RC_SERVER_NOT_RESP,
+    RC_SERVER_TOO_BUSY,
+    RC_SUCCESS,
+    RC_VALUES_NOT_FOUND,
+    HandleError,
+    InvalidHandle,
+    InvalidValue,
+    StoreUnavailable,
+)
 from registry.model import HandleName, HandleValue
 from registry.service import Registry
 from registry.valuedata import decode_site
@@ -53,16 +68,6 @@ from resolver.native.codec import (
     OC_GET_SITE_INFO,
     OC_RESOLUTION,
     PROTOCOL_VERSION,
-    RC_ERROR,
-    RC_HANDLE_NOT_FOUND,
-    RC_INVALID_HANDLE,
-    RC_OPERATION_NOT_SUPPORTED,
-    RC_PROTOCOL_ERROR,
-    RC_RESERVED,
-    RC_SERVER_NOT_RESP,
-    RC_SERVER_TOO_BUSY,
-    RC_SUCCESS,
-    RC_VALUES_NOT_FOUND,
     Body,
     CodecError,
     Envelope,

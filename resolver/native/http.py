@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from registry.errors import RC_PROTOCOL_ERROR
 from resolver.native.codec import ENVELOPE_SIZE, MAX_MESSAGE
 from resolver.native.handler import NativeHandler
 
@@ -41,7 +42,7 @@ NATIVE_HTTP_KEY: web.AppKey[NativeHttp] = web.AppKey("native_http", NativeHttp)
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"responseCode": 4, "message": message}, status=status)
+    return web.json_response({"responseCode": RC_PROTOCOL_ERROR, "message": message}, status=status)
 
 
 async def native_message(request: web.Request) -> web.StreamResponse:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -54,6 +56,21 @@ def test_every_setting_is_documented():
     for f in dataclasses.fields(Config):
         assert f"`{f.name}`" in readme, f"{f.name} missing from the README settings table"
         assert "--" + f.name.replace("_", "-") in result.output, f"--{f.name} missing from serve --help"
+
+
+def test_module_entry_point_has_every_command():
+    """``python -m resolver.cli`` builds the whole command group before it runs (the guard is last)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "resolver.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(main.commands) and {"auditor", "import", "tally"} <= listed
 
 
 def test_get_mode_runs_one_request(tmp_path, monkeypatch):

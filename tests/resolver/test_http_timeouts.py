@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from resolver.native.codec import RC_SUCCESS, decode_message, encode_message
+from registry.errors import RC_SUCCESS
+from resolver.native.codec import decode_message, encode_message
 from tests.conftest import ADMIN_SECRET
 from tests.nodeproc import NodeProcess
 from tests.resolver.conftest import NODE_ADMIN, basic

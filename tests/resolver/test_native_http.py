@@ -13,16 +13,13 @@ from urllib.parse import quote
 
 import pytest
 
+from registry.errors import RC_HANDLE_NOT_FOUND, RC_OPERATION_NOT_SUPPORTED, RC_PROTOCOL_ERROR, RC_SUCCESS
 from registry.valuedata import PROTO_HTTP, PROTO_TCP, PROTO_UDP
 from resolver.native.codec import (
     DEFAULT_REQUEST_FLAGS,
     ENVELOPE_SIZE,
     HASH_SHA256,
     MAX_MESSAGE,
-    RC_HANDLE_NOT_FOUND,
-    RC_OPERATION_NOT_SUPPORTED,
-    RC_PROTOCOL_ERROR,
-    RC_SUCCESS,
     GetSiteInfoRequest,
     GetSiteInfoResponse,
     OpFlag,

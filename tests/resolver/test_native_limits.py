@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 
+from registry.errors import RC_ERROR, RC_SUCCESS
 from resolver.native.codec import (
     DEFAULT_REQUEST_FLAGS,
     ENVELOPE_SIZE,
     HASH_SHA256,
-    RC_ERROR,
-    RC_SUCCESS,
     GetSiteInfoRequest,
     OpFlag,
     decode_envelope,

@@ -23,7 +23,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from registry.errors import StoreUnavailable
+from registry.errors import (
+    RC_ERROR,
+    RC_HANDLE_NOT_FOUND,
+    RC_INVALID_HANDLE,
+    RC_OPERATION_NOT_SUPPORTED,
+    RC_PROTOCOL_ERROR,
+    RC_SERVER_NOT_RESP,
+    RC_SERVER_TOO_BUSY,
+    RC_SUCCESS,
+    RC_VALUES_NOT_FOUND,
+    StoreUnavailable,
+)
 from registry.model import HandleValue, Reference
 from registry.stores.base import MUST_NOT_EXIST, HandleWrite
 from registry.valuedata import PROTO_TCP, PROTO_UDP, decode_site
@@ -38,15 +49,6 @@ from resolver.native.codec import (
     MAX_MESSAGE,
     OC_CREATE_HANDLE,
     OC_SESSION_SETUP,
-    RC_ERROR,
-    RC_HANDLE_NOT_FOUND,
-    RC_INVALID_HANDLE,
-    RC_OPERATION_NOT_SUPPORTED,
-    RC_PROTOCOL_ERROR,
-    RC_SERVER_NOT_RESP,
-    RC_SERVER_TOO_BUSY,
-    RC_SUCCESS,
-    RC_VALUES_NOT_FOUND,
     Envelope,
     ErrorResponse,
     GetSiteInfoRequest,
