@@ -6,6 +6,7 @@ are kept, never a second copy of the raw batch.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -14,12 +15,13 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
+from registry.auth import Caller
 from registry.batch import BatchFailure, BatchValidator, gc_paused
 from registry.errors import RC_PROTOCOL_ERROR, RC_SUCCESS, InvalidRequest
 from registry.inputs import UNPAIRED_SURROGATE, has_unpaired_surrogate, json_problem
 from resolver.bodies import BodyDecoder, body_coding
 from resolver.errors import http_status
-from resolver.keys import CONFIG_KEY, registry_of
+from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
 from resolver.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
 from resolver.web import error_response, flag, request_caller
 
@@ -268,14 +270,34 @@ def _idempotency_key(request: web.Request) -> str | None:
 @batch_routes.post("/api/handles")
 async def register_batch(request: web.Request) -> web.Response:
     """Register many handles. Query: ``atomic`` (default true), ``overwrite`` (default false)."""
-    config = request.app[CONFIG_KEY]
-    registry = registry_of(request)
     caller = await request_caller(request)
     identity = caller.require_authenticated()
     atomic = True if "atomic" not in request.query else flag(request, "atomic")
     overwrite = flag(request, "overwrite")
     key = _idempotency_key(request)
     scoped = f"{identity.key}|{identity.index}|{key}" if key else None
+    if scoped is None:
+        return await _register(request, caller, atomic, overwrite, None)
+    # Retries of one key that arrive together are taken one at a time in this process, so the later
+    # ones replay the first reply instead of racing it (across processes the store's write decides).
+    locks = request.app[STATE_KEY].idempotency_locks
+    entry = locks.setdefault(scoped, (asyncio.Lock(), [0]))
+    lock, users = entry
+    users[0] += 1
+    try:
+        async with lock:
+            return await _register(request, caller, atomic, overwrite, scoped)
+    finally:
+        users[0] -= 1
+        if not users[0]:
+            del locks[scoped]
+
+
+async def _register(
+    request: web.Request, caller: Caller, atomic: bool, overwrite: bool, scoped: str | None
+) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    registry = registry_of(request)
     seen = await registry.store.get_idempotent(scoped) if scoped is not None else None
     validator = BatchValidator(registry, caller, overwrite=overwrite, max_items=config.batch_max_items)
     body = _Body(request, config.batch_max_bytes)

@@ -6,6 +6,7 @@ mutable :class:`NodeState` set at creation time.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ class NodeState:
     resolver: Resolver | None = None
     sessions: SessionStore = field(default_factory=SessionStore)
     throttle: GuessThrottle | None = None  # set at startup (it may talk to Redis)
+    idempotency_locks: dict[str, tuple[asyncio.Lock, list[int]]] = field(default_factory=dict)  # in-flight keys
 
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config")

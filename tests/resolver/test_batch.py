@@ -668,7 +668,10 @@ async def test_concurrent_retries_with_one_key_count_once(client, ent):
     body = encode([item(f"{p}/c-{n}", n) for n in range(50)], NDJSON)
     key = {"Idempotency-Key": "concurrent"}
     results = await asyncio.gather(*(post(client, ent["headers"], body, extra_headers=key) for _ in range(4)))
-    assert sum(r[1]["created"] for r in results) == 50
+    first = [r for r in results if "Idempotent-Replayed" not in r[2]]
+    assert len(first) == 1 and first[0][0] == 201 and first[0][1]["created"] == 50
+    # The others waited for the first and replay its reply; none raced it into 101 failures.
+    assert all(r[:2] == first[0][:2] and r[2]["Idempotent-Replayed"] == "true" for r in results if r is not first[0])
     assert await counts(client) == {ent["id"]: 50}
 
 
