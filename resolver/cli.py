@@ -237,7 +237,7 @@ def promoter() -> None:
 @json_option
 def promoter_add(config_file, store, prefix, data_dir, name, uscc, as_json) -> None:  # type: ignore[no-untyped-def]
     """Register a promoter."""
-    from resolver.admin_routes import promoter_json
+    from registry.views import promoter_json
 
     p = _admin(config_file, lambda r, c: r.add_promoter(c, name, uscc), store=store, prefix=prefix, data_dir=data_dir)
     _emit(promoter_json(p), as_json)
@@ -248,7 +248,7 @@ def promoter_add(config_file, store, prefix, data_dir, name, uscc, as_json) -> N
 @json_option
 def promoter_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
     """List promoters."""
-    from resolver.admin_routes import promoter_json
+    from registry.views import promoter_json
 
     rows = _admin(
         config_file, lambda r, c: r.store.list_promoters(), writes=False, store=store, prefix=prefix, data_dir=data_dir
@@ -270,7 +270,7 @@ def enterprise() -> None:
 @json_option
 def enterprise_add(config_file, store, prefix, data_dir, name, uscc, promoter_ref, enterprise_prefix, as_json):  # type: ignore[no-untyped-def]
     """Onboard an enterprise: allocate its prefix and print its admin identity and secret (once)."""
-    from resolver.admin_routes import enterprise_json
+    from registry.views import enterprise_json
 
     ent, secret = _admin(
         config_file,
@@ -287,7 +287,7 @@ def enterprise_add(config_file, store, prefix, data_dir, name, uscc, promoter_re
 @json_option
 def enterprise_list(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
     """List enterprises with their prefixes, status and current promoter."""
-    from resolver.admin_routes import enterprise_json
+    from registry.views import enterprise_json
 
     rows = _admin(
         config_file,
@@ -307,7 +307,7 @@ def enterprise_list(config_file, store, prefix, data_dir, as_json) -> None:  # t
 @json_option
 def enterprise_move(config_file, store, prefix, data_dir, enterprise_ref, promoter_ref, as_json):  # type: ignore[no-untyped-def]
     """Attribute ENTERPRISE_REF (id, prefix or credit code) to another promoter from now on."""
-    from resolver.admin_routes import enterprise_json
+    from registry.views import enterprise_json
 
     ent = _admin(
         config_file,
@@ -325,7 +325,7 @@ def _status_command(command_name: str, status: str, doc: str) -> None:
     @click.argument("enterprise_ref")
     @json_option
     def command(config_file, store, prefix, data_dir, enterprise_ref, as_json):  # type: ignore[no-untyped-def]
-        from resolver.admin_routes import enterprise_json
+        from registry.views import enterprise_json
 
         ent = _admin(
             config_file,
