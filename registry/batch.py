@@ -307,11 +307,11 @@ class BatchValidator:
         return report
 
     async def _authorise_replace(self, item: _Item, current: Record, values: tuple[HandleValue, ...]) -> None:
-        from registry.service import _perms_for_change
+        from registry.writes import perms_for_change
 
         if self.caller.node_admin:
             return
-        perms = _perms_for_change(current.values, values)
+        perms = perms_for_change(current.values, values)
         assert self.caller.identity is not None
         for perm in perms:
             if not await has_right(self.caller.identity, current, perm, self.registry.read_record):

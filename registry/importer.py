@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from registry import valuedata
+from registry.admin_values import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX
 from registry.auth import Caller
 from registry.batch import BatchValidator
 from registry.errors import RC_HANDLE_ALREADY_EXISTS, RC_NOT_AUTHORIZED, HandleError, InvalidRequest
 from registry.inputs import UNPAIRED_SURROGATE, has_unpaired_surrogate, json_problem
 from registry.model import HandleValue, normalise_prefix, prefix_handle_of
-from registry.service import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX
 from registry.templates import TEMPLATE_INDEX, TEMPLATE_TYPE, Template
 
 __all__ = ["ImportSummary", "import_file"]

@@ -35,8 +35,11 @@ __all__ = [
     "has_unpaired_surrogate",
     "is_uint_text",
     "json_problem",
+    "lookup_text",
     "parse_instant",
     "parse_uint",
+    "reference",
+    "shown",
 ]
 
 MAX_ID = 2**63 - 1  # row ids: SQLite INTEGER, PostgreSQL bigint
@@ -46,8 +49,32 @@ _EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _LATEST = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 
-def _shown(raw: object) -> str:
+_REFERENCE_TEXT = 64  # longer than any prefix or credit code
+
+
+def shown(raw: object) -> str:
+    """A client's input as an error message quotes it: its repr, cut short."""
     return repr(raw)[:40]
+
+
+def lookup_text(ref: object) -> str | None:
+    """A prefix or credit code to look up, or None when ``ref`` cannot be one (so that no store
+    sees a NUL, a control character or a long string)."""
+    if not isinstance(ref, str):
+        return None
+    text = ref.strip()
+    return text if text and len(text) <= _REFERENCE_TEXT and text.isprintable() else None
+
+
+def reference(ref: object, what: str) -> tuple[int | None, str | None]:
+    """A promoter or enterprise reference from a client: (id, text to look up by prefix or credit
+    code). An id is checked against the stores' id range here, before any store sees it; a short
+    string of ASCII digits is tried as an id first, then as text."""
+    if isinstance(ref, str):
+        text = lookup_text(ref)
+        number = int(text) if text is not None and is_uint_text(text) and len(text) < 18 else None
+        return number, text
+    return as_uint(ref, what), None
 
 
 def is_uint_text(text: str) -> bool:
@@ -65,10 +92,10 @@ def parse_uint(
 ) -> int:
     """``text`` as an integer in ``[minimum, maximum]``: ASCII digits only, no sign, no spaces."""
     if not is_uint_text(text):
-        raise error(f"{what} must be a whole number written in ASCII digits, got {_shown(text)}")
+        raise error(f"{what} must be a whole number written in ASCII digits, got {shown(text)}")
     value = int(text)
     if not minimum <= value <= maximum:
-        raise error(f"{what} must be from {minimum} to {maximum}, got {_shown(text)}")
+        raise error(f"{what} must be from {minimum} to {maximum}, got {shown(text)}")
     return value
 
 
@@ -89,10 +116,10 @@ def as_uint(
     if isinstance(value, str):
         return parse_uint(value.strip(), what, minimum=minimum, maximum=maximum, error=error)
     if not isinstance(value, int):
-        raise error(f"{what} must be a whole number, got {_shown(value)}")
+        raise error(f"{what} must be a whole number, got {shown(value)}")
     if not minimum <= value <= maximum:
-        shown = str(value) if abs(value) < 10**20 else "a number that large"
-        raise error(f"{what} must be from {minimum} to {maximum}, got {shown}")
+        got = str(value) if abs(value) < 10**20 else "a number that large"
+        raise error(f"{what} must be from {minimum} to {maximum}, got {got}")
     return value
 
 
@@ -101,16 +128,16 @@ def parse_instant(text: str, what: str, *, error: type[HandleError] = InvalidReq
     UTC datetime within 1970–9998; a time without a zone is taken as UTC."""
     raw = text.strip()
     if not raw.isascii() or len(raw) > 40:
-        raise error(f"{what} must be an ISO 8601 time such as 2026-01-15T00:00:00+08:00, got {_shown(text)}")
+        raise error(f"{what} must be an ISO 8601 time such as 2026-01-15T00:00:00+08:00, got {shown(text)}")
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
         instant = parsed.astimezone(dt.UTC)
     except (ValueError, OverflowError):
-        raise error(f"{what} must be an ISO 8601 time such as 2026-01-15T00:00:00+08:00, got {_shown(text)}") from None
+        raise error(f"{what} must be an ISO 8601 time such as 2026-01-15T00:00:00+08:00, got {shown(text)}") from None
     if not _EARLIEST <= instant < _LATEST:
-        raise error(f"{what} must lie between 1970-01-01 and 9998-12-31, got {_shown(text)}")
+        raise error(f"{what} must lie between 1970-01-01 and 9998-12-31, got {shown(text)}")
     return instant
 
 

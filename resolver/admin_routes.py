@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from aiohttp import web
 
 from registry.auth import Caller
 from registry.errors import InvalidRequest, PermissionDenied
-from registry.model import prefix_handle_of
-from registry.stores.base import Enterprise, Promoter
+from registry.views import auditor_json, enterprise_json, iso_time, promoter_json
 from resolver.keys import registry_of
 from resolver.web import json_response, read_json, request_caller
 
 __all__ = ["admin_routes"]
 
 admin_routes = web.RouteTableDef()
-
-
-def _iso(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def promoter_json(p: Promoter) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "uscc": p.uscc, "created": _iso(p.created_at)}
-
-
-def enterprise_json(e: Enterprise) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "name": e.name,
-        "uscc": e.uscc,
-        "prefix": e.prefix,
-        "admin": f"300:{prefix_handle_of(e.prefix)}",
-        "status": e.status,
-        "promoter": e.promoter_id,
-        "created": _iso(e.created_at),
-    }
 
 
 async def _reader(request: web.Request) -> Caller:
@@ -95,7 +72,7 @@ async def get_enterprise(request: web.Request) -> web.Response:
     registry = registry_of(request)
     enterprise = await registry.find_enterprise(request.match_info["ref"])
     history = [
-        {"promoter": a.promoter_id, "effective": _iso(a.effective_at)}
+        {"promoter": a.promoter_id, "effective": iso_time(a.effective_at)}
         for a in await registry.store.attributions()
         if a.enterprise_id == enterprise.id
     ]
@@ -143,8 +120,7 @@ async def list_auditors(request: web.Request) -> web.Response:
     """The bureau's identities in force (node administrator only)."""
     caller = await request_caller(request)
     auditors = await registry_of(request).list_auditors(caller)
-    rows = [{"name": a.name, "identity": a.identity, "created": _iso(a.created_at)} for a in auditors]
-    return json_response(request, {"responseCode": 1, "auditors": rows})
+    return json_response(request, {"responseCode": 1, "auditors": [auditor_json(a) for a in auditors]})
 
 
 @admin_routes.delete("/api/auditors/{name}")

@@ -30,7 +30,7 @@ from registry.model import normalise_prefix, prefix_handle_of
 from registry.service import Registry
 from registry.stores import open_store
 from registry.templates import parse_version
-from resolver.admin_routes import enterprise_json, promoter_json
+from registry.views import enterprise_json, promoter_json
 from resolver.config import Config, ConfigError, load_config
 from resolver.datadir import prepare_data_dir
 from resolver.logs import setup_logging

@@ -1,0 +1,64 @@
+"""Callers: who a request's credentials prove, what role they hold, and what they may read or list.
+
+Rights for writes are checked by the write service (:mod:`registry.writes`), which owns every
+change; this module answers "who is calling" and "may they see non-public values"."""
+
+from __future__ import annotations
+
+from registry import valuedata
+from registry.auth import Caller, Identity, SecretKeyAuthenticator, has_right
+from registry.errors import InvalidHandle, PermissionDenied
+from registry.model import Record, normalise_prefix, prefix_handle_of
+from registry.namespace import Namespace
+from registry.secretkeys import SecretHasher
+
+__all__ = ["Callers", "require_node_admin"]
+
+
+def require_node_admin(caller: Caller) -> None:
+    caller.require_authenticated()
+    if not caller.node_admin:
+        raise PermissionDenied("only the node administrator manages promoters and enterprises")
+
+
+class Callers:
+    """Authenticates secret-key credentials (scrypt off the loop, results cached) and reads roles."""
+
+    def __init__(self, ns: Namespace, hasher: SecretHasher) -> None:
+        self.ns = ns
+        self.authenticator = SecretKeyAuthenticator(ns.read_record, hasher, ttl=ns.settings.auth_cache_ttl)
+
+    async def caller_for(self, identity: Identity | str, secret: str, *, source: str | None = None) -> Caller:
+        """The caller proven by ``secret`` (InvalidCredential when wrong, ServerBusy when the scrypt
+        pool is full; ``source`` is the client address, so one address cannot take every slot)."""
+        checked = await self.authenticator.authenticate(identity, secret, source=source)
+        return await self.caller_of(checked)
+
+    async def caller_of(self, identity: Identity) -> Caller:
+        ns = self.ns
+        node_record = await ns.read_record(ns.node_admin_key)
+        node_admin = await has_right(identity, node_record, valuedata.ALL_PERMS, ns.read_record)
+        role = await ns.store.get_meta(f"role:{identity.key}:{identity.index}")
+        return Caller(identity=identity, node_admin=node_admin, role=role)
+
+    async def may_read_private(self, caller: Caller, record: Record) -> bool:
+        """Non-public values are for node admins and identities with READ_VALUE on the handle."""
+        if caller.identity is None:
+            return False
+        if caller.node_admin:
+            return True
+        return await has_right(caller.identity, record, valuedata.READ_VALUE, self.ns.read_record)
+
+    async def list_handles(self, caller: Caller, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
+        """One page of the handles under ``prefix``, for node admins and holders of LIST_HANDLES."""
+        identity = caller.require_authenticated()
+        try:
+            name = self.ns.parse(prefix_handle_of(prefix))
+        except InvalidHandle:
+            raise InvalidHandle(f"invalid prefix {prefix!r}", prefix) from None
+        self.ns.require_responsible(name)
+        if not caller.node_admin:
+            record = await self.ns.read_record(name.key)
+            if not await has_right(identity, record, valuedata.LIST_HANDLES, self.ns.read_record):
+                raise PermissionDenied(f"{identity} may not list handles under {prefix}", prefix)
+        return await self.ns.store.list_handles(normalise_prefix(prefix), page, page_size)
