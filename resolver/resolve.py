@@ -1,6 +1,7 @@
 """The read path: look a handle up through the cache tiers, then the store.
 
-Tiers are optional (none on the embedded defaults); ``authoritative`` skips them all.
+Tiers are optional (the embedded defaults keep only the local one; several workers without Redis keep
+none); ``authoritative`` skips them all.
 """
 
 from __future__ import annotations
