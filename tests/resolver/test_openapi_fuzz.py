@@ -39,11 +39,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import time
 import urllib.request
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import msgpack
 import pytest
@@ -294,25 +297,51 @@ def node(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
 # ------------------------------------------------------------------------------ the fuzzing
 
 
+def _is_node_prefix_handle(value: object) -> bool:
+    """Path parameters arrive percent-encoded (schemathesis quotes them as it generates them)."""
+    return isinstance(value, str) and unquote(value).strip().upper() == NODE_PREFIX_HANDLE
+
+
 def _spare_node_prefix_handle(case: schemathesis.Case) -> None:
     """The administrator may replace the node's own prefix handle or delete some of its values (only
-    deleting the whole handle is refused), as in HANDLE.NET; a generated write there would replace the
-    administrator's own key and lock the rest of the run out. Such writes go to the enterprise's prefix
-    handle instead; reads, and attempts to delete the whole handle, go where they were meant to."""
+    deleting the whole handle is refused), as in HANDLE.NET; a generated write there (a PUT, a DELETE
+    with ``index``, a batch item with ``overwrite``) would replace or drop the administrator's own key
+    or HS_ADMIN and lock the rest of the run out (every later request 401, then 429). Such writes go to
+    the enterprise's prefix handle instead; reads, and attempts to delete the whole handle, go where
+    they were meant to."""
+    spare = f"0.NA/{ENTERPRISE}"
     handle = (case.path_parameters or {}).get("handle")
-    if not isinstance(handle, str) or handle.strip().upper() != NODE_PREFIX_HANDLE:
-        return
-    if case.method == "PUT" or (case.method == "DELETE" and (case.query or {}).get("index") not in (None, [])):
-        case.path_parameters["handle"] = f"0.NA/{ENTERPRISE}"
+    writes = case.method == "PUT" or (case.method == "DELETE" and (case.query or {}).get("index") not in (None, []))
+    if case.operation.path == "/api/handles/{handle}" and _is_node_prefix_handle(handle) and writes:
+        case.path_parameters["handle"] = quote(spare, safe="")
+    if case.operation.path == "/api/handles" and case.method == "POST":
+        items = case.body if isinstance(case.body, list) else [case.body]
+        for item in items:
+            if isinstance(item, dict) and _is_node_prefix_handle(item.get("handle")):
+                item["handle"] = spare
+
+
+@contextmanager
+def _any_integer_as_text() -> Iterator[None]:
+    """Python refuses to write an int of more than 4,300 digits as text; a client in another language
+    sends it (in a query or a JSON body) and the node must refuse it. Lifted on this side only while a
+    request is written and checked: the node is another process and keeps its own limit."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(limit)
 
 
 def _call_and_validate(case: schemathesis.Case, node: NodeProcess, who: str) -> None:
     headers = IDENTITIES[who]
     _spare_node_prefix_handle(case)
-    response = case.call(base_url=node.url, headers=headers)
-    STATUSES[f"{who:10} {case.operation.label}"][response.status_code] += 1
-    sent = {"base_url": node.url, "headers": headers}
-    case.validate_response(response, headers=headers, transport_kwargs=sent)
+    with _any_integer_as_text():
+        response = case.call(base_url=node.url, headers=headers)
+        STATUSES[f"{who:10} {case.operation.label}"][response.status_code] += 1
+        sent = {"base_url": node.url, "headers": headers}
+        case.validate_response(response, headers=headers, transport_kwargs=sent)
 
 
 # The administrator runs first: its writes (values of every shape, TTLs, permissions) then stand in
