@@ -56,6 +56,8 @@ from hypothesis import strategies as st
 
 from resolver.api_docs import spec
 from resolver.native.codec import (
+    ENVELOPE_SIZE,
+    MAX_MESSAGE,
     OC_CREATE_HANDLE,
     CodecError,
     GetSiteInfoRequest,
@@ -356,6 +358,68 @@ def test_node_admin(case: schemathesis.Case, node: NodeProcess) -> None:
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_anonymous(case: schemathesis.Case, node: NodeProcess) -> None:
     _call_and_validate(case, node, "anonymous")
+
+
+# ------------------------------------------------------------------------------ answers fuzzing rarely reaches
+
+GUESSER = {"X-Forwarded-For": "198.51.100.23"}  # TEST-NET-2: a client other than the administrator
+
+
+def _explicit(node: NodeProcess, path: str, method: str, headers: dict[str, str], **case: Any) -> Any:
+    """One request made by hand, checked against the document with the fuzzing's checks."""
+    built = ADMIN_SCHEMA[path][method].Case(**case)
+    with _any_integer_as_text():
+        response = built.call(base_url=node.url, headers=headers)
+        built.validate_response(response, headers=headers, transport_kwargs={"base_url": node.url, "headers": headers})
+    return response
+
+
+def _header(response: Any, name: str) -> str:
+    values = response.headers.get(name.lower(), [])
+    return values[0] if values else ""
+
+
+def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
+    """Answers the document describes that random requests seldom or never provoke: each is made by
+    hand and checked like a fuzzed one (status, Content-Type, headers and body as documented)."""
+    admin = IDENTITIES["node-admin"]
+    sku = quote(KNOWN_HANDLES[0], safe="")
+    value = {"values": [{"index": 1, "type": "URL", "data": "https://trace.example.com/0"}]}
+    path_handle = "/api/handles/{handle}"
+
+    r = _explicit(
+        node, path_handle, "PUT", {**admin, "Content-Encoding": "br"}, path_parameters={"handle": sku}, body=value
+    )
+    assert r.status_code == 415 and _header(r, "Accept-Encoding") == "gzip, deflate"
+    r = _explicit(node, path_handle, "GET", admin, path_parameters={"handle": sku}, query={"callback": "show"})
+    assert r.status_code == 400 and r.json()["responseCode"] == 4  # JSONP is for anonymous requests only
+    r = _explicit(node, "/api/promotion/tallies", "GET", admin, query={"from": "9" * 9000})
+    assert r.status_code == 400 and r.json()["responseCode"] == 4  # refused by the HTTP parser, as JSON
+
+    # Guessing the administrator's secret from another address: 401 with both challenges, then 429.
+    guess = {**GUESSER, **basic(NODE_ADMIN, "not-the-secret")}
+    statuses = [_explicit(node, "/api/promoters", "GET", guess).status_code for _ in range(10)]
+    assert statuses == [401] * 10
+    r = _explicit(node, "/api/promoters", "GET", guess)
+    assert r.status_code == 429 and int(_header(r, "Retry-After")) > 0 and r.json()["responseCode"] == 3
+    assert _explicit(node, "/api/promoters", "GET", admin).status_code == 200  # the holder is not locked out
+
+    r = _explicit(node, "/api/auditors/{name}", "DELETE", admin, path_parameters={"name": "nobody"})
+    assert r.status_code == 404
+    for fmt, ctype in (("csv", "text/csv"), ("xlsx", "application/vnd.openxmlformats")):
+        r = _explicit(node, "/api/promotion/tallies", "GET", admin, query={"format": fmt, "lang": "en"})
+        assert r.status_code == 200 and _header(r, "Content-Type").startswith(ctype)
+        assert len(_header(r, "X-Report-SHA256")) == 64
+    r = _explicit(node, "/bureau", "GET", admin, query={"from": "2026-13-01"})
+    assert r.status_code == 400 and _header(r, "Content-Type").startswith("text/html")
+    r = _explicit(node, "/bureau/promoters/{promoter}", "GET", admin, path_parameters={"promoter": "999"})
+    assert r.status_code == 404 and _header(r, "Content-Type").startswith("text/html")
+
+    oversized = bytes(ENVELOPE_SIZE) + bytes(MAX_MESSAGE + 2)  # past the body limit (it allows a leading CR or LF)
+    r = _explicit(
+        node, "/{handle}", "POST", {}, path_parameters={"handle": "x"}, body=oversized, media_type=HDL_MIME_TYPE
+    )
+    assert r.status_code == 413
 
 
 def test_fuzzing_reached_the_data() -> None:
