@@ -6,7 +6,11 @@ operation is run twice: first with the node administrator's Basic credentials (e
 coverage and fuzzing phases), then anonymously, reading back what the administrator wrote
 (schemathesis makes up credentials of its own for the operations that declare them, so the parsing
 of Authorization is fuzzed too; the coverage phase runs only where anonymous requests get past the
-credentials check).
+credentials check). The guess throttle counts failed credentials per identity and client address:
+the anonymous run comes from another address (a trusted ``X-Forwarded-For``), so its made-up
+credentials may earn it 429s (checked against the document like any answer) but never lock the
+administrator out (checked at the end). Native messages over HTTP (``POST /{handle}``) are built
+with the node's codec: resolutions, site info, an unsupported operation, corrupted and raw bytes.
 
 The run is seeded and deterministic (the same requests every time for a given schemathesis and
 Hypothesis version), bounded by the number of cases (``MAX_EXAMPLES`` per operation in the fuzzing
@@ -24,12 +28,17 @@ document describes shapes, while the node also checks meaning: credit codes, han
 existing records; a syntactically valid but unknown handle is rightly a 404, a random credit code a
 400. ``negative_data_rejection`` (a schema-invalid request must be refused) — the node is as lenient
 as HANDLE.NET where HANDLE.NET is (flags take any value, numbers may arrive as digit strings).
-No operation is excluded: ``/metrics``, ``/bureau``, the CSV tally, ``/api/docs`` and the spec
-are text or HTML whose status and Content-Type are still checked.
+No operation is excluded: ``/metrics``, ``/bureau``, the CSV and XLSX tallies, ``/api/docs``, the
+spec and native messages are text, HTML or bytes whose status and Content-Type are still checked.
 
 ``NASTY_STRINGS`` and ``NASTY_INTEGERS`` (inputs that made the node answer 500 before: Unicode
 digits, 5,000-digit numbers, out-of-range instants and ids) are mixed into generated strings and
 integers, where the schema allows them and, in negative cases, where it does not.
+
+Answers the document describes but random requests seldom provoke (415, a guesser's 401s then 429,
+JSONP with credentials, a request line over 8,190 bytes, CSV/XLSX tallies, the pages' HTML errors,
+an oversized native message) are made by hand in ``test_answers_generated_requests_rarely_reach``
+and checked with the same checks.
 
 A failure prints the request as a curl command line. The summary (requests and statuses per
 identity and operation) is printed by the last test: ``pytest -rA tests/resolver/test_openapi_fuzz.py``.
