@@ -60,6 +60,7 @@ from urllib.parse import quote, unquote
 import msgpack
 import pytest
 import schemathesis
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,7 @@ from resolver.native.codec import (
 from resolver.native.http import HDL_MIME_TYPE
 from tests.conftest import ADMIN_SECRET
 from tests.nodeproc import NodeProcess
+from tests.resolver.test_challenge_auth import answer, jwk_of
 
 NODE_PREFIX_HANDLE = "0.NA/88.118.8"
 NODE_ADMIN = f"300:{NODE_PREFIX_HANDLE}"
@@ -423,6 +425,32 @@ def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
     assert r.status_code == 400 and _header(r, "Content-Type").startswith("text/html")
     r = _explicit(node, "/bureau/promoters/{promoter}", "GET", admin, path_parameters={"promoter": "999"})
     assert r.status_code == 404 and _header(r, "Content-Type").startswith("text/html")
+
+    # A challenge-response session: answered, it gets a new id (in the body and WWW-Authenticate).
+    key = ed25519.Ed25519PrivateKey.generate()
+    holder = quote(f"{ENTERPRISE}/session-key", safe="")
+    key_value = {"values": [{"index": 300, "type": "HS_PUBKEY", "data": {"format": "key", "value": jwk_of(key)}}]}
+    assert _explicit(
+        node, path_handle, "PUT", admin, path_parameters={"handle": holder}, body=key_value
+    ).status_code in (
+        200,
+        201,
+    )
+    opened = _explicit(node, "/api/sessions", "POST", {}).json()
+    signed = {"Authorization": answer(opened["sessionId"], opened["nonce"], f"300:{ENTERPRISE}/session-key", key)}
+    r = _explicit(node, "/api/sessions/this", "PUT", signed)
+    state = r.json()
+    assert r.status_code == 200 and state["authenticated"] and state["sessionId"] != opened["sessionId"]
+    assert _header(r, "WWW-Authenticate").startswith(f'Handle sessionId="{state["sessionId"]}"')
+    for sid, status in ((opened["sessionId"], 401), (state["sessionId"], 200)):
+        assert (
+            _explicit(node, "/api/sessions/this", "GET", {"Authorization": f'Handle sessionId="{sid}"'}).status_code
+            == status
+        )
+    ended = _explicit(
+        node, "/api/sessions/this", "DELETE", {"Authorization": f'Handle sessionId="{state["sessionId"]}"'}
+    )
+    assert ended.status_code == 200 and ended.json() == {"sessionId": state["sessionId"], "authenticated": False}
 
     oversized = bytes(ENVELOPE_SIZE) + bytes(MAX_MESSAGE + 2)  # past the body limit (it allows a leading CR or LF)
     r = _explicit(
