@@ -394,9 +394,14 @@ def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
     """Answers the document describes that random requests seldom or never provoke: each is made by
     hand and checked like a fuzzed one (status, Content-Type, headers and body as documented)."""
     admin = IDENTITIES["node-admin"]
-    sku = quote(KNOWN_HANDLES[0], safe="")
+    sku = quote(f"{ENTERPRISE}/by-hand", safe="")  # its own record: the fuzzing may have deleted any other
     value = {"values": [{"index": 1, "type": "URL", "data": "https://trace.example.com/0"}]}
     path_handle = "/api/handles/{handle}"
+    enterprise = {"ref": ENTERPRISE}
+    r = _explicit(node, "/api/enterprises/{ref}", "PATCH", admin, path_parameters=enterprise, body={"status": "active"})
+    assert r.status_code == 200  # the fuzzing may have disabled it
+    r = _explicit(node, path_handle, "PUT", admin, path_parameters={"handle": sku}, body=value)
+    assert r.status_code in (200, 201)
 
     r = _explicit(
         node, path_handle, "PUT", {**admin, "Content-Encoding": "br"}, path_parameters={"handle": sku}, body=value
@@ -415,7 +420,7 @@ def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
     assert r.status_code == 429 and int(_header(r, "Retry-After")) > 0 and r.json()["responseCode"] == 3
     assert _explicit(node, "/api/promoters", "GET", admin).status_code == 200  # the holder is not locked out
 
-    r = _explicit(node, "/api/auditors/{name}", "DELETE", admin, path_parameters={"name": "nobody"})
+    r = _explicit(node, "/api/auditors/{name}", "DELETE", admin, path_parameters={"name": "no-such-auditor-3c9e1f"})
     assert r.status_code == 404
     for fmt, ctype in (("csv", "text/csv"), ("xlsx", "application/vnd.openxmlformats")):
         r = _explicit(node, "/api/promotion/tallies", "GET", admin, query={"format": fmt, "lang": "en"})
@@ -423,7 +428,7 @@ def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
         assert len(_header(r, "X-Report-SHA256")) == 64
     r = _explicit(node, "/bureau", "GET", admin, query={"from": "2026-13-01"})
     assert r.status_code == 400 and _header(r, "Content-Type").startswith("text/html")
-    r = _explicit(node, "/bureau/promoters/{promoter}", "GET", admin, path_parameters={"promoter": "999"})
+    r = _explicit(node, "/bureau/promoters/{promoter}", "GET", admin, path_parameters={"promoter": "999999999"})
     assert r.status_code == 404 and _header(r, "Content-Type").startswith("text/html")
 
     # A challenge-response session: answered, it gets a new id (in the body and WWW-Authenticate).
