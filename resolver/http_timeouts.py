@@ -31,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
+from resolver.http_errors import json_parse_errors
+
 __all__ = ["HttpTimeouts", "TimedSite"]
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -56,7 +58,7 @@ class HttpTimeouts:
         self.closed_in_body = 0
 
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
-        return lambda: _Watched(server(), self)
+        return lambda: _Watched(json_parse_errors(server()), self)  # and parse errors answered as JSON
 
     def wrap(self, handler: _Handler) -> _Handler:
         """The app's request handler, telling each connection's watchdog when a request starts and ends."""

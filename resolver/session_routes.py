@@ -6,7 +6,7 @@ import base64
 
 from aiohttp import web
 
-from registry.errors import AuthenticationNeeded, InvalidRequest
+from registry.errors import AuthenticationNeeded
 from resolver.keys import STATE_KEY
 from resolver.web import NEW_SESSION_KEY, SESSION_KEY, json_response, request_address, request_caller
 
@@ -33,7 +33,9 @@ async def this_session(request: web.Request) -> web.Response:
     header = request.headers.get("Authorization", "")
     scheme, _, _ = header.strip().partition(" ")
     if scheme.lower() != "handle":
-        raise InvalidRequest("send Authorization: Handle sessionId=… (and the answer to its challenge)")
+        # No session named: authentication needed, as wherever credentials are missing (401, responseCode
+        # 402); the reply's Handle challenge is a fresh session to answer.
+        raise AuthenticationNeeded("send Authorization: Handle sessionId=… (and the answer to its challenge)")
     sessions = request.app[STATE_KEY].sessions
     caller = await request_caller(request)
     session = request.get(SESSION_KEY)

@@ -288,3 +288,18 @@ async def test_only_the_authenticating_reply_announces_a_session(client, onboard
     new_id, _ = challenge_params(r.headers["WWW-Authenticate"])
     r = await client.get(f"/api/handles/{prefix}/owned", headers={"Authorization": f'Handle sessionId="{new_id}"'})
     assert r.status == 200 and "WWW-Authenticate" not in r.headers
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST", "DELETE"])
+@pytest.mark.parametrize("authorization", [None, "Basic c2NoZW1hdGhlc2lzOng=", "SCHEMATHESIS-INVALID-VALUE"])
+async def test_the_session_resource_without_a_session_needs_authentication(client, method, authorization):
+    """``/api/sessions/this`` names the caller's Handle session: without one (no credentials, Basic, an
+    unknown scheme) authentication is needed, 401 with both challenges as wherever credentials are
+    missing (it was a 400); the Handle challenge is a session to answer."""
+    headers = {"Authorization": authorization} if authorization else {}
+    r = await client.request(method, "/api/sessions/this", headers=headers)
+    assert r.status == 401 and (await r.json())["responseCode"] == 402
+    challenges = r.headers.getall("WWW-Authenticate")
+    assert [c.split(" ", 1)[0] for c in challenges] == ["Basic", "Handle"]
+    session_id, nonce = challenge_params(challenges[1])
+    assert session_id and nonce

@@ -6,6 +6,11 @@ in ``test_openapi_fuzz.py``.)
 Adding a route: describe it in ``resolver/openapi.json`` (path, method, parameters, bodies, every
 status it answers), and, if it is registered with ``"*"`` (any method), list the methods its
 handler takes in ``WILDCARD_METHODS``.
+
+One route is a catch-all: native Handle messages over HTTP (``resolver.native.http``) match ``POST``
+at any path, but only with ``Content-Type: application/x-hdl-message``. It is routed as ``POST
+/{handle}`` and described so; every other request goes on to the other routes, whose 404 and 405
+answers the document describes as before (tested below).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from aiohttp.test_utils import TestClient
 from resolver.api_docs import METHODS, spec
 from resolver.app import create_app
 from resolver.config import load_config
+from resolver.native.http import HDL_MIME_TYPE
 
 # Routes registered for any method ("*"): the methods their handler answers; any other is a 405.
 WILDCARD_METHODS = {"/api/sessions/this": {"GET", "PUT", "POST", "DELETE"}}
@@ -71,6 +77,46 @@ async def test_wildcard_route_answers_405_to_other_methods(client: TestClient, m
         r = await client.request(method, path)
         assert r.status == 405, (path, method, await r.text())
         assert (await r.json())["responseCode"] == 4
+
+
+NATIVE_PATH = "/{handle}"
+
+
+def test_native_catch_all_is_described_by_its_content_type(app: web.Application) -> None:
+    """The catch-all route is the document's ``POST /{handle}``, which takes and answers only native
+    messages: a client reading the document cannot take it for a JSON API at every path."""
+    (route,) = [r for r in app.router.routes() if r.resource is not None and r.resource.canonical == NATIVE_PATH]
+    assert route.method == "POST"
+    item = spec()["paths"][NATIVE_PATH]
+    assert [m for m in METHODS if m in item] == ["post"]
+    operation = item["post"]
+    assert set(operation["requestBody"]["content"]) == {HDL_MIME_TYPE}
+    assert set(operation["responses"]["200"]["content"]) == {HDL_MIME_TYPE}
+    assert {"404", "405"} <= set(operation["responses"]), "other requests at such paths: 404 and 405"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "status"),
+    [
+        ("POST", "/healthz", "application/json", 405),  # a documented path without POST
+        ("POST", "/api/promotion/public-key", "application/json", 405),
+        ("PUT", "/0.NA%2F88.118.8", HDL_MIME_TYPE, 404),  # only POST carries native messages
+        ("POST", "/0.NA%2F88.118.8", "application/json", 404),  # a JSON POST to a handle path
+        ("POST", "/healthz", HDL_MIME_TYPE, 400),  # a native message at any path (too short here)
+    ],
+)
+async def test_requests_beside_the_catch_all_answer_as_documented(
+    client: TestClient, method: str, path: str, content_type: str, status: int
+) -> None:
+    document = spec()
+    described = document["paths"].get(path, {})
+    if status == 405:
+        assert method.lower() not in described and described, "a path the document has, without this method"
+    r = await client.request(method, path, data=b"{}", headers={"Content-Type": content_type})
+    assert r.status == status, await r.text()
+    assert r.content_type == "application/json"
+    assert (await r.json())["responseCode"] == 4
+    assert str(status) in document["paths"][NATIVE_PATH]["post"]["responses"]
 
 
 def test_document_is_valid_openapi_3_1() -> None:
