@@ -73,7 +73,7 @@ def award_explanation(award: AwardResult, policy: Policy, contribution_cap_yuan:
     )
     en = (
         f"{_en(a.eligible_enterprises, 'eligible enterprise')} ({_n(p.base_enterprises)} or more required) "
-        f"registered {_n(a.total_registrations)} identifiers ({_n(p.base_registrations)} or more required)"
+        f"registered {_en(a.total_registrations, 'identifier')} ({_n(p.base_registrations)} or more required)"
     )
     if not a.qualified:
         short_zh = []
