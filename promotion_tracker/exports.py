@@ -180,6 +180,11 @@ class _FixedTimeZip(zipfile.ZipFile):
             zinfo_or_arcname.compress_type = zipfile.ZIP_DEFLATED
         super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
 
+    def write(self, filename, arcname=None, compress_type=None, compresslevel=None):  # type: ignore[no-untyped-def,override]
+        # openpyxl streams write-only sheets through a temporary file, whose time would go in the entry.
+        with open(filename, "rb") as f:
+            self.writestr(arcname or filename, f.read(), compress_type, compresslevel)
+
 
 _HEAD_FONT = Font(bold=True)
 _HEAD_FILL = PatternFill("solid", fgColor="F2F5F8")
