@@ -213,6 +213,13 @@ async def test_page_in_english_and_errors_on_the_page(bureau, browser, shots):  
     await page.goto(_page_url(bureau, lang="zh"))
     assert "推广奖励" in await page.title()
     await page.screenshot(path=str(shots / "bureau-en-then-zh.png"))
+    # On a phone the page itself never scrolls sideways (the wide table scrolls in its own box).
+    await page.set_viewport_size({"width": 390, "height": 844})
+    for url in (_page_url(bureau, lang="zh"), _page_url(bureau, lang="en")):
+        await page.goto(url)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, url
+    await page.screenshot(path=str(shots / "bureau-390-en.png"), full_page=True)
+    await page.set_viewport_size({"width": 1400, "height": 900})
     # A bad value is explained on the page, with the form to correct it.
     response = await page.goto(_page_url(bureau, **{"from": "2025-13-01"}))
     assert response is not None and response.status == 400
