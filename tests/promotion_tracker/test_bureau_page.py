@@ -215,10 +215,14 @@ async def test_page_in_english_and_errors_on_the_page(bureau, browser, shots):  
     await page.screenshot(path=str(shots / "bureau-en-then-zh.png"))
     # On a phone the page itself never scrolls sideways (the wide table scrolls in its own box).
     await page.set_viewport_size({"width": 390, "height": 844})
-    for url in (_page_url(bureau, lang="zh"), _page_url(bureau, lang="en")):
-        await page.goto(url)
-        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, url
-    await page.screenshot(path=str(shots / "bureau-390-en.png"), full_page=True)
+    drill_down = f"/bureau/promoters/{bureau.promoters[0]}"
+    for path in ("/bureau", drill_down):
+        for lang in ("zh", "en"):
+            url = _page_url(bureau, path=path, lang=lang)
+            await page.goto(url)
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 390, url
+            name = "bureau" if path == "/bureau" else "promoter"
+            await page.screenshot(path=str(shots / f"{name}-390-{lang}.png"), full_page=True)
     await page.set_viewport_size({"width": 1400, "height": 900})
     # A bad value is explained on the page, with the form to correct it.
     response = await page.goto(_page_url(bureau, **{"from": "2025-13-01"}))
