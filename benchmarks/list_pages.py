@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from registry.model import HandleValue
 from registry.stores import open_store
 from registry.stores.base import MUST_NOT_EXIST, HandleWrite
-from resolver.app import create_app
 from resolver.config import load_config
+from resolver.http.app import create_app
 
 SECRET = "bench-secret"
 PAGE_SIZE = 100

@@ -108,8 +108,8 @@ def _node_main(data_dir: str, port: int, conn: Connection) -> None:
     _use_uvloop()
     from aiohttp import web
 
-    from resolver.app import create_app
     from resolver.config import load_config
+    from resolver.http.app import create_app
 
     async def main() -> None:
         # One load generator is one client address: its byte budget and connection cap are lifted so

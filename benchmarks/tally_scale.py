@@ -36,8 +36,8 @@ from registry.days import day_number, day_start
 from registry.model import HandleValue
 from registry.stores import open_store
 from registry.stores.base import MUST_NOT_EXIST, HandleStore, HandleWrite
-from resolver.app import create_app
 from resolver.config import load_config
+from resolver.http.app import create_app
 
 SECRET = "bench-secret"
 END = dt.date(2026, 1, 1)  # the data ends on 31 December 2025 and goes back --sizes days

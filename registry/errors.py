@@ -1,6 +1,6 @@
 """Errors of the registry, each carrying its Handle System response code.
 
-The HTTP status of each code lives in one place on the network side (``resolver.errors``); code here
+The HTTP status of each code lives in one place on the network side (``resolver.http.statuses``); code here
 only raises.
 """
 
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # Response codes (RFC 3652 section 2.2.2.2; HANDLE.NET AbstractMessage.RC_*): the one table of them, for
-# the HTTP API (statuses in resolver.errors) and the native protocol (resolver.native) alike.
+# the HTTP API (statuses in resolver.http.statuses) and the native protocol (resolver.native) alike.
 RC_RESERVED = 0  # the code of a request: a response carries any other
 RC_SUCCESS = 1
 RC_ERROR = 2

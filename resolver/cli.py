@@ -33,7 +33,7 @@ from registry.templates import parse_version
 from registry.views import enterprise_json, promoter_json
 from resolver.config import Config, ConfigError, load_config
 from resolver.datadir import prepare_data_dir
-from resolver.logs import setup_logging
+from resolver.ops.logs import setup_logging
 
 T = TypeVar("T")
 
@@ -114,7 +114,7 @@ async def _get(config: Config, path: str) -> int:
     # Lazy, as in serve: the admin commands start without the server stack (about 0.4 s of imports).
     from aiohttp.test_utils import TestClient, TestServer
 
-    from resolver.app import create_app
+    from resolver.http.app import create_app
 
     # A one-off process beside a running node: no native listeners, and the node's HS_SITE left as it is.
     app = create_app(dataclasses.replace(config, native_port=0), publish_site=False)
@@ -174,9 +174,9 @@ async def _writer_cache(config: Config, store: Any) -> Any:
     # Lazy: the Redis cache tiers load only for the commands that write (and `cache show/forget`).
     from redis.exceptions import RedisError
 
-    from resolver.cache import build_cache
-    from resolver.redis_tier import open_redis
-    from resolver.shared_cache import FORGET_HINT, SharedCacheError, without_password, writer_cache
+    from resolver.cache.redis_tier import open_redis
+    from resolver.cache.shared import FORGET_HINT, SharedCacheError, without_password, writer_cache
+    from resolver.cache.tiered import build_cache
 
     try:
         settings, shared = await writer_cache(config, store)
@@ -391,7 +391,7 @@ def cache_group() -> None:
 @json_option
 def cache_show(config_file, store, prefix, data_dir, as_json) -> None:  # type: ignore[no-untyped-def]
     """Print the shared cache recorded in the store."""
-    from resolver.shared_cache import recorded  # lazy: the Redis cache tiers, as in _writer_cache
+    from resolver.cache.shared import recorded  # lazy: the Redis cache tiers, as in _writer_cache
 
     shared = _admin(config_file, lambda r, c: recorded(r.store), writes=False, store=store, data_dir=data_dir)
     if shared is None:
@@ -405,7 +405,7 @@ def cache_show(config_file, store, prefix, data_dir, as_json) -> None:  # type: 
 def cache_forget(config_file, store, prefix, data_dir) -> None:  # type: ignore[no-untyped-def]
     """Forget the recorded cache, once no node uses that Redis any more (a node started with a
     redis setting records its own again)."""
-    from resolver.shared_cache import forget_shared_cache as forget  # lazy: as in cache show
+    from resolver.cache.shared import forget_shared_cache as forget  # lazy: as in cache show
 
     before = _admin(config_file, lambda r, c: forget(r.store), writes=False, store=store, data_dir=data_dir)
     click.echo(f"forgot {before.describe()}" if before else "no shared cache was recorded")

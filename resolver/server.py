@@ -10,9 +10,9 @@ import ssl
 
 from aiohttp import web
 
-from resolver.app import create_app
 from resolver.config import Config
-from resolver.http_timeouts import HttpTimeouts, TimedSite
+from resolver.http.app import create_app
+from resolver.http.timeouts import HttpTimeouts, TimedSite
 
 __all__ = ["run", "serve"]
 
@@ -31,7 +31,7 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
 async def serve(config: Config, *, reuse_port: bool = False, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get ``SHUTDOWN_GRACE`` seconds to finish."""
     app = create_app(config)
-    # Access lines come from resolver.access (route templates, request ids), never from aiohttp's logger.
+    # Access lines come from resolver.http.access (route templates, request ids), never from aiohttp's logger.
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -76,7 +76,7 @@ def _install_uvloop() -> None:
 
 def _worker(config: Config, number: int) -> None:
     """One worker process: its own event loop, app and store connections, the shared port."""
-    from resolver.logs import setup_logging
+    from resolver.ops.logs import setup_logging
 
     setup_logging(config.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM

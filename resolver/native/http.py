@@ -58,7 +58,7 @@ async def native_message(request: web.Request) -> web.StreamResponse:
             data += chunk
             if len(data) > _MAX_BODY:
                 return _error(413, f"a native message is at most {MAX_MESSAGE} bytes after its envelope")
-    except ConnectionError:  # the client went away, or was cut off (resolver.http_timeouts)
+    except ConnectionError:  # the client went away, or was cut off (resolver.http.timeouts)
         return _error(400, "the connection closed before the whole message arrived")
     if data[:1] in (b"\r", b"\n"):
         del data[:1]

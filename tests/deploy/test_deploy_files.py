@@ -60,7 +60,7 @@ def exec_form(args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def app_paths() -> set[str]:
-    from resolver.app import create_app
+    from resolver.http.app import create_app
 
     app = create_app(load_config(env={}))
     return {resource.canonical for resource in app.router.resources()}
@@ -213,7 +213,7 @@ def test_business_metrics_are_scraped_as_an_auditor(app_paths: set[str]) -> None
     the open job sends none. The dashboard's business series exist only on that path."""
     from urllib.parse import unquote
 
-    from resolver.metrics import BUSINESS_FAMILIES, BUSINESS_PATH, METRICS_PATH
+    from resolver.ops.metrics import BUSINESS_FAMILIES, BUSINESS_PATH, METRICS_PATH
 
     (config,) = load_yaml(DEPLOY / "prometheus/prometheus.yml")
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
@@ -309,10 +309,10 @@ def test_k8s_manifests(app_paths: set[str]) -> None:
 
 
 def known_metric_names() -> set[str]:
-    """Every sample name /metrics can expose, from the metric objects in resolver.metrics."""
+    """Every sample name /metrics can expose, from the metric objects in resolver.ops.metrics."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from resolver import metrics
+    from resolver.ops import metrics
 
     families: list[tuple[str, str]] = []
     for obj in vars(metrics).values():

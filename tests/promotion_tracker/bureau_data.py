@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from resolver.app import create_app
 from resolver.config import load_config
+from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, basic, make_uscc
 

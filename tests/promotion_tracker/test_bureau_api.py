@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 from promotion_tracker.signing import VerifyError, verify_document
 from registry import valuedata
-from resolver.app import create_app
 from resolver.cli import main
 from resolver.config import load_config
+from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, basic, make_uscc
 

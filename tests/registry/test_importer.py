@@ -184,9 +184,9 @@ async def test_imported_handles_are_administered_by_the_enterprise(store_url, tm
     identifiers through the API, as it could had it registered them itself."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from resolver.app import create_app
     from resolver.config import load_config
-    from resolver.keys import STATE_KEY
+    from resolver.http.app import create_app
+    from resolver.http.keys import STATE_KEY
     from tests.resolver.conftest import NODE_ADMIN, basic
 
     monkeypatch.setenv("IDNODE_ADMIN_SECRET", ADMIN_SECRET)

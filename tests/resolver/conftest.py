@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from registry.uscc import uscc_check_char
-from resolver.app import create_app
 from resolver.config import load_config
+from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET
 
 NODE_PREFIX = "88.118.8"

@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resolver.batch_routes import _json_array, _msgpack_array, _ndjson
-from resolver.keys import STATE_KEY
+from resolver.http.batch_routes import _json_array, _msgpack_array, _ndjson
+from resolver.http.keys import STATE_KEY
 from tests.resolver.conftest import NODE_PREFIX, basic
 
 NDJSON = "application/x-ndjson"

@@ -1,4 +1,4 @@
-"""resolver.bodies: gzip and deflate request bodies decoded in bounded pieces (HTTP behaviour is in
+"""resolver.http.bodies: gzip and deflate request bodies decoded in bounded pieces (HTTP behaviour is in
 test_client_input.py)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import zlib
 import pytest
 
 from registry.errors import InvalidRequest
-from resolver.bodies import PIECE, BodyDecoder, decode_body
+from resolver.http.bodies import PIECE, BodyDecoder, decode_body
 
 DATA = random.Random(7).randbytes(300_000) + b"a" * 1_000_000  # some incompressible, some not
 

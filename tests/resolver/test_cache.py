@@ -16,10 +16,10 @@ from registry.model import HandleValue, Record
 from registry.packing import pack_record, unpack_record
 from registry.service import NodeSettings, Registry
 from registry.stores import open_store
-from resolver.breaker import CircuitBreaker
-from resolver.cache import TieredCache
-from resolver.local_tier import ENTRY_OVERHEAD, MISS, NEGATIVE, LocalTier
-from resolver.redis_tier import FILL_LUA, TOMBSTONE_LUA, RedisTier, open_redis
+from resolver.cache.breaker import CircuitBreaker
+from resolver.cache.local_tier import ENTRY_OVERHEAD, MISS, NEGATIVE, LocalTier
+from resolver.cache.redis_tier import FILL_LUA, TOMBSTONE_LUA, RedisTier, open_redis
+from resolver.cache.tiered import TieredCache
 from resolver.resolve import Resolver
 from tests.conftest import ADMIN_SECRET, REDIS_URL
 

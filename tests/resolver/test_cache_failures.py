@@ -21,13 +21,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from registry.model import HandleValue
 from registry.service import NodeSettings, Registry
 from registry.stores import open_store
-from resolver.app import create_app
-from resolver.breaker import CircuitBreaker
-from resolver.cache import TieredCache
+from resolver.cache.breaker import CircuitBreaker
+from resolver.cache.local_tier import LocalTier
+from resolver.cache.redis_tier import RedisTier, open_redis
+from resolver.cache.tiered import TieredCache
 from resolver.config import load_config
-from resolver.keys import STATE_KEY
-from resolver.local_tier import LocalTier
-from resolver.redis_tier import RedisTier, open_redis
+from resolver.http.app import create_app
+from resolver.http.keys import STATE_KEY
 from resolver.resolve import Resolver
 from tests.conftest import ADMIN_SECRET, free_port
 from tests.resolver.conftest import NODE_ADMIN, basic
@@ -132,7 +132,7 @@ async def app_client(tmp_path, monkeypatch) -> AsyncIterator[Any]:  # type: igno
 
 
 def cache_of(client: TestClient) -> TieredCache:
-    cache = client.server.app[STATE_KEY].resolver.cache  # type: ignore[union-attr]
+    cache = client.server.app[STATE_KEY].resolver.cache.tiered  # type: ignore[union-attr]
     assert isinstance(cache, TieredCache)
     return cache
 

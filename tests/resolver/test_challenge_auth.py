@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from registry import valuedata
 from registry.auth import Identity
-from resolver.keys import STATE_KEY
-from resolver.sessions import SessionStore
+from resolver.http.keys import STATE_KEY
+from resolver.http.sessions import SessionStore
 from tests.resolver.conftest import NODE_PREFIX
 
 

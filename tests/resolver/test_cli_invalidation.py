@@ -8,9 +8,9 @@ import json
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
-from resolver.app import create_app
 from resolver.cli import main
 from resolver.config import load_config
+from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET, REDIS_URL
 from tests.resolver.conftest import NODE_ADMIN, basic
 

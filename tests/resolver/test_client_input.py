@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from registry.errors import RC_SUCCESS
 from registry.model import parse_handle
-from resolver.app import create_app
 from resolver.config import load_config
-from resolver.keys import STATE_KEY
+from resolver.http.app import create_app
+from resolver.http.keys import STATE_KEY
 from resolver.native.codec import (
     ENVELOPE_SIZE,
     ResolutionRequest,

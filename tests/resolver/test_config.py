@@ -14,9 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
-from resolver.app import create_app
 from resolver.cli import main
 from resolver.config import Config, ConfigError, load_config
+from resolver.http.app import create_app
 from resolver.server import _ssl_context
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, basic

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from registry.auth import Identity
 from registry.errors import InvalidCredential
-from resolver.access import claimed_identity
-from resolver.credentials import parse_basic
+from resolver.http.access import claimed_identity
+from resolver.http.credentials import parse_basic
 
 PROBE = "/api/handles/88.118.8/probe"
 SECRET = "the-secret-never-echoed"

@@ -30,8 +30,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from resolver.app import create_app
 from resolver.config import load_config
+from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, NODE_PREFIX, basic, make_uscc
 

@@ -1,4 +1,4 @@
-"""Requests the HTTP parser refuses are answered with the node's JSON error (``resolver.http_errors``),
+"""Requests the HTTP parser refuses are answered with the node's JSON error (``resolver.http.parser_errors``),
 as every other error, without quoting what was sent. Against a real ``idnode serve``: the parser's
 answers come from the connection, not the app, so only the served node shows them."""
 

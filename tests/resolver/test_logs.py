@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from resolver.access import claimed_identity
-from resolver.app import create_app
 from resolver.config import load_config
-from resolver.logs import JsonFormatter, RequestIdFilter, sane_request_id
+from resolver.http.access import claimed_identity
+from resolver.http.app import create_app
+from resolver.ops.logs import JsonFormatter, RequestIdFilter, sane_request_id
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, NODE_PREFIX, basic
 

@@ -23,8 +23,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from resolver.app import create_app
 from resolver.config import load_config
+from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET, REDIS_URL, free_port
 from tests.resolver.conftest import NODE_PREFIX, basic
 

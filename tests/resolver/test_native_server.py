@@ -38,9 +38,9 @@ from registry.errors import (
 from registry.model import HandleValue, Reference
 from registry.stores.base import MUST_NOT_EXIST, HandleWrite
 from registry.valuedata import PROTO_TCP, PROTO_UDP, decode_site
-from resolver.app import create_app, node_site
 from resolver.config import Config, load_config
-from resolver.keys import STATE_KEY
+from resolver.http.app import create_app, node_site
+from resolver.http.keys import STATE_KEY
 from resolver.native.codec import (
     DEFAULT_REQUEST_FLAGS,
     ENVELOPE_SIZE,

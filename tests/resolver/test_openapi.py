@@ -1,9 +1,9 @@
-"""``resolver/openapi.json`` stays true to the app: every route is described and every described
+"""``resolver/http/openapi.json`` stays true to the app: every route is described and every described
 operation is routed; it is a valid OpenAPI 3.1 document; it is served as it is, and its docs page
 shows every operation without anything from elsewhere. (Schemathesis fuzzes a live node against it
 in ``test_openapi_fuzz.py``.)
 
-Adding a route: describe it in ``resolver/openapi.json`` (path, method, parameters, bodies, every
+Adding a route: describe it in ``resolver/http/openapi.json`` (path, method, parameters, bodies, every
 status it answers), and, if it is registered with ``"*"`` (any method), list the methods its
 handler takes in ``WILDCARD_METHODS``.
 
@@ -24,9 +24,9 @@ import schemathesis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from resolver.api_docs import METHODS, spec
-from resolver.app import create_app
 from resolver.config import load_config
+from resolver.http.api_docs import METHODS, spec
+from resolver.http.app import create_app
 from resolver.native.http import HDL_MIME_TYPE
 
 # Routes registered for any method ("*"): the methods their handler answers; any other is a 405.
@@ -57,8 +57,8 @@ def app(tmp_path) -> web.Application:  # type: ignore[no-untyped-def]
 
 def test_every_route_is_described_and_every_operation_is_routed(app: web.Application) -> None:
     routed, described = app_operations(app), spec_operations(spec())
-    assert routed - described == set(), "routes missing from resolver/openapi.json"
-    assert described - routed == set(), "operations in resolver/openapi.json that no route serves"
+    assert routed - described == set(), "routes missing from resolver/http/openapi.json"
+    assert described - routed == set(), "operations in resolver/http/openapi.json that no route serves"
     heads = {route.resource.canonical for route in app.router.routes() if route.method == "HEAD"}
     plain_gets = {path for method, path in routed if method == "GET" and path not in WILDCARD_METHODS}
     assert heads == plain_gets, "HEAD is only GET's automatic twin"

@@ -1,4 +1,4 @@
-"""Schemathesis against a live node: every operation of ``resolver/openapi.json``, fuzzed.
+"""Schemathesis against a live node: every operation of ``resolver/http/openapi.json``, fuzzed.
 
 A real ``idnode serve`` on SQLite with onboarded data (a promoter, an enterprise, identifiers, a
 template, an auditor), so that generated requests resolve, overwrite and delete real records. Every
@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from resolver.api_docs import spec
+from resolver.http.api_docs import spec
 from resolver.native.codec import (
     ENVELOPE_SIZE,
     MAX_MESSAGE,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from registry.model import HandleValue, Record, parse_handle
 from registry.packing import pack_record
-from resolver.keys import STATE_KEY
+from resolver.http.keys import STATE_KEY
 from tests.resolver.conftest import NODE_ADMIN, NODE_PREFIX, basic, make_uscc
 
 NODE_HANDLE = f"0.NA/{NODE_PREFIX}"
@@ -216,7 +216,7 @@ async def test_auth_flag_bypasses_the_cache(client, ent):
             stale = HandleValue(index=1, type="URL", data=b"https://stale.example", timestamp=1)
             return pack_record(Record(handle=h, values=(stale,), version=0))
 
-    client.server.app[STATE_KEY].resolver.cache = StaleCache()
+    client.server.app[STATE_KEY].resolver.cache.tiered = StaleCache()
     cached = by_index(await ok(await resolve(client, h)))
     assert cached[1]["data"]["value"] == "https://stale.example"
     for query in ("auth", "auth=true", "auth=yes"):

@@ -18,7 +18,7 @@ from registry.errors import ServerBusy
 from registry.model import HandleValue, parse_handle
 from registry.secretkeys import SCRYPT_N, SCRYPT_P, SCRYPT_R, SecretHasher, hash_secret, verify_secret
 from registry.stores.base import HandleWrite
-from resolver.keys import STATE_KEY
+from resolver.http.keys import STATE_KEY
 from tests.resolver.conftest import basic
 
 SECKEY_PERMS = "1100"

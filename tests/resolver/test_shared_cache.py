@@ -182,7 +182,7 @@ def test_a_redis_password_is_never_recorded_in_the_store(tmp_path: Path, redis_p
 
 
 def test_passwords_are_taken_out_of_recorded_urls() -> None:
-    from resolver.shared_cache import without_password
+    from resolver.cache.shared import without_password
 
     cases = {
         "redis://127.0.0.1:6379/0": ("redis://127.0.0.1:6379/0", False),

@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from registry.errors import InvalidCredential
-from resolver.app import create_app
 from resolver.config import ConfigError, load_config
-from resolver.keys import STATE_KEY
-from resolver.throttle import GuessThrottle, TooManyFailures, client_address
+from resolver.http.app import create_app
+from resolver.http.keys import STATE_KEY
+from resolver.http.throttle import GuessThrottle, TooManyFailures, client_address
 from tests.conftest import ADMIN_SECRET, REDIS_URL, free_port
 from tests.nodeproc import NodeProcess
 from tests.resolver.conftest import NODE_ADMIN, basic

@@ -7,8 +7,8 @@ import base64
 from aiohttp import web
 
 from registry.errors import AuthenticationNeeded
-from resolver.keys import STATE_KEY
-from resolver.web import NEW_SESSION_KEY, SESSION_KEY, json_response, request_address, request_caller
+from resolver.http.keys import STATE_KEY
+from resolver.http.web import NEW_SESSION_KEY, SESSION_KEY, json_response, request_address, request_caller
 
 __all__ = ["session_routes"]
 

@@ -15,12 +15,12 @@ from multidict import CIMultiDict
 from registry.auth import ANONYMOUS, Caller, Identity
 from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest, ServerError
 from registry.inputs import decode_json
-from resolver.bodies import ACCEPTED_ENCODINGS, UnsupportedEncoding, body_coding, decode_body
-from resolver.credentials import parse_basic
-from resolver.errors import http_status
-from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
-from resolver.sessions import Session, SessionStore, parse_handle_authorization, verify_signature
-from resolver.throttle import GuessThrottle, TooManyFailures, client_address
+from resolver.http.bodies import ACCEPTED_ENCODINGS, UnsupportedEncoding, body_coding, decode_body
+from resolver.http.credentials import parse_basic
+from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of
+from resolver.http.sessions import Session, SessionStore, parse_handle_authorization, verify_signature
+from resolver.http.statuses import http_status
+from resolver.http.throttle import GuessThrottle, TooManyFailures, client_address
 
 __all__ = [
     "NEW_SESSION_KEY",
@@ -104,7 +104,7 @@ def error_response(request: web.Request, exc: HandleError, status: int | None = 
 
 async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
     """The request body as JSON: Content-Type application/json, strict UTF-8, size-limited by the app
-    (``max_body_bytes``, before and after any gzip/deflate Content-Encoding: resolver.bodies)."""
+    (``max_body_bytes``, before and after any gzip/deflate Content-Encoding: resolver.http.bodies)."""
     ctype = request.content_type
     if require_type and ctype != JSON_TYPE:
         raise InvalidRequest(f"Content-Type must be {JSON_TYPE}, got {ctype or 'none'}")
@@ -129,7 +129,7 @@ async def read_json(request: web.Request, *, require_type: bool = True) -> Any:
 
 async def answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     """Run the handler; every failure leaves as a JSON body with a responseCode, never a stack trace
-    or HTML (called by the one middleware in resolver.access)."""
+    or HTML (called by the one middleware in resolver.http.access)."""
     try:
         return await handler(request)
     except UnsupportedEncoding as exc:

@@ -10,7 +10,7 @@ Correctness rules, in one place:
   before a write cannot put it in the local tier after the write's invalidation.
 - *Concurrent misses of one key share one store load*; an invalidation detaches the key's load, so
   a lookup that starts after a write never joins a load that started before it.
-- *Redis fills are conditional on versions* (see :mod:`resolver.redis_tier`): records carry their
+- *Redis fills are conditional on versions* (see :mod:`resolver.cache.redis_tier`): records carry their
   version, negative entries the store's ``current_version()`` read before the load, writers leave
   version tombstones; the local tier is only filled from a load if Redis accepted it (or Redis is
   not in use).
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from registry.packing import PackError, unpack_record
-from resolver import metrics
-from resolver.breaker import CircuitBreaker
-from resolver.invalidation import InvalidationBus
-from resolver.local_tier import MISS, NEGATIVE, LocalTier
-from resolver.redis_tier import FillResult, RedisTier, RedisUnavailable, negative_entry, open_redis
+from resolver.cache.breaker import CircuitBreaker
+from resolver.cache.invalidation import InvalidationBus
+from resolver.cache.local_tier import MISS, NEGATIVE, LocalTier
+from resolver.cache.redis_tier import FillResult, RedisTier, RedisUnavailable, negative_entry, open_redis
+from resolver.ops import metrics
 
 if TYPE_CHECKING:
     from registry.stores.base import HandleStore

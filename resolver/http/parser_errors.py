@@ -6,8 +6,8 @@ connection handler answers ``400`` as ``text/plain`` quoting the offending bytes
 its query, a header line with its credential). Every other error of the node is JSON
 ``{"responseCode", "message"}``, which API clients (and the OpenAPI document) expect, so
 :func:`json_parse_errors` makes these 400s JSON too: responseCode 4 and the kind of error in fixed
-words (as the log says it, :func:`resolver.logs.http_error_kind`), never the client's bytes. The
-status, the logging (rewritten by :class:`resolver.logs.MalformedHttpFilter`) and the closing of the
+words (as the log says it, :func:`resolver.ops.logs.http_error_kind`), never the client's bytes. The
+status, the logging (rewritten by :class:`resolver.ops.logs.MalformedHttpFilter`) and the closing of the
 connection stay aiohttp's.
 """
 
@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from registry.errors import RC_PROTOCOL_ERROR
-from resolver.logs import http_error_kind
+from resolver.ops.logs import http_error_kind
 
 __all__ = ["json_parse_errors", "parse_error_body"]
 

@@ -9,8 +9,8 @@ from aiohttp import web
 from registry.auth import Caller
 from registry.errors import InvalidRequest, PermissionDenied
 from registry.views import auditor_json, enterprise_json, iso_time, promoter_json
-from resolver.keys import registry_of
-from resolver.web import json_response, read_json, request_caller
+from resolver.http.keys import registry_of
+from resolver.http.web import json_response, read_json, request_caller
 
 __all__ = ["admin_routes"]
 

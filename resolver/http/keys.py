@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from resolver.sessions import SessionStore
+from resolver.http.sessions import SessionStore
 
 if TYPE_CHECKING:
     from registry.service import Registry
     from resolver.config import Config
+    from resolver.http.throttle import GuessThrottle
     from resolver.resolve import Resolver
-    from resolver.throttle import GuessThrottle
 
 
 @dataclass

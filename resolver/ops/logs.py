@@ -3,7 +3,7 @@ served. Secrets never reach a log record: the code logs identities, never Author
 bodies, and :class:`MalformedHttpFilter` keeps aiohttp's parser from quoting a bad header line.
 
 The request id lives in a context variable (:data:`REQUEST_ID`) that the request middleware
-(:mod:`resolver.access`) sets for the duration of each request; :class:`RequestIdFilter`, installed
+(:mod:`resolver.http.access`) sets for the duration of each request; :class:`RequestIdFilter`, installed
 on the handler by :func:`setup_logging`, copies it onto every record logged meanwhile, including
 those of tasks the request started.
 """

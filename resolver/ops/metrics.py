@@ -116,7 +116,7 @@ def _children(route: str, method: str, status: str) -> tuple[Any, Any]:
 
 def record_request(request: web.Request, status: int, seconds: float) -> None:
     """Count one answered request by route template, method and status (called by the one
-    middleware in resolver.access)."""
+    middleware in resolver.http.access)."""
     route = route_of(request)
     if route not in (METRICS_PATH, BUSINESS_PATH):
         counter, latency = _children(route, request.method, str(status))

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from resolver.keys import STATE_KEY
+from resolver.http.keys import STATE_KEY
 
 __all__ = ["STORE_PING_TIMEOUT", "health_routes"]
 
@@ -46,7 +46,7 @@ async def readyz(request: web.Request) -> web.Response:
         body["store"] = "unavailable"
         body["store_error"] = str(exc) or type(exc).__name__
         degraded.append("store")
-    cache = resolver.cache
+    cache = resolver.cache.tiered
     status = getattr(cache, "status", None)
     cache_status: dict[str, Any] | None = status() if callable(status) else None
     if cache_status is not None:

@@ -18,15 +18,25 @@ from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
-from resolver.access import request_context
-from resolver.admin_routes import admin_routes
-from resolver.api_docs import api_docs_routes
-from resolver.batch_routes import batch_routes
+from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
 from resolver.datadir import prepare_data_dir
-from resolver.health import health_routes
-from resolver.keys import CONFIG_KEY, STATE_KEY, NodeState
-from resolver.metrics import (
+from resolver.http.access import request_context
+from resolver.http.admin_routes import admin_routes
+from resolver.http.api_docs import api_docs_routes
+from resolver.http.batch_routes import batch_routes
+from resolver.http.keys import CONFIG_KEY, STATE_KEY, NodeState
+from resolver.http.routes import routes
+from resolver.http.session_routes import session_routes
+from resolver.http.sessions import SessionStore
+from resolver.http.template_routes import template_routes
+from resolver.http.throttle import GuessThrottle
+from resolver.http.web import announce_session, request_caller
+from resolver.native.handler import NativeHandler
+from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
+from resolver.native.server import NativeServer, start_native_or_warn
+from resolver.ops.health import health_routes
+from resolver.ops.metrics import (
     BUSINESS_PATH,
     METRICS_PATH,
     InstrumentedStore,
@@ -35,17 +45,7 @@ from resolver.metrics import (
     metrics_handler,
     this_year,
 )
-from resolver.native.handler import NativeHandler
-from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
-from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.resolve import Resolver
-from resolver.routes import routes
-from resolver.session_routes import session_routes
-from resolver.sessions import SessionStore
-from resolver.shared_cache import node_cache
-from resolver.template_routes import template_routes
-from resolver.throttle import GuessThrottle
-from resolver.web import announce_session, request_caller
 
 __all__ = ["create_app", "node_site"]
 
@@ -108,7 +108,7 @@ def create_app(
     app = web.Application(
         middlewares=[request_context],
         client_max_size=config.max_body_bytes,
-        # Bodies are decoded by resolver.bodies, within the body limits and with JSON errors.
+        # Bodies are decoded by resolver.http.bodies, within the body limits and with JSON errors.
         handler_args={"auto_decompress": False},
     )
     app[CONFIG_KEY] = config

@@ -1,6 +1,6 @@
 """The node's OpenAPI 3.1 document and a readable page made from it.
 
-``resolver/openapi.json`` is maintained by hand next to the routes; ``tests/resolver/test_openapi.py``
+``resolver/http/openapi.json`` is maintained by hand next to the routes; ``tests/resolver/test_openapi.py``
 keeps it true (every route described, every operation routed) and schemathesis fuzzes a live node
 against it. ``GET /api/openapi.json`` serves the file as it is; ``GET /api/docs`` renders it as one
 HTML page on the server: no scripts, no fonts or styles from elsewhere, so it works offline.
@@ -25,7 +25,7 @@ METHODS = ("get", "put", "post", "patch", "delete", "head", "options")
 
 @functools.cache
 def spec_bytes() -> bytes:
-    return resources.files("resolver").joinpath("openapi.json").read_bytes()
+    return resources.files("resolver.http").joinpath("openapi.json").read_bytes()
 
 
 @functools.cache

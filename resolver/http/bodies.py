@@ -1,6 +1,6 @@
 """Request bodies and their ``Content-Encoding``: decoded here, within the body limits.
 
-aiohttp's own decoding is switched off (``auto_decompress`` in resolver.app): a body that was not
+aiohttp's own decoding is switched off (``auto_decompress`` in resolver.http.app): a body that was not
 what its Content-Encoding said reached the handlers as a 500 (or a ``text/plain`` 400 from the
 parser), and which codings it decodes (br, zstd) depends on optional libraries being installed.
 The rule here:

@@ -14,9 +14,9 @@ from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidR
 from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
 from registry.model import MAX_INDEX, HandleName, normalise_prefix, prefix_handle_of
-from resolver.keys import CONFIG_KEY, registry_of, resolver_of
-from resolver.metrics import REGISTRATIONS
-from resolver.web import flag, json_response, read_json, request_caller
+from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.http.web import flag, json_response, read_json, request_caller
+from resolver.ops.metrics import REGISTRATIONS
 
 __all__ = ["routes"]
 

@@ -1,5 +1,5 @@
 """Response codes → HTTP statuses: the one place the mapping lives (the codes: registry.errors; the JSON
-error body: resolver.web.error_body)."""
+error body: resolver.http.web.error_body)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ it back after the writer's tombstone (the cache-aside race). Writers set tombsto
 
 Lookups arriving in the same event-loop tick share one MGET, and fills one pipeline
 (:class:`TickBatcher`). Every command
-runs under a short timeout and behind a :class:`~resolver.breaker.CircuitBreaker`; failures surface
+runs under a short timeout and behind a :class:`~resolver.cache.breaker.CircuitBreaker`; failures surface
 as :class:`RedisUnavailable` so the caller goes to the store instead.
 """
 
@@ -35,8 +35,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from resolver import metrics
-from resolver.breaker import CircuitBreaker
+from resolver.cache.breaker import CircuitBreaker
+from resolver.ops import metrics
 
 __all__ = [
     "FILL_LUA",

@@ -18,7 +18,7 @@ import socket
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from registry.stores.base import HandleStore
-from resolver.cache import TieredCache, build_cache
+from resolver.cache.tiered import TieredCache, build_cache
 from resolver.config import Config, ConfigError
 
 __all__ = [

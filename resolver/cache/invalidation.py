@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 from redis.asyncio import Redis
 
-from resolver.redis_tier import RedisTier, RedisUnavailable, node_client
+from resolver.cache.redis_tier import RedisTier, RedisUnavailable, node_client
 
 __all__ = ["InvalidationBus"]
 

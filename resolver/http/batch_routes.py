@@ -19,11 +19,11 @@ from registry.auth import Caller
 from registry.batch import BatchFailure, BatchValidator, gc_paused
 from registry.errors import RC_PROTOCOL_ERROR, RC_SUCCESS, InvalidRequest
 from registry.inputs import UNPAIRED_SURROGATE, has_unpaired_surrogate, json_problem
-from resolver.bodies import BodyDecoder, body_coding
-from resolver.errors import http_status
-from resolver.keys import CONFIG_KEY, STATE_KEY, registry_of
-from resolver.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
-from resolver.web import error_response, flag, request_caller
+from resolver.http.bodies import BodyDecoder, body_coding
+from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of
+from resolver.http.statuses import http_status
+from resolver.http.web import error_response, flag, request_caller
+from resolver.ops.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
 
 __all__ = ["batch_routes"]
 

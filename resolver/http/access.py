@@ -4,7 +4,7 @@ One layer rather than three keeps the resolve path short.
 
 Every request gets a request id: a sane incoming ``X-Request-Id`` is kept, anything else is replaced
 by a fresh one. It is echoed in the reply's ``X-Request-Id`` header and set in
-:data:`resolver.logs.REQUEST_ID`, so every log line written while serving the request carries it.
+:data:`resolver.ops.logs.REQUEST_ID`, so every log line written while serving the request carries it.
 
 With the ``access_log`` setting on, each request also leaves one line on the ``idnode.access``
 logger: method, route template (never the raw path or query), status, duration, request id, the
@@ -24,11 +24,11 @@ from aiohttp import web
 
 from registry.auth import Identity
 from registry.errors import HandleError
-from resolver.credentials import parse_basic
-from resolver.keys import CONFIG_KEY
-from resolver.logs import REQUEST_ID, sane_request_id
-from resolver.metrics import record_request
-from resolver.web import answer
+from resolver.http.credentials import parse_basic
+from resolver.http.keys import CONFIG_KEY
+from resolver.http.web import answer
+from resolver.ops.logs import REQUEST_ID, sane_request_id
+from resolver.ops.metrics import record_request
 
 __all__ = ["REQUEST_ID_HEADER", "claimed_identity", "request_context"]
 
@@ -42,7 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def claimed_identity(authorization: str | None) -> str | None:
     """The ``index:handle`` identity named in Basic credentials, parsed exactly as authentication
-    parses it (:func:`resolver.credentials.parse_basic`, then ``Identity.parse``); None when there
+    parses it (:func:`resolver.http.credentials.parse_basic`, then ``Identity.parse``); None when there
     is none, it is not a valid identity, or it holds whitespace. Whether the secret was right shows
     in the status (401, 403 or 429)."""
     if not authorization:

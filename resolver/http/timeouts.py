@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from resolver.http_errors import json_parse_errors
+from resolver.http.parser_errors import json_parse_errors
 
 __all__ = ["HttpTimeouts", "TimedSite"]
 

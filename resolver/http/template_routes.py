@@ -7,8 +7,8 @@ from aiohttp import web
 from registry.errors import HandleNotFound, InvalidRequest
 from registry.model import normalise_prefix
 from registry.templates import parse_version
-from resolver.keys import registry_of
-from resolver.web import json_response, read_json, request_caller
+from resolver.http.keys import registry_of
+from resolver.http.web import json_response, read_json, request_caller
 
 __all__ = ["template_routes"]
 

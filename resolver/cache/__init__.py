@@ -1,0 +1,1 @@
+"""Cache tiers: local LRU, Redis, invalidation across processes, the Redis breaker."""

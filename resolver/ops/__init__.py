@@ -1,0 +1,1 @@
+"""Operating the node: Prometheus metrics, health endpoints, logs."""
