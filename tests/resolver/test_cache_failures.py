@@ -132,7 +132,7 @@ async def app_client(tmp_path, monkeypatch) -> AsyncIterator[Any]:  # type: igno
 
 
 def cache_of(client: TestClient) -> TieredCache:
-    cache = client.server.app[STATE_KEY].resolver.cache.tiered  # type: ignore[union-attr]
+    cache = client.server.app[STATE_KEY].resolver.cache  # type: ignore[union-attr]
     assert isinstance(cache, TieredCache)
     return cache
 

@@ -216,7 +216,7 @@ async def test_auth_flag_bypasses_the_cache(client, ent):
             stale = HandleValue(index=1, type="URL", data=b"https://stale.example", timestamp=1)
             return pack_record(Record(handle=h, values=(stale,), version=0))
 
-    client.server.app[STATE_KEY].resolver.cache.tiered = StaleCache()
+    client.server.app[STATE_KEY].resolver.cache = StaleCache()
     cached = by_index(await ok(await resolve(client, h)))
     assert cached[1]["data"]["value"] == "https://stale.example"
     for query in ("auth", "auth=true", "auth=yes"):
