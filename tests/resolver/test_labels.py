@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +27,16 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 from pypdf import PdfReader
 
+from resolver.config import ConfigError, load_config
+from resolver.http.public_url import handle_path, handle_url, public_base_url
+from resolver.labels.fonts import unicode_font
 from resolver.labels.layouts import LAYOUTS
 from resolver.labels.qr import QUIET_ZONE
 from resolver.labels.routes import LABELS_KEY, SHEETS_AT_ONCE
 from resolver.labels.sheet import Label, LabelSheet
-from tests.resolver.conftest import basic
+from tests.conftest import ADMIN_SECRET
+from tests.nodeproc import NodeProcess
+from tests.resolver.conftest import NODE_ADMIN, basic, make_uscc
 
 BASE = "http://127.0.0.1:8000"  # the default public_base_url of the test config (host and port)
 
@@ -403,3 +409,95 @@ def test_text_without_a_font_is_printed_as_the_url_has_it() -> None:
     assert scan(image) == [url_of(handle)]
     assert "88.118.8.1001/%E6%89%B9%E6%AC%A1-1" in text
     assert embedded_fonts(pdf) == set()
+
+
+# ----------------------------------------------------------------------------------------- public URLs
+
+
+@pytest.mark.parametrize(
+    ("settings", "base"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"host": "0.0.0.0", "port": "80"}, "http://127.0.0.1"),
+        ({"host": "0.0.0.0", "advertise_host": "2001:db8::7"}, "http://[2001:db8::7]:8000"),
+        ({"host": "::1", "port": "443", "tls_cert": "c.pem", "tls_key": "k.pem"}, "https://[::1]"),
+        ({"host": "localhost"}, "http://localhost:8000"),
+        ({"public_base_url": "https://id.example.cn/"}, "https://id.example.cn"),
+        ({"public_base_url": "http://10.1.2.3:8080/resolve"}, "http://10.1.2.3:8080/resolve"),
+    ],
+)
+def test_public_base_url(settings: dict[str, str], base: str) -> None:
+    assert public_base_url(load_config(env={}, overrides=settings)) == base
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "id.example.cn",
+        "ftp://id.example.cn",
+        "https://",
+        "https://id.example.cn/?a=1",
+        "https://id.example.cn/#top",
+        "https://user:pw@id.example.cn",
+        "https://标识.中国",
+        "https://id.example.cn/a b",
+        "https://id.example.cn:99999",
+    ],
+)
+def test_public_base_url_is_validated(url: str) -> None:
+    with pytest.raises(ConfigError, match="public_base_url"):
+        load_config(env={"IDNODE_PUBLIC_BASE_URL": url})
+
+
+def test_handle_urls() -> None:
+    assert handle_url("https://id.example.cn", "88.118.8.1001/SKU-1") == "https://id.example.cn/88.118.8.1001/SKU-1"
+    assert handle_path("88.118.8.1001/a b/é~") == "/88.118.8.1001/a%20b/%C3%A9~"
+    assert handle_path("88.118.8.1001/..") == "/88.118.8.1001%2F.."
+    assert handle_path("88.118.8.1001/a/") == "/88.118.8.1001%2Fa%2F"
+    assert handle_path("0.NA/88.118.8.1001") == "/0.NA/88.118.8.1001"
+
+
+def test_unknown_label_font_is_no_font(tmp_path: Path) -> None:
+    not_a_font = tmp_path / "x.ttf"
+    not_a_font.write_bytes(b"not a font")
+    assert unicode_font(str(not_a_font)) is None
+    assert unicode_font(str(tmp_path / "missing.ttc") + "#2") is None
+    found = unicode_font("")
+    assert found is not None and Path(found.path).is_file(), "fonts-noto-cjk is installed by .ci/run"
+
+
+# ----------------------------------------------------------------------------------------- a real node
+
+
+def _http(url: str, headers: dict[str, str] | None = None, body: Any = None, method: str = "GET") -> bytes:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return reply.read()
+
+
+def test_a_served_node_prints_codes_of_its_public_url(tmp_path: Path) -> None:
+    """``idnode serve`` with IDNODE_PUBLIC_BASE_URL: its codes and sheets carry that URL."""
+    node = NodeProcess(tmp_path, env={"IDNODE_PUBLIC_BASE_URL": "https://id.example.cn"}).wait_ready()
+    try:
+        admin = basic(NODE_ADMIN, ADMIN_SECRET)
+        promoter = json.loads(
+            _http(f"{node.url}/api/promoters", admin, {"name": "P", "uscc": make_uscc(1, "92")}, "POST")
+        )
+        body = {"name": "E", "uscc": make_uscc(1), "promoter": promoter["id"]}
+        enterprise = json.loads(_http(f"{node.url}/api/enterprises", admin, body, "POST"))
+        owner = basic(enterprise["admin"], enterprise["secret"])
+        handles = [f"{enterprise['prefix']}/件-{i}" for i in range(3)]
+        for handle in handles:
+            value = {"values": [{"index": 1, "type": "URL", "data": "https://trace.example.com/1"}]}
+            _http(f"{node.url}/api/handles/{quote(handle)}", owner, value, "PUT")
+        png = _http(f"{node.url}/api/qr/{quote(handles[0])}?format=png")
+        assert scan(Image.open(io.BytesIO(png)).convert("L")) == [url_of(handles[0], "https://id.example.cn")]
+        pdf = _http(f"{node.url}/api/labels?prefix={enterprise['prefix']}", owner)
+        ((image, text),) = pdf_pages(pdf)
+        assert sorted(scan(image)) == sorted(url_of(h, "https://id.example.cn") for h in handles)
+        assert all(h in text for h in handles)
+    finally:
+        node.stop()
