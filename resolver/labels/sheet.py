@@ -18,7 +18,7 @@ from fpdf import FPDF
 
 from registry.errors import InvalidRequest
 from resolver.labels.fonts import FontFile
-from resolver.labels.layouts import Layout
+from resolver.labels.layouts import LAYOUTS, Layout
 from resolver.labels.qr import QUIET_ZONE, make_qr
 
 __all__ = ["Label", "LabelSheet"]
@@ -27,6 +27,7 @@ PT = 25.4 / 72  # millimetres in a point
 LATIN = "helvetica"  # PDF base font: Latin-1, never embedded
 UNICODE = "labeltext"  # the embedded font for other text
 GAP = 2.0  # mm between the code (its dark modules) and the text
+MIN_MODULE = 0.2  # mm: about the smallest module a 300 dpi printer and a phone camera handle (long URLs)
 NOTE_CHARS = 120  # a field value longer than this is cut before it is laid out
 BREAK_AFTER = "/-_.:; "
 
@@ -80,6 +81,15 @@ class LabelSheet:
         except InvalidRequest as exc:
             exc.handle = label.handle
             raise
+        modules = code.symbol_size(border=QUIET_ZONE)[0]
+        if side / modules < MIN_MODULE:
+            roomy = [n for n, other in LAYOUTS.items() if (other.height - 2 * other.padding) / modules >= MIN_MODULE]
+            raise InvalidRequest(
+                f"the code of {label.handle} is {modules} modules wide: on {layout.name} labels a module would be "
+                f"{side / modules:.2f} mm, below the {MIN_MODULE} mm printers and phone cameras need; "
+                + (f"use layout {' or '.join(roomy)}" if roomy else "print it from GET /api/qr instead"),
+                label.handle,
+            )
         image = io.BytesIO()
         code.save(image, kind="png", scale=1, border=QUIET_ZONE)
         pdf.image(image, x=x + pad, y=y + pad, w=side, h=side)

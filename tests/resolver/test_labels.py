@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 from pypdf import PdfReader
 
+from registry.errors import InvalidRequest
 from resolver.config import ConfigError, load_config
 from resolver.http.public_url import handle_path, handle_url, public_base_url
 from resolver.labels.fonts import unicode_font
@@ -409,6 +410,29 @@ def test_text_without_a_font_is_printed_as_the_url_has_it() -> None:
     assert scan(image) == [url_of(handle)]
     assert "88.118.8.1001/%E6%89%B9%E6%AC%A1-1" in text
     assert embedded_fonts(pdf) == set()
+
+
+def test_long_identifiers_shrink_then_are_cut() -> None:
+    """The longest handles still get a label: the text at the layout's smallest size, cut with "..."
+    where even that does not fit; the code (version 40 for 240 Chinese characters) scans in full."""
+    long_ascii = "88.118.8.1001/" + "X" * 241
+    long_chinese = "88.118.8.1001/" + "批次" * 120
+    sheet = LabelSheet(LAYOUTS["a4-3x7"], "t", lambda: unicode_font(""))
+    sheet.add([Label(long_ascii, url_of(long_ascii)), Label(long_chinese, url_of(long_chinese), "备注" * 100)])
+    ((image, text),) = pdf_pages(sheet.finish(), dpi=300)
+    assert sorted(scan(image)) == sorted([url_of(long_ascii), url_of(long_chinese)])
+    assert text.startswith("88.118.8.1001/" + "X" * 20)
+    assert "88.118.8.1001/" + "批次" * 20 in text and text.endswith("...")  # Chinese: cut, and no room for the note
+
+
+@pytest.mark.parametrize("layout", ["a4-3x8", "a4-4x10"])
+def test_codes_too_fine_to_print_are_refused(layout: str) -> None:
+    """A code whose modules would be under 0.2 mm on the layout's labels: a 400 naming a layout where it fits."""
+    handle = "88.118.8.1001/" + "批次" * 120
+    sheet = LabelSheet(LAYOUTS[layout], "t", lambda: None)
+    with pytest.raises(InvalidRequest, match="use layout a4-3x7") as refused:
+        sheet.add([Label(handle, url_of(handle))])
+    assert refused.value.handle == handle
 
 
 # ----------------------------------------------------------------------------------------- public URLs
