@@ -71,6 +71,7 @@ class Registry:
         self.caller_of = self.callers.caller_of
         self.may_read_private = self.callers.may_read_private
         self.list_handles = self.callers.list_handles
+        self.handles_from = self.callers.handles_from
         self.require_node_admin = require_node_admin
         # Writes (the single writer) and their listeners.
         self.add_listener = writes.add_listener

@@ -20,6 +20,7 @@ __all__ = [
     "Enterprise",
     "HandleStore",
     "HandleWrite",
+    "ListedHandle",
     "Promoter",
     "StoredHandle",
     "WriteOutcome",
@@ -78,6 +79,15 @@ class StoredHandle:
 
 
 @dataclass(frozen=True, slots=True)
+class ListedHandle:
+    """A handle in listing order: ``position`` orders the handles of a prefix (what to continue after)."""
+
+    position: int
+    handle: str
+    packed: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Promoter:
     id: int
     name: str
@@ -125,6 +135,13 @@ class HandleStore(Protocol):
 
     async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """(total under the normalised prefix, the handles of page ``page``); cost independent of page."""
+
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        """Up to ``limit`` handles under the normalised prefix with their records, in listing order:
+        those past ``position`` ``after``, from the handle whose key is ``start`` on (none when
+        ``start`` is not a handle under the prefix)."""
 
     async def current_version(self) -> int:
         """The highest version any write has used (monotonic over the store's life)."""

@@ -76,6 +76,7 @@ from registry.stores.base import (
     Attribution,
     Enterprise,
     HandleWrite,
+    ListedHandle,
     Promoter,
     StoredHandle,
     WriteOutcome,
@@ -309,6 +310,10 @@ FROM t LEFT JOIN (
 ORDER BY p.id
 """
 _COUNT = "SELECT COALESCE(SUM(n), 0)::bigint FROM list_buckets WHERE prefix = $1 AND n > 0"
+_FROM = (
+    "SELECT id, handle, record FROM handles WHERE prefix = $1 AND id > $2 AND ($3::text IS NULL OR id >= "
+    "(SELECT id FROM handles WHERE hkey = $3 AND prefix = $1)) ORDER BY id LIMIT $4"
+)
 
 _HANDLE_COLUMNS = "hkey, record, version, enterprise_id, created_at"
 _GET = f"SELECT {_HANDLE_COLUMNS} FROM handles WHERE hkey = $1"
@@ -812,6 +817,12 @@ class PostgresStore:
         rows = await self._fetch(_LIST, prefix, skip, page_size)
         total = int(rows[0][0]) if rows else 0
         return total, [r[1] for r in rows if r[1] is not None]
+
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        rows = await self._fetch(_FROM, prefix, after, start, max(0, limit))
+        return [ListedHandle(r[0], r[1], bytes(r[2])) for r in rows]
 
     # -- promoters and enterprises -------------------------------------------------------------
     @staticmethod

@@ -33,6 +33,7 @@ from registry.stores.base import (
     Attribution,
     Enterprise,
     HandleWrite,
+    ListedHandle,
     Promoter,
     StoredHandle,
     WriteOutcome,
@@ -340,6 +341,19 @@ class SQLiteStore:
                 (prefix, start_bucket * LIST_BUCKET, page_size, skip),
             ).fetchall()
             return total, [_handle_of(r[0]) for r in rows]
+
+        return await self._read(run)
+
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        def run(c: sqlite3.Connection) -> list[ListedHandle]:
+            rows = c.execute(
+                "SELECT id, record FROM handles WHERE prefix = ? AND id > ? AND (? IS NULL OR id >= "
+                "(SELECT id FROM handles WHERE hkey = ? AND prefix = ?)) ORDER BY id LIMIT ?",
+                (prefix, after, start, start, prefix, max(0, limit)),
+            ).fetchall()
+            return [ListedHandle(r[0], _handle_of(r[1]), r[1]) for r in rows]
 
         return await self._read(run)
 

@@ -32,6 +32,7 @@ from resolver.http.sessions import SessionStore
 from resolver.http.template_routes import template_routes
 from resolver.http.throttle import GuessThrottle
 from resolver.http.web import announce_session, request_caller
+from resolver.labels.routes import setup_labels
 from resolver.native.handler import NativeHandler
 from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
 from resolver.native.server import NativeServer, start_native_or_warn
@@ -119,6 +120,7 @@ def create_app(
     app.router.add_routes(admin_routes)
     app.router.add_routes(template_routes)
     app.router.add_routes(session_routes)
+    setup_labels(app)  # /api/qr/{handle}, /api/labels
     app.router.add_routes(tracker_routes)
     setup_pages(app, BUREAU_PAGES)  # the page templates and catalogues (later pages add theirs here)
     app.router.add_routes(health_routes)

@@ -393,6 +393,29 @@ async def test_listing_across_buckets(store: HandleStore) -> None:
     assert (await store.registration_counts(FEB28, MAR2, FAR))[1] == 2300 - len(gone & {w.handle for w in first})
 
 
+async def test_handles_from_a_handle_in_listing_order(store: HandleStore) -> None:
+    """What a label sheet reads: records in listing order from one handle on, then past a position."""
+    await store.write([put(f"h{i}") for i in range(6)], now=NOW)
+    await store.write([put("other", prefix=Q)], now=NOW)
+    await store.write([delete("h2")], now=NOW)
+    await store.write([put("h2", text="again")], now=NOW)  # recreated: now at the end
+    expected = await listing(store)
+    assert expected == [f"{P}/h{i}" for i in (0, 1, 3, 4, 5, 2)]
+
+    rows = await store.handles_from(P, 100)
+    assert [r.handle for r in rows] == expected
+    assert [r.position for r in rows] == sorted(r.position for r in rows)
+    assert unpack_record(rows[-1].packed).values == values("again")
+    assert [r.handle for r in await store.handles_from(P, 2, start=f"{P}/h3")] == [f"{P}/h3", f"{P}/h4"]
+    first = await store.handles_from(P, 3, start=f"{P}/h1")
+    rest = await store.handles_from(P, 10, after=first[-1].position)
+    assert [r.handle for r in first + rest] == expected[1:]
+    assert await store.handles_from(P, 10, start=f"{P}/missing") == []
+    assert await store.handles_from(P, 10, start=f"{Q}/other") == []  # not under P
+    assert await store.handles_from(P, 0) == []
+    assert [r.handle for r in await store.handles_from(Q, 10)] == [f"{Q}/other"]
+
+
 async def test_bulk_write_of_every_kind(store: HandleStore) -> None:
     """Large calls take the bulk paths (COPY, packing off the event loop in PostgreSQL)."""
     base = [put(f"k{i:05d}", eid=2) for i in range(3000)]
