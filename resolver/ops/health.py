@@ -46,7 +46,7 @@ async def readyz(request: web.Request) -> web.Response:
         body["store"] = "unavailable"
         body["store_error"] = str(exc) or type(exc).__name__
         degraded.append("store")
-    cache = resolver.cache.tiered
+    cache = resolver.cache
     status = getattr(cache, "status", None)
     cache_status: dict[str, Any] | None = status() if callable(status) else None
     if cache_status is not None:
