@@ -37,6 +37,10 @@ PG_RECIPE = (
 )
 
 
+def _handles(n: int) -> str:
+    return f"{n:,} handle" + ("" if n == 1 else "s")
+
+
 def _utc(seconds: int) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -220,7 +224,7 @@ def backup(config: Config, destination: str, force: bool) -> None:
     except HandleError as exc:
         raise Failed(exc.message) from None
     click.echo(
-        f"backed up {database} to {report.path}: {report.bytes:,} bytes, {report.handles:,} handles, "
+        f"backed up {database} to {report.path}: {report.bytes:,} bytes, {_handles(report.handles)}, "
         f"schema version {report.schema_version}, write version {report.write_version}"
     )
     click.echo(_key_note(config))
@@ -255,7 +259,7 @@ def restore(config: Config, source: str, force: bool) -> None:
     if report.kept:
         click.echo(f"the store that was there is kept as {report.kept}")
     click.echo(
-        f"restored {source} to {report.path}: {report.handles:,} handles, schema version {report.schema_version}, "
+        f"restored {source} to {report.path}: {_handles(report.handles)}, schema version {report.schema_version}, "
         f"write version {report.write_version}"
     )
     detail = {"from": os.path.abspath(source), "handles": report.handles, "write_version": report.write_version}
