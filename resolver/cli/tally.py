@@ -25,10 +25,10 @@ __all__ = ["tally"]
 
 
 class _TallyGroup(click.Group):
-    """``idnode tally --from …`` (the shape before ``tally show``) still works for one release."""
+    """``idnode tally [--from …]`` (the shape before ``tally show``) still works for one release."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             warn_renamed("`idnode tally [OPTIONS]`", "`idnode tally show [OPTIONS]`")
             args = ["show", *args]
         return super().parse_args(ctx, args)

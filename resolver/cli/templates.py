@@ -10,6 +10,7 @@ import click
 from registry.errors import HandleNotFound, InvalidRequest
 from registry.inputs import decode_json
 from registry.model import normalise_prefix
+from registry.templates import parse_version
 from resolver.cli.common import CACHE, STORE, emit, json_option, run_admin, settings
 
 __all__ = ["template"]
@@ -79,12 +80,16 @@ def template_list(config: Any, enterprise_prefix: str | None, as_json: bool) -> 
 
 
 @template.command("show")
-@click.argument("template_id", metavar="ID")
-@click.option("--version", "version", type=click.IntRange(min=1), help="The version (default: the latest).")
+@click.argument("ref", metavar="ID[@VERSION]")
 @scope_option
 @settings(*STORE)
-def template_show(config: Any, template_id: str, version: int | None, enterprise_prefix: str | None) -> None:
-    """Print template ID as JSON (as GET /api/templates/ID answers it)."""
+def template_show(config: Any, ref: str, enterprise_prefix: str | None) -> None:
+    """Print template ID as JSON (as GET /api/templates/ID answers it): its latest version, or
+    VERSION (written as import's --template names one)."""
+    template_id, at, version_text = ref.partition("@")
+    version = parse_version(version_text) if at else None
+    if at and version is None:
+        raise click.BadParameter("ID or ID@VERSION, VERSION a positive integer", param_hint="ID[@VERSION]")
     scope = normalise_prefix(enterprise_prefix) if enterprise_prefix else ""
 
     async def work(registry: Any, caller: Any) -> Any:

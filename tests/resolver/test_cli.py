@@ -89,6 +89,7 @@ def test_one_meaning_per_flag_across_commands():
         if isinstance(command, click.Group) or path == ("serve",):
             continue
         mine = flags(command)
+        assert "--version" not in mine, path  # idnode --version: the program's; a template's is ID@VERSION
         for flag, param in mine.items():
             if flag in serve:
                 assert param.help == serve[flag].help, (path, flag)
@@ -172,6 +173,13 @@ def test_tally_has_one_shape_and_the_old_one_still_works_for_a_release(store):
     old = run("tally", "--store", store, "--from", "2025-01-01", "--to", "2026-01-01")
     assert old.exit_code == 0 and old.stdout == r.stdout
     assert "`idnode tally [OPTIONS]` is deprecated" in old.stderr and "idnode tally show" in old.stderr
+    bare = run("tally", env={"IDNODE_STORE": store})  # 0.1.0: the tally of the default period
+    assert bare.exit_code == 0 and "period [" in bare.stdout and "deprecated" in bare.stderr
+    assert "Commands:" in run("tally", "--help").output
+    policy = Path(store.removeprefix("sqlite:///")).parent / "policy.json"
+    policy.write_text(json.dumps({"mode": "pooled"}), encoding="utf-8")
+    r = run("tally", "show", "--store", store, "--policy", str(policy))
+    assert r.exit_code == 0 and "reading pooled" in r.stdout and "use --policy-file" in r.stderr
 
 
 TEMPLATE = {
@@ -201,10 +209,12 @@ def test_templates_list_show_create_and_add_versions(store, tmp_path):
 
     shown = json.loads(run("template", "show", "sku-basic", "--store", store).output)
     assert shown["version"] == 2 and [f["name"] for f in shown["fields"]] == ["batch", "color"]
-    v1 = json.loads(run("template", "show", "sku-basic", "--version", "1", "--store", store).output)
+    v1 = json.loads(run("template", "show", "sku-basic@1", "--store", store).output)
     assert [f["name"] for f in v1["fields"]] == ["batch"]
     r = run("template", "show", "nope", "--store", store)
     assert r.exit_code == EXIT_FAILED and "no template nope" in r.output
+    assert run("template", "show", "sku-basic@3", "--store", store).exit_code == EXIT_FAILED
+    assert run("template", "show", "sku-basic@x", "--store", store).exit_code == EXIT_USAGE
     listed = json.loads(run("template", "list", "--store", store, "--json").output)
     assert [(t["id"], t["version"], t["scope"]) for t in listed] == [("sku-basic", 1, "node"), ("sku-basic", 2, "node")]
     plain = run("template", "list", "--store", store).output
