@@ -43,7 +43,7 @@ def enterprise() -> None:
     """Application enterprises (推广应用企业) and their prefixes."""
 
 
-@enterprise.command("add")
+@enterprise.command("add", short_help="Onboard an enterprise; prints its secret once.")
 @click.option("--name", required=True, help="Legal name.")
 @click.option("--uscc", required=True, help="Unified social credit code (统一社会信用代码).")
 @click.option("--promoter", "promoter_ref", required=True, help="Promoter id or credit code.")
@@ -60,7 +60,7 @@ def enterprise_add(
     emit({**enterprise_json(ent), "secret": secret}, as_json)
 
 
-@enterprise.command("list")
+@enterprise.command("list", short_help="List enterprises.")
 @json_option
 @settings(*STORE)
 def enterprise_list(config: Config, as_json: bool) -> None:
@@ -69,7 +69,7 @@ def enterprise_list(config: Config, as_json: bool) -> None:
     emit([enterprise_json(e) for e in rows], as_json)
 
 
-@enterprise.command("move")
+@enterprise.command("move", short_help="Attribute an enterprise to another promoter.")
 @click.argument("enterprise_ref")
 @click.option("--promoter", "promoter_ref", required=True, help="The new promoter (id or credit code).")
 @json_option
@@ -81,7 +81,7 @@ def enterprise_move(config: Config, enterprise_ref: str, promoter_ref: str, as_j
 
 
 def _status_command(command_name: str, status: str, doc: str) -> None:
-    @enterprise.command(command_name, help=doc)
+    @enterprise.command(command_name, help=doc, short_help=doc.split(" ENTERPRISE_REF")[0] + " an enterprise.")
     @click.argument("enterprise_ref")
     @json_option
     @settings(*STORE, *CACHE)
@@ -123,7 +123,7 @@ def auditor_list(config: Config, as_json: bool) -> None:
     emit([{"name": a.name, "identity": a.identity, "created": c} for a, c in zip(rows, created, strict=True)], as_json)
 
 
-@auditor.command("revoke")
+@auditor.command("revoke", short_help="Revoke an auditor identity.")
 @click.argument("name")
 @settings(*STORE, *CACHE)
 def auditor_revoke(config: Config, name: str) -> None:

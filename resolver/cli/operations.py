@@ -57,7 +57,7 @@ def admin() -> None:
     """The node administrator's identity (300:0.NA/<prefix>)."""
 
 
-@admin.command("reset-secret")
+@admin.command("reset-secret", short_help="Replace a lost admin secret; prints the new one once.")
 @click.option("--yes", is_flag=True, help="Do not ask: the old secret stops working at once.")
 @settings(*STORE, *CACHE)
 def admin_reset_secret(config: Config, yes: bool) -> None:
@@ -162,7 +162,7 @@ def cache_show(config: Config, as_json: bool) -> None:
     emit(dataclasses.asdict(shared), as_json)
 
 
-@cache_group.command("forget")
+@cache_group.command("forget", short_help="Forget the recorded cache.")
 @settings(*STORE)
 def cache_forget(config: Config) -> None:
     """Forget the recorded cache, once no node uses that Redis any more (a node started with a

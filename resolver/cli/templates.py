@@ -64,7 +64,7 @@ def template() -> None:
     """Metadata templates: the fields (index >= 2000) an identifier of a kind carries."""
 
 
-@template.command("list")
+@template.command("list", short_help="List every version of every template.")
 @scope_option
 @json_option
 @settings(*STORE)
@@ -79,7 +79,7 @@ def template_list(config: Any, enterprise_prefix: str | None, as_json: bool) -> 
         emit([_summary(t) for t in templates], False)
 
 
-@template.command("show")
+@template.command("show", short_help="Print a template as JSON.")
 @click.argument("ref", metavar="ID[@VERSION]")
 @scope_option
 @settings(*STORE)
@@ -102,7 +102,7 @@ def template_show(config: Any, ref: str, enterprise_prefix: str | None) -> None:
     emit(run_admin(config, work).to_json(), True)
 
 
-@template.command("create")
+@template.command("create", short_help="Create a template from a JSON file.")
 @click.argument("file", type=click.File("rb"))
 @scope_option
 @settings(*STORE, *CACHE)
@@ -118,7 +118,7 @@ def template_create(config: Any, file: Any, enterprise_prefix: str | None) -> No
     emit(made.to_json(), True)
 
 
-@template.command("add-version")
+@template.command("add-version", short_help="Add the next version of a template.")
 @click.argument("template_id", metavar="ID")
 @click.argument("file", type=click.File("rb"))
 @scope_option
