@@ -41,11 +41,14 @@ __all__ = [
     "cli_source",
     "emit",
     "json_option",
+    "load_settings",
+    "node_admin",
     "run_admin",
     "setting_options",
     "settings",
     "warn",
     "warn_renamed",
+    "writer_cache",
 ]
 
 # Exit codes: distinct, the same for every command (README, `idnode --help`).
