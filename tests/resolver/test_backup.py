@@ -226,3 +226,16 @@ def test_postgresql_stores_are_pointed_to_pg_dump(pg_store_url, tmp_path):
         assert r.exit_code == EXIT_FAILED, r.output
         assert "pg_dump --format=custom" in r.output and "Backups and upgrades" in r.output
     assert not (tmp_path / "b.db").exists()
+
+
+async def test_a_store_being_restored_is_not_opened(tmp_path):
+    """Nodes and commands take the store's lock shared; a restore holds it exclusively."""
+    from registry.errors import StoreInUse
+    from registry.stores import open_store
+    from registry.stores.sqlite_files import _exclusive
+
+    db = tmp_path / "idnode.db"
+    with _exclusive(db), pytest.raises(StoreInUse, match="is being restored"):
+        await open_store(f"sqlite:///{db}")
+    store = await open_store(f"sqlite:///{db}")  # and once it is done, as usual
+    await store.close()
