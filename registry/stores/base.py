@@ -8,15 +8,17 @@ buckets, so counters can never disagree with the identifiers they count.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from registry.errors import StoreTooNew
 from registry.model import HandleValue
 
 __all__ = [
     "LIST_BUCKET",
     "Attribution",
+    "AuditEntry",
     "Enterprise",
     "HandleStore",
     "HandleWrite",
@@ -25,6 +27,8 @@ __all__ = [
     "StoredHandle",
     "WriteOutcome",
     "WriteResult",
+    "audit_where",
+    "schema_too_new",
 ]
 
 # Listing pages are found through per-prefix counts of live handles in buckets of ids.
@@ -113,6 +117,42 @@ class Attribution:
     effective_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit log: who did what to what, from where, when (registry.audit)."""
+
+    id: int  # grows with every entry
+    at: int
+    actor: str  # the identity acting, e.g. 300:0.NA/88.118.8
+    action: str  # e.g. admin.reset-secret
+    target: str  # what it acted on, e.g. 0.NA/88.118.8
+    source: str  # where from: "idnode CLI, user@host", a client address
+    detail: str  # a JSON object, never a secret
+
+
+def audit_where(
+    before_id: int | None, action: str | None, target: str | None, since: int | None, mark: Callable[[int], str]
+) -> tuple[str, list[object]]:
+    """The WHERE clause of an audit-log query and its arguments; ``mark(n)`` is the n-th placeholder."""
+    terms: list[str] = []
+    args: list[object] = []
+    conditions = (("id", "<", before_id), ("action", "=", action), ("target", "=", target), ("at", ">=", since))
+    for column, op, value in conditions:
+        if value is not None:
+            args.append(value)
+            terms.append(f"{column} {op} {mark(len(args))}")
+    return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+
+def schema_too_new(where: str, found: int, known: int) -> StoreTooNew:
+    """The refusal of a store whose schema a newer idnode wrote (migrations are forward-only)."""
+    return StoreTooNew(
+        f"the store at {where} has schema version {found}, newer than this idnode knows (up to {known}): "
+        "a newer release upgraded it. Run that release (or a later one); to go back, restore a backup "
+        "taken before the upgrade"
+    )
+
+
 @runtime_checkable
 class HandleStore(Protocol):
     """The storage interface. Times are integer UNIX seconds (UTC)."""
@@ -186,6 +226,22 @@ class HandleStore(Protocol):
 
     async def add_idempotent(self, key: str, request_hash: str, response: bytes, *, now: int) -> None:
         """Remember a reply; the first one stored for a key wins."""
+
+    # -- audit log (registry.audit) ---------------------------------------------------------------
+    async def add_audit(self, at: int, actor: str, action: str, target: str, source: str, detail: str) -> int:
+        """Append one entry; returns its id."""
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        """Entries newest first: at most ``limit``, with ids below ``before_id`` (the next page),
+        of one ``action`` and ``target`` when given, at or after ``since``."""
 
     # -- small key/value metadata (node key, schema version) -------------------------------------
     async def get_meta(self, key: str) -> str | None: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from registry.days import day_number, hour_of
-from registry.errors import InvalidRequest, StoreUnavailable
+from registry.errors import InvalidRequest, StoreInUse, StoreUnavailable
 from registry.model import Record
 from registry.packing import pack_record, unpack_record
 from registry.private_files import PRIVATE_FILE, make_private, private_dir
@@ -31,6 +32,7 @@ from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
     Attribution,
+    AuditEntry,
     Enterprise,
     HandleWrite,
     ListedHandle,
@@ -38,9 +40,11 @@ from registry.stores.base import (
     StoredHandle,
     WriteOutcome,
     WriteResult,
+    audit_where,
+    schema_too_new,
 )
 
-__all__ = ["HANDLES_DDL", "SQLiteStore", "database_file"]
+__all__ = ["HANDLES_DDL", "LOCK_SUFFIX", "SCHEMA_VERSION", "SQLiteStore", "database_file"]
 
 T = TypeVar("T")
 
@@ -116,7 +120,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX registration_counts_hour ON registration_counts (hour, day, enterprise_id, delta);
     CREATE INDEX registration_counts_day ON registration_counts (day, hour, enterprise_id, delta);
     """,
+    # 6: the audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
+    # branches go before it when they are merged, and this entry stays last (6th) in this list.
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        target TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action, id);
+    CREATE INDEX audit_log_target ON audit_log (target, id);
+    """,
 ]
+# The schema version a store is at once every migration above has run (``PRAGMA user_version``).
+SCHEMA_VERSION = len(MIGRATIONS)
+# Beside the database: every process with the store open holds a shared lock on it, and `idnode
+# restore` an exclusive one while it replaces the file (registry.stores.sqlite_files).
+LOCK_SUFFIX = "-lock"
 
 
 def _path_of(url: str) -> str:
@@ -157,6 +176,7 @@ class SQLiteStore:
         self._writer: ThreadPoolExecutor | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
         self._keeper: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._write_lock = asyncio.Lock()
 
     # -- connections ---------------------------------------------------------------------------
@@ -230,18 +250,34 @@ class SQLiteStore:
         else:
             readers = self._readers
             self._private_files()
+            self._hold_shared_lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="idnode-sqlite-w")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="idnode-sqlite-r")
-        await self._migrate()
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
         if not self._memory:
             self._private_files()  # the -wal and -shm files exist now
+
+    def _hold_shared_lock(self) -> None:
+        """A shared lock on ``<database>-lock`` for as long as the store is open: `idnode restore`
+        takes it exclusively, so it never replaces a database a node or a command has open."""
+        fd = os.open(self._path + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreInUse(f"the SQLite store {self._path} is being restored (idnode restore): try again") from None
+        self._lock_fd = fd
 
     def _private_files(self) -> None:
         """A new database file is created 0600 before SQLite opens it (SQLite gives its -wal and
         -shm files the database file's mode); existing files are tightened."""
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", "-wal", "-shm", "-journal", LOCK_SUFFIX):
             make_private(self._path + suffix)
 
     async def close(self) -> None:
@@ -252,11 +288,19 @@ class SQLiteStore:
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _migrate(self) -> None:
+        """Bring the schema up to SCHEMA_VERSION, one migration per transaction (forward only); a
+        schema newer than this code knows is refused, never touched."""
+
         def run() -> None:
             conn = self._conn()
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise schema_too_new(self._path if not self._memory else ":memory:", version, SCHEMA_VERSION)
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 try:
                     conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
@@ -269,7 +313,11 @@ class SQLiteStore:
                         raise
 
         assert self._writer is not None
-        await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        except sqlite3.DatabaseError as exc:  # not a database, no permission, a disk error, …
+            where = ":memory:" if self._memory else self._path
+            raise StoreUnavailable(f"cannot open the SQLite store {where}: {exc}") from None
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -541,6 +589,32 @@ class SQLiteStore:
                     (key, request_hash, response, now),
                 )
             )
+
+    # -- audit log ------------------------------------------------------------------------------
+    async def add_audit(self, at: int, actor: str, action: str, target: str, source: str, detail: str) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (at, actor, action, target, source, detail),
+            )
+            return int(cur.lastrowid or 0)
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        where, args = audit_where(before_id, action, target, since, lambda n: "?")
+        sql = f"SELECT id, at, actor, action, target, source, detail FROM audit_log{where} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [AuditEntry(*r) for r in rows]
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._write_lock:

@@ -36,6 +36,7 @@ from resolver.labels.routes import setup_labels
 from resolver.native.handler import NativeHandler
 from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
 from resolver.native.server import NativeServer, start_native_or_warn
+from resolver.ops.banner import STARTUP_KEY, StartupFacts
 from resolver.ops.health import health_routes
 from resolver.ops.metrics import (
     BUSINESS_PATH,
@@ -115,6 +116,7 @@ def create_app(
     app[CONFIG_KEY] = config
     app.on_response_prepare.append(announce_session)
     state = app[STATE_KEY] = NodeState(sessions=SessionStore(per_address=config.sessions_per_address))
+    facts = app[STARTUP_KEY] = StartupFacts()  # for the banner (resolver.ops.banner)
     app.router.add_routes(routes)
     app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
@@ -153,17 +155,12 @@ def create_app(
         try:
             if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
                 native = await start_native_or_warn(handler, config)
+            facts.native_bound = native is not None if config.native_port else None
             site = node_site(config, native=native is not None)  # lists only what is bound
             handler.set_site(site)
-            generated = await registry.bootstrap(
+            facts.generated_secret = await registry.bootstrap(  # printed once by the banner
                 os.environ.get(ADMIN_SECRET_ENV) or None, site if publish_site else None
             )
-            if generated:
-                print(
-                    f"idnode: created prefix handle 0.NA/{config.prefix}. Node admin identity "
-                    f"300:0.NA/{config.prefix}, secret key (shown once, stored hashed): {generated}",
-                    flush=True,
-                )
             try:
                 signer = await node_signer(opened, config.report_key_file or None)
             except SigningKeyError as exc:

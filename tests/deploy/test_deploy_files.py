@@ -149,7 +149,7 @@ def test_dockerfile_base_user_ports_and_healthcheck(app_paths: set[str]) -> None
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
-    for needed in ("pyproject.toml", "README.md", "registry", "resolver", "promotion_tracker"):
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "registry", "resolver", "promotion_tracker"):
         assert needed not in ignored
     assert ".venv" in ignored and ".git" in ignored
 
