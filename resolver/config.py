@@ -146,6 +146,12 @@ class Config:
         "Most unauthenticated challenge-response sessions one client address holds (its oldest go first; "
         "authenticated sessions are never evicted for them).",
     )
+    stats_flush_seconds: int = _f(
+        5, "Seconds between flushes of each worker's resolution counts to the store (and at shutdown)."
+    )
+    stats_metric_prefixes: int = _f(
+        100, "Prefixes per worker with their own label in idnode_resolutions_total; the rest count as 'other'."
+    )
 
     @property
     def store_url(self) -> str:
@@ -254,6 +260,7 @@ def _validate(c: Config) -> None:
         "auth_throttle_window",
         "auth_throttle_levels",
         "sessions_per_address",
+        "stats_flush_seconds",
     )
     for name in positive:
         if getattr(c, name) <= 0:
@@ -270,6 +277,7 @@ def _validate(c: Config) -> None:
         "cache_redis_max_ttl",
         "cache_invalidation_wait_ms",
         "auth_cache_ttl",
+        "stats_metric_prefixes",
     )
     for name in not_negative:
         if getattr(c, name) < 0:
@@ -288,6 +296,8 @@ def _validate(c: Config) -> None:
     for name in limits:
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if c.stats_flush_seconds > 3600:
+        raise ConfigError("stats_flush_seconds must be at most 3600 (counts wait in memory until flushed)")
     if not 492 <= c.native_udp_max_reply <= 262_144:
         raise ConfigError("native_udp_max_reply must be between 492 (one datagram) and 262144 bytes")
     if c.native_udp_budget < 0:

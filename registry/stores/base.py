@@ -24,6 +24,7 @@ __all__ = [
     "HandleWrite",
     "ListedHandle",
     "Promoter",
+    "ResolutionCount",
     "StoredHandle",
     "WriteOutcome",
     "WriteResult",
@@ -36,6 +37,8 @@ LIST_BUCKET = 1024
 # Expectation markers for HandleWrite.expect.
 MUST_NOT_EXIST = -1
 ANY_VERSION = -2
+# How long a store remembers the id of an applied resolution-count batch (retries come within seconds).
+RESOLUTION_BATCH_DAYS = 7
 
 
 class WriteOutcome(enum.Enum):
@@ -115,6 +118,20 @@ class Attribution:
     enterprise_id: int
     promoter_id: int
     effective_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResolutionCount:
+    """Resolutions of handles under ``prefix`` (normalised, without ``0.NA/``) on ``day`` (YYYYMMDD,
+    Asia/Shanghai) through ``interface`` (rest, native, web): ``found`` answered with the record,
+    ``not_found`` answered "handle not found". A row of a sum leaves out what it sums over: ``prefix``
+    "" (every prefix) or ``day`` 0 (every day of the range)."""
+
+    prefix: str
+    day: int
+    interface: str
+    found: int
+    not_found: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +227,21 @@ class HandleStore(Protocol):
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
         """Per enterprise: identifiers created on days [from_day, to_day) (YYYYMMDD, Asia/Shanghai)
         counting only changes recorded in hours < before_hour (UNIX hours)."""
+
+    # -- resolution statistics (resolver.ops.resolutions flushes them) --------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        """Add ``counts`` to the stored ones (an additive upsert per prefix, day and interface) in one
+        transaction, unless ``batch`` (a unique id per flush) was added before: a flush retried after
+        an unknown outcome (a connection lost at COMMIT) is then not counted twice. True when added
+        now, False when ``batch`` had been. Batch ids are remembered for ``RESOLUTION_BATCH_DAYS``."""
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        """Per day and interface over days [from_day, to_day) (YYYYMMDD): those of ``prefix``, or
+        with None the sums over every prefix (rows with prefix ""); ordered by day and interface."""
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        """Per prefix and interface, summed over days [from_day, to_day) (rows with day 0); ordered
+        by prefix and interface."""
 
     # -- metadata templates and idempotent batch replies ------------------------------------------
     async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:

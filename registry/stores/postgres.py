@@ -73,12 +73,14 @@ from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
+    RESOLUTION_BATCH_DAYS,
     Attribution,
     AuditEntry,
     Enterprise,
     HandleWrite,
     ListedHandle,
     Promoter,
+    ResolutionCount,
     StoredHandle,
     WriteOutcome,
     WriteResult,
@@ -196,6 +198,23 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        4,
+        # Resolution statistics (resolver.ops.resolutions) and the ids of the flushes already added.
+        """
+        CREATE TABLE resolution_counts (
+            prefix TEXT COLLATE "C" NOT NULL,
+            day INTEGER NOT NULL,
+            interface TEXT COLLATE "C" NOT NULL,
+            found BIGINT NOT NULL,
+            not_found BIGINT NOT NULL,
+            PRIMARY KEY (prefix, day, interface)
+        );
+        CREATE INDEX resolution_counts_day ON resolution_counts (day) INCLUDE (prefix, interface, found, not_found);
+        CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at BIGINT NOT NULL);
+        CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
+        """,
+    ),
+    (
         6,
         # The audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
         # branches go before it in this list when they are merged.
@@ -216,6 +235,14 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 # The schema version a store is at once every migration above has run (its highest number).
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
+
+_ADD_RESOLUTIONS = (
+    "INSERT INTO resolution_counts (prefix, day, interface, found, not_found) "
+    "SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::bigint[], $5::bigint[]) "
+    "ORDER BY 1, 2, 3 "
+    "ON CONFLICT (prefix, day, interface) DO UPDATE SET found = resolution_counts.found + excluded.found, "
+    "not_found = resolution_counts.not_found + excluded.not_found"
+)
 
 COPY_THRESHOLD = 1000  # created rows; from here on they go in with COPY rather than INSERT … unnest
 PACK_IN_THREAD = 2000  # writes; from here on records are packed on a worker thread
@@ -995,6 +1022,57 @@ class PostgresStore:
         sql = f"SELECT enterprise_id, SUM(n) FROM ({' UNION ALL '.join(parts)}) p GROUP BY enterprise_id"
         rows = await self._fetch(sql, *args)
         return {r[0]: int(r[1]) for r in rows}
+
+    # -- resolution statistics -------------------------------------------------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        # Rows in key order: workers flushing together then lock shared rows in the same order (no deadlock).
+        rows = sorted((c.prefix, c.day, c.interface, c.found, c.not_found) for c in counts)
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[], [], [], [], []]
+
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "INSERT INTO resolution_batches (batch, added_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    batch,
+                    now,
+                )
+                if status.endswith(" 0"):
+                    return False
+                await conn.execute(_ADD_RESOLUTIONS, *columns)
+                await conn.execute(
+                    "DELETE FROM resolution_batches WHERE added_at < $1", now - RESOLUTION_BATCH_DAYS * 86400
+                )
+                attempt.commit_sent = True
+            return True
+
+        return await self._run(run)
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        if prefix is None:
+            rows = await self._fetch(
+                "SELECT '', day, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+                "WHERE day >= $1 AND day < $2 GROUP BY day, interface ORDER BY day, interface",
+                from_day,
+                to_day,
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT prefix, day, interface, found, not_found FROM resolution_counts "
+                "WHERE prefix = $1 AND day >= $2 AND day < $3 ORDER BY day, interface",
+                prefix,
+                from_day,
+                to_day,
+            )
+        return [ResolutionCount(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        rows = await self._fetch(
+            "SELECT prefix, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+            "WHERE day >= $1 AND day < $2 GROUP BY prefix, interface ORDER BY prefix, interface",
+            from_day,
+            to_day,
+        )
+        return [ResolutionCount(r[0], 0, r[1], int(r[2]), int(r[3])) for r in rows]
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:

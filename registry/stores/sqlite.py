@@ -31,12 +31,14 @@ from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
+    RESOLUTION_BATCH_DAYS,
     Attribution,
     AuditEntry,
     Enterprise,
     HandleWrite,
     ListedHandle,
     Promoter,
+    ResolutionCount,
     StoredHandle,
     WriteOutcome,
     WriteResult,
@@ -119,6 +121,17 @@ MIGRATIONS: list[str] = [
         FROM registration_counts GROUP BY 1, 2, 3;
     CREATE INDEX registration_counts_hour ON registration_counts (hour, day, enterprise_id, delta);
     CREATE INDEX registration_counts_day ON registration_counts (day, hour, enterprise_id, delta);
+    """,
+    # 4: resolution statistics (resolver.ops.resolutions) and the ids of the flushes already added.
+    """
+    CREATE TABLE resolution_counts (
+        prefix TEXT NOT NULL, day INTEGER NOT NULL, interface TEXT NOT NULL,
+        found INTEGER NOT NULL, not_found INTEGER NOT NULL,
+        PRIMARY KEY (prefix, day, interface)
+    ) WITHOUT ROWID;
+    CREATE INDEX resolution_counts_day ON resolution_counts (day, prefix, interface, found, not_found);
+    CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
     """,
     # 6: the audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
     # branches go before it when they are merged, and this entry stays last (6th) in this list.
@@ -533,6 +546,53 @@ class SQLiteStore:
         for eid, n in await self._read(run):
             out[eid] = out.get(eid, 0) + int(n)
         return out
+
+    # -- resolution statistics -------------------------------------------------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        rows = [(c.prefix, c.day, c.interface, c.found, c.not_found) for c in counts]
+
+        def run(c: sqlite3.Connection) -> bool:
+            added = c.execute(
+                "INSERT INTO resolution_batches (batch, added_at) VALUES (?, ?) ON CONFLICT (batch) DO NOTHING",
+                (batch, now),
+            ).rowcount
+            if not added:
+                return False
+            c.executemany(
+                "INSERT INTO resolution_counts (prefix, day, interface, found, not_found) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (prefix, day, interface) DO UPDATE SET found = found + excluded.found, "
+                "not_found = not_found + excluded.not_found",
+                rows,
+            )
+            c.execute("DELETE FROM resolution_batches WHERE added_at < ?", (now - RESOLUTION_BATCH_DAYS * 86400,))
+            return True
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        if prefix is None:
+            sql = (
+                "SELECT '', day, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+                "WHERE day >= ? AND day < ? GROUP BY day, interface ORDER BY day, interface"
+            )
+            args: tuple = (from_day, to_day)
+        else:
+            sql = (
+                "SELECT prefix, day, interface, found, not_found FROM resolution_counts "
+                "WHERE prefix = ? AND day >= ? AND day < ? ORDER BY day, interface"
+            )
+            args = (prefix, from_day, to_day)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [ResolutionCount(p, d, i, int(f), int(n)) for p, d, i, f, n in rows]
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        sql = (
+            "SELECT prefix, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+            "WHERE day >= ? AND day < ? GROUP BY prefix, interface ORDER BY prefix, interface"
+        )
+        rows = await self._read(lambda c: c.execute(sql, (from_day, to_day)).fetchall())
+        return [ResolutionCount(p, 0, i, int(f), int(n)) for p, i, f, n in rows]
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:

@@ -29,6 +29,7 @@ from resolver.http.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.http.routes import routes
 from resolver.http.session_routes import session_routes
 from resolver.http.sessions import SessionStore
+from resolver.http.stats_routes import stats_routes
 from resolver.http.template_routes import template_routes
 from resolver.http.throttle import GuessThrottle
 from resolver.http.web import announce_session, request_caller
@@ -47,6 +48,7 @@ from resolver.ops.metrics import (
     metrics_handler,
     this_year,
 )
+from resolver.ops.resolutions import ResolutionFlusher
 from resolver.resolve import Resolver
 
 __all__ = ["create_app", "node_site"]
@@ -123,6 +125,7 @@ def create_app(
     app.router.add_routes(template_routes)
     app.router.add_routes(session_routes)
     setup_labels(app)  # /api/qr/{handle}, /api/labels
+    app.router.add_routes(stats_routes)
     app.router.add_routes(tracker_routes)
     setup_pages(app, BUREAU_PAGES)  # the page templates and catalogues (later pages add theirs here)
     app.router.add_routes(health_routes)
@@ -151,6 +154,7 @@ def create_app(
             registry.add_listener(cache.invalidate)
         resolver = Resolver(registry, cache)
         handler = NativeHandler(resolver, registry, b"")
+        handler.resolutions = state.resolutions  # one counter for every interface of this process
         native: NativeServer | None = None
         try:
             if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
@@ -188,10 +192,22 @@ def create_app(
         )
         state.registry, state.resolver = registry, resolver
         app[NATIVE_HTTP_KEY].handler = handler
+        flusher = ResolutionFlusher(
+            state.resolutions,
+            opened,
+            config.prefix,
+            interval=config.stats_flush_seconds,
+            metric_prefixes=config.stats_metric_prefixes,
+            clock=registry.clock,
+        )
+        flusher.start()
+        state.resolution_flusher = flusher
         yield
         app[NATIVE_HTTP_KEY].handler = None
         if native is not None:
             await native.close()
+        await flusher.close()  # after the last request: every resolution counted goes to the store
+        state.resolution_flusher = None
         state.registry = state.resolver = None
         registry.close()
         if state.throttle is not None:
