@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from registry import valuedata
 from registry.admin_values import SECKEY_INDEX, admin_value, seckey_value
+from registry.audit import audit_record
 from registry.auth import Caller
 from registry.callers import require_node_admin
 from registry.errors import HandleAlreadyExists, HandleNotFound, InvalidRequest
@@ -58,9 +59,11 @@ class Auditors:
         if not result.ok:
             raise HandleAlreadyExists(f"auditor {name} already exists", handle)
         # The role is granted only once the identity exists (a failure here leaves it without rights).
-        await self.ns.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor")
+        identity = f"{SECKEY_INDEX}:{handle}"
+        audit = audit_record(self.ns, caller, "auditor.add", identity, {"name": name})
+        await self.ns.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor", audit=audit)
         await self.writes.notify([hname.key])
-        return f"{SECKEY_INDEX}:{handle}", secret
+        return identity, secret
 
     async def list_auditors(self, caller: Caller) -> list[Auditor]:
         """The bureau's identities in force: handles ``<node prefix>/auditor/<name>`` holding the role."""
@@ -103,7 +106,8 @@ class Auditors:
         record = await self.ns.read_record(hname.key)
         if record is None and await self.ns.store.get_meta(role_key) != "auditor":
             raise HandleNotFound(f"no auditor {name}", handle)
-        await self.ns.store.set_meta(role_key, "revoked")
+        audit = audit_record(self.ns, caller, "auditor.revoke", f"{SECKEY_INDEX}:{handle}", {"name": name})
+        await self.ns.store.set_meta(role_key, "revoked", audit=audit)
         written = False
         if record is not None:
             write = HandleWrite(hname.key, record.handle, normalise_prefix(self.ns.node_prefix), None)

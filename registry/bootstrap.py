@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from registry import valuedata
 from registry.admin_values import SITE_INDEX, admin_group_value, admin_value, seckey_value
+from registry.audit import audit_record
 from registry.auth import Caller
 from registry.callers import require_node_admin
 from registry.errors import HandleNotFound, ServerError
 from registry.model import HandleValue
 from registry.namespace import Namespace
 from registry.secretkeys import SecretHasher, generate_secret
-from registry.stores.base import MUST_NOT_EXIST, HandleWrite, WriteOutcome
+from registry.stores.base import MUST_NOT_EXIST, AuditRecord, HandleWrite, WriteOutcome
 from registry.writes import WriteService
 
 __all__ = ["NodeBootstrap"]
@@ -61,14 +62,16 @@ class NodeBootstrap:
         """Replace the node administrator's secret key (HS_SECKEY at index 300 of the node's prefix
         handle) with a new generated one, returned to be shown once; only its hash is stored. The
         write goes through the write service, so caches and remembered credential checks drop the
-        old key on every node that hears of it."""
+        old key on every node that hears of it. Recorded in the audit log with the write."""
         require_node_admin(caller)
         secret = generate_secret()
-        await self.set_node_value(await seckey_value(self.hasher, secret, self.ns.clock()))
+        audit = audit_record(self.ns, caller, "admin.reset-secret", self.ns.node_admin_handle)
+        await self.set_node_value(await seckey_value(self.hasher, secret, self.ns.clock()), audit=audit)
         return secret
 
-    async def set_node_value(self, value: HandleValue) -> None:
-        """Add or replace one value of the node's prefix handle (node key, site)."""
+    async def set_node_value(self, value: HandleValue, *, audit: AuditRecord | None = None) -> None:
+        """Add or replace one value of the node's prefix handle (node key, site); ``audit`` is
+        recorded with the write."""
         for _ in range(8):
             existing = await self.ns.read_record(self.ns.node_admin_key)
             if existing is None:
@@ -80,7 +83,7 @@ class NodeBootstrap:
                 sorted([*(v for v in existing.values if v.index != value.index), value], key=lambda v: v.index)
             )
             write = HandleWrite(self.ns.node_admin_key, existing.handle, "0.NA", values, existing.version)
-            (result,) = await self.writes.write_many([write])
+            (result,) = await self.writes.write_many([write], audit=audit)
             if result.ok:
                 return
         raise ServerError("could not update the node prefix handle")

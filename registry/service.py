@@ -11,6 +11,7 @@ names callers have always used, each bound to the part that does the work:
 - :mod:`registry.auditors`: the bureau's read-only identities
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
 - :mod:`registry.audit`: the audit log of operator actions
+- :mod:`registry.search`: reverse lookup, handles by the values they hold
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from registry.callers import Callers, require_node_admin
 from registry.model import HandleValue
 from registry.namespace import Namespace, NodeSettings, wall_clock
 from registry.onboarding import Onboarding
+from registry.search import ValueSearch
 from registry.secretkeys import SecretHasher
 from registry.stores.base import HandleStore
 from registry.templates_service import TemplateService
@@ -62,6 +64,7 @@ class Registry:
         self.auditors = Auditors(ns, hasher, writes)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
         self.audit = AuditLog(ns)
+        self.search = ValueSearch(ns, self.callers)
         self.authenticator = self.callers.authenticator
 
         # Reading and the namespace.

@@ -29,7 +29,7 @@ from registry.model import HandleName, HandleValue, Record, normalise_prefix, pa
 from registry.namespace import Namespace
 from registry.packing import unpack_record
 from registry.secretkeys import SecretHasher, is_hashed
-from registry.stores.base import MUST_NOT_EXIST, Enterprise, HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import MUST_NOT_EXIST, AuditRecord, Enterprise, HandleWrite, WriteOutcome, WriteResult
 from registry.templates_service import TemplateService
 
 __all__ = ["ChangeListener", "WriteReport", "WriteService", "perms_for_change"]
@@ -291,23 +291,37 @@ class WriteService:
         raise ServerError("too many concurrent writers on this handle; try again", name.text)
 
     async def write_many(
-        self, writes: Sequence[HandleWrite], *, atomic: bool = True, now: int | None = None
+        self,
+        writes: Sequence[HandleWrite],
+        *,
+        atomic: bool = True,
+        now: int | None = None,
+        audit: AuditRecord | None = None,
     ) -> list[WriteResult]:
         """Apply already validated and authorised writes and notify listeners of those that were
         written. Every write of identifier data reaches the store here (single writes, batches,
-        imports, auditors, bootstrap); an enterprise's prefix handle through :meth:`create_enterprise`."""
+        imports, auditors, bootstrap); an enterprise's prefix handle through :meth:`create_enterprise`.
+        ``audit``: the administrative change these writes make, recorded in their transaction."""
         now = self.ns.clock() if now is None else now
-        results = await self.ns.store.write(writes, now=now, atomic=atomic)
+        results = await self.ns.store.write(writes, now=now, atomic=atomic, audit=audit)
         changed = [w.key for w, r in zip(writes, results, strict=True) if r.ok]
         if changed:
             await self.notify(changed)
         return results
 
     async def create_enterprise(
-        self, name: str, uscc: str, prefix: str, promoter_id: int, write: HandleWrite, *, now: int
+        self,
+        name: str,
+        uscc: str,
+        prefix: str,
+        promoter_id: int,
+        write: HandleWrite,
+        *,
+        now: int,
+        audit: AuditRecord | None = None,
     ) -> Enterprise:
-        """Record an enterprise and create its prefix handle (``write``) in one transaction."""
-        enterprise = await self.ns.store.add_enterprise(name, uscc, prefix, promoter_id, write, now=now)
+        """Record an enterprise and create its prefix handle (``write``) in one transaction (with ``audit``)."""
+        enterprise = await self.ns.store.add_enterprise(name, uscc, prefix, promoter_id, write, now=now, audit=audit)
         await self.notify([write.key])
         return enterprise
 

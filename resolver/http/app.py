@@ -14,19 +14,24 @@ from promotion_tracker.routes import BUREAU_PAGES, TRACKER_KEY, TrackerState, tr
 from promotion_tracker.signing import REPORT_KEY_INDEX, REPORT_KEY_TYPE, SigningKeyError, node_signer
 from promotion_tracker.webpages import setup_pages
 from registry import valuedata
+from registry.job_runner import JobRunner
 from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
+from registry.value_index import ValueIndexer
 from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
 from resolver.datadir import prepare_data_dir
 from resolver.http.access import request_context
 from resolver.http.admin_routes import admin_routes
 from resolver.http.api_docs import api_docs_routes
+from resolver.http.audit_routes import audit_routes
 from resolver.http.batch_routes import batch_routes
+from resolver.http.job_routes import job_routes
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.http.routes import routes
+from resolver.http.search_routes import search_routes
 from resolver.http.session_routes import session_routes
 from resolver.http.sessions import SessionStore
 from resolver.http.stats_routes import stats_routes
@@ -97,6 +102,12 @@ async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
     return await compute_tally(tracker.store, start, end, None, tracker.policy, now=now)
 
 
+async def _no_trigram_index(store: HandleStore) -> bool:
+    """PostgreSQL without pg_trgm (the migration goes on without its index)."""
+    check = getattr(store, "trigram_index_missing", None)
+    return bool(check is not None and await check())
+
+
 def create_app(
     config: Config,
     store: HandleStore | None = None,
@@ -126,6 +137,9 @@ def create_app(
     app.router.add_routes(session_routes)
     setup_labels(app)  # /api/qr/{handle}, /api/labels
     app.router.add_routes(stats_routes)
+    app.router.add_routes(job_routes)  # /api/jobs: files run as background jobs
+    app.router.add_routes(search_routes)  # /hrls/handles: reverse lookup
+    app.router.add_routes(audit_routes)  # /api/audit
     app.router.add_routes(tracker_routes)
     setup_pages(app, BUREAU_PAGES)  # the page templates and catalogues (later pages add theirs here)
     app.router.add_routes(health_routes)
@@ -202,7 +216,22 @@ def create_app(
         )
         flusher.start()
         state.resolution_flusher = flusher
+        indexer = state.indexer = ValueIndexer(opened)
+        indexer.start()
+        if await _no_trigram_index(opened):
+            log.warning("the store has no trigram index (pg_trgm): searches by *part* read the whole value table")
+        jobs = state.jobs = JobRunner(
+            registry,
+            os.path.join(config.data_dir, "jobs"),
+            workers=config.job_workers,
+            lease_seconds=config.job_lease_seconds,
+            chunk=config.job_chunk_rows,
+        )
+        jobs.start()
         yield
+        await jobs.close()  # running jobs write the chunk they read and go back to the queue
+        await indexer.close()
+        state.jobs = state.indexer = None
         app[NATIVE_HTTP_KEY].handler = None
         if native is not None:
             await native.close()
