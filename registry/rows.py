@@ -334,7 +334,7 @@ class RowReader:
                 return f"{self.prefix}/{item['suffix']}"
             return None
         if isinstance(item, dict) and "handle" not in item and isinstance(item.get("suffix"), str):
-            item = {**item, "handle": f"{self.prefix}/{item.pop('suffix')}"}
+            item = {**{k: v for k, v in item.items() if k != "suffix"}, "handle": f"{self.prefix}/{item['suffix']}"}
         return item
 
     # -- a list of suffixes ----------------------------------------------------------------------------
