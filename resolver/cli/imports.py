@@ -206,15 +206,15 @@ def import_command(
             )
             if template is None:
                 raise click.UsageError(f"no template {template_ref}")
-        length = size if fmt != "xlsx" else None
-        with (
-            click.progressbar(length=length, label=f"importing {os.path.basename(file)}", file=sys.stderr) as bar,
-            _first_ctrl_c_stops(stop),
-        ):
+        # The bar follows the bytes of CSV and NDJSON files; a workbook's rows are not known before.
+        label = f"importing {os.path.basename(file)}"
+        shown = click.progressbar(length=size, label=label, file=sys.stderr) if fmt != "xlsx" else None
+        with shown or contextlib.nullcontext() as bar, _first_ctrl_c_stops(stop):
             done = [0]
 
             def progress(reached: int) -> None:
-                bar.update(reached - done[0])
+                if bar is not None:
+                    bar.update(reached - done[0])
                 done[0] = reached
 
             summary = await import_file(
