@@ -361,18 +361,20 @@ class RowReader:
 
         @contextmanager
         def opened() -> Iterator[Iterator[tuple[Any, ...]]]:
-            try:
-                book = openpyxl.load_workbook(self.path, read_only=True, data_only=True)
-            except (InvalidFileException, OSError, KeyError, ValueError, EOFError) as exc:
-                raise InvalidRequest(f"the file is not an XLSX workbook ({type(exc).__name__})") from None
-            except Exception as exc:  # zipfile.BadZipFile and the XML parser's errors
-                raise InvalidRequest(f"the file is not an XLSX workbook ({type(exc).__name__})") from None
-            try:
-                if not book.worksheets:
-                    raise InvalidRequest("the workbook has no sheet")
-                yield book.worksheets[0].iter_rows(values_only=True)
-            finally:
-                book.close()
+            # A file object, not the path: openpyxl judges a path by its extension (uploads are *.tmp).
+            with open(self.path, "rb") as fh:
+                try:
+                    book = openpyxl.load_workbook(fh, read_only=True, data_only=True)
+                except (InvalidFileException, OSError, KeyError, ValueError, EOFError) as exc:
+                    raise InvalidRequest(f"the file is not an XLSX workbook ({type(exc).__name__})") from None
+                except Exception as exc:  # zipfile.BadZipFile and the XML parser's errors
+                    raise InvalidRequest(f"the file is not an XLSX workbook ({type(exc).__name__})") from None
+                try:
+                    if not book.worksheets:
+                        raise InvalidRequest("the workbook has no sheet")
+                    yield book.worksheets[0].iter_rows(values_only=True)
+                finally:
+                    book.close()
 
         return opened()
 
