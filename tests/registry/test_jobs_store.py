@@ -62,7 +62,8 @@ async def test_claims_leases_progress_and_the_end(store):
     rejects = [JobReject(3, "88.118.8.1001/x", 202, "bad value")]
     assert await store.save_job_progress(progress, rejects, lease_until=NOW + 60)
     again = [JobReject(3, "88.118.8.1001/x", 202, "bad value, again"), JobReject(9, None, 4, "not JSON")]
-    assert await store.save_job_progress(dataclasses.replace(progress, processed=9, line=9), again, lease_until=NOW + 60)
+    later = dataclasses.replace(progress, processed=9, line=9)
+    assert await store.save_job_progress(later, again, lease_until=NOW + 60)
     assert await store.job_rejects(first.id, after_line=0, limit=10) == again  # line 3 once, its latest reason
     assert await store.job_rejects(first.id, after_line=3, limit=10) == again[1:]
     stored = await store.get_job(first.id)

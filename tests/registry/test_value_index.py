@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from registry import valuedata
 from registry.auth import Caller, Identity
 from registry.errors import InvalidRequest, PermissionDenied
 from registry.model import ADMIN_READ, ADMIN_WRITE, HandleValue, parse_handle, prefix_handle_of
@@ -141,7 +140,7 @@ async def _packed(registry: Registry, handle: str) -> bytes:
 
 @pytest.mark.parametrize(
     ("pattern", "words"),
-    [("*ab*", "3 characters in a row"), ("*", "3 characters in a row"), ("", "1-1024 characters"), ("x" * 1025, "1-1024")],
+    [("*ab*", "3 characters in a row"), ("*", "3 characters"), ("", "1-1024 characters"), ("x" * 1025, "1-1024")],
 )
 def test_patterns_the_index_cannot_serve_are_refused(pattern, words):
     with pytest.raises(InvalidRequest, match=words):

@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from resolver.config import load_config
 from resolver.http.app import create_app
-from resolver.http.keys import STATE_KEY
 from resolver.http.job_routes import XLSX_TYPE
+from resolver.http.keys import STATE_KEY
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, basic, make_uscc
 
