@@ -182,7 +182,7 @@ def basic(identity: str, secret: str) -> dict[str, str]:
 # 127.0.0.1 itself (as the rightful holder elsewhere is never locked out by a guesser). The
 # administrator also runs first; test_fuzzing_reached_the_data checks it was never answered 429.
 ANONYMOUS_ADDRESS = "192.0.2.7"  # TEST-NET-1 (RFC 5737)
-NODE_ENV = {"IDNODE_TRUSTED_PROXIES": "127.0.0.1"}
+NODE_ENV = {"IDNODE_TRUSTED_PROXIES": "127.0.0.1", "IDNODE_JOB_MAX_BYTES": "100000"}
 IDENTITIES: dict[str, dict[str, str]] = {
     "anonymous": {"X-Forwarded-For": ANONYMOUS_ADDRESS},
     "node-admin": basic(NODE_ADMIN, ADMIN_SECRET),
@@ -458,6 +458,35 @@ def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
     assert _explicit(node, "/api/sessions/this", "GET", new_id).status_code == 200
     r = _explicit(node, "/api/sessions/this", "DELETE", new_id)
     assert r.status_code == 200 and r.json() == {"sessionId": state["sessionId"], "authenticated": False}
+
+    # A job: queued (202), read back (200) with its rejected rows (JSON and CSV); a file too large (413);
+    # the reverse lookup finds the identifiers; the audit log has their onboarding.
+    job_body = "suffix,URL\nJOB-1,https://trace.example.com/job\nJOB-2\n"
+    prefix = {"prefix": ENTERPRISE}
+    r = _explicit(node, "/api/jobs", "POST", admin, query=prefix, body=job_body, media_type="text/csv")
+    assert r.status_code == 202 and _header(r, "Location") == r.json()["status_url"]
+    job_id = {"id": r.json()["id"]}
+    for _ in range(200):
+        r = _explicit(node, "/api/jobs/{id}", "GET", admin, path_parameters=job_id)
+        if r.json()["state"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    assert r.status_code == 200 and r.json()["state"] == "done" and r.json()["rejected"] == 1
+    r = _explicit(node, "/api/jobs/{id}/rejects", "GET", admin, path_parameters=job_id)
+    assert r.status_code == 200 and [x["line"] for x in r.json()["rejects"]] == [3]
+    r = _explicit(node, "/api/jobs/{id}/rejects", "GET", admin, path_parameters=job_id, query={"format": "csv"})
+    assert r.status_code == 200 and _header(r, "Content-Type").startswith("text/csv")
+    large = "suffix,URL\n" + "x" * 100_000
+    r = _explicit(node, "/api/jobs", "POST", admin, query=prefix, body=large, media_type="text/csv")
+    assert r.status_code == 413
+    for _ in range(100):  # the value index follows writes in the background
+        r = _explicit(node, "/hrls/handles", "GET", admin, query={"URL": "*trace.example.com/job*"})
+        if r.json():
+            break
+        time.sleep(0.1)
+    assert r.status_code == 200 and r.json() == [f"{ENTERPRISE}/JOB-1"]
+    r = _explicit(node, "/api/audit", "GET", admin, query={"action": "enterprise.add", "target": ENTERPRISE})
+    assert r.status_code == 200 and [e["detail"]["uscc"] for e in r.json()["entries"]] == ["91440300708461136T"]
 
     oversized = bytes(ENVELOPE_SIZE) + bytes(MAX_MESSAGE + 2)  # past the body limit (it allows a leading CR or LF)
     r = _explicit(
