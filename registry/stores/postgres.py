@@ -89,7 +89,7 @@ from registry.stores.base import (
     schema_too_new,
 )
 from registry.stores.postgres_jobs import JOBS_DDL, PostgresJobs, insert_audit
-from registry.stores.postgres_values import VALUES_DDL, PostgresValues
+from registry.stores.postgres_values import QUEUE_ROW, VALUES_DDL, PostgresValues
 
 __all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -285,10 +285,13 @@ HANDLES_COPY_COLUMNS = [
 def _apply_sql(deletes: bool, replaces: bool, inserts: bool, ids: bool, buckets: bool, counters: bool) -> str:
     """The one statement that applies a checked call, with only the parts it needs. Placeholders are
     ``@name``; :func:`_numbered` turns them into ``$n``."""
-    # Every handle written waits for the value index (registry.value_index), queued in this transaction.
+    # Every handle written waits for the value index (registry.value_index), queued in this transaction:
+    # a queue row holds the ids of up to QUEUE_ROW handles (a row per handle cost a batch a fifth more).
     ctes: list[str] = [
-        "q AS (INSERT INTO value_index_queue (hid, prefix)"
-        " SELECT * FROM unnest(@q_hids::bigint[], @q_prefixes::text[]) RETURNING 1)"
+        "q AS (INSERT INTO value_index_queue (hids, prefixes)"
+        " SELECT array_agg(u.h ORDER BY u.o), array_agg(u.p ORDER BY u.o)"
+        " FROM unnest(@q_hids::bigint[], @q_prefixes::text[]) WITH ORDINALITY u(h, p, o)"
+        f" GROUP BY (u.o - 1) / {QUEUE_ROW} RETURNING 1)"
     ]
     counts: list[str] = ["(SELECT count(*) FROM q) AS queued"]
     if deletes:

@@ -48,7 +48,7 @@ def _term(cond: ValueCondition, args: list[Any], prefixes: Sequence[str] | None)
         return f"SELECT v.id >> {SHIFT} AS hid FROM handle_values v WHERE v.type = ? AND v.folded GLOB ?{where}"
     args += [cond.glob, cond.type, *(prefixes or ())]
     return (
-        f"SELECT v.id >> {SHIFT} AS hid FROM handle_values_fts f JOIN handle_values v ON v.id = f.rowid "
+        f"SELECT v.id >> {SHIFT} AS hid FROM handle_values_fts f CROSS JOIN handle_values v ON v.id = f.rowid "
         f"WHERE f.folded GLOB ? AND v.type = ?{where}"
     )
 

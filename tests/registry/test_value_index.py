@@ -159,3 +159,53 @@ def test_wildcards_and_special_characters():
     c = condition("URL", "*E.com/A_b%*")
     assert (c.glob, c.like, c.infix, c.exact) == ("*e.com/a_b%*", "%e.com/a\\_b\\%%", True, None)
     assert condition("URL", "ab[c]?").glob == "ab[[]c][?]"
+
+
+async def test_a_postgresql_store_upgraded_to_the_value_index_queues_its_handles(pg_store_url, monkeypatch):
+    """Migration 9 queues the handles a store already holds (in rows of 2,000 ids): the indexer then
+    makes them searchable."""
+    import asyncpg
+
+    from registry.model import Record
+    from registry.packing import pack_record, unpack_record
+    from registry.stores import postgres
+
+    monkeypatch.setattr(postgres, "MIGRATIONS", [(n, sql) for n, sql in postgres.MIGRATIONS if n < 9])
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 8)
+    store = await open_store(pg_store_url)
+    await store.close()
+    conn = await asyncpg.connect(pg_store_url)
+    try:  # rows as the release before wrote them
+        rows = []
+        for n in range(2500):
+            handle = f"88.118.8.1001/OLD-{n}"
+            record = pack_record(Record(handle, (url(f"https://old.example/{n}"),), 1))
+            rows.append(("88.118.8.1001", n + 1, parse_handle(handle).key, handle, None, 0, 19700101, 0, 1, record))
+        await conn.copy_records_to_table(
+            "handles",
+            records=rows,
+            columns=[
+                "prefix",
+                "id",
+                "hkey",
+                "handle",
+                "enterprise_id",
+                "created_at",
+                "created_day",
+                "updated_at",
+                "version",
+                "record",
+            ],
+        )
+    finally:
+        await conn.close()
+    monkeypatch.undo()
+    store = await open_store(pg_store_url)
+    try:
+        assert await store.value_index_backlog() == 2500
+        assert await ValueIndexer(store).run_once() == 2500
+        found = await store.search_values([condition("URL", "*old.example/249*")], None, 100, 0)
+        handles = sorted(unpack_record(p).handle for p in found)
+        assert handles == sorted(f"88.118.8.1001/OLD-{n}" for n in (249, *range(2490, 2500)))
+    finally:
+        await store.close()
