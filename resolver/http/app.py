@@ -217,9 +217,6 @@ def create_app(
         flusher.start()
         state.resolution_flusher = flusher
         indexer = state.indexer = ValueIndexer(opened)
-        indexer.start()
-        if await _no_trigram_index(opened):
-            log.warning("the store has no trigram index (pg_trgm): searches by *part* read the whole value table")
         jobs = state.jobs = JobRunner(
             registry,
             os.path.join(config.data_dir, "jobs"),
@@ -227,7 +224,11 @@ def create_app(
             lease_seconds=config.job_lease_seconds,
             chunk=config.job_chunk_rows,
         )
-        jobs.start()
+        if publish_site:  # a serving app, not the supervisor's one-off bootstrap
+            indexer.start()
+            jobs.start()
+            if await _no_trigram_index(opened):
+                log.warning("the store has no trigram index (pg_trgm): searches by *part* read the whole value table")
         yield
         await jobs.close()  # running jobs write the chunk they read and go back to the queue
         await indexer.close()
