@@ -11,7 +11,8 @@
 #      phases (podman-compose does not wait for health): through nginx /readyz and the prefix handle,
 #      the native protocol on both replicas' published ports, a write on one replica resolved on
 #      both, a delete seen by both, Prometheus scraping both replicas on both jobs;
-#   5. deploy/k8s rendered with kubectl kustomize and validated with kubernetes-validate --strict.
+#   5. deploy/k8s rendered with kubectl kustomize and validated with kubernetes-validate --strict;
+#      the rendered Deployment run with `podman kube play` (one replica): /readyz, HS_SITE, read-only.
 # Everything it starts is removed when it ends, however it ends; it stops nothing it did not start.
 #
 #   bash deploy/ci/containers.sh            (as root; CI runs it after `make test`)
@@ -32,6 +33,8 @@ CACHE=${IDNODE_CI_CACHE:-/var/cache/idnode-ci}
 RUNTIME=/run/idnode-ci
 PROJECT=idnode-ci
 SINGLE=idnode-ci-single
+KUBE_POD=idnode-pod-0       # what `podman kube play` names the Deployment's pod
+KUBE_SECRET=idnode-secrets  # the Secret the Deployment refers to, as a Podman secret
 IMAGE=localhost/idnode:latest
 BASE=localhost/idnode-ci
 DEBIAN_IMAGE=$BASE/debian:bookworm
@@ -56,7 +59,7 @@ die() {
 [ "$(id -u)" = 0 ] || die "run as root (rootful Podman, apt-get)"
 
 need=()
-for pkg in podman runc conmon netavark aardvark-dns slirp4netns iptables debootstrap python3-venv curl; do
+for pkg in podman runc conmon catatonit netavark aardvark-dns slirp4netns iptables debootstrap python3-venv curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -71,6 +74,7 @@ exec 9>"$RUNTIME/lock"
 flock -w 600 9 || die "another run holds $RUNTIME/lock"
 # Podman's run-time state of this cache's store, on the machine's run-time directory.
 RUNROOT=$RUNTIME/$(cksum <<<"$CACHE" | cut -d' ' -f1)
+mkdir -p "$RUNROOT"
 
 # Private configuration: runc (crun is not installed), limits the machine's hard limits allow
 # (Podman's default nofile of 1048576 fails every RUN step here), cgroupfs and file events (no systemd),
@@ -139,10 +143,14 @@ stop_project() {
 }
 
 STARTED_COMPOSE=""
+# The clean-up may run in the middle of a command whose output goes to a file: it writes to the
+# run's own output, kept here.
+exec 3>&1 4>&2
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
+  exec 1>&3 2>&4
   log "cleaning up"
   if [ -n "$STARTED_COMPOSE" ]; then
     if [ "$rc" != 0 ]; then
@@ -154,6 +162,8 @@ cleanup() {
     stop_project
   fi
   quiet podman rm -f -v -t 5 "$SINGLE" >/dev/null 2>&1
+  quiet podman pod rm -f -t 5 "$KUBE_POD" >/dev/null 2>&1
+  podman secret rm "$KUBE_SECRET" >/dev/null 2>&1
   # Only this script uses the private store: the anonymous volumes of the containers above go, and
   # untagged build layers once they are three days old (younger ones are the next build's cache).
   podman volume prune -f >/dev/null 2>&1
@@ -164,7 +174,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'echo "[containers] stopped: time limit of ${LIMIT}s reached, or terminated" >&4; exit 143' TERM
 
 # The compose file requires these; `down` needs them set too. Real values come with phase 1.
 export IDNODE_ADMIN_SECRET=unset POSTGRES_PASSWORD=unset IDNODE_ADVERTISE_HOST=$ADVERTISE
@@ -172,6 +182,8 @@ export IDNODE_PUBLIC_BASE_URL=http://127.0.0.1
 # Leftovers of a run that was killed before its clean-up.
 stop_project
 quiet podman rm -f -v -t 5 "$SINGLE" >/dev/null 2>&1 || true
+quiet podman pod rm -f -t 5 "$KUBE_POD" >/dev/null 2>&1 || true
+podman secret rm "$KUBE_SECRET" >/dev/null 2>&1 || true
 
 # == 2. Base images from Debian packages ==========================================================
 
@@ -230,6 +242,18 @@ log "building $IMAGE from deploy/Dockerfile"
 build "${ca_mount[@]}" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -f "$DEPLOY/Dockerfile" -t "$IMAGE" "$ROOT"
 [ "$(podman image inspect --format '{{json .Config.Healthcheck.Test}}' "$IMAGE")" != null ] ||
   die "the image lost its HEALTHCHECK"
+# The image holds this checkout's code (not a layer cached from other code).
+code_digest='
+import hashlib, importlib.util, pathlib
+h = hashlib.sha256()
+for package in ("registry", "resolver", "promotion_tracker"):
+    base = pathlib.Path(importlib.util.find_spec(package).submodule_search_locations[0])
+    for path in sorted(base.rglob("*.py")):
+        h.update(str(path.relative_to(base.parent)).encode() + b"\0" + path.read_bytes())
+print(h.hexdigest())'
+in_image=$(quiet podman run --rm --entrypoint python "$IMAGE" -c "$code_digest")
+[ "$in_image" = "$(cd "$ROOT" && PYTHONPATH=$ROOT /usr/bin/python3 -c "$code_digest")" ] ||
+  die "the image's Python code differs from this checkout's"
 
 # A free local port for TCP (and for UDP with "udp"). Never a default port (8000, 2641, …): a node
 # someone runs on this machine may take it between this check and the container's start.
@@ -385,6 +409,50 @@ for kind in Namespace ConfigMap Deployment Service HorizontalPodAutoscaler PodDi
   grep -q "^kind: $kind\$" "$rendered" || die "kubectl kustomize rendered no $kind"
 done
 log "Kubernetes: kubectl kustomize deploy/k8s rendered $(grep -c '^kind:' "$rendered") objects, kubernetes-validate --strict passed"
+
+# The rendered ConfigMap and Deployment under `podman kube play`: one replica of the local image on
+# the embedded store (empty store and Redis URLs in the Secret), ports on this machine's loopback.
+# Checks that the pod spec (non-root, read-only root filesystem, emptyDirs, settings from the
+# ConfigMap, secrets by reference) runs the image, and that HS_SITE names the ConfigMap's address.
+kube_http=$(free_port)
+kube_native=$(free_port udp)
+play=$RUNROOT/kube-play.yaml
+kube_secret=$RUNROOT/kube-secret.json
+kube_advertise=$("$TOOLS/bin/python" - "$rendered" "$play" "$kube_secret" "$IMAGE" "$kube_http" "$kube_native" <<'EOF'
+import base64, json, os, sys, yaml
+rendered, play, secret, image, http, native = sys.argv[1:]
+docs = [d for d in yaml.safe_load_all(open(rendered)) if d and d["kind"] in ("ConfigMap", "Deployment")]
+for doc in docs:
+    if doc["kind"] == "Deployment":
+        doc["spec"]["replicas"] = 1
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        container["image"] = image
+        for port in container["ports"]:
+            port["hostIP"], port["hostPort"] = "127.0.0.1", int(http if port["name"] == "http" else native)
+    else:
+        print(doc["data"]["IDNODE_ADVERTISE_HOST"])
+yaml.safe_dump_all(docs, open(play, "w"))
+values = {"admin-secret": "kube-" + os.urandom(12).hex(), "store-url": "", "redis-url": ""}
+fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as out:  # Podman 4.3 reads a Secret as JSON: key -> base64 value
+    json.dump({k: base64.b64encode(v.encode()).decode() for k, v in values.items()}, out)
+EOF
+)
+podman secret create "$KUBE_SECRET" "$kube_secret" >/dev/null
+rm -f "$kube_secret"
+quiet timeout 120 podman kube play "$play" >"$CACHE/kube-play.log" 2>&1 || {
+  cat "$CACHE/kube-play.log" >&2
+  die "podman kube play"
+}
+wait_for 60 "/readyz of the Deployment's pod" http_ok "http://127.0.0.1:$kube_http/readyz"
+site=$(curl -sf --max-time 5 "http://127.0.0.1:$kube_http/api/handles/0.NA/$PREFIX?type=HS_SITE")
+grep -q "\"address\":\"$kube_advertise\"" <<<"$site" || die "the pod's HS_SITE does not name $kube_advertise: $site"
+kube_container=$(podman pod inspect "$KUBE_POD" --format '{{range .Containers}}{{.Name}} {{end}}' | tr ' ' '\n' | grep -v infra | head -n1)
+run_as=$(podman inspect "$kube_container" --format '{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}')
+[[ $run_as =~ ^true\ 10001(:10001)?$ ]] || die "the pod does not run read-only as uid 10001: $run_as"
+quiet podman kube down "$play" >/dev/null
+podman secret rm "$KUBE_SECRET" >/dev/null
+log "Kubernetes: podman kube play of the Deployment: /readyz 200, HS_SITE at $kube_advertise, read-only root, uid 10001"
 
 # == Prometheus scrapes both replicas, on both jobs ===============================================
 
