@@ -76,12 +76,18 @@ flock -w 600 9 || die "another run holds $RUNTIME/lock"
 RUNROOT=$RUNTIME/$(cksum <<<"$CACHE" | cut -d' ' -f1)
 mkdir -p "$RUNROOT"
 
-# Private configuration: runc (crun is not installed), limits the machine's hard limits allow
-# (Podman's default nofile of 1048576 fails every RUN step here), cgroupfs and file events (no systemd),
-# the overlay driver (vfs is ~7x slower) in a graph root of our own, networks of our own.
+# Private configuration: runc (crun is not installed), limits within the machine's hard limits
+# (Podman's default nofile of 1048576 is above this machine's 20000, and every RUN step fails),
+# cgroupfs and file events (no systemd), the overlay driver (vfs is ~7x slower) in a graph root of
+# our own, networks of our own.
+within() { # HARD_LIMIT CAP: the smaller
+  if [ "$1" = unlimited ] || [ "$1" -gt "$2" ]; then echo "$2"; else echo "$1"; fi
+}
+nofile=$(within "$(ulimit -Hn)" 1048576)
+nproc=$(within "$(ulimit -Hu)" 32768)
 cat >"$CACHE/conf/containers.conf" <<EOF
 [containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 log_driver = "k8s-file"
 
 [engine]
