@@ -125,8 +125,10 @@ PODMAN_COMPOSE=$TOOLS/bin/podman-compose
 
 # == clean-up, however the run ends ===============================================================
 
+# Inner time limits stay in the run's process group (--foreground), so that the run's own time limit
+# stops them too, before the clean-up, and nothing goes on starting containers behind it.
 compose() {
-  (cd "$DEPLOY" && timeout 300 "$PODMAN_COMPOSE" -p "$PROJECT" -f docker-compose.yml -f ci/compose.override.yml "$@")
+  (cd "$DEPLOY" && timeout --foreground 300 "$PODMAN_COMPOSE" -p "$PROJECT" -f docker-compose.yml -f ci/compose.override.yml "$@")
 }
 
 # Podman without systemd logs an error for every container with a health check (it cannot make the
@@ -148,7 +150,6 @@ stop_project() {
   return 0
 }
 
-STARTED_COMPOSE=""
 # The clean-up may run in the middle of a command whose output goes to a file: it writes to the
 # run's own output, kept here.
 exec 3>&1 4>&2
@@ -158,15 +159,13 @@ cleanup() {
   trap - EXIT INT TERM
   exec 1>&3 2>&4
   log "cleaning up"
-  if [ -n "$STARTED_COMPOSE" ]; then
-    if [ "$rc" != 0 ]; then
-      for c in $(podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}'); do
-        echo "--- last log lines of $c" >&2
-        podman logs --tail 30 "$c" >&2 2>&1
-      done
-    fi
-    stop_project
+  if [ "$rc" != 0 ]; then  # every container in the private store is this run's
+    for c in $(podman ps -a --format '{{.Names}}'); do
+      echo "--- last log lines of $c" >&2
+      podman logs --tail 30 "$c" >&2 2>&1
+    done
   fi
+  stop_project
   quiet podman rm -f -v -t 5 "$SINGLE" >/dev/null 2>&1
   quiet podman pod rm -f -t 5 "$KUBE_POD" >/dev/null 2>&1
   podman secret rm "$KUBE_SECRET" >/dev/null 2>&1
@@ -348,7 +347,6 @@ container_of() {
     --filter "label=com.docker.compose.service=$1" --format '{{.Names}}' | head -n1
 }
 up() { # SERVICES...: start them (not their dependencies: the phases do that)
-  STARTED_COMPOSE=1
   compose up -d --no-deps "$@" >"$CACHE/compose-up.log" 2>&1 || {
     grep -v 'systemd connection' "$CACHE/compose-up.log" >&2
     die "podman-compose up $*"
@@ -446,7 +444,7 @@ EOF
 )
 podman secret create "$KUBE_SECRET" "$kube_secret" >/dev/null
 rm -f "$kube_secret"
-quiet timeout 120 podman kube play "$play" >"$CACHE/kube-play.log" 2>&1 || {
+quiet timeout --foreground 120 podman kube play "$play" >"$CACHE/kube-play.log" 2>&1 || {
   cat "$CACHE/kube-play.log" >&2
   die "podman kube play"
 }

@@ -20,7 +20,7 @@ import pytest
 from resolver.cli import main as cli_main
 from resolver.config import load_config
 from resolver.server import SHUTDOWN_GRACE
-from tests.conftest import free_port
+from tests.conftest import ADMIN_SECRET, free_port
 from tests.deploy.test_deploy_files import DEPLOY, ROOT, SETTINGS, dockerfile, exec_form, load_yaml
 from tests.nodeproc import NodeProcess
 
@@ -146,8 +146,6 @@ def test_probe_against_a_real_node(tmp_path: Path) -> None:
         assert probe("request", "GET", url, "404").returncode == 0
         refused = probe("request", "PUT", url, "201", body)
         assert refused.returncode == 1 and "status 401" in refused.stderr
-        from tests.conftest import ADMIN_SECRET
-
         admin = {"PROBE_AUTH": f"300:0.NA/88.118.8:{ADMIN_SECRET}"}
         assert probe("request", "PUT", url, "201", body, env=admin).returncode == 0
         got = probe("request", "GET", url, "200")
