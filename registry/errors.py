@@ -41,6 +41,8 @@ __all__ = [
     "PermissionDenied",
     "ServerBusy",
     "ServerError",
+    "StoreInUse",
+    "StoreTooNew",
     "StoreUnavailable",
     "ValueAlreadyExists",
     "ValuesNotFound",
@@ -93,6 +95,15 @@ class StoreUnavailable(HandleError):
     """The store cannot be reached; the write was not made (responseCode 3, HTTP 503)."""
 
     code = RC_SERVER_TOO_BUSY
+
+
+class StoreTooNew(StoreUnavailable):
+    """The store's schema was written by a newer idnode than this one: it is not opened (an older
+    node would misread or damage what the newer one added)."""
+
+
+class StoreInUse(StoreUnavailable):
+    """The store is open in a running node or command, so it cannot be replaced (``idnode restore``)."""
 
 
 class ServerBusy(HandleError):

@@ -10,6 +10,7 @@ names callers have always used, each bound to the part that does the work:
 - :mod:`registry.onboarding`: promoters and enterprises
 - :mod:`registry.auditors`: the bureau's read-only identities
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
+- :mod:`registry.audit`: the audit log of operator actions
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from registry.admin_values import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX, hash_secrets
+from registry.audit import AuditLog
 from registry.auditors import Auditor, Auditors
 from registry.bootstrap import NodeBootstrap
 from registry.callers import Callers, require_node_admin
@@ -59,6 +61,7 @@ class Registry:
         self.onboarding = Onboarding(ns, hasher, writes)
         self.auditors = Auditors(ns, hasher, writes)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
+        self.audit = AuditLog(ns)
         self.authenticator = self.callers.authenticator
 
         # Reading and the namespace.
@@ -71,6 +74,7 @@ class Registry:
         self.caller_of = self.callers.caller_of
         self.may_read_private = self.callers.may_read_private
         self.list_handles = self.callers.list_handles
+        self.handles_from = self.callers.handles_from
         self.require_node_admin = require_node_admin
         # Writes (the single writer) and their listeners.
         self.add_listener = writes.add_listener
@@ -100,6 +104,7 @@ class Registry:
         self.revoke_auditor = self.auditors.revoke_auditor
         self.bootstrap = self.bootstrapper.bootstrap
         self.set_node_value = self.bootstrapper.set_node_value
+        self.reset_admin_secret = self.bootstrapper.reset_admin_secret
 
     async def hash_secrets(self, values: Sequence[HandleValue]) -> Sequence[HandleValue]:
         """Every plain-text HS_SECKEY in ``values`` hashed in the scrypt pool (see :func:`hash_secrets`)."""

@@ -73,16 +73,22 @@ from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
+    RESOLUTION_BATCH_DAYS,
     Attribution,
+    AuditEntry,
     Enterprise,
     HandleWrite,
+    ListedHandle,
     Promoter,
+    ResolutionCount,
     StoredHandle,
     WriteOutcome,
     WriteResult,
+    audit_where,
+    schema_too_new,
 )
 
-__all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "PostgresStore"]
+__all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -191,7 +197,52 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX registration_counts_day ON registration_counts (day, hour) INCLUDE (enterprise_id, delta);
         """,
     ),
+    (
+        4,
+        # Resolution statistics (resolver.ops.resolutions) and the ids of the flushes already added.
+        """
+        CREATE TABLE resolution_counts (
+            prefix TEXT COLLATE "C" NOT NULL,
+            day INTEGER NOT NULL,
+            interface TEXT COLLATE "C" NOT NULL,
+            found BIGINT NOT NULL,
+            not_found BIGINT NOT NULL,
+            PRIMARY KEY (prefix, day, interface)
+        );
+        CREATE INDEX resolution_counts_day ON resolution_counts (day) INCLUDE (prefix, interface, found, not_found);
+        CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at BIGINT NOT NULL);
+        CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
+        """,
+    ),
+    (
+        6,
+        # The audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
+        # branches go before it in this list when they are merged.
+        """
+        CREATE TABLE audit_log (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT COLLATE "C" NOT NULL,
+            target TEXT COLLATE "C" NOT NULL,
+            source TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_action ON audit_log (action, id);
+        CREATE INDEX audit_log_target ON audit_log (target, id);
+        """,
+    ),
 ]
+# The schema version a store is at once every migration above has run (its highest number).
+SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
+
+_ADD_RESOLUTIONS = (
+    "INSERT INTO resolution_counts (prefix, day, interface, found, not_found) "
+    "SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::bigint[], $5::bigint[]) "
+    "ORDER BY 1, 2, 3 "
+    "ON CONFLICT (prefix, day, interface) DO UPDATE SET found = resolution_counts.found + excluded.found, "
+    "not_found = resolution_counts.not_found + excluded.not_found"
+)
 
 COPY_THRESHOLD = 1000  # created rows; from here on they go in with COPY rather than INSERT … unnest
 PACK_IN_THREAD = 2000  # writes; from here on records are packed on a worker thread
@@ -309,6 +360,10 @@ FROM t LEFT JOIN (
 ORDER BY p.id
 """
 _COUNT = "SELECT COALESCE(SUM(n), 0)::bigint FROM list_buckets WHERE prefix = $1 AND n > 0"
+_FROM = (
+    "SELECT id, handle, record FROM handles WHERE prefix = $1 AND id > $2 AND ($3::text IS NULL OR id >= "
+    "(SELECT id FROM handles WHERE hkey = $3 AND prefix = $1)) ORDER BY id LIMIT $4"
+)
 
 _HANDLE_COLUMNS = "hkey, record, version, enterprise_id, created_at"
 _GET = f"SELECT {_HANDLE_COLUMNS} FROM handles WHERE hkey = $1"
@@ -638,6 +693,8 @@ class PostgresStore:
                 " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
             applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            if applied and max(applied) > SCHEMA_VERSION:  # forward only: a newer release's schema is left alone
+                raise schema_too_new(self._where, max(applied), SCHEMA_VERSION)
             for number, sql in MIGRATIONS:
                 if number in applied:
                     continue
@@ -813,6 +870,12 @@ class PostgresStore:
         total = int(rows[0][0]) if rows else 0
         return total, [r[1] for r in rows if r[1] is not None]
 
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        rows = await self._fetch(_FROM, prefix, after, start, max(0, limit))
+        return [ListedHandle(r[0], r[1], bytes(r[2])) for r in rows]
+
     # -- promoters and enterprises -------------------------------------------------------------
     @staticmethod
     def _conflict(exc: asyncpg.UniqueViolationError, **names: str) -> InvalidRequest:
@@ -960,6 +1023,57 @@ class PostgresStore:
         rows = await self._fetch(sql, *args)
         return {r[0]: int(r[1]) for r in rows}
 
+    # -- resolution statistics -------------------------------------------------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        # Rows in key order: workers flushing together then lock shared rows in the same order (no deadlock).
+        rows = sorted((c.prefix, c.day, c.interface, c.found, c.not_found) for c in counts)
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[], [], [], [], []]
+
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "INSERT INTO resolution_batches (batch, added_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    batch,
+                    now,
+                )
+                if status.endswith(" 0"):
+                    return False
+                await conn.execute(_ADD_RESOLUTIONS, *columns)
+                await conn.execute(
+                    "DELETE FROM resolution_batches WHERE added_at < $1", now - RESOLUTION_BATCH_DAYS * 86400
+                )
+                attempt.commit_sent = True
+            return True
+
+        return await self._run(run)
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        if prefix is None:
+            rows = await self._fetch(
+                "SELECT '', day, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+                "WHERE day >= $1 AND day < $2 GROUP BY day, interface ORDER BY day, interface",
+                from_day,
+                to_day,
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT prefix, day, interface, found, not_found FROM resolution_counts "
+                "WHERE prefix = $1 AND day >= $2 AND day < $3 ORDER BY day, interface",
+                prefix,
+                from_day,
+                to_day,
+            )
+        return [ResolutionCount(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        rows = await self._fetch(
+            "SELECT prefix, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+            "WHERE day >= $1 AND day < $2 GROUP BY prefix, interface ORDER BY prefix, interface",
+            from_day,
+            to_day,
+        )
+        return [ResolutionCount(r[0], 0, r[1], int(r[2]), int(r[3])) for r in rows]
+
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
         row = await self._fetchrow("SELECT value FROM meta WHERE key = $1", key)
@@ -1029,6 +1143,43 @@ class PostgresStore:
             response,
             now,
         )
+
+    # -- audit log ------------------------------------------------------------------------------
+    async def add_audit(self, at: int, actor: str, action: str, target: str, source: str, detail: str) -> int:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> int:
+            async with conn.transaction():
+                entry_id = await conn.fetchval(
+                    "INSERT INTO audit_log (at, actor, action, target, source, detail) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    at,
+                    actor,
+                    action,
+                    target,
+                    source,
+                    detail,
+                )
+                attempt.commit_sent = True
+            return int(entry_id)
+
+        return await self._run(run)
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        where, args = audit_where(before_id, action, target, since, lambda n: f"${n}")
+        rows = await self._fetch(
+            f"SELECT id, at, actor, action, target, source, detail FROM audit_log{where} "
+            f"ORDER BY id DESC LIMIT ${len(args) + 1}",
+            *args,
+            limit,
+        )
+        return [AuditEntry(*r) for r in rows]
 
     async def set_meta(self, key: str, value: str) -> None:
         await self._execute(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from registry.days import day_number, hour_of
-from registry.errors import InvalidRequest, StoreUnavailable
+from registry.errors import InvalidRequest, StoreInUse, StoreUnavailable
 from registry.model import Record
 from registry.packing import pack_record, unpack_record
 from registry.private_files import PRIVATE_FILE, make_private, private_dir
@@ -30,16 +31,22 @@ from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
+    RESOLUTION_BATCH_DAYS,
     Attribution,
+    AuditEntry,
     Enterprise,
     HandleWrite,
+    ListedHandle,
     Promoter,
+    ResolutionCount,
     StoredHandle,
     WriteOutcome,
     WriteResult,
+    audit_where,
+    schema_too_new,
 )
 
-__all__ = ["HANDLES_DDL", "SQLiteStore", "database_file"]
+__all__ = ["HANDLES_DDL", "LOCK_SUFFIX", "SCHEMA_VERSION", "SQLiteStore", "database_file"]
 
 T = TypeVar("T")
 
@@ -115,7 +122,33 @@ MIGRATIONS: list[str] = [
     CREATE INDEX registration_counts_hour ON registration_counts (hour, day, enterprise_id, delta);
     CREATE INDEX registration_counts_day ON registration_counts (day, hour, enterprise_id, delta);
     """,
+    # 4: resolution statistics (resolver.ops.resolutions) and the ids of the flushes already added.
+    """
+    CREATE TABLE resolution_counts (
+        prefix TEXT NOT NULL, day INTEGER NOT NULL, interface TEXT NOT NULL,
+        found INTEGER NOT NULL, not_found INTEGER NOT NULL,
+        PRIMARY KEY (prefix, day, interface)
+    ) WITHOUT ROWID;
+    CREATE INDEX resolution_counts_day ON resolution_counts (day, prefix, interface, found, not_found);
+    CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
+    """,
+    # 6: the audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
+    # branches go before it when they are merged, and this entry stays last (6th) in this list.
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        target TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action, id);
+    CREATE INDEX audit_log_target ON audit_log (target, id);
+    """,
 ]
+# The schema version a store is at once every migration above has run (``PRAGMA user_version``).
+SCHEMA_VERSION = len(MIGRATIONS)
+# Beside the database: every process with the store open holds a shared lock on it, and `idnode
+# restore` an exclusive one while it replaces the file (registry.stores.sqlite_files).
+LOCK_SUFFIX = "-lock"
 
 
 def _path_of(url: str) -> str:
@@ -156,6 +189,7 @@ class SQLiteStore:
         self._writer: ThreadPoolExecutor | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
         self._keeper: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._write_lock = asyncio.Lock()
 
     # -- connections ---------------------------------------------------------------------------
@@ -229,18 +263,34 @@ class SQLiteStore:
         else:
             readers = self._readers
             self._private_files()
+            self._hold_shared_lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="idnode-sqlite-w")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="idnode-sqlite-r")
-        await self._migrate()
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
         if not self._memory:
             self._private_files()  # the -wal and -shm files exist now
+
+    def _hold_shared_lock(self) -> None:
+        """A shared lock on ``<database>-lock`` for as long as the store is open: `idnode restore`
+        takes it exclusively, so it never replaces a database a node or a command has open."""
+        fd = os.open(self._path + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreInUse(f"the SQLite store {self._path} is being restored (idnode restore): try again") from None
+        self._lock_fd = fd
 
     def _private_files(self) -> None:
         """A new database file is created 0600 before SQLite opens it (SQLite gives its -wal and
         -shm files the database file's mode); existing files are tightened."""
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", "-wal", "-shm", "-journal", LOCK_SUFFIX):
             make_private(self._path + suffix)
 
     async def close(self) -> None:
@@ -251,11 +301,19 @@ class SQLiteStore:
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _migrate(self) -> None:
+        """Bring the schema up to SCHEMA_VERSION, one migration per transaction (forward only); a
+        schema newer than this code knows is refused, never touched."""
+
         def run() -> None:
             conn = self._conn()
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise schema_too_new(self._path if not self._memory else ":memory:", version, SCHEMA_VERSION)
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 try:
                     conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
@@ -268,7 +326,11 @@ class SQLiteStore:
                         raise
 
         assert self._writer is not None
-        await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        except sqlite3.DatabaseError as exc:  # not a database, no permission, a disk error, …
+            where = ":memory:" if self._memory else self._path
+            raise StoreUnavailable(f"cannot open the SQLite store {where}: {exc}") from None
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -340,6 +402,19 @@ class SQLiteStore:
                 (prefix, start_bucket * LIST_BUCKET, page_size, skip),
             ).fetchall()
             return total, [_handle_of(r[0]) for r in rows]
+
+        return await self._read(run)
+
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        def run(c: sqlite3.Connection) -> list[ListedHandle]:
+            rows = c.execute(
+                "SELECT id, record FROM handles WHERE prefix = ? AND id > ? AND (? IS NULL OR id >= "
+                "(SELECT id FROM handles WHERE hkey = ? AND prefix = ?)) ORDER BY id LIMIT ?",
+                (prefix, after, start, start, prefix, max(0, limit)),
+            ).fetchall()
+            return [ListedHandle(r[0], _handle_of(r[1]), r[1]) for r in rows]
 
         return await self._read(run)
 
@@ -472,6 +547,53 @@ class SQLiteStore:
             out[eid] = out.get(eid, 0) + int(n)
         return out
 
+    # -- resolution statistics -------------------------------------------------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        rows = [(c.prefix, c.day, c.interface, c.found, c.not_found) for c in counts]
+
+        def run(c: sqlite3.Connection) -> bool:
+            added = c.execute(
+                "INSERT INTO resolution_batches (batch, added_at) VALUES (?, ?) ON CONFLICT (batch) DO NOTHING",
+                (batch, now),
+            ).rowcount
+            if not added:
+                return False
+            c.executemany(
+                "INSERT INTO resolution_counts (prefix, day, interface, found, not_found) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (prefix, day, interface) DO UPDATE SET found = found + excluded.found, "
+                "not_found = not_found + excluded.not_found",
+                rows,
+            )
+            c.execute("DELETE FROM resolution_batches WHERE added_at < ?", (now - RESOLUTION_BATCH_DAYS * 86400,))
+            return True
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        if prefix is None:
+            sql = (
+                "SELECT '', day, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+                "WHERE day >= ? AND day < ? GROUP BY day, interface ORDER BY day, interface"
+            )
+            args: tuple = (from_day, to_day)
+        else:
+            sql = (
+                "SELECT prefix, day, interface, found, not_found FROM resolution_counts "
+                "WHERE prefix = ? AND day >= ? AND day < ? ORDER BY day, interface"
+            )
+            args = (prefix, from_day, to_day)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [ResolutionCount(p, d, i, int(f), int(n)) for p, d, i, f, n in rows]
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        sql = (
+            "SELECT prefix, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+            "WHERE day >= ? AND day < ? GROUP BY prefix, interface ORDER BY prefix, interface"
+        )
+        rows = await self._read(lambda c: c.execute(sql, (from_day, to_day)).fetchall())
+        return [ResolutionCount(p, 0, i, int(f), int(n)) for p, i, f, n in rows]
+
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
         row = await self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
@@ -527,6 +649,32 @@ class SQLiteStore:
                     (key, request_hash, response, now),
                 )
             )
+
+    # -- audit log ------------------------------------------------------------------------------
+    async def add_audit(self, at: int, actor: str, action: str, target: str, source: str, detail: str) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (at, actor, action, target, source, detail),
+            )
+            return int(cur.lastrowid or 0)
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        where, args = audit_where(before_id, action, target, since, lambda n: "?")
+        sql = f"SELECT id, at, actor, action, target, source, detail FROM audit_log{where} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [AuditEntry(*r) for r in rows]
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._write_lock:

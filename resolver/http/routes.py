@@ -14,7 +14,7 @@ from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidR
 from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
 from registry.model import MAX_INDEX, HandleName, normalise_prefix, prefix_handle_of
-from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
 from resolver.ops.metrics import REGISTRATIONS
 
@@ -82,6 +82,7 @@ async def resolve(request: web.Request) -> web.Response:
         registry_of(request).require_responsible(name)
         resolver = resolver_of(request)
         record = await resolver.lookup(name.key)
+        request.app[STATE_KEY].resolutions.count(name.prefix, "rest", record is not None)
         if record is None:
             raise HandleNotFound("Handle Not Found", name.text)
         handle = json.dumps(name.text, ensure_ascii=False)
@@ -96,6 +97,7 @@ async def _resolve(request: web.Request, name: HandleName) -> web.Response:
     registry.require_responsible(name)
     caller = await request_caller(request)
     record = await resolver_of(request).lookup(name.key, authoritative=flag(request, "auth"))
+    request.app[STATE_KEY].resolutions.count(name.prefix, "rest", record is not None)
     if record is None:
         raise HandleNotFound("Handle Not Found", name.text)
     values = record.values

@@ -2,9 +2,10 @@
 
 Two scrape paths. ``/metrics`` is open and holds the operational series (requests, latencies,
 caches, store, Redis, batches, the process). ``/metrics/business`` holds the business figures,
-which are no more public than the tallies they come from: registrations per enterprise prefix and
-the clause-8 gauges per promoter (award, eligible enterprises, registrations); it takes the same
-credentials as the tallies (node administrator or auditor, HTTP Basic or a Handle session).
+which are no more public than the tallies they come from: registrations and resolutions per
+enterprise prefix and the clause-8 gauges per promoter (award, eligible enterprises, registrations);
+it takes the same credentials as the tallies (node administrator or auditor, HTTP Basic or a Handle
+session).
 
 With ``--workers N`` each worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (set by the
 server before the workers start) and both paths aggregate them (prometheus-client multiprocess
@@ -43,6 +44,8 @@ __all__ = [
     "REDIS_BREAKER",
     "REDIS_ERRORS",
     "REGISTRATIONS",
+    "RESOLUTIONS",
+    "RESOLUTION_MISSES",
     "STORE_ERRORS",
     "STORE_LATENCY",
     "InstrumentedStore",
@@ -86,6 +89,17 @@ BATCH_RESULTS = Counter(
     "idnode_batch_item_outcomes_total", "Batch items by outcome (created, replaced, failed).", ["outcome"]
 )
 REGISTRATIONS = Counter("idnode_registrations_total", "Identifiers created, by enterprise prefix.", ["prefix"])
+# Added by resolver.ops.resolutions at each flush (not per request); prefix labels bounded there.
+RESOLUTIONS = Counter(
+    "idnode_resolutions_total",
+    "Resolutions answered with the record, by interface and prefix ('other' past stats_metric_prefixes).",
+    ["interface", "prefix"],
+)
+RESOLUTION_MISSES = Counter(
+    "idnode_resolutions_not_found_total",
+    "Resolutions of handles not found, by interface and prefix ('other' past stats_metric_prefixes).",
+    ["interface", "prefix"],
+)
 
 METRICS_PATH = "/metrics"
 BUSINESS_PATH = "/metrics/business"
@@ -177,7 +191,9 @@ class TallyCollector:
 
 
 # Families (names without _total) served only on /metrics/business.
-BUSINESS_FAMILIES = frozenset({"idnode_registrations", *TallyCollector.FAMILIES})
+BUSINESS_FAMILIES = frozenset(
+    {"idnode_registrations", "idnode_resolutions", "idnode_resolutions_not_found", *TallyCollector.FAMILIES}
+)
 
 
 class _Part:

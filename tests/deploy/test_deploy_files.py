@@ -25,12 +25,7 @@ YAML_FILES = sorted([*DEPLOY.rglob("*.yml"), *DEPLOY.rglob("*.yaml")])
 JSON_FILES = sorted(DEPLOY.rglob("*.json"))
 K8S = DEPLOY / "k8s"
 DEFAULTS = Config()
-# IDNODE_PUBLIC_BASE_URL: the public URL the deployments set for the public_base_url setting, which
-# arrives with the web resolver's work; until then the node ignores the variable.
-SETTINGS = {"IDNODE_" + f.name.upper() for f in dataclasses.fields(Config)} | {
-    "IDNODE_ADMIN_SECRET",
-    "IDNODE_PUBLIC_BASE_URL",
-}
+SETTINGS = {"IDNODE_" + f.name.upper() for f in dataclasses.fields(Config)} | {"IDNODE_ADMIN_SECRET"}
 HTTP_PORT, NATIVE_PORT = DEFAULTS.port, DEFAULTS.native_port
 
 
@@ -186,7 +181,7 @@ def test_dockerfile_base_user_ports_and_healthcheck(app_paths: set[str]) -> None
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
-    for needed in ("pyproject.toml", "README.md", "registry", "resolver", "promotion_tracker"):
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "registry", "resolver", "promotion_tracker"):
         assert needed not in ignored
     assert ".venv" in ignored and ".git" in ignored
 
@@ -247,6 +242,7 @@ def test_deployments_set_where_clients_reach_them() -> None:
     data = configmap["data"]
     assert load_config(env=dict(data)).advertise_host == data["IDNODE_ADVERTISE_HOST"]
     assert ipaddress.ip_address(data["IDNODE_ADVERTISE_HOST"]).is_global is False  # a placeholder
+    assert load_config(env=dict(data)).public_base_url == data["IDNODE_PUBLIC_BASE_URL"].rstrip("/")
     assert data["IDNODE_PUBLIC_BASE_URL"].startswith("https://")
 
 

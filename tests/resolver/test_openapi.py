@@ -180,7 +180,7 @@ async def test_document_is_served_as_it_is(client: TestClient) -> None:
     r = await client.get("/api/openapi.json")
     assert r.status == 200
     assert r.content_type == "application/json"
-    assert await r.read() == resources.files("resolver").joinpath("openapi.json").read_bytes()
+    assert await r.read() == resources.files("resolver.http").joinpath("openapi.json").read_bytes()
     assert (await r.json())["paths"].keys() == spec()["paths"].keys()
 
 
