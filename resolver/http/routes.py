@@ -18,7 +18,7 @@ from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
 from resolver.ops.metrics import REGISTRATIONS
 
-__all__ = ["routes"]
+__all__ = ["resolve_name", "routes"]
 
 routes = web.RouteTableDef()
 MAX_PAGE = MAX_U32 // 2  # so that page × pageSize stays within a store's 64-bit offset
@@ -76,7 +76,12 @@ def _limits(request: web.Request) -> ValueLimits:
 
 @routes.get("/api/handles/{handle:.+}")
 async def resolve(request: web.Request) -> web.Response:
-    name = _handle(request)
+    return await resolve_name(request, _handle(request))
+
+
+async def resolve_name(request: web.Request, name: HandleName) -> web.Response:
+    """The answer of ``GET /api/handles/{name}`` with this request's query and credentials (also the
+    JSON that a handle's URL on the node answers with ``Accept: application/json``)."""
     if not request.query_string and "Authorization" not in request.headers:
         # The hot path (a traceability app resolving a code): public values, rendered once per record.
         registry_of(request).require_responsible(name)
