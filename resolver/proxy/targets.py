@@ -102,7 +102,7 @@ def destinations_of(values: Sequence[HandleValue], handle: str) -> Destinations:
     alias = None
     for value in ordered:
         kind = value.type.upper()
-        if kind == LOC_TYPE:
+        if kind == LOC_TYPE.upper():
             parsed = parse_locations(value.data, handle)
             if parsed is not None:
                 locations[value.index] = parsed

@@ -39,6 +39,7 @@ def safe_url(text: str | None) -> str | None:
     try:
         parts = urlsplit(text)
         host = parts.hostname
+        parts.port  # noqa: B018 - raises for a port that is no number or out of range
     except ValueError:  # an invalid IPv6 literal, a bad port
         return None
     if parts.scheme.lower() not in _SCHEMES or not host:
