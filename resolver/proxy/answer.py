@@ -107,11 +107,11 @@ def _asked(request: web.Request) -> Asked:
         return PLAIN
     query: MultiMapping[str] = request.query
     index = None
-    if "index" in query:
+    if query.get("index", "").strip():  # an empty one (a form's empty field) is none, as in HANDLE.NET
         index = parse_uint(query["index"].strip(), "index", maximum=MAX_INDEX)
-    type_ = query.get("type")
-    if type_ is not None and (not type_.strip() or len(type_) > MAX_TYPE):
-        raise InvalidRequest(f"type must be a value type of 1 to {MAX_TYPE} characters")
+    type_ = query.get("type", "").strip() or None
+    if type_ is not None and len(type_) > MAX_TYPE:
+        raise InvalidRequest(f"type must be a value type of at most {MAX_TYPE} characters")
     locatt = tuple(query.getall("locatt", []))
     if len(locatt) > MAX_LOCATT or any(len(a) > MAX_LOCATT_LENGTH for a in locatt):
         raise InvalidRequest(f"at most {MAX_LOCATT} locatt parameters of at most {MAX_LOCATT_LENGTH} characters")
@@ -120,7 +120,7 @@ def _asked(request: web.Request) -> Asked:
         raise InvalidRequest(f"urlappend is at most {MAX_URLAPPEND} characters")
     return Asked(
         index=index,
-        type=type_.strip() if type_ is not None else None,
+        type=type_,
         locatt=locatt,
         urlappend=append or None,
         noredirect=flag(request, "noredirect"),

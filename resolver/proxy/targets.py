@@ -40,24 +40,8 @@ class Destinations:
     urls: dict[int, str] = field(default_factory=dict)  # index → safe URI, for every value whose data is one
     locations: dict[int, LocationSet] = field(default_factory=dict)  # index → a 10320/loc value's locations
     alias: str | None = None  # the HS_ALIAS value's handle (the one with the lowest index)
-
-    @property
-    def default_url(self) -> str | None:
-        """The URL value a plain request is sent to when there are no locations (deterministic)."""
-        exact = [v.index for v in self.values if v.type.upper() == URL_TYPE and v.index in self.urls]
-        subtypes = [v.index for v in self.values if is_url_type(v.type) and v.index in self.urls]
-        chosen = exact or subtypes
-        return self.urls[chosen[0]] if chosen else None
-
-    @property
-    def all_locations(self) -> LocationSet | None:
-        sets = [s for _, s in sorted(self.locations.items()) if s.locations]
-        if not sets:
-            return None
-        merged = sets[0]
-        for more in sets[1:]:
-            merged = merged + more
-        return merged
+    default_url: str | None = None  # the URL value a plain request goes to when there are no locations
+    all_locations: LocationSet | None = None  # the locations of every 10320/loc value, in index order
 
     def _of_value(self, value: HandleValue, locatt: Sequence[str], client: str | None, rng: random.Random | None):
         found = self.locations.get(value.index)
@@ -113,4 +97,11 @@ def destinations_of(values: Sequence[HandleValue], handle: str) -> Destinations:
             url = safe_url(value_text(value.data)) if len(value.data) <= 8192 else None
             if url is not None:
                 urls[value.index] = url
-    return Destinations(ordered, urls, locations, alias)
+    exact = [v.index for v in ordered if v.type.upper() == URL_TYPE and v.index in urls]
+    subtypes = [v.index for v in ordered if is_url_type(v.type) and v.index in urls]
+    chosen = exact or subtypes
+    sets = [found for _, found in sorted(locations.items()) if found.locations]
+    merged = None
+    for more in sets:
+        merged = more if merged is None else merged + more
+    return Destinations(ordered, urls, locations, alias, urls[chosen[0]] if chosen else None, merged)

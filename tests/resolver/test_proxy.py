@@ -6,6 +6,7 @@ on a real SQLite store behind a real socket (aiohttp's test server)."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from typing import Any
 from urllib.parse import quote
@@ -477,3 +478,47 @@ async def test_answers_have_no_server_errors_for_odd_input(node: Node) -> None: 
             assert r.status < 500, (query, accept, r.status)
     r = await _get(client, node.path(), Accept="a/b;q=" + "9" * 400 + ", " * 2000)
     assert r.status == 302
+
+
+# ---------------------------------------------------------------------------------------- a real node
+
+
+def test_a_real_node_answers_a_scan(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``idnode serve`` itself (its own process, the production server stack): a scan is redirected,
+    the page and the other routes answer."""
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import ADMIN_SECRET
+    from tests.nodeproc import NodeProcess
+    from tests.resolver.conftest import NODE_ADMIN, basic
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(Stay)
+    proc = NodeProcess(tmp_path / "node").wait_ready()
+    try:
+        body = json.dumps({"values": [{"index": 1, "type": "URL", "data": "https://example.com/scan 1"}]}).encode()
+        put = urllib.request.Request(
+            f"{proc.url}/api/handles/88.118.8/scan-1",
+            data=body,
+            method="PUT",
+            headers={"Content-Type": "application/json", **basic(NODE_ADMIN, ADMIN_SECRET)},
+        )
+        assert opener.open(put, timeout=10).status == 201
+        try:
+            opener.open(f"{proc.url}/88.118.8%2Fscan-1", timeout=10)
+            raise AssertionError("no redirect")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 302 and exc.headers["Location"] == "https://example.com/scan%201"
+        with opener.open(f"{proc.url}/88.118.8/scan-1?noredirect&lang=en", timeout=10) as page:
+            html = page.read().decode()
+            assert page.status == 200 and "88.118.8/scan-1" in html and "secondary node 88.118.8" in html
+        with opener.open(f"{proc.url}/", timeout=10) as home:
+            assert home.status == 200 and 'name="hdl"' in home.read().decode()
+        with opener.open(f"{proc.url}/healthz", timeout=10) as health:
+            assert health.status == 200
+    finally:
+        proc.stop()
