@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
 
 from promotion_tracker.webpages import negotiate_locale, render_page
+from registry.auth import Caller
 from registry.errors import (
     HandleError,
     HandleNotFound,
@@ -140,7 +140,7 @@ class View:
     shared: bool
 
 
-async def _view(request: web.Request, name: HandleName, record: Record, caller: Any, asked: Asked) -> View:
+async def _view(request: web.Request, name: HandleName, record: Record, caller: Caller | None, asked: Asked) -> View:
     state = request.app[PROXY_KEY]
     if caller is not None and await registry_of(request).may_read_private(caller, record):
         values = served_values(record.values, private_reader=True)
@@ -151,14 +151,14 @@ async def _view(request: web.Request, name: HandleName, record: Record, caller: 
     return View(name, record, found, not asked.auth)
 
 
-async def _lookup(request: web.Request, name: HandleName, caller: Any, asked: Asked) -> View:
+async def _lookup(request: web.Request, name: HandleName, caller: Caller | None, asked: Asked) -> View:
     record = await resolver_of(request).lookup(name.key, authoritative=asked.auth)
     if record is None:
         raise HandleNotFound("Handle Not Found", name.text)
     return await _view(request, name, record, caller, asked)
 
 
-async def _follow(request: web.Request, view: View, caller: Any, asked: Asked) -> View:
+async def _follow(request: web.Request, view: View, caller: Caller | None, asked: Asked) -> View:
     """Follow HS_ALIAS values within this node. An alias that names no handle of this node ends the
     chain there (its page shows it); a loop, or more than MAX_ALIAS_HOPS hops, is TooManyAliases."""
     registry = registry_of(request)
