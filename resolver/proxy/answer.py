@@ -230,8 +230,10 @@ async def _answer(request: web.Request, name: HandleName, kind: Wanted) -> web.S
 
 
 def _anchor(request: web.Request) -> str:
-    """The URL the request named, without its query: the linkset's context."""
-    return f"{request.scheme}://{request.host}{request.raw_path.split('?', 1)[0]}"
+    """The URL the request named, without its query: the linkset's context. Under ``public_base_url``
+    when the operator set it (behind a TLS-terminating proxy the request alone says ``http``)."""
+    base = request.app[CONFIG_KEY].public_base_url.rstrip("/") or f"{request.scheme}://{request.host}"
+    return base + request.raw_path.split("?", 1)[0]
 
 
 async def _linkset(request: web.Request, view: View) -> web.Response:

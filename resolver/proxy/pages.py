@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from registry.errors import (
     RC_HANDLE_NOT_FOUND,
@@ -18,6 +18,7 @@ from registry.errors import (
 from registry.model import HandleValue
 from registry.stores.base import Enterprise
 from registry.templates import TEMPLATE_INDEX, Template
+from resolver.http.public_url import handle_path
 from resolver.proxy.targets import Destinations, is_url_type
 from resolver.proxy.urls import value_text
 
@@ -26,7 +27,6 @@ __all__ = [
     "TITLE_FIELDS",
     "Registration",
     "error_context",
-    "handle_path",
     "home_context",
     "landing_context",
 ]
@@ -46,11 +46,6 @@ class Registration:
 
     created_at: int | None = None
     enterprise: Enterprise | None = None
-
-
-def handle_path(handle: str) -> str:
-    """The handle's path on this node (``/88.118.8.1001/SKU%201``): the slash as is, the rest encoded."""
-    return "/" + quote(handle, safe="/")
 
 
 def _instant(seconds: int | None) -> dt.datetime | None:

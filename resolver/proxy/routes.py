@@ -20,10 +20,11 @@ from promotion_tracker.webpages import render_page
 from registry.errors import HandleError, InvalidHandle
 from registry.model import HandleName
 from resolver.http.keys import CONFIG_KEY, registry_of
+from resolver.http.public_url import handle_path
 from resolver.http.web import flag
 from resolver.proxy.answer import PROXY_KEY, ProxyState, answer_error, answer_handle
 from resolver.proxy.negotiation import wanted
-from resolver.proxy.pages import handle_path, home_context
+from resolver.proxy.pages import home_context
 
 __all__ = ["HANDLE_PATH", "add_proxy_routes", "handle_of_path"]
 

@@ -17,6 +17,7 @@ from registry.model import HandleValue, normalise_prefix
 from registry.read_policy import public_values
 from registry.stores.base import HandleWrite
 from resolver.http.keys import STATE_KEY
+from resolver.http.public_url import handle_path
 from resolver.native.codec import ResolutionRequest, encode_message, make_request
 from resolver.native.http import HDL_MIME_TYPE
 from resolver.proxy.answer import PROXY_KEY
@@ -345,6 +346,22 @@ async def test_paths_percent_encoded_slash_utf8_suffixes_and_other_routes(node: 
         assert r.status == 405 and (await r.json())["responseCode"] == 4
     r = await client.post(node.path(), json={})
     assert r.status == 405
+
+
+async def test_the_urls_qr_codes_carry_resolve_here(node: Node) -> None:  # noqa: F811
+    """Every handle's public URL (resolver.http.public_url, what QR codes and labels encode) reaches
+    the proxy, suffixes that URL normalisation would rewrite included."""
+    for n, suffix in enumerate(("x/../y", "a//b", "a/", "件 1/..", "~é", "./q", "SKU#1?x")):
+        handle = f"{node.prefix}/{suffix}"
+        target = f"https://example.com/{n}"
+        path = "/api/handles/" + quote(handle, safe="")
+        r = await node.client.put(
+            path, json={"values": [{"index": 1, "type": "URL", "data": target}]}, headers=node.owner
+        )
+        assert r.status == 201, await r.text()
+        assert await _location(node, handle_path(handle)) == target, handle
+        r = await _get(node.client, handle_path(handle) + "?noredirect")
+        assert r.status == 200 and handle in _html_text(await r.text()).replace("&#39;", "'"), handle
 
 
 async def test_errors_are_pages_for_people_and_json_for_clients(node: Node) -> None:  # noqa: F811
