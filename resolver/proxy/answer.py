@@ -44,7 +44,7 @@ from registry.inputs import parse_uint
 from registry.model import MAX_INDEX, HandleName, Record, normalise_prefix
 from registry.read_policy import public_values, served_values
 from registry.templates import TEMPLATE_INDEX, TEMPLATE_TYPE, Template, parse_template_ref
-from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.routes import resolve_name
 from resolver.http.web import error_response, flag, request_address, request_caller
 from resolver.proxy.linkset import linkset
@@ -151,8 +151,14 @@ async def _view(request: web.Request, name: HandleName, record: Record, caller: 
     return View(name, record, found, not asked.auth)
 
 
-async def _lookup(request: web.Request, name: HandleName, caller: Caller | None, asked: Asked) -> View:
+async def _lookup(
+    request: web.Request, name: HandleName, caller: Caller | None, asked: Asked, *, counted: bool = False
+) -> View:
+    """The record of ``name`` as the caller may see it. ``counted``: the resolution the request asked
+    for (not an alias hop), counted for its prefix like REST and native resolutions, found or not."""
     record = await resolver_of(request).lookup(name.key, authoritative=asked.auth)
+    if counted:
+        request.app[STATE_KEY].resolutions.count(name.prefix, "web", record is not None)
     if record is None:
         raise HandleNotFound("Handle Not Found", name.text)
     return await _view(request, name, record, caller, asked)
@@ -187,7 +193,7 @@ async def answer_handle(request: web.Request, name: HandleName) -> web.StreamRes
     kind = wanted(request.headers.get("Accept"))
     try:
         if kind is Wanted.JSON:
-            response: web.StreamResponse = await resolve_name(request, name)
+            response: web.StreamResponse = await resolve_name(request, name, "web")
         else:
             response = await _answer(request, name, kind)
     except HandleError as exc:
@@ -198,7 +204,8 @@ async def answer_handle(request: web.Request, name: HandleName) -> web.StreamRes
 
 
 def _completed(request: web.Request, name: HandleName, response: web.StreamResponse) -> web.StreamResponse:
-    """Every web resolution of a handle ends here, whatever its answer: the one place to count them."""
+    """Every web answer about a handle ends here, whatever it is (the resolution itself is counted
+    where the record is looked up, ``_lookup``, as REST counts its own)."""
     if "Vary" not in response.headers:
         response.headers["Vary"] = "Accept"
     return response
@@ -208,7 +215,7 @@ async def _answer(request: web.Request, name: HandleName, kind: Wanted) -> web.S
     registry_of(request).require_responsible(name)
     asked = _asked(request)
     caller = await request_caller(request) if "Authorization" in request.headers else None
-    view = await _lookup(request, name, caller, asked)
+    view = await _lookup(request, name, caller, asked, counted=True)
     alias_of = None
     if view.found.alias is not None and not asked.ignore_aliases:
         followed = await _follow(request, view, caller, asked)

@@ -110,7 +110,9 @@ async def build(client: TestClient, clock: Clock) -> Node:
 @pytest.fixture
 async def node(tmp_path, monkeypatch) -> AsyncIterator[Node]:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("IDNODE_ADMIN_SECRET", ADMIN_SECRET)
-    config = load_config(env={}, overrides={"data_dir": str(tmp_path / "data"), "native_port": 0})
+    # Counts stay in memory for the test's length (test_proxy.py reads them there).
+    overrides = {"data_dir": str(tmp_path / "data"), "native_port": 0, "stats_flush_seconds": 3600}
+    config = load_config(env={}, overrides=overrides)
     clock = Clock(REGISTERED)
     async with TestClient(TestServer(create_app(config, clock=clock))) as client:
         yield await build(client, clock)

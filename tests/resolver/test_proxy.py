@@ -497,6 +497,27 @@ async def test_answers_have_no_server_errors_for_odd_input(node: Node) -> None: 
     assert r.status == 302
 
 
+async def test_web_resolutions_are_counted_once_each(node: Node) -> None:  # noqa: F811
+    """Resolution statistics: each request at a handle's URL counts once for its prefix under ``web``
+    (found or not; a JSON one too, not as ``rest``); alias hops and errors before the lookup do not."""
+    counter = node.client.server.app[STATE_KEY].resolutions
+    counter.take()
+    alias = f"{node.prefix}/alias-to-product"
+    await node.put(alias, [{"index": 1, "type": "HS_ALIAS", "data": node.handle}])
+    counter.take()
+    for headers in ({}, {"Accept": BROWSER}, JSON_ACCEPT, LINKSET_ACCEPT):
+        await _get(node.client, node.path(), **headers)
+    await _get(node.client, node.path() + "?noredirect")
+    await _get(node.client, node.path(alias))  # one resolution, though two records are read
+    await _get(node.client, node.path(f"{node.prefix}/nothing"))
+    await _get(node.client, node.path(f"{node.prefix}/nothing"), **JSON_ACCEPT)
+    await _get(node.client, "/86.100.1/ABC")  # not this node's: no resolution
+    await _get(node.client, "/api/handles/" + quote(node.handle, safe="/"))
+    found, missing = counter.take()
+    assert found["web"] == {node.prefix: 6} and missing["web"] == {node.prefix: 2}
+    assert found["rest"] == {node.prefix: 1} and not missing["rest"]
+
+
 # ---------------------------------------------------------------------------------------- a real node
 
 
