@@ -49,6 +49,7 @@ from resolver.ops.metrics import (
     this_year,
 )
 from resolver.ops.resolutions import ResolutionFlusher
+from resolver.proxy import PROXY_PAGES, add_proxy_routes
 from resolver.resolve import Resolver
 
 __all__ = ["create_app", "node_site"]
@@ -127,13 +128,14 @@ def create_app(
     setup_labels(app)  # /api/qr/{handle}, /api/labels
     app.router.add_routes(stats_routes)
     app.router.add_routes(tracker_routes)
-    setup_pages(app, BUREAU_PAGES)  # the page templates and catalogues (later pages add theirs here)
+    setup_pages(app, BUREAU_PAGES, PROXY_PAGES)  # the page templates and catalogues (later pages add theirs here)
     app.router.add_routes(health_routes)
     app.router.add_get(METRICS_PATH, metrics_handler())
     tally_gauges = TallyCollector(lambda: _live_tally(tracker))
     app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
     app.router.add_routes(api_docs_routes)
     add_native_http_route(app)  # POST application/x-hdl-message at any path; nothing else
+    add_proxy_routes(app)  # GET / and GET /{prefix}/{suffix} for people: after every other route
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock

@@ -37,8 +37,8 @@ integers, where the schema allows them and, in negative cases, where it does not
 
 Answers the document describes but random requests seldom provoke (415, a guesser's 401s then 429,
 JSONP with credentials, a request line over 8,190 bytes, CSV/XLSX tallies, the pages' HTML errors,
-an oversized native message) are made by hand in ``test_answers_generated_requests_rarely_reach``
-and checked with the same checks.
+an oversized native message, a handle's URL asked for a linkset or JSON by ``Accept``) are made by
+hand in ``test_answers_generated_requests_rarely_reach`` and checked with the same checks.
 
 A failure prints the request as a curl command line. The summary (requests and statuses per
 identity and operation) is printed by the last test: ``pytest -rA tests/resolver/test_openapi_fuzz.py``.
@@ -469,6 +469,22 @@ def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
     assert _explicit(node, "/api/sessions/this", "GET", new_id).status_code == 200
     r = _explicit(node, "/api/sessions/this", "DELETE", new_id)
     assert r.status_code == 200 and r.json() == {"sessionId": state["sessionId"], "authenticated": False}
+
+    # A handle's URL as people and apps ask for it: redirect, page, linkset, JSON; errors as pages and as JSON.
+    proxy, by_hand = "/{handle}", {"handle": sku}
+    r = _explicit(node, proxy, "GET", {}, path_parameters=by_hand)
+    assert r.status_code == 302 and _header(r, "Location") == "https://trace.example.com/0"
+    r = _explicit(node, proxy, "GET", {}, path_parameters=by_hand, query={"noredirect": ""})
+    assert r.status_code == 200 and _header(r, "Content-Type").startswith("text/html")
+    r = _explicit(node, proxy, "GET", {"Accept": "application/linkset+json"}, path_parameters=by_hand)
+    assert r.status_code == 200 and r.json()["linkset"][0]["describedby"] == [{"href": "https://trace.example.com/0"}]
+    unknown = {"handle": quote(f"{ENTERPRISE}/no-such-code", safe="")}
+    r = _explicit(node, proxy, "GET", {"Accept": "application/json"}, path_parameters=unknown)
+    assert r.status_code == 404 and r.json()["responseCode"] == 100
+    r = _explicit(node, proxy, "GET", {}, path_parameters={"handle": quote("86.100.1/X", safe="")})
+    assert r.status_code == 400 and _header(r, "Content-Type").startswith("text/html")
+    r = _explicit(node, "/", "GET", {}, query={"hdl": f"{ENTERPRISE}/by-hand", "noredirect": "1"})
+    assert r.status_code == 303 and _header(r, "Location") == f"/{ENTERPRISE}/by-hand?noredirect"
 
     oversized = bytes(ENVELOPE_SIZE) + bytes(MAX_MESSAGE + 2)  # past the body limit (it allows a leading CR or LF)
     r = _explicit(
