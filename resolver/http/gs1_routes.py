@@ -1,0 +1,154 @@
+"""GS1 Digital Link resolution on the node's HTTP port: ``/01/{gtin}[/22/…][/10/…][/21/…]`` and the
+resolver description ``/.well-known/gs1resolver`` (GS1-Conformant Resolver 1.2.0).
+
+A scan of a GS1 QR code resolves like a scan of a handle: the path is parsed and checked
+(:func:`registry.gs1.parse_digital_link`; 400 when malformed or the check digit is wrong), the
+enterprise that registered the GTIN's company prefix is found (:mod:`registry.gs1_prefixes`), the
+most specific of the handles the link names that exists is chosen (unit, batch, product: walking
+up inside one request, without redirects, as the standard asks), and the proxy answers for that
+handle exactly as for ``/{prefix}/{suffix}``: redirect, landing page, JSON or linkset by ``Accept``,
+with the query string (``linkType=``, data attributes) left to it. A GTIN no enterprise has
+registered, or one without any such handle, is a 404.
+
+Every answer here carries ``Access-Control-Allow-Origin: *`` and ``OPTIONS`` answers a CORS
+preflight (2.2 of the standard): all of it is public, and no credentials are ever needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from aiohttp import web
+
+from promotion_tracker.webpages import render_page
+from registry.errors import HandleError, HandleNotFound
+from registry.gs1 import GTIN_AI, parse_digital_link
+from registry.model import HandleName
+from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.http.statuses import http_status
+from resolver.http.web import error_response, flag
+from resolver.proxy.answer import answer_handle
+
+__all__ = ["WELL_KNOWN", "gs1_routes", "resolver_description"]
+
+gs1_routes = web.RouteTableDef()
+
+WELL_KNOWN = "/.well-known/gs1resolver"
+GS1_VOCABULARY = "https://ref.gs1.org/voc/"  # the gs1: link types (resolver standard 2.14)
+LINKSET_CONTEXT = "https://ref.gs1.org/standards/resolver/linkset-context"
+_ANY_ORIGIN = {"Access-Control-Allow-Origin": "*"}
+_PREFLIGHT = {
+    **_ANY_ORIGIN,
+    "Allow": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Accept, Accept-Language",
+    "Access-Control-Max-Age": "86400",
+}
+_JSON_TYPES = frozenset({"application/json", "application/linkset+json", "application/ld+json"})
+_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/*", "*/*"})
+_QUALITY = re.compile(r"\s*q\s*=\s*([01](?:\.[0-9]{0,3})?)\s*$", re.ASCII | re.IGNORECASE)
+
+
+async def _handle_of(request: web.Request) -> HandleName:
+    """The handle a Digital Link resolves to: the most specific one of its enterprise that exists."""
+    link = parse_digital_link(request.raw_path.split("?", 1)[0])
+    registry = registry_of(request)
+    owner = await registry.gs1_owner(link)
+    if owner is None:
+        raise HandleNotFound(f"GTIN {link.gtin}: no enterprise of this node has registered its GS1 company prefix")
+    names = [registry.parse(f"{owner.enterprise_prefix}/{suffix}") for suffix in link.handle_suffixes()]
+    resolver = resolver_of(request)
+    authoritative = flag(request, "auth")
+    for name in names:
+        if await resolver.lookup(name.key, authoritative=authoritative) is not None:
+            return name
+    fallback = f" or any of the {len(names) - 1} less specific handles" if len(names) > 1 else ""
+    raise HandleNotFound(f"{link.path} is not registered: no handle {names[0].text}{fallback}", names[0].text)
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        match = _QUALITY.fullmatch(param)
+        if match:
+            return float(match.group(1))
+    return 1.0
+
+
+def _wants_json(request: web.Request) -> bool:
+    """Whether the Accept header prefers a JSON type to a page (no Accept header: a page)."""
+    best_json = best_page = 0.0
+    for item in request.headers.get("Accept", "").split(",")[:32]:
+        media, _, params = item.partition(";")
+        media = media.strip().lower()
+        if media in _JSON_TYPES or media.endswith("+json"):
+            best_json = max(best_json, _quality(params))
+        elif media in _PAGE_TYPES:
+            best_page = max(best_page, _quality(params))
+    return best_json > best_page
+
+
+def _refused(request: web.Request, exc: HandleError) -> web.Response:
+    """A refusal as the proxy words one: the Handle JSON error for a client that asks for JSON, the
+    node's error page for a browser (or a client that names no type)."""
+    status = http_status(exc.code)
+    if _wants_json(request):
+        response = error_response(request, exc)
+    else:
+        response = render_page(request, "error.html", {"status": status, "message": exc.message}, status=status)
+    response.headers.update(_ANY_ORIGIN)
+    response.headers["Vary"] = "Accept, Accept-Language, Cookie"
+    return response
+
+
+@gs1_routes.get(f"/{GTIN_AI}/{{gtin}}")
+@gs1_routes.get(f"/{GTIN_AI}/{{gtin}}/{{qualifiers:.*}}")
+async def resolve_digital_link(request: web.Request) -> web.StreamResponse:
+    """``/01/{gtin}[/22/{cpv}][/10/{lot}][/21/{serial}]`` or ``/01/{gtin}/235/{tpx}`` (one trailing
+    slash tolerated): the proxy's answer for the handle the link resolves to."""
+    try:
+        name = await _handle_of(request)
+    except HandleError as exc:
+        return _refused(request, exc)
+    response = await answer_handle(request, name)
+    if not response.prepared:
+        response.headers.update(_ANY_ORIGIN)
+    return response
+
+
+@gs1_routes.options(f"/{GTIN_AI}/{{gtin}}")
+@gs1_routes.options(f"/{GTIN_AI}/{{gtin}}/{{qualifiers:.*}}")
+@gs1_routes.options(WELL_KNOWN)
+async def preflight(request: web.Request) -> web.Response:
+    """A CORS preflight (or a plain OPTIONS): what may be asked, from any origin."""
+    return web.Response(status=204, headers=_PREFLIGHT)
+
+
+def _resolver_root(request: web.Request) -> str:
+    """The node's public root URL. Until the ``public_base_url`` setting (issue 12 §4) is merged,
+    it is the scheme and Host of the request."""
+    return f"{request.scheme}://{request.host}"
+
+
+def resolver_description(node_prefix: str, root: str) -> dict[str, object]:
+    """The resolver description file (GS1-Conformant Resolver 1.2.0, section 3; it validates
+    against the standard's description-file schema): GTINs (AI 01) with every key qualifier,
+    ``gs1:`` link types, linkset never the default link type."""
+    return {
+        "name": f"工业互联网标识解析二级节点 {node_prefix} · Industrial Internet identifier resolution node",
+        "resolverRoot": root,
+        "supportedPrimaryKeys": [GTIN_AI],
+        "supportedLinkType": [{"namespace": GS1_VOCABULARY, "prefix": "gs1:"}],
+        "linkTypeDefaultCanBeLinkset": False,
+        "jsonLdContextLocation": LINKSET_CONTEXT,
+    }
+
+
+@gs1_routes.get(WELL_KNOWN)
+async def describe_resolver(request: web.Request) -> web.Response:
+    body = resolver_description(request.app[CONFIG_KEY].prefix, _resolver_root(request))
+    return web.Response(
+        text=json.dumps(body, ensure_ascii=False),
+        content_type="application/json",
+        headers={**_ANY_ORIGIN, "Cache-Control": "max-age=3600"},
+    )
