@@ -4,6 +4,8 @@ refusal with its message, and the mapping."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -193,3 +195,50 @@ def test_company_prefixes() -> None:
     for restricted in ("0212345", "0412345", "2001234", "29999"):
         with pytest.raises(InvalidRequest, match="restricted circulation"):
             parse_company_prefix(restricted)
+
+
+_gtins = digits.map(lambda body: body + str(check_digit(body)))
+_values = st.text(alphabet=sorted(CSET_82), min_size=1, max_size=20)
+_links = st.one_of(
+    st.builds(
+        DigitalLink,
+        _gtins,
+        cpv=st.none() | _values,
+        lot=st.none() | _values,
+        serial=st.none() | _values,
+    ),
+    st.builds(DigitalLink, _gtins, tpx=st.text(alphabet=sorted(CSET_82), min_size=1, max_size=28)),
+)
+
+
+@given(_links)
+def test_every_link_round_trips_through_its_canonical_path(link: DigitalLink) -> None:
+    assert parse_digital_link(link.path) == link
+    assert parse_digital_link(link.path + "/") == link
+
+
+@given(_links, _links)
+def test_different_links_name_different_handles(a: DigitalLink, b: DigitalLink) -> None:
+    """The mapping is one-to-one on what identifies an item: the most specific handle of two links
+    is the same exactly when they name the same unit, batch, variant or product."""
+
+    def identity(link: DigitalLink) -> tuple[str | None, ...]:
+        if link.serial is not None or link.tpx is not None:  # a unit: the GTIN and its serial alone
+            return (link.gtin, None, None, link.serial, link.tpx)
+        return (link.gtin, link.cpv, link.lot, None, None)
+
+    same_handle = a.handle_suffixes()[0] == b.handle_suffixes()[0]
+    assert same_handle == (identity(a) == identity(b))
+
+
+@given(st.text(max_size=60))
+def test_any_path_is_a_link_or_a_clear_refusal(tail: str) -> None:
+    """Whatever follows /01/ (any text, as sent or percent-encoded), the answer is a link or an
+    InvalidHandle with a message: never another exception, which would be a 500."""
+    for path in (f"/01/{tail}", f"/01/{G}/{tail}", f"/01/{G}/10/{quote(tail, safe='/%')}"):
+        try:
+            link = parse_digital_link(path)
+        except InvalidHandle as exc:
+            assert exc.message
+        else:
+            assert parse_digital_link(link.path) == link
