@@ -8,7 +8,8 @@ most specific of the handles the link names that exists is chosen (unit, batch, 
 up inside one request, without redirects, as the standard asks), and the proxy answers for that
 handle exactly as for ``/{prefix}/{suffix}``: redirect, landing page, JSON or linkset by ``Accept``,
 with the query string (``linkType=``, data attributes) left to it. A GTIN no enterprise has
-registered, or one without any such handle, is a 404.
+registered, or one without any such handle, is a 404; refusals are the proxy's too
+(:func:`resolver.proxy.answer.answer_error`: the error page, or the Handle JSON error by ``Accept``).
 
 Every answer here carries ``Access-Control-Allow-Origin: *`` and ``OPTIONS`` answers a CORS
 preflight (2.2 of the standard): all of it is public, and no credentials are ever needed.
@@ -17,25 +18,23 @@ preflight (2.2 of the standard): all of it is public, and no credentials are eve
 from __future__ import annotations
 
 import json
-import re
 
 from aiohttp import web
 
-from promotion_tracker.webpages import render_page
 from registry.errors import HandleError, HandleNotFound
 from registry.gs1 import GTIN_AI, parse_digital_link
 from registry.model import HandleName
 from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
-from resolver.http.statuses import http_status
-from resolver.http.web import error_response, flag
-from resolver.proxy.answer import answer_handle
+from resolver.http.web import flag
+from resolver.proxy.answer import answer_error, answer_handle
+from resolver.proxy.linkset import GS1_VOCABULARY
+from resolver.proxy.negotiation import wanted
 
 __all__ = ["WELL_KNOWN", "gs1_routes", "resolver_description"]
 
 gs1_routes = web.RouteTableDef()
 
 WELL_KNOWN = "/.well-known/gs1resolver"
-GS1_VOCABULARY = "https://ref.gs1.org/voc/"  # the gs1: link types (resolver standard 2.14)
 LINKSET_CONTEXT = "https://ref.gs1.org/standards/resolver/linkset-context"
 _ANY_ORIGIN = {"Access-Control-Allow-Origin": "*"}
 _PREFLIGHT = {
@@ -45,9 +44,6 @@ _PREFLIGHT = {
     "Access-Control-Allow-Headers": "Accept, Accept-Language",
     "Access-Control-Max-Age": "86400",
 }
-_JSON_TYPES = frozenset({"application/json", "application/linkset+json", "application/ld+json"})
-_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/*", "*/*"})
-_QUALITY = re.compile(r"\s*q\s*=\s*([01](?:\.[0-9]{0,3})?)\s*$", re.ASCII | re.IGNORECASE)
 
 
 async def _handle_of(request: web.Request) -> HandleName:
@@ -67,40 +63,6 @@ async def _handle_of(request: web.Request) -> HandleName:
     raise HandleNotFound(f"{link.path} is not registered: no handle {names[0].text}{fallback}", names[0].text)
 
 
-def _quality(params: str) -> float:
-    for param in params.split(";"):
-        match = _QUALITY.fullmatch(param)
-        if match:
-            return float(match.group(1))
-    return 1.0
-
-
-def _wants_json(request: web.Request) -> bool:
-    """Whether the Accept header prefers a JSON type to a page (no Accept header: a page)."""
-    best_json = best_page = 0.0
-    for item in request.headers.get("Accept", "").split(",")[:32]:
-        media, _, params = item.partition(";")
-        media = media.strip().lower()
-        if media in _JSON_TYPES or media.endswith("+json"):
-            best_json = max(best_json, _quality(params))
-        elif media in _PAGE_TYPES:
-            best_page = max(best_page, _quality(params))
-    return best_json > best_page
-
-
-def _refused(request: web.Request, exc: HandleError) -> web.Response:
-    """A refusal as the proxy words one: the Handle JSON error for a client that asks for JSON, the
-    node's error page for a browser (or a client that names no type)."""
-    status = http_status(exc.code)
-    if _wants_json(request):
-        response = error_response(request, exc)
-    else:
-        response = render_page(request, "error.html", {"status": status, "message": exc.message}, status=status)
-    response.headers.update(_ANY_ORIGIN)
-    response.headers["Vary"] = "Accept, Accept-Language, Cookie"
-    return response
-
-
 @gs1_routes.get(f"/{GTIN_AI}/{{gtin}}")
 @gs1_routes.get(f"/{GTIN_AI}/{{gtin}}/{{qualifiers:.*}}")
 async def resolve_digital_link(request: web.Request) -> web.StreamResponse:
@@ -109,7 +71,9 @@ async def resolve_digital_link(request: web.Request) -> web.StreamResponse:
     try:
         name = await _handle_of(request)
     except HandleError as exc:
-        return _refused(request, exc)
+        refusal = answer_error(request, exc, wanted(request.headers.get("Accept")))
+        refusal.headers.update(_ANY_ORIGIN)
+        return refusal
     response = await answer_handle(request, name)
     if not response.prepared:
         response.headers.update(_ANY_ORIGIN)
@@ -133,7 +97,8 @@ def _resolver_root(request: web.Request) -> str:
 def resolver_description(node_prefix: str, root: str) -> dict[str, object]:
     """The resolver description file (GS1-Conformant Resolver 1.2.0, section 3; it validates
     against the standard's description-file schema): GTINs (AI 01) with every key qualifier,
-    ``gs1:`` link types, linkset never the default link type."""
+    ``gs1:`` link types (the namespace the proxy's linksets expand them to), linkset never the
+    default link type."""
     return {
         "name": f"工业互联网标识解析二级节点 {node_prefix} · Industrial Internet identifier resolution node",
         "resolverRoot": root,
