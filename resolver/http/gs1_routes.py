@@ -25,6 +25,7 @@ from registry.errors import HandleError, HandleNotFound
 from registry.gs1 import GTIN_AI, parse_digital_link
 from registry.model import HandleName
 from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.http.public_url import public_base_url
 from resolver.http.web import flag
 from resolver.proxy.answer import answer_error, answer_handle
 from resolver.proxy.linkset import GS1_VOCABULARY
@@ -88,12 +89,6 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=_PREFLIGHT)
 
 
-def _resolver_root(request: web.Request) -> str:
-    """The node's public root URL. Until the ``public_base_url`` setting (issue 12 §4) is merged,
-    it is the scheme and Host of the request."""
-    return f"{request.scheme}://{request.host}"
-
-
 def resolver_description(node_prefix: str, root: str) -> dict[str, object]:
     """The resolver description file (GS1-Conformant Resolver 1.2.0, section 3; it validates
     against the standard's description-file schema): GTINs (AI 01) with every key qualifier,
@@ -111,7 +106,8 @@ def resolver_description(node_prefix: str, root: str) -> dict[str, object]:
 
 @gs1_routes.get(WELL_KNOWN)
 async def describe_resolver(request: web.Request) -> web.Response:
-    body = resolver_description(request.app[CONFIG_KEY].prefix, _resolver_root(request))
+    config = request.app[CONFIG_KEY]
+    body = resolver_description(config.prefix, public_base_url(config))
     return web.Response(
         text=json.dumps(body, ensure_ascii=False),
         content_type="application/json",

@@ -290,13 +290,14 @@ async def test_cors_preflight(client: TestClient) -> None:
         assert "GET" in r.headers["Access-Control-Allow-Methods"]
 
 
+@pytest.mark.parametrize("config_overrides", [{"public_base_url": "https://id.example.com/"}])
 async def test_resolver_description_file(client: TestClient) -> None:
     r = await client.get("/.well-known/gs1resolver")
     assert r.status == 200 and r.content_type == "application/json"
     assert r.headers["Access-Control-Allow-Origin"] == "*"
     document = await r.json()
     jsonschema_rs.validator_for(DESCRIPTION_SCHEMA, validate_formats=True).validate(document)
-    assert document["resolverRoot"] == f"http://{client.host}:{client.port}"
+    assert document["resolverRoot"] == "https://id.example.com"  # public_base_url
     assert document["supportedPrimaryKeys"] == ["01"]
     assert document["linkTypeDefaultCanBeLinkset"] is False
     assert document["supportedLinkType"] == [{"namespace": "https://gs1.org/voc/", "prefix": "gs1:"}]
