@@ -9,6 +9,7 @@ names callers have always used, each bound to the part that does the work:
 - :mod:`registry.templates_service`: template storage, lookup, versioning and checks
 - :mod:`registry.onboarding`: promoters and enterprises
 - :mod:`registry.auditors`: the bureau's read-only identities
+- :mod:`registry.gs1_prefixes`: the enterprises' GS1 company prefixes
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
 - :mod:`registry.audit`: the audit log of operator actions
 """
@@ -22,6 +23,7 @@ from registry.audit import AuditLog
 from registry.auditors import Auditor, Auditors
 from registry.bootstrap import NodeBootstrap
 from registry.callers import Callers, require_node_admin
+from registry.gs1_prefixes import Gs1Prefixes
 from registry.model import HandleValue
 from registry.namespace import Namespace, NodeSettings, wall_clock
 from registry.onboarding import Onboarding
@@ -60,6 +62,7 @@ class Registry:
         self.callers = Callers(ns, hasher)
         self.onboarding = Onboarding(ns, hasher, writes)
         self.auditors = Auditors(ns, hasher, writes)
+        self.gs1 = Gs1Prefixes(ns, self.onboarding, writes)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
         self.audit = AuditLog(ns)
         self.authenticator = self.callers.authenticator
@@ -102,6 +105,11 @@ class Registry:
         self.add_auditor = self.auditors.add_auditor
         self.list_auditors = self.auditors.list_auditors
         self.revoke_auditor = self.auditors.revoke_auditor
+        # GS1 company prefixes (GS1 Digital Link resolution).
+        self.add_gs1_prefix = self.gs1.add_prefix
+        self.list_gs1_prefixes = self.gs1.list_prefixes
+        self.remove_gs1_prefix = self.gs1.remove_prefix
+        self.gs1_owner = self.gs1.owner
         self.bootstrap = self.bootstrapper.bootstrap
         self.set_node_value = self.bootstrapper.set_node_value
         self.reset_admin_secret = self.bootstrapper.reset_admin_secret

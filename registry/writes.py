@@ -29,7 +29,7 @@ from registry.model import HandleName, HandleValue, Record, normalise_prefix, pa
 from registry.namespace import Namespace
 from registry.packing import unpack_record
 from registry.secretkeys import SecretHasher, is_hashed
-from registry.stores.base import MUST_NOT_EXIST, Enterprise, HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import MUST_NOT_EXIST, Enterprise, Gs1Prefix, HandleWrite, WriteOutcome, WriteResult
 from registry.templates_service import TemplateService
 
 __all__ = ["ChangeListener", "WriteReport", "WriteService", "perms_for_change"]
@@ -310,6 +310,14 @@ class WriteService:
         enterprise = await self.ns.store.add_enterprise(name, uscc, prefix, promoter_id, write, now=now)
         await self.notify([write.key])
         return enterprise
+
+    async def add_gs1_prefix(self, enterprise_id: int, company_prefix: str, *, limit: int) -> tuple[Gs1Prefix, bool]:
+        """Record an enterprise's GS1 company prefix (checked by :mod:`registry.gs1_prefixes`). No
+        record changes, so listeners hear nothing; resolution reads the table on every scan."""
+        return await self.ns.store.add_gs1_prefix(enterprise_id, company_prefix, now=self.ns.clock(), limit=limit)
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        return await self.ns.store.remove_gs1_prefix(enterprise_id, company_prefix)
 
 
 def perms_for_change(old: Sequence[HandleValue], new: Sequence[HandleValue]) -> list[int]:

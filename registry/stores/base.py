@@ -20,6 +20,7 @@ __all__ = [
     "Attribution",
     "AuditEntry",
     "Enterprise",
+    "Gs1Prefix",
     "HandleStore",
     "HandleWrite",
     "ListedHandle",
@@ -170,6 +171,16 @@ def schema_too_new(where: str, found: int, known: int) -> StoreTooNew:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Gs1Prefix:
+    """A GS1 company prefix registered by an enterprise (GS1 Digital Link resolution)."""
+
+    company_prefix: str  # 4 to 12 digits
+    enterprise_id: int
+    enterprise_prefix: str  # the enterprise's handle prefix, e.g. 88.118.8.1001
+    created_at: int
+
+
 @runtime_checkable
 class HandleStore(Protocol):
     """The storage interface. Times are integer UNIX seconds (UTC)."""
@@ -222,6 +233,24 @@ class HandleStore(Protocol):
     async def move_enterprise(self, enterprise_id: int, promoter_id: int, *, effective_at: int) -> None: ...
     async def set_enterprise_status(self, enterprise_id: int, status: str) -> None: ...
     async def attributions(self) -> list[Attribution]: ...
+
+    # -- GS1 company prefixes (registry.gs1_prefixes) ----------------------------------------------
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        """Register a company prefix (checked digits) for the enterprise: (the row, True), or (the
+        row, False) when the enterprise holds it already. HandleAlreadyExists when it, a shorter
+        prefix of it or a longer one starting with it belongs to another enterprise (a GTIN has one
+        owner); InvalidRequest when the enterprise holds ``limit`` already. Serialised with other adds."""
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        """One enterprise's company prefixes (every enterprise's when None), in prefix order."""
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        """Remove the enterprise's company prefix; False when it held no such prefix."""
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        """The longest of ``candidates`` that is registered (one indexed query, for resolution)."""
 
     # -- clause-8 counters -----------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:

@@ -77,6 +77,7 @@ from registry.stores.base import (
     Attribution,
     AuditEntry,
     Enterprise,
+    Gs1Prefix,
     HandleWrite,
     ListedHandle,
     Promoter,
@@ -87,6 +88,7 @@ from registry.stores.base import (
     audit_where,
     schema_too_new,
 )
+from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
 
 __all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -95,6 +97,8 @@ T = TypeVar("T")
 
 # Held (transaction-scoped) while migrations run, so two processes starting together do not race.
 MIGRATION_LOCK = 0x69646E6F6465  # "idnode"
+# Held while a GS1 company prefix is added, so two overlapping ones cannot both pass the check.
+GS1_LOCK = 0x69646E6F6731  # "idnog1"
 
 # The identifiers' table, part of migration 1 (a later change to it is a new migration, not an edit here).
 # ``{table}`` is ``handles``; the benchmarks create their baseline table from the same text.
@@ -195,6 +199,19 @@ MIGRATIONS: list[tuple[int, str]] = [
             FROM registration_counts GROUP BY 1, 2, 3;
         CREATE INDEX registration_counts_hour ON registration_counts (hour) INCLUDE (day, enterprise_id, delta);
         CREATE INDEX registration_counts_day ON registration_counts (day, hour) INCLUDE (enterprise_id, delta);
+        """,
+    ),
+    # 4 is the resolution statistics of issue 12 §6 (another branch; numbers are what counts here).
+    (
+        5,
+        # GS1 company prefixes of enterprises (GS1 Digital Link resolution).
+        """
+        CREATE TABLE gs1_prefixes (
+            company_prefix TEXT COLLATE "C" PRIMARY KEY,
+            enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
         """,
     ),
     (
@@ -376,6 +393,10 @@ _EXISTS_MANY = (
     ' SELECT hkey, version FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1) h'
 )
 
+_GS1_SQL = (
+    "SELECT g.company_prefix, g.enterprise_id, e.prefix, g.created_at "
+    "FROM gs1_prefixes g JOIN enterprises e ON e.id = g.enterprise_id"
+)
 _ENTERPRISE_SQL = (
     "SELECT e.id, e.name, e.uscc, e.prefix, e.status, "
     "(SELECT a.promoter_id FROM attributions a WHERE a.enterprise_id = e.id "
@@ -987,6 +1008,68 @@ class PostgresStore:
             "SELECT enterprise_id, promoter_id, effective_at FROM attributions ORDER BY effective_at, seq"
         )
         return [Attribution(*r) for r in rows]
+
+    # -- GS1 company prefixes --------------------------------------------------------------------
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> tuple[Gs1Prefix, bool]:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", GS1_LOCK)
+                rows = await conn.fetch(
+                    f"{_GS1_SQL} WHERE g.company_prefix = ANY($1::text[]) "
+                    "OR (g.company_prefix > $2 AND g.company_prefix < $3) ORDER BY g.company_prefix",
+                    gs1_shorter(company_prefix),
+                    company_prefix,
+                    company_prefix + ":",
+                )
+                found = [Gs1Prefix(*r) for r in rows]
+                gs1_check_conflicts(found, enterprise_id, company_prefix)
+                same = next((p for p in found if p.company_prefix == company_prefix), None)
+                if same is not None:
+                    return same, False
+                held = await conn.fetchval("SELECT count(*) FROM gs1_prefixes WHERE enterprise_id = $1", enterprise_id)
+                gs1_check_limit(held, limit)
+                prefix = await conn.fetchval(
+                    "WITH i AS (INSERT INTO gs1_prefixes (company_prefix, enterprise_id, created_at) "
+                    "VALUES ($1, $2, $3)) SELECT prefix FROM enterprises WHERE id = $2",
+                    company_prefix,
+                    enterprise_id,
+                    now,
+                )
+                attempt.commit_sent = True
+            return Gs1Prefix(company_prefix, enterprise_id, prefix, now), True
+
+        return await self._run(run)
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        if enterprise_id is None:
+            rows = await self._fetch(_GS1_SQL + " ORDER BY g.company_prefix")
+        else:
+            rows = await self._fetch(_GS1_SQL + " WHERE g.enterprise_id = $1 ORDER BY g.company_prefix", enterprise_id)
+        return [Gs1Prefix(*r) for r in rows]
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM gs1_prefixes WHERE company_prefix = $1 AND enterprise_id = $2",
+                    company_prefix,
+                    enterprise_id,
+                )
+                attempt.commit_sent = True
+            return status != "DELETE 0"
+
+        return await self._run(run)
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        if not candidates:
+            return None
+        row = await self._fetchrow(
+            f"{_GS1_SQL} WHERE g.company_prefix = ANY($1::text[]) ORDER BY length(g.company_prefix) DESC LIMIT 1",
+            list(candidates),
+        )
+        return Gs1Prefix(*row) if row else None
 
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:

@@ -35,6 +35,7 @@ from registry.stores.base import (
     Attribution,
     AuditEntry,
     Enterprise,
+    Gs1Prefix,
     HandleWrite,
     ListedHandle,
     Promoter,
@@ -45,6 +46,7 @@ from registry.stores.base import (
     audit_where,
     schema_too_new,
 )
+from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
 
 __all__ = ["HANDLES_DDL", "LOCK_SUFFIX", "SCHEMA_VERSION", "SQLiteStore", "database_file"]
 
@@ -133,8 +135,16 @@ MIGRATIONS: list[str] = [
     CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at INTEGER NOT NULL) WITHOUT ROWID;
     CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
     """,
-    # 6: the audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
-    # branches go before it when they are merged, and this entry stays last (6th) in this list.
+    # 5: GS1 company prefixes of enterprises (GS1 Digital Link resolution).
+    """
+    CREATE TABLE gs1_prefixes (
+        company_prefix TEXT PRIMARY KEY,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises (id),
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
+    """,
+    # 6: the audit log (registry.audit).
     """
     CREATE TABLE audit_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
@@ -513,6 +523,71 @@ class SQLiteStore:
             ).fetchall()
         )
         return [Attribution(*r) for r in rows]
+
+    # -- GS1 company prefixes --------------------------------------------------------------------
+    _GS1_SQL = (
+        "SELECT g.company_prefix, g.enterprise_id, e.prefix, g.created_at "
+        "FROM gs1_prefixes g JOIN enterprises e ON e.id = g.enterprise_id"
+    )
+
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        shorter = gs1_shorter(company_prefix)
+
+        def run(c: sqlite3.Connection) -> tuple[Gs1Prefix, bool]:
+            marks = ",".join("?" * len(shorter))
+            rows = c.execute(
+                f"{self._GS1_SQL} WHERE g.company_prefix IN ({marks}) "
+                "OR (g.company_prefix > ? AND g.company_prefix < ?) ORDER BY g.company_prefix",
+                (*shorter, company_prefix, company_prefix + ":"),
+            ).fetchall()
+            found = [Gs1Prefix(*r) for r in rows]
+            gs1_check_conflicts(found, enterprise_id, company_prefix)
+            same = next((p for p in found if p.company_prefix == company_prefix), None)
+            if same is not None:
+                return same, False
+            (held,) = c.execute(
+                "SELECT count(*) FROM gs1_prefixes WHERE enterprise_id = ?", (enterprise_id,)
+            ).fetchone()
+            gs1_check_limit(held, limit)
+            c.execute(
+                "INSERT INTO gs1_prefixes (company_prefix, enterprise_id, created_at) VALUES (?, ?, ?)",
+                (company_prefix, enterprise_id, now),
+            )
+            (prefix,) = c.execute("SELECT prefix FROM enterprises WHERE id = ?", (enterprise_id,)).fetchone()
+            return Gs1Prefix(company_prefix, enterprise_id, prefix, now), True
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        if enterprise_id is None:
+            sql, args = self._GS1_SQL + " ORDER BY g.company_prefix", ()
+        else:
+            sql, args = self._GS1_SQL + " WHERE g.enterprise_id = ? ORDER BY g.company_prefix", (enterprise_id,)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [Gs1Prefix(*r) for r in rows]
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        async with self._write_lock:
+            removed = await self._write(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM gs1_prefixes WHERE company_prefix = ? AND enterprise_id = ?",
+                        (company_prefix, enterprise_id),
+                    ).rowcount
+                )
+            )
+        return removed > 0
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        if not candidates:
+            return None
+        marks = ",".join("?" * len(candidates))
+        sql = f"{self._GS1_SQL} WHERE g.company_prefix IN ({marks}) ORDER BY length(g.company_prefix) DESC LIMIT 1"
+        row = await self._read(lambda c: c.execute(sql, tuple(candidates)).fetchone())
+        return Gs1Prefix(*row) if row else None
 
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:

@@ -25,6 +25,7 @@ from resolver.http.access import request_context
 from resolver.http.admin_routes import admin_routes
 from resolver.http.api_docs import api_docs_routes
 from resolver.http.batch_routes import batch_routes
+from resolver.http.gs1_routes import gs1_routes
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.http.routes import routes
 from resolver.http.session_routes import session_routes
@@ -124,6 +125,7 @@ def create_app(
     app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
     app.router.add_routes(template_routes)
+    app.router.add_routes(gs1_routes)  # /01/… (GS1 Digital Link) and /.well-known/gs1resolver
     app.router.add_routes(session_routes)
     setup_labels(app)  # /api/qr/{handle}, /api/labels
     app.router.add_routes(stats_routes)
