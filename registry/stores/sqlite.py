@@ -31,6 +31,7 @@ from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
     Attribution,
+    ConsoleSession,
     Enterprise,
     HandleWrite,
     ListedHandle,
@@ -115,6 +116,17 @@ MIGRATIONS: list[str] = [
         FROM registration_counts GROUP BY 1, 2, 3;
     CREATE INDEX registration_counts_hour ON registration_counts (hour, day, enterprise_id, delta);
     CREATE INDEX registration_counts_day ON registration_counts (day, hour, enterprise_id, delta);
+    """,
+    # 7: console sessions (resolver.console.sessions): only a SHA-256 of each random session id is kept.
+    # Numbered 7 in the renovation: migrations 4, 5 and 6 of other branches go before it when they
+    # are merged, and this entry stays last (7th) in this list.
+    """
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY, identity TEXT NOT NULL, data TEXT NOT NULL,
+        created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
     """,
 ]
 
@@ -357,6 +369,32 @@ class SQLiteStore:
 
         return await self._read(run)
 
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        sql = f"SELECT hkey, record FROM handles WHERE prefix = ? AND hkey {op} ?"
+        args: list[object] = [prefix, low]
+        if end is not None:
+            sql += " AND hkey < ?"
+            args.append(end)
+        if before is not None:
+            sql += " AND hkey < ? ORDER BY hkey DESC LIMIT ?"
+            args += [before, max(0, limit)]
+        else:
+            sql += " ORDER BY hkey LIMIT ?"
+            args.append(max(0, limit))
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        found = [(r[0], _handle_of(r[1])) for r in rows]
+        return found[::-1] if before is not None else found
+
     # -- promoters and enterprises -------------------------------------------------------------
     async def add_promoter(self, name: str, uscc: str, *, now: int) -> Promoter:
         def run(c: sqlite3.Connection) -> Promoter:
@@ -485,6 +523,57 @@ class SQLiteStore:
         for eid, n in await self._read(run):
             out[eid] = out.get(eid, 0) + int(n)
         return out
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT day, SUM(delta) FROM registration_counts WHERE enterprise_id = ? AND day >= ? AND day < ? "
+                "GROUP BY day",
+                (enterprise_id, from_day, to_day),
+            ).fetchall()
+        )
+        return {int(day): int(n) for day, n in rows}
+
+    # -- console sessions ------------------------------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO console_sessions (id_hash, identity, data, created_at, last_seen, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, "
+                    "last_seen = excluded.last_seen",
+                    (id_hash, identity, data, now, now, expires_at),
+                )
+            )
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT identity, data, created_at, last_seen, expires_at FROM console_sessions WHERE id_hash = ?",
+                (id_hash,),
+            ).fetchone()
+        )
+        return ConsoleSession(*row) if row else None
+
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute("UPDATE console_sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
+            )
+
+    async def delete_console_session(self, id_hash: str) -> None:
+        async with self._write_lock:
+            await self._write(lambda c: c.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        async with self._write_lock:
+            return await self._write(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen < ?", (now, idle_before)
+                    ).rowcount
+                )
+            )
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
