@@ -9,6 +9,7 @@ names callers have always used, each bound to the part that does the work:
 - :mod:`registry.templates_service`: template storage, lookup, versioning and checks
 - :mod:`registry.onboarding`: promoters and enterprises
 - :mod:`registry.auditors`: the bureau's read-only identities
+- :mod:`registry.secret_rotation`: new secret keys (an enterprise's own rotation, the operator's reset)
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
 """
 
@@ -23,6 +24,7 @@ from registry.callers import Callers, require_node_admin
 from registry.model import HandleValue
 from registry.namespace import Namespace, NodeSettings, wall_clock
 from registry.onboarding import Onboarding
+from registry.secret_rotation import SecretRotation
 from registry.secretkeys import SecretHasher
 from registry.stores.base import HandleStore
 from registry.templates_service import TemplateService
@@ -58,6 +60,7 @@ class Registry:
         self.callers = Callers(ns, hasher)
         self.onboarding = Onboarding(ns, hasher, writes)
         self.auditors = Auditors(ns, hasher, writes)
+        self.secrets = SecretRotation(ns, writes, self.onboarding)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
         self.authenticator = self.callers.authenticator
 
@@ -72,6 +75,7 @@ class Registry:
         self.may_read_private = self.callers.may_read_private
         self.list_handles = self.callers.list_handles
         self.handles_from = self.callers.handles_from
+        self.find_handles = self.callers.find_handles
         self.require_node_admin = require_node_admin
         # Writes (the single writer) and their listeners.
         self.add_listener = writes.add_listener
@@ -99,6 +103,8 @@ class Registry:
         self.add_auditor = self.auditors.add_auditor
         self.list_auditors = self.auditors.list_auditors
         self.revoke_auditor = self.auditors.revoke_auditor
+        self.rotate_own_secret = self.secrets.rotate_own_secret
+        self.reset_enterprise_secret = self.secrets.reset_enterprise_secret
         self.bootstrap = self.bootstrapper.bootstrap
         self.set_node_value = self.bootstrapper.set_node_value
 
