@@ -146,6 +146,12 @@ class Config:
         "Most unauthenticated challenge-response sessions one client address holds (its oldest go first; "
         "authenticated sessions are never evicted for them).",
     )
+    console_idle_timeout: int = _f(
+        1800, "Seconds a web console session may go unused before it ends (the next page asks to sign in again)."
+    )
+    console_session_lifetime: int = _f(
+        43_200, "Seconds a web console session lasts at most from sign-in, however busy (default: 12 hours)."
+    )
 
     @property
     def store_url(self) -> str:
@@ -254,6 +260,8 @@ def _validate(c: Config) -> None:
         "auth_throttle_window",
         "auth_throttle_levels",
         "sessions_per_address",
+        "console_idle_timeout",
+        "console_session_lifetime",
     )
     for name in positive:
         if getattr(c, name) <= 0:
