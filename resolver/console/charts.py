@@ -12,7 +12,7 @@ from registry.days import day_of
 __all__ = ["CHART_DAYS", "Bar", "DayChart", "day_chart"]
 
 CHART_DAYS = 30
-WIDTH, HEIGHT = 600, 160  # the SVG's user units; the page scales it to the screen
+WIDTH, HEIGHT = 900, 180  # the SVG's user units; the page scales it to the screen
 TOP, BOTTOM = 16, 22  # room for the values above the bars and the dates below
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from aiohttp import web
 
@@ -36,13 +36,14 @@ from resolver.console.signin import read_form, require
 from resolver.console.site import console_state, render
 from resolver.http.keys import CONFIG_KEY, registry_of
 from resolver.http.public_url import handle_url, public_base_url
-from resolver.labels.layouts import LAYOUTS
+from resolver.labels.layouts import DEFAULT_LAYOUT, LAYOUTS
 from resolver.ops.metrics import REGISTRATIONS
 
 __all__ = ["enterprise_routes"]
 
 enterprise_routes = web.RouteTableDef()
 PAGE = 50  # identifiers a list page shows
+LAYOUT_NAMES = [DEFAULT_LAYOUT, *sorted(name for name in LAYOUTS if name != DEFAULT_LAYOUT)]
 MAX_SUFFIX = 255
 
 
@@ -168,7 +169,7 @@ async def identifiers(request: web.Request) -> web.Response:
         "rows": [{"handle": h, "suffix": h.partition("/")[2]} for _, h in rows],
         "prev_key": rows[0][0] if rows and has_prev else "",
         "next_key": rows[-1][0] if rows and has_next else "",
-        "layouts": sorted(LAYOUTS),
+        "layouts": LAYOUT_NAMES,
         "prefix": prefix,
         "done": request.query.get("done", ""),
     }
@@ -235,8 +236,9 @@ async def identifier(request: web.Request) -> web.Response:
         "template": f"{template.id}@{template.version}" if template is not None else "",
         "values": [_shown_value(v, fields) for v in sorted(values, key=lambda v: v.index)],
         "public_url": handle_url(public_base_url(request.app[CONFIG_KEY]), record.handle),
+        "public_url_text": unquote(handle_url(public_base_url(request.app[CONFIG_KEY]), record.handle)),
         "qr_path": "/api/qr/" + quote(record.handle, safe="/"),
-        "layouts": sorted(LAYOUTS),
+        "layouts": LAYOUT_NAMES,
         "done": request.query.get("done", ""),
     }
     return render(request, "console/identifier.html", context, me, nav="identifiers")

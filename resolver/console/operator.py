@@ -20,6 +20,7 @@ from registry.days import SHANGHAI, day_start
 from registry.errors import HandleError, InvalidRequest
 from registry.inputs import is_uint_text
 from registry.model import prefix_handle_of
+from registry.stores.base import Attribution
 from registry.uscc import InvalidUSCC, normalize_uscc
 from registry.views import iso_time
 from resolver.console.forms import N_, FormErrors, text_field
@@ -40,6 +41,16 @@ async def _me(request: web.Request) -> SignedIn:
 
 def _when(ts: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def _in_force(attributions: list[Attribution], now: int) -> dict[int, int]:
+    """enterprise id → the promoter it belongs to now (a move from a later date is not in force yet;
+    the tally reads attributions the same way)."""
+    out: dict[int, int] = {}
+    for a in attributions:  # in order of effect
+        if a.effective_at <= now:
+            out[a.enterprise_id] = a.promoter_id
+    return out
 
 
 def _check_name(text: str, errors: FormErrors) -> None:
@@ -116,6 +127,7 @@ async def _enterprises_page(
     store = registry_of(request).store
     promoters = await store.list_promoters()
     names = {p.id: p.name for p in promoters}
+    current = _in_force(await store.attributions(), console_state(request).clock())
     enterprises = [
         {
             "id": e.id,
@@ -123,7 +135,7 @@ async def _enterprises_page(
             "uscc": e.uscc,
             "prefix": e.prefix,
             "status": e.status,
-            "promoter": names.get(e.promoter_id or 0, ""),
+            "promoter": names.get(current.get(e.id, 0), ""),
         }
         for e in await store.list_enterprises()
     ]
@@ -204,19 +216,27 @@ async def _enterprise_page(
         raise web.HTTPNotFound()
     promoters = await store.list_promoters()
     names = {p.id: p.name for p in promoters}
+    now = console_state(request).clock()
+    attributions = await store.attributions()
     history = [
-        {"promoter": names.get(a.promoter_id, str(a.promoter_id)), "from": _when(a.effective_at)}
-        for a in await store.attributions()
+        {
+            "promoter": names.get(a.promoter_id, str(a.promoter_id)),
+            "from": _when(a.effective_at),
+            "later": a.effective_at > now,
+        }
+        for a in attributions
         if a.enterprise_id == enterprise.id
     ]
-    today = dt.datetime.fromtimestamp(console_state(request).clock(), SHANGHAI).date()
+    in_force = _in_force(attributions, now).get(enterprise.id)
+    today = dt.datetime.fromtimestamp(now, SHANGHAI).date()
     context = {
         "enterprise": enterprise,
         "identity": f"300:{prefix_handle_of(enterprise.prefix)}",
-        "promoter": names.get(enterprise.promoter_id or 0, ""),
+        "promoter": names.get(in_force or 0, ""),
         "created": _when(enterprise.created_at),
         "history": history,
         "promoters": [(p.id, f"{p.id} · {p.name}") for p in promoters if p.id != enterprise.promoter_id],
+        "in_force": in_force,
         "today": today.isoformat(),
         "move_date": move_date or today.isoformat(),
         "error": error,

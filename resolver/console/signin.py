@@ -80,7 +80,7 @@ async def console_home(request: web.Request) -> web.StreamResponse:
 
 
 def _signin_page(
-    request: web.Request, *, identity: str = "", error: str = "", status: int = 200, field: str = ""
+    request: web.Request, *, identity: str = "", error: str = "", status: int = 200, field: str = "", current: str = ""
 ) -> web.Response:
     token = request.cookies.get(SIGNIN_COOKIE) or new_token()
     config = request.app[CONFIG_KEY]
@@ -90,6 +90,7 @@ def _signin_page(
         "error_field": field,
         "signin_token": token,
         "done": request.query.get("done", ""),
+        "current": current,
         "idle_minutes": max(1, round(config.console_idle_timeout / 60)),
         "lifetime_hours": round(config.console_session_lifetime / 3600, 1),
     }
@@ -103,10 +104,9 @@ def _signin_page(
 
 @signin_routes.get(SIGNIN_PATH)
 async def signin_page(request: web.Request) -> web.StreamResponse:
+    """The form; also for someone signed in already (signing in again replaces that session)."""
     me = await signed_in(request)
-    if me is not None:
-        raise web.HTTPSeeOther(home_of(me))
-    return _signin_page(request)
+    return _signin_page(request, current=str(me.identity) if me is not None else "")
 
 
 def _transport_ok(request: web.Request) -> bool:
