@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from registry.auth import Caller, Identity
-from registry.errors import InvalidCredential, PermissionDenied
+from registry.errors import InvalidCredential, InvalidRequest, PermissionDenied
 from registry.model import NA_PREFIX
 from registry.service import Registry
 from registry.stores.base import Enterprise
@@ -42,6 +42,7 @@ __all__ = [
     "console_role",
     "key_print",
     "new_token",
+    "post_form",
     "signed_in",
     "tokens_match",
 ]
@@ -145,6 +146,20 @@ def check_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin is not None and origin.lower() not in _own_origins(request):
         raise CrossSiteRequest("this form may only be sent from the console's own pages")
+
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+async def post_form(request: web.Request) -> Mapping[str, object]:
+    """The body of a console form. The console's forms send ``application/x-www-form-urlencoded``;
+    anything else is a 415 and a body that is no such form a 400, both before any check or change."""
+    if request.content_type != FORM_TYPE:
+        raise web.HTTPUnsupportedMediaType(reason="the console takes its own forms only")
+    try:
+        return await request.post()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the form could not be read") from None
 
 
 def check_form(request: web.Request, form: Mapping[str, object], expected: str) -> None:

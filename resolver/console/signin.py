@@ -28,6 +28,7 @@ from resolver.console.guard import (
     console_role,
     key_print,
     new_token,
+    post_form,
     signed_in,
     tokens_match,
 )
@@ -64,7 +65,7 @@ async def require(request: web.Request, role: str | None = None) -> SignedIn:
 
 async def read_form(request: web.Request, me: SignedIn) -> Any:
     """A state-changing form from a signed-in person, its origin and token checked."""
-    form = await request.post()
+    form = await post_form(request)
     check_form(request, form, me.csrf)
     return form
 
@@ -117,7 +118,7 @@ def _transport_ok(request: web.Request) -> bool:
 
 @signin_routes.post(SIGNIN_PATH)
 async def signin(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await post_form(request)
     check_origin(request)
     if not tokens_match(form.get("csrf"), request.cookies.get(SIGNIN_COOKIE)):
         raise CrossSiteRequest("the sign-in form has expired or came from elsewhere; reload the page and sign in")
@@ -168,7 +169,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
 async def signout(request: web.Request) -> web.StreamResponse:
     me = await signed_in(request)
     if me is not None:
-        form = await request.post()
+        form = await post_form(request)
         check_form(request, form, me.csrf)
         me.session.invalidate()  # deleted from the store when the reply is made
     raise web.HTTPSeeOther(SIGNIN_PATH + "?done=signed-out")

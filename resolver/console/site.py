@@ -59,6 +59,7 @@ HEADLINES = {
     405: N_("Not allowed this way"),
     409: N_("Already there"),
     413: N_("Too large"),
+    415: N_("Not a form of this console"),
     429: N_("Too many attempts"),
     503: N_("Busy or unavailable"),
 }
