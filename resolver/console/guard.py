@@ -61,12 +61,13 @@ def new_token() -> str:
 
 
 def tokens_match(sent: object, expected: object) -> bool:
-    return (
-        isinstance(sent, str)
-        and isinstance(expected, str)
-        and bool(expected)
-        and hmac.compare_digest(sent.encode(), expected.encode())
-    )
+    """Constant-time comparison of a form's token with the expected one (tokens are ASCII; a field or
+    cookie holding anything else, undecodable bytes included, matches nothing)."""
+    if not isinstance(sent, str) or not isinstance(expected, str) or not expected:
+        return False
+    if not sent.isascii() or not expected.isascii():
+        return False
+    return hmac.compare_digest(sent.encode("ascii"), expected.encode("ascii"))
 
 
 def key_print(stored: bytes) -> str:

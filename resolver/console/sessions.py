@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 
@@ -34,7 +35,7 @@ log = logging.getLogger("idnode.console")
 COOKIE = "idnode_console"
 COOKIE_PATH = "/console"
 TOUCH_EVERY = 60  # seconds: "last seen" is written at most this often per session
-MAX_COOKIE = 128  # characters; a longer cookie is no session of ours
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32,128}")  # what secrets.token_urlsafe(32) makes; anything else is none
 MAX_DATA = 4096  # bytes of a session's mapping as JSON
 
 
@@ -72,7 +73,7 @@ class ConsoleSessionStorage(AbstractStorage):
 
     async def load_session(self, request: web.Request) -> Session:
         cookie = self.load_cookie(request)
-        if not cookie or len(cookie) > MAX_COOKIE:
+        if cookie is None or not SESSION_ID.fullmatch(cookie):
             return self._empty()
         key = id_hash(cookie)
         store = self._store()

@@ -182,3 +182,16 @@ async def test_the_store_keeps_a_hash_of_the_session_id_and_never_the_key(node: 
     ((id_hash, identity, data),) = rows
     assert id_hash == hashlib.sha256(session_id.encode()).hexdigest() and session_id not in data
     assert identity == node.a["admin"] and node.a["secret"] not in data and '"csrf"' in data
+
+
+async def test_a_post_that_is_no_console_form_is_refused_before_anything(node: Node) -> None:
+    for headers, body in (
+        ({"Content-Type": "multipart/form-data"}, b"csrf=&identity=&secret="),  # no boundary
+        ({"Content-Type": "application/json"}, b'{"identity": "88.118.8"}'),
+    ):
+        r = await node.client.post("/console/signin", data=body, headers=headers)
+        assert r.status == 415 and r.content_type == "text/html", await r.text()
+    r = await node.client.post(
+        "/console/signin", data=b"identity=%FF%FE", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status in (400, 403) and r.content_type == "text/html"  # not UTF-8, or simply no token: refused
