@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import pytest
 from babel.messages.extract import extract
 from babel.messages.pofile import read_po
@@ -19,6 +21,8 @@ from registry.errors import InvalidCredential
 from registry.templates import Template, TemplateField
 from resolver.console.charts import day_chart
 from resolver.console.forms import identity_from_text, read_identifier_form
+from tests.conftest import ADMIN_SECRET
+from tests.resolver.conftest import NODE_ADMIN, basic
 from tests.resolver.console.conftest import Node
 
 PACKAGE = Path(resolver.console.__file__).parent
@@ -195,3 +199,40 @@ async def test_a_post_that_is_no_console_form_is_refused_before_anything(node: N
         "/console/signin", data=b"identity=%FF%FE", headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert r.status in (400, 403) and r.content_type == "text/html"  # not UTF-8, or simply no token: refused
+
+
+async def _signed_in_session(node: Node, identity: str, secret: str) -> tuple[aiohttp.ClientSession, str]:
+    """A client of its own (its own cookies) signed in to the console, and its form token."""
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.get(node.url("/console/signin")) as r:
+        token = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+    assert token is not None
+    form = {"csrf": token.group(1), "identity": identity, "secret": secret}
+    async with http.post(node.url("/console/signin"), data=form, allow_redirects=False) as r:
+        assert r.status == 303
+    async with http.get(node.url("/console")) as r:  # the home page of either role
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+    assert csrf is not None
+    return http, csrf.group(1)
+
+
+async def test_the_operators_key_reset_ends_the_enterprises_sessions_and_moves_never_go_back(node: Node) -> None:
+    a_http, _ = await _signed_in_session(node, node.a["prefix"], node.a["secret"])
+    op_http, csrf = await _signed_in_session(node, NODE_ADMIN, ADMIN_SECRET)
+    try:
+        async with a_http.get(node.url("/console/dashboard"), allow_redirects=False) as r:
+            assert r.status == 200
+        enterprise = f"/console/enterprises/{node.a['id']}"
+        async with op_http.post(node.url(enterprise + "/secret"), data={"csrf": csrf}) as r:
+            assert r.status == 200 and 'id="secret"' in await r.text()
+        async with a_http.get(node.url("/console/dashboard"), allow_redirects=False) as r:
+            assert (r.status, r.headers["Location"]) == (303, "/console/signin")  # its key is not the one it had
+        yesterday = dt.datetime.fromtimestamp(node.clock.now - 86400, dt.timezone(dt.timedelta(hours=8))).date()
+        form = {"csrf": csrf, "promoter": "1", "from": yesterday.isoformat()}
+        async with op_http.post(node.url(enterprise + "/move"), data=form) as r:
+            assert r.status == 400 and "never in the past" in await r.text()
+        r = await node.client.get(f"/api/enterprises/{node.a['id']}", headers=basic(NODE_ADMIN, ADMIN_SECRET))
+        assert len((await r.json())["attributions"]) == 1  # nothing moved
+    finally:
+        await a_http.close()
+        await op_http.close()
