@@ -36,6 +36,7 @@ from resolver.console.signin import read_form, require
 from resolver.console.site import console_state, render
 from resolver.http.keys import CONFIG_KEY, registry_of
 from resolver.http.public_url import handle_url, public_base_url
+from resolver.http.statuses import http_status
 from resolver.labels.layouts import DEFAULT_LAYOUT, LAYOUTS
 from resolver.ops.metrics import REGISTRATIONS
 
@@ -178,9 +179,14 @@ async def identifiers(request: web.Request) -> web.Response:
 
 # -- one identifier -------------------------------------------------------------------------------
 def _name(request: web.Request, me: SignedIn, suffix: str) -> HandleName:
+    """The identifier ``suffix`` names under the signed-in enterprise's own prefix (HandleNotFound
+    for a suffix no identifier can have)."""
     if not suffix or len(suffix) > MAX_SUFFIX:
         raise HandleNotFound("no identifier given")
-    return registry_of(request).parse(f"{_prefix(me)}/{suffix}")
+    try:
+        return registry_of(request).parse(f"{_prefix(me)}/{suffix}")
+    except InvalidHandle:
+        raise HandleNotFound("no identifier can have this suffix") from None
 
 
 async def _record(request: web.Request, me: SignedIn, suffix: str) -> tuple[HandleName, Record]:
@@ -305,10 +311,9 @@ async def register_identifier(request: web.Request) -> web.StreamResponse:
     except HandleAlreadyExists:
         form.errors["suffix"] = N_("Already registered.")
         return _form_page(request, me, form, template, templates, editing=False, status=409)
-    except HandleError as exc:
-        if exc.code in (HandleNotFound.code,):
-            raise
-        return _form_page(request, me, form, template, templates, editing=False, error=exc.message, status=400)
+    except HandleError as exc:  # refused by the registry (a disabled enterprise, a template check, …)
+        status = http_status(exc.code)
+        return _form_page(request, me, form, template, templates, editing=False, error=exc.message, status=status)
     if report.created:
         REGISTRATIONS.labels(normalise_prefix(name.prefix)).inc()
     raise web.HTTPSeeOther(f"/console/identifier?{_q(form.suffix)}&done=created")
@@ -357,7 +362,9 @@ async def save_identifier(request: web.Request) -> web.StreamResponse:
     try:
         await registry.put_handle(me.caller, name, [*kept, *form.values(template)], overwrite=True)
     except HandleError as exc:
-        return _form_page(request, me, form, template, [], editing=True, error=exc.message, status=400)
+        return _form_page(
+            request, me, form, template, [], editing=True, error=exc.message, status=http_status(exc.code)
+        )
     raise web.HTTPSeeOther(f"/console/identifier?{_q(suffix)}&done=saved")
 
 

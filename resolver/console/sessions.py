@@ -6,7 +6,8 @@ secret key), its creation, when it was last seen and its absolute expiry. So eve
 node sharing the store sees the same sessions, and signing out ends a session everywhere: an old
 cookie replayed finds nothing. A session ends when unused for ``console_idle_timeout`` seconds or
 ``console_session_lifetime`` seconds after sign-in, whichever comes first; expired rows are
-deleted when next seen and at every sign-in. Signing in always starts a new session with a new id.
+deleted when next seen and at every sign-in. "Last seen" is written at most once a minute (a page
+view is not a store write), so an idle session may end up to a minute early. Signing in always starts a new session with a new id.
 
 The cookie: HttpOnly, SameSite=Lax, Path=/console, Secure when the request came over TLS (directly
 or, from a trusted proxy, with ``X-Forwarded-Proto: https``), Max-Age the session lifetime.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -31,7 +31,6 @@ from resolver.http.keys import CONFIG_KEY
 
 __all__ = ["COOKIE", "COOKIE_PATH", "ConsoleSessionStorage", "id_hash", "is_secure"]
 
-log = logging.getLogger("idnode.console")
 COOKIE = "idnode_console"
 COOKIE_PATH = "/console"
 TOUCH_EVERY = 60  # seconds: "last seen" is written at most this often per session
