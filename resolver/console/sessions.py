@@ -7,7 +7,8 @@ node sharing the store sees the same sessions, and signing out ends a session ev
 cookie replayed finds nothing. A session ends when unused for ``console_idle_timeout`` seconds or
 ``console_session_lifetime`` seconds after sign-in, whichever comes first; expired rows are
 deleted when next seen and at every sign-in. "Last seen" is written at most once a minute (a page
-view is not a store write), so an idle session may end up to a minute early. Signing in always starts a new session with a new id.
+view is not a store write), so an idle session may end up to a minute early. Signing in always
+starts a new session with a new id.
 
 The cookie: HttpOnly, SameSite=Lax, Path=/console, Secure when the request came over TLS (directly
 or, from a trusted proxy, with ``X-Forwarded-Proto: https``), Max-Age the session lifetime.
