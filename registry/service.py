@@ -10,6 +10,8 @@ names callers have always used, each bound to the part that does the work:
 - :mod:`registry.onboarding`: promoters and enterprises
 - :mod:`registry.auditors`: the bureau's read-only identities
 - :mod:`registry.gs1_prefixes`: the enterprises' GS1 company prefixes
+
+- :mod:`registry.secret_rotation`: new secret keys (an enterprise's own rotation, the operator's reset)
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
 - :mod:`registry.audit`: the audit log of operator actions
 """
@@ -27,6 +29,7 @@ from registry.gs1_prefixes import Gs1Prefixes
 from registry.model import HandleValue
 from registry.namespace import Namespace, NodeSettings, wall_clock
 from registry.onboarding import Onboarding
+from registry.secret_rotation import SecretRotation
 from registry.secretkeys import SecretHasher
 from registry.stores.base import HandleStore
 from registry.templates_service import TemplateService
@@ -63,6 +66,8 @@ class Registry:
         self.onboarding = Onboarding(ns, hasher, writes)
         self.auditors = Auditors(ns, hasher, writes)
         self.gs1 = Gs1Prefixes(ns, self.onboarding, writes)
+
+        self.secrets = SecretRotation(ns, writes, self.onboarding)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
         self.audit = AuditLog(ns)
         self.authenticator = self.callers.authenticator
@@ -78,6 +83,7 @@ class Registry:
         self.may_read_private = self.callers.may_read_private
         self.list_handles = self.callers.list_handles
         self.handles_from = self.callers.handles_from
+        self.find_handles = self.callers.find_handles
         self.require_node_admin = require_node_admin
         # Writes (the single writer) and their listeners.
         self.add_listener = writes.add_listener
@@ -110,6 +116,9 @@ class Registry:
         self.list_gs1_prefixes = self.gs1.list_prefixes
         self.remove_gs1_prefix = self.gs1.remove_prefix
         self.gs1_owner = self.gs1.owner
+
+        self.rotate_own_secret = self.secrets.rotate_own_secret
+        self.reset_enterprise_secret = self.secrets.reset_enterprise_secret
         self.bootstrap = self.bootstrapper.bootstrap
         self.set_node_value = self.bootstrapper.set_node_value
         self.reset_admin_secret = self.bootstrapper.reset_admin_secret

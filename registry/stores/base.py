@@ -19,6 +19,7 @@ __all__ = [
     "LIST_BUCKET",
     "Attribution",
     "AuditEntry",
+    "ConsoleSession",
     "Enterprise",
     "Gs1Prefix",
     "HandleStore",
@@ -181,6 +182,16 @@ class Gs1Prefix:
     created_at: int
 
 
+class ConsoleSession:
+    """A web console session as stored: the SHA-256 of its id is the row's key, never the id itself."""
+
+    identity: str
+    data: str  # JSON of the session's mapping (never a secret key)
+    created_at: int
+    last_seen: int
+    expires_at: int  # absolute expiry
+
+
 @runtime_checkable
 class HandleStore(Protocol):
     """The storage interface. Times are integer UNIX seconds (UTC)."""
@@ -210,6 +221,20 @@ class HandleStore(Protocol):
         """Up to ``limit`` handles under the normalised prefix with their records, in listing order:
         those past ``position`` ``after``, from the handle whose key is ``start`` on (none when
         ``start`` is not a handle under the prefix)."""
+
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """(key, handle) of up to ``limit`` handles under the normalised prefix whose keys lie in
+        [``start``, ``end``) (``end`` None: no upper bound), in key order: the first ones, those past
+        the key ``after``, or the last ones before the key ``before``. Keys compare as code points."""
 
     async def current_version(self) -> int:
         """The highest version any write has used (monotonic over the store's life)."""
@@ -271,6 +296,23 @@ class HandleStore(Protocol):
     async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
         """Per prefix and interface, summed over days [from_day, to_day) (rows with day 0); ordered
         by prefix and interface."""
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        """Identifiers of one enterprise created on each day in [from_day, to_day) (YYYYMMDD,
+        Asia/Shanghai) and still present; days without any are left out."""
+
+    # -- web console sessions (resolver.console) -------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        """Create the session ``id_hash`` (created and last seen ``now``) or replace its data and
+        mark it seen ``now`` (its creation and expiry stay)."""
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None: ...
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        """Mark the session seen at ``now`` (idle expiry counts from there)."""
+
+    async def delete_console_session(self, id_hash: str) -> None: ...
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        """Delete sessions past their expiry or last seen before ``idle_before``; how many went."""
 
     # -- metadata templates and idempotent batch replies ------------------------------------------
     async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:

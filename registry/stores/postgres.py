@@ -76,6 +76,7 @@ from registry.stores.base import (
     RESOLUTION_BATCH_DAYS,
     Attribution,
     AuditEntry,
+    ConsoleSession,
     Enterprise,
     Gs1Prefix,
     HandleWrite,
@@ -201,19 +202,6 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX registration_counts_day ON registration_counts (day, hour) INCLUDE (enterprise_id, delta);
         """,
     ),
-    # 4 is the resolution statistics of issue 12 §6 (another branch; numbers are what counts here).
-    (
-        5,
-        # GS1 company prefixes of enterprises (GS1 Digital Link resolution).
-        """
-        CREATE TABLE gs1_prefixes (
-            company_prefix TEXT COLLATE "C" PRIMARY KEY,
-            enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
-            created_at BIGINT NOT NULL
-        );
-        CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
-        """,
-    ),
     (
         4,
         # Resolution statistics (resolver.ops.resolutions) and the ids of the flushes already added.
@@ -232,9 +220,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        5,
+        # GS1 company prefixes of enterprises (GS1 Digital Link resolution).
+        """
+        CREATE TABLE gs1_prefixes (
+            company_prefix TEXT COLLATE "C" PRIMARY KEY,
+            enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
+        """,
+    ),
+    (
         6,
-        # The audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
-        # branches go before it in this list when they are merged.
+        # The audit log (registry.audit).
         """
         CREATE TABLE audit_log (
             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -247,6 +246,22 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE INDEX audit_log_action ON audit_log (action, id);
         CREATE INDEX audit_log_target ON audit_log (target, id);
+        """,
+    ),
+    (
+        7,
+        # Console sessions (resolver.console.sessions): only a SHA-256 of each random session id is kept.
+        """
+        CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            identity TEXT NOT NULL,
+            data TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+        CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
         """,
     ),
 ]
@@ -897,6 +912,33 @@ class PostgresStore:
         rows = await self._fetch(_FROM, prefix, after, start, max(0, limit))
         return [ListedHandle(r[0], r[1], bytes(r[2])) for r in rows]
 
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        sql = f'SELECT hkey, handle FROM handles WHERE prefix = $1 AND hkey {op} ($2 COLLATE "C")'
+        args: list[object] = [prefix, low]
+        if end is not None:
+            args.append(end)
+            sql += f' AND hkey < (${len(args)} COLLATE "C")'
+        if before is not None:
+            args.append(before)
+            sql += f' AND hkey < (${len(args)} COLLATE "C") ORDER BY hkey DESC'
+        else:
+            sql += " ORDER BY hkey"
+        args.append(max(0, limit))
+        sql += f" LIMIT ${len(args)}"
+        rows = await self._fetch(sql, *args)
+        found = [(r[0], r[1]) for r in rows]
+        return found[::-1] if before is not None else found
+
     # -- promoters and enterprises -------------------------------------------------------------
     @staticmethod
     def _conflict(exc: asyncpg.UniqueViolationError, **names: str) -> InvalidRequest:
@@ -1156,6 +1198,53 @@ class PostgresStore:
             to_day,
         )
         return [ResolutionCount(r[0], 0, r[1], int(r[2]), int(r[3])) for r in rows]
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        rows = await self._fetch(
+            "SELECT day, SUM(delta) FROM registration_counts WHERE enterprise_id = $1 AND day >= $2 AND day < $3 "
+            "GROUP BY day",
+            enterprise_id,
+            from_day,
+            to_day,
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    # -- console sessions ------------------------------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        await self._execute(
+            "INSERT INTO console_sessions (id_hash, identity, data, created_at, last_seen, expires_at) "
+            "VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, "
+            "last_seen = excluded.last_seen",
+            id_hash,
+            identity,
+            data,
+            now,
+            expires_at,
+        )
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None:
+        row = await self._fetchrow(
+            "SELECT identity, data, created_at, last_seen, expires_at FROM console_sessions WHERE id_hash = $1",
+            id_hash,
+        )
+        return ConsoleSession(row[0], row[1], int(row[2]), int(row[3]), int(row[4])) if row else None
+
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        await self._execute("UPDATE console_sessions SET last_seen = $2 WHERE id_hash = $1", id_hash, now)
+
+    async def delete_console_session(self, id_hash: str) -> None:
+        await self._execute("DELETE FROM console_sessions WHERE id_hash = $1", id_hash)
+
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> int:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM console_sessions WHERE expires_at <= $1 OR last_seen < $2", now, idle_before
+                )
+                attempt.commit_sent = True
+            return int(status.split()[-1])
+
+        return await self._run(run)
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:

@@ -34,6 +34,7 @@ from registry.stores.base import (
     RESOLUTION_BATCH_DAYS,
     Attribution,
     AuditEntry,
+    ConsoleSession,
     Enterprise,
     Gs1Prefix,
     HandleWrite,
@@ -152,6 +153,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_log_action ON audit_log (action, id);
     CREATE INDEX audit_log_target ON audit_log (target, id);
+    """,
+    # 7: console sessions (resolver.console.sessions): only a SHA-256 of each random session id is kept.
+    """
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY, identity TEXT NOT NULL, data TEXT NOT NULL,
+        created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
     """,
 ]
 # The schema version a store is at once every migration above has run (``PRAGMA user_version``).
@@ -428,6 +438,32 @@ class SQLiteStore:
 
         return await self._read(run)
 
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        sql = f"SELECT hkey, record FROM handles WHERE prefix = ? AND hkey {op} ?"
+        args: list[object] = [prefix, low]
+        if end is not None:
+            sql += " AND hkey < ?"
+            args.append(end)
+        if before is not None:
+            sql += " AND hkey < ? ORDER BY hkey DESC LIMIT ?"
+            args += [before, max(0, limit)]
+        else:
+            sql += " ORDER BY hkey LIMIT ?"
+            args.append(max(0, limit))
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        found = [(r[0], _handle_of(r[1])) for r in rows]
+        return found[::-1] if before is not None else found
+
     # -- promoters and enterprises -------------------------------------------------------------
     async def add_promoter(self, name: str, uscc: str, *, now: int) -> Promoter:
         def run(c: sqlite3.Connection) -> Promoter:
@@ -668,6 +704,57 @@ class SQLiteStore:
         )
         rows = await self._read(lambda c: c.execute(sql, (from_day, to_day)).fetchall())
         return [ResolutionCount(p, 0, i, int(f), int(n)) for p, i, f, n in rows]
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT day, SUM(delta) FROM registration_counts WHERE enterprise_id = ? AND day >= ? AND day < ? "
+                "GROUP BY day",
+                (enterprise_id, from_day, to_day),
+            ).fetchall()
+        )
+        return {int(day): int(n) for day, n in rows}
+
+    # -- console sessions ------------------------------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO console_sessions (id_hash, identity, data, created_at, last_seen, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, "
+                    "last_seen = excluded.last_seen",
+                    (id_hash, identity, data, now, now, expires_at),
+                )
+            )
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT identity, data, created_at, last_seen, expires_at FROM console_sessions WHERE id_hash = ?",
+                (id_hash,),
+            ).fetchone()
+        )
+        return ConsoleSession(*row) if row else None
+
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute("UPDATE console_sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
+            )
+
+    async def delete_console_session(self, id_hash: str) -> None:
+        async with self._write_lock:
+            await self._write(lambda c: c.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        async with self._write_lock:
+            return await self._write(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen < ?", (now, idle_before)
+                    ).rowcount
+                )
+            )
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:

@@ -20,6 +20,7 @@ from registry.stores import open_store
 from registry.stores.base import HandleStore
 from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
+from resolver.console.site import CONSOLE_PAGES, setup_console
 from resolver.datadir import prepare_data_dir
 from resolver.http.access import request_context
 from resolver.http.admin_routes import admin_routes
@@ -130,7 +131,8 @@ def create_app(
     setup_labels(app)  # /api/qr/{handle}, /api/labels
     app.router.add_routes(stats_routes)
     app.router.add_routes(tracker_routes)
-    setup_pages(app, BUREAU_PAGES, PROXY_PAGES)  # the page templates and catalogues (later pages add theirs here)
+    setup_console(app, clock=clock)  # /console: the web console (its routes, sessions and HTML errors)
+    setup_pages(app, BUREAU_PAGES, PROXY_PAGES, CONSOLE_PAGES)  # every page's templates and catalogues
     app.router.add_routes(health_routes)
     app.router.add_get(METRICS_PATH, metrics_handler())
     tally_gauges = TallyCollector(lambda: _live_tally(tracker))
