@@ -182,6 +182,7 @@ class Gs1Prefix:
     created_at: int
 
 
+@dataclass(frozen=True, slots=True)
 class ConsoleSession:
     """A web console session as stored: the SHA-256 of its id is the row's key, never the id itself."""
 
