@@ -18,6 +18,7 @@ from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
+from resolver.cache.decoded import DecodedRecords
 from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
 from resolver.console.site import CONSOLE_PAGES, setup_console
@@ -155,10 +156,11 @@ def create_app(
         opened = InstrumentedStore(store if store is not None else await open_store(config.store_url))
         settings = config.node_settings()
         registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
-        cache = await node_cache(config, opened)  # None when no tier is configured
+        records = DecodedRecords()  # shared by the cache and the resolver: one unpack per record
+        cache = await node_cache(config, opened, records=records)  # None when no tier is configured
         if cache is not None:
             registry.add_listener(cache.invalidate)
-        resolver = Resolver(registry, cache)
+        resolver = Resolver(opened, cache, records=records)
         handler = NativeHandler(resolver, registry, b"")
         handler.resolutions = state.resolutions  # one counter for every interface of this process
         native: NativeServer | None = None

@@ -3,7 +3,8 @@
 One :class:`NativeHandler` serves the UDP and the TCP listeners: they hand it a request's envelope
 and message bytes (``respond``) and send back the bytes it returns. Resolution goes through the same
 :class:`~resolver.resolve.Resolver` (cache tiers, then the store) as ``GET /api/handles/…``, with the
-same responsibility check and the same type/index filters.
+same responsibility check and the same read policy (:mod:`registry.read_policy`: type and index
+filters, then the values an anonymous caller may read).
 
 Replies follow HANDLE.NET's ``HandleServer``:
 
@@ -11,8 +12,9 @@ Replies follow HANDLE.NET's ``HandleServer``:
   (200: the index/type filters match nothing, or no value is publicly readable), SERVER_NOT_RESP (301:
   not in this node's namespace, answered before any cache or store is touched), INVALID_HANDLE (102),
   SERVER_TOO_BUSY (3: the store is unavailable and nothing is cached) or ERROR (2).
-  Native requests are anonymous here (no challenge-response, no sessions), so only values with the
-  PUBLIC_READ permission are ever sent, whether or not the request set the PO flag.
+  Native requests are anonymous here (no challenge-response, no sessions): what is sent is what
+  :mod:`registry.read_policy` serves an anonymous caller (values with PUBLIC_READ), whether or not
+  the request set the PO flag.
   A handle without a slash names a prefix: ``88.118.8`` is resolved as ``0.NA/88.118.8``.
 - opcode 2 (get-site-info): the node's HS_SITE data.
 - anything else: OPERATION_NOT_SUPPORTED (5); opcode 0: PROTOCOL_ERROR (4). A message that does not
@@ -55,6 +57,7 @@ from registry.errors import (
     StoreUnavailable,
 )
 from registry.model import HandleName, HandleValue
+from registry.read_policy import ALL_PUBLIC, ValueFilter
 from registry.service import Registry
 from registry.valuedata import decode_site
 from resolver.native.codec import (
@@ -392,14 +395,12 @@ class NativeHandler:
         self.resolutions.count(name.prefix, "native", record is not None)
         if record is None:
             return RC_HANDLE_NOT_FOUND, "", None
-        values = record.values
-        if indexes or types:
-            wanted = frozenset(indexes)
-            values = tuple(v for v in values if v.index in wanted or any(v.type_matches(t) for t in types))
-        public = [v for v in values if v.permissions & 0x2]  # PUBLIC_READ
-        if not public:
+        # Native callers are anonymous (no challenge-response here): never a private reader.
+        wanted = ValueFilter(types, frozenset(indexes)) if indexes or types else ALL_PUBLIC
+        values = self.resolver.served(record, request=wanted)
+        if not values:
             return RC_VALUES_NOT_FOUND, "", None
-        return RC_SUCCESS, "", values if len(public) == len(values) else tuple(public)
+        return RC_SUCCESS, "", values
 
     # -- the fast path ------------------------------------------------------------------------------
     def _resolution_body(self, handle: str, values: tuple[HandleValue, ...]) -> bytes:
