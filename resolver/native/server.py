@@ -2,9 +2,9 @@
 
 ``start_native`` binds both (with SO_REUSEPORT when the node runs several workers, so they share the
 port) and returns a :class:`NativeServer`; ``close()`` stops accepting, aborts open connections and
-cancels the requests still being answered. ``start_native_or_warn`` is what the app's lifecycle calls:
-when the port cannot be bound (in use, no permission) it logs a warning and the node runs without the
-native protocol, so the HTTP API still starts.
+cancels the requests still being answered. ``start_native_or_warn`` is what :func:`resolver.server.node_app`
+calls: when the port cannot be bound (in use, no permission) it logs a warning and the node runs
+without the native protocol, so the HTTP API still starts.
 
 TCP connections are capped in total (``native_tcp_max_connections``) and per client address
 (``native_tcp_max_per_address``). A new connection is always admitted: at a cap, the connection that
@@ -43,7 +43,7 @@ class NativeServer:
 
     ``connections`` holds the open TCP connections, the one idle longest first; ``NativeServer.running``
     holds the servers of this process that are open (weakly), so tests and metrics can find the one
-    the app's lifecycle started (``NativeServer.on_port(port)``)."""
+    ``resolver.server.node_app`` started (``NativeServer.on_port(port)``)."""
 
     running: ClassVar[weakref.WeakSet[NativeServer]] = weakref.WeakSet()
 
