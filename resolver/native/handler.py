@@ -39,6 +39,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from time import perf_counter
 
 from registry.errors import (
     RC_ERROR,
@@ -88,6 +89,7 @@ from resolver.native.codec import (
     encode_value,
     reply_to,
 )
+from resolver.ops.native_meter import NATIVE
 from resolver.ops.resolutions import ResolutionCounter
 from resolver.resolve import Resolver
 
@@ -269,10 +271,11 @@ class NativeHandler:
     async def respond(self, envelope: bytes, payload: bytes) -> bytes | None:
         """The whole reply (envelope and message) to the message ``payload`` that followed the 20
         ``envelope`` bytes, or None when it gets no reply (it is a response, not a request)."""
+        started = perf_counter()
         if self.fast_path:
             parsed = _parse_resolution(envelope, payload)
             if parsed is not None:
-                return await self._respond_fast(envelope, payload, parsed)
+                return await self._respond_fast(envelope, payload, parsed, started)
         if header_is_response(payload):
             self.stats.dropped += 1
             return None
@@ -283,17 +286,25 @@ class NativeHandler:
             opcode = _HEADER_CODES.unpack_from(payload)[0] if len(payload) >= 8 else 0
             env = peek_request(envelope)
             assert env is not None
-            return self.wire(self.protocol_error(env[0], opcode, str(exc)))
-        return self.wire(await self.handle(message))
+            return self._counted(self.wire(self.protocol_error(env[0], opcode, str(exc))), started)
+        return self._counted(self.wire(await self.handle(message)), started)
 
     def refuse(self, raw: bytes, reason: str) -> bytes | None:
         """The PROTOCOL_ERROR reply to a message that cannot even be framed (``raw``: its first bytes),
         or None when no request id can be read or it is a response."""
+        started = perf_counter()
         peeked = peek_request(raw)
         if peeked is None or peeked[2]:
             self.stats.dropped += 1
             return None
-        return self.wire(self.protocol_error(peeked[0], peeked[1], reason))
+        return self._counted(self.wire(self.protocol_error(peeked[0], peeked[1], reason)), started)
+
+    @staticmethod
+    def _counted(wire: bytes, started: float) -> bytes:
+        """``wire``, counted in the native metrics by its opcode and responseCode (as sent)."""
+        opcode, code = _HEADER_CODES.unpack_from(wire, ENVELOPE_SIZE)
+        NATIVE.answered(opcode, code, perf_counter() - started)
+        return wire
 
     # -- replies as messages (the general path) -----------------------------------------------------
     def _expiration(self) -> int:
@@ -417,7 +428,7 @@ class NativeHandler:
             self._values_bytes += len(encoded) + len(value.data)
         return encoded
 
-    async def _respond_fast(self, envelope: bytes, payload: bytes, parsed: _Parsed) -> bytes:
+    async def _respond_fast(self, envelope: bytes, payload: bytes, parsed: _Parsed, started: float) -> bytes:
         flags, recursion, end, handle, indexes, types = parsed
         self.stats.requests += 1
         self.stats.fast += 1
@@ -446,6 +457,7 @@ class NativeHandler:
             self.stats.errors += 1
         body = digest + body
         length = HEADER_SIZE + len(body) + 4
+        NATIVE.answered(OC_RESOLUTION, code, perf_counter() - started)
         return b"".join(
             (
                 _ENVELOPE.pack(

@@ -29,6 +29,7 @@ from resolver.config import Config
 from resolver.native.handler import NativeHandler, NativeStats
 from resolver.native.limits import UdpBudget
 from resolver.native.protocol import TcpNativeProtocol, UdpNativeProtocol
+from resolver.ops.native_meter import NATIVE
 
 __all__ = ["NativeServer", "start_native", "start_native_or_warn"]
 
@@ -86,6 +87,7 @@ class NativeServer:
 
     def _opened(self, conn: TcpNativeProtocol) -> bool:
         if self._closed:
+            NATIVE.refused("closing")
             return False
         group = self._by_address.get(conn.address, ())
         if len(group) >= self.max_per_address:
@@ -94,6 +96,7 @@ class NativeServer:
             self._evict(next(iter(self.connections)))
         self.connections[conn] = None
         self._by_address.setdefault(conn.address, OrderedDict())[conn] = None  # after _evict may drop it
+        NATIVE.tcp_open += 1
         return True
 
     def _progressed(self, conn: TcpNativeProtocol) -> None:
@@ -104,6 +107,7 @@ class NativeServer:
     def _evict(self, conn: TcpNativeProtocol) -> None:
         log.debug("native tcp: connection cap reached; closing the idlest connection, from %s", conn.peer)
         self.handler.stats.evicted += 1
+        NATIVE.refused("cap")
         self._lost(conn)
         if conn.transport is not None:
             conn.transport.abort()
@@ -111,6 +115,7 @@ class NativeServer:
     def _lost(self, conn: TcpNativeProtocol) -> None:
         if conn in self.connections:  # evicted connections are gone already
             del self.connections[conn]
+            NATIVE.tcp_open -= 1
             group = self._by_address[conn.address]
             del group[conn]
             if not group:
@@ -140,8 +145,10 @@ class NativeServer:
             if not self.connections:
                 break
             await asyncio.sleep(0)
+        NATIVE.tcp_open -= len(self.connections)
         self.connections.clear()
         self._by_address.clear()
+        NATIVE.flush()
 
 
 async def start_native(
