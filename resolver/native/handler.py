@@ -39,6 +39,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from time import perf_counter
 
 from registry.errors import (
@@ -135,6 +136,12 @@ class NativeStats:
     truncated: int = 0  # UDP replies cut to a truncated ERROR (too large, or over the address's budget)
     evicted: int = 0  # TCP connections closed to admit a new one (a connection cap was reached)
     idle_closed: int = 0  # TCP connections closed for going without a complete request too long
+
+
+@lru_cache(maxsize=1024)
+def _value_filter(types: tuple[str, ...], indexes: tuple[int, ...]) -> ValueFilter:
+    """The read policy's filter for a request's types and indexes (apps repeat the same few)."""
+    return ValueFilter(types, frozenset(indexes))
 
 
 def _digest_algorithm(version: tuple[int, int]) -> int:
@@ -407,7 +414,7 @@ class NativeHandler:
         if record is None:
             return RC_HANDLE_NOT_FOUND, "", None
         # Native callers are anonymous (no challenge-response here): never a private reader.
-        wanted = ValueFilter(types, frozenset(indexes)) if indexes or types else ALL_PUBLIC
+        wanted = _value_filter(types, indexes) if indexes or types else ALL_PUBLIC
         values = self.resolver.served(record, request=wanted)
         if not values:
             return RC_VALUES_NOT_FOUND, "", None
