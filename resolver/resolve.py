@@ -79,11 +79,12 @@ class Resolver:
 
     def public_values_json(self, record: Record) -> str:
         """The JSON array of the values anyone is served, rendered once per record."""
-        entry = self._public_entry(record)
-        rendered = entry[2]
-        if rendered is None:
-            rendered = json.dumps(values_to_json(entry[1]), ensure_ascii=False, separators=(",", ":"))
-            self._public[id(record)] = (record, entry[1], rendered)
+        entry = self._public.get(id(record))
+        if entry is not None and entry[0] is record and entry[2] is not None:
+            return entry[2]  # the REST hot path: one dictionary lookup
+        values = self._public_entry(record)[1]
+        rendered = json.dumps(values_to_json(values), ensure_ascii=False, separators=(",", ":"))
+        self._public[id(record)] = (record, values, rendered)
         return rendered
 
     def _public_entry(self, record: Record) -> tuple[Record, tuple[HandleValue, ...], str | None]:
