@@ -464,7 +464,7 @@ class NativeHandler:
             self.stats.errors += 1
         body = digest + body
         length = HEADER_SIZE + len(body) + 4
-        NATIVE.answered(OC_RESOLUTION, code, perf_counter() - started)
+        NATIVE.resolution(code, perf_counter() - started)
         return b"".join(
             (
                 _ENVELOPE.pack(

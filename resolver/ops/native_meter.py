@@ -34,6 +34,20 @@ class NativeMeter:
     """The counts of one process since the last flush. Every method is safe to call from the event
     loop's thread only (as the listeners and the handler do)."""
 
+    __slots__ = (
+        "_children",
+        "_latency",
+        "_refused",
+        "_requests",
+        "_resolution_codes",
+        "_resolution_latency",
+        "_timer",
+        "bounds",
+        "datagrams_in",
+        "datagrams_out",
+        "tcp_open",
+    )
+
     def __init__(self) -> None:
         self.bounds: tuple[float, ...] = tuple(metrics.NATIVE_LATENCY._upper_bounds[:-1])  # without +Inf
         self.datagrams_in = 0
@@ -41,11 +55,26 @@ class NativeMeter:
         self.tcp_open = 0  # open now (a level, not a count since the flush)
         self._requests: dict[tuple[int, int], int] = {}  # (opcode or _OTHER, responseCode) -> count
         self._latency: dict[int, list[Any]] = {}  # opcode -> [count per bucket ..., +Inf count, sum]
+        self._resolution_codes: dict[int, int] = {}  # the fast path's: responseCode -> count (opcode 1)
+        self._resolution_latency: list[Any] = self._new_latency()
         self._refused: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._children: dict[Any, Any] = {}
 
+    def _new_latency(self) -> list[Any]:
+        return [0] * (len(self.bounds) + 1) + [0.0]
+
     # -- counting (the hot path) ---------------------------------------------------------------------
+    def resolution(self, code: int, seconds: float) -> None:
+        """:meth:`answered` for a resolution (opcode 1), the native hot path's: no label to work out."""
+        codes = self._resolution_codes
+        codes[code] = codes.get(code, 0) + 1
+        latency = self._resolution_latency
+        latency[bisect_left(self.bounds, seconds)] += 1
+        latency[-1] += seconds
+        if self._timer is None:
+            self._schedule()
+
     def answered(self, opcode: int, code: int, seconds: float) -> None:
         """One reply to a request with ``opcode``, carrying ``code``, built ``seconds`` after it came in."""
         if opcode not in KNOWN_OPCODES:
@@ -55,7 +84,7 @@ class NativeMeter:
         requests[key] = requests.get(key, 0) + 1
         latency = self._latency.get(opcode)
         if latency is None:
-            latency = self._latency[opcode] = [0] * (len(self.bounds) + 1) + [0.0]
+            latency = self._latency[opcode] = self._new_latency()
         latency[bisect_left(self.bounds, seconds)] += 1
         latency[-1] += seconds
         if self._timer is None:
@@ -88,9 +117,16 @@ class NativeMeter:
             self._timer.cancel()  # a scrape came first (or the timer's loop is gone: reschedule later)
             self._timer = None
         requests, self._requests = self._requests, {}
+        resolutions, self._resolution_codes = self._resolution_codes, {}
+        for code, count in resolutions.items():
+            requests[1, code] = requests.get((1, code), 0) + count
         for (opcode, code), count in requests.items():
             self._child(metrics.NATIVE_REQUESTS, opcode_label(opcode), str(code)).inc(count)
         latency, self._latency = self._latency, {}
+        fast, self._resolution_latency = self._resolution_latency, self._new_latency()
+        if any(fast[:-1]):  # the fast path counted something
+            slow = latency.setdefault(1, self._new_latency())
+            latency[1] = [a + b for a, b in zip(slow, fast, strict=True)]
         for opcode, counts in latency.items():
             child = self._child(metrics.NATIVE_LATENCY, opcode_label(opcode))
             # prometheus-client has no bulk observe: add to the child's bucket and sum values, the

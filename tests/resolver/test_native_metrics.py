@@ -220,6 +220,36 @@ def test_a_flush_adds_what_observe_would_have() -> None:
     assert not meter._requests and not meter._latency  # flushed
 
 
+def test_the_fast_paths_resolutions_and_the_general_paths_add_up() -> None:
+    """The fast path counts resolutions apart (no label to work out); a flush adds them to opcode 1's."""
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        sample(REQUESTS, opcode="1", code="1"),
+        sample(REQUESTS, opcode="1", code="100"),
+        sample(f"{LATENCY}_count", opcode="1"),
+        sample(f"{LATENCY}_bucket", opcode="1", le="0.00025"),
+    )
+    meter = NativeMeter()
+    meter.resolution(RC_SUCCESS, 0.0002)
+    meter.resolution(RC_SUCCESS, 0.0002)
+    meter.resolution(RC_HANDLE_NOT_FOUND, 0.003)
+    meter.answered(1, RC_SUCCESS, 0.0001)  # the general path's resolution
+    meter.flush()
+    after = (
+        sample(REQUESTS, opcode="1", code="1"),
+        sample(REQUESTS, opcode="1", code="100"),
+        sample(f"{LATENCY}_count", opcode="1"),
+        sample(f"{LATENCY}_bucket", opcode="1", le="0.00025"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 1, 4, 3]
+    meter.flush()  # nothing new: nothing added
+    assert sample(f"{LATENCY}_count", opcode="1") == after[2]
+
+
 def _histogram_samples(opcode: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in metrics.NATIVE_LATENCY.collect():
