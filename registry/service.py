@@ -120,6 +120,7 @@ class Registry:
         self.rotate_own_secret = self.secrets.rotate_own_secret
         self.reset_enterprise_secret = self.secrets.reset_enterprise_secret
         self.bootstrap = self.bootstrapper.bootstrap
+        self.publish_site = self.bootstrapper.publish_site
         self.set_node_value = self.bootstrapper.set_node_value
         self.reset_admin_secret = self.bootstrapper.reset_admin_secret
 

@@ -19,6 +19,7 @@ from registry import valuedata
 from registry.days import SHANGHAI, day_of
 from registry.errors import HandleAlreadyExists, HandleError, HandleNotFound, InvalidHandle
 from registry.model import HandleName, HandleValue, Record, normalise_prefix
+from registry.read_policy import served_values
 from registry.service import Registry
 from registry.templates import TEMPLATE_INDEX, Template, is_template_id, parse_template_ref
 from resolver.console.charts import CHART_DAYS, day_chart
@@ -234,7 +235,7 @@ async def identifier(request: web.Request) -> web.Response:
     template = await _template_of(registry, _prefix(me), record)
     fields = {f.index: f.name for f in template.fields} if template is not None else {}
     private = await registry.may_read_private(me.caller, record)
-    values = [v for v in record.values if private or v.public_read]
+    values = served_values(record.values, private_reader=private)  # what GET /api/handles serves them
     context = {
         "handle": record.handle,
         "suffix": suffix,

@@ -14,6 +14,7 @@ from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidR
 from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
 from registry.model import MAX_INDEX, HandleName, normalise_prefix, prefix_handle_of
+from registry.read_policy import ValueFilter
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
 from resolver.ops.metrics import REGISTRATIONS
@@ -84,7 +85,8 @@ async def resolve_name(request: web.Request, name: HandleName, interface: str = 
     JSON that a handle's URL on the node answers with ``Accept: application/json``: ``interface``
     ``web`` counts it there)."""
     if not request.query_string and "Authorization" not in request.headers:
-        # The hot path (a traceability app resolving a code): public values, rendered once per record.
+        # The hot path (a traceability app resolving a code): what registry.read_policy serves an
+        # anonymous caller without filters, rendered once per record.
         registry_of(request).require_responsible(name)
         resolver = resolver_of(request)
         record = await resolver.lookup(name.key)
@@ -102,23 +104,21 @@ async def _resolve(request: web.Request, name: HandleName, interface: str) -> we
     registry = registry_of(request)
     registry.require_responsible(name)
     caller = await request_caller(request)
-    record = await resolver_of(request).lookup(name.key, authoritative=flag(request, "auth"))
+    resolver = resolver_of(request)
+    record = await resolver.lookup(name.key, authoritative=flag(request, "auth"))
     request.app[STATE_KEY].resolutions.count(name.prefix, interface, record is not None)
     if record is None:
         raise HandleNotFound("Handle Not Found", name.text)
-    values = record.values
-    types = request.query.getall("type", [])
-    indexes = {parse_uint(i.strip(), "index", maximum=MAX_INDEX) for i in request.query.getall("index", [])}
-    if types or indexes:
-        values = tuple(v for v in values if v.index in indexes or any(v.type_matches(t) for t in types))
-    if flag(request, "publicOnly") or not await registry.may_read_private(caller, record):
-        values = tuple(v for v in values if v.public_read)
-    else:
-        # RFC 3651 3.1: an administrator reads a non-public value only when it grants ADMIN_READ.
-        values = tuple(v for v in values if v.public_read or v.admin_read)
+    wanted = ValueFilter(
+        types=tuple(request.query.getall("type", [])),
+        indexes=frozenset(parse_uint(i.strip(), "index", maximum=MAX_INDEX) for i in request.query.getall("index", [])),
+        public_only=flag(request, "publicOnly"),
+    )
+    private_reader = not wanted.public_only and await registry.may_read_private(caller, record)
+    values = resolver.served(record, private_reader=private_reader, request=wanted)
     body: dict[str, Any] = {"responseCode": 1, "handle": name.text, "values": values_to_json(values)}
-    if not values and (types or indexes):
-        body["responseCode"] = 200
+    if not values and wanted.selects:
+        body["responseCode"] = 200  # HANDLE.NET: the filters matched no value this caller is served
     return json_response(request, body)
 
 

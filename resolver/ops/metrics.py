@@ -41,11 +41,17 @@ __all__ = [
     "CACHE_REQUESTS",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
+    "NATIVE_DATAGRAMS",
+    "NATIVE_LATENCY",
+    "NATIVE_REQUESTS",
+    "NATIVE_TCP_CONNECTIONS",
+    "NATIVE_TCP_REFUSED",
     "REDIS_BREAKER",
     "REDIS_ERRORS",
     "REGISTRATIONS",
     "RESOLUTIONS",
     "RESOLUTION_MISSES",
+    "SCRAPE_HOOKS",
     "STORE_ERRORS",
     "STORE_LATENCY",
     "InstrumentedStore",
@@ -101,8 +107,38 @@ RESOLUTION_MISSES = Counter(
     ["interface", "prefix"],
 )
 
+# The native Handle protocol (UDP, TCP, and its messages over HTTP). Counted into plain ints on the
+# hot path and added here in one flush (resolver.ops.native_meter): labels are bounded (known
+# opcodes, else "other"; the responseCodes the node sends).
+NATIVE_REQUESTS = Counter(
+    "idnode_native_requests_total",
+    "Native Handle protocol requests answered, by opcode and responseCode.",
+    ["opcode", "code"],
+)
+NATIVE_LATENCY = Histogram(
+    "idnode_native_request_duration_seconds",
+    "Native Handle protocol requests: from the whole message received to its reply built, by opcode.",
+    ["opcode"],
+    buckets=(0.0001, 0.00025, *_LATENCY_BUCKETS),
+)
+NATIVE_DATAGRAMS = Counter(
+    "idnode_native_udp_datagrams_total", "Native UDP datagrams received (in) and sent (out).", ["direction"]
+)
+NATIVE_TCP_CONNECTIONS = Gauge(
+    "idnode_native_tcp_connections", "Open native TCP connections.", multiprocess_mode="livesum"
+)
+NATIVE_TCP_REFUSED = Counter(
+    "idnode_native_tcp_connections_refused_total",
+    "Native TCP connections closed by the node's limits: the idlest one at a connection cap (cap), or "
+    "one that arrived while the listeners were closing (closing).",
+    ["reason"],
+)
+
 METRICS_PATH = "/metrics"
 BUSINESS_PATH = "/metrics/business"
+
+# Called before every scrape: counts kept as plain ints in this process are added to the series.
+SCRAPE_HOOKS: list[Callable[[], None]] = []
 
 TALLY_TTL = 60.0
 
@@ -210,6 +246,8 @@ class _Part:
 
 
 def _exposition(business: bool) -> bytes:
+    for hook in SCRAPE_HOOKS:
+        hook()
     if MULTIPROC:
         source: Any = MultiProcessCollector(None)
     else:

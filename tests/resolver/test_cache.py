@@ -108,7 +108,7 @@ async def nodes(tmp_path, redis_prefix, redis) -> AsyncIterator[Callable[..., Aw
         made.append(cache)
         registry.add_listener(cache.invalidate)
         admin = await registry.caller_for(f"300:0.NA/{NODE}", ADMIN_SECRET)
-        return Node(registry, cache, Resolver(registry, cache), admin)
+        return Node(registry, cache, Resolver(registry.store, cache), admin)
 
     yield make
     for cache in made:

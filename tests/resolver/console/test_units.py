@@ -236,3 +236,28 @@ async def test_the_operators_key_reset_ends_the_enterprises_sessions_and_moves_n
     finally:
         await a_http.close()
         await op_http.close()
+
+
+async def test_an_identifier_page_shows_what_the_api_serves_its_reader(node: Node) -> None:
+    """registry.read_policy decides for the console as for GET /api/handles: the enterprise reads its
+    non-public value that grants ADMIN_READ (1100), never one that does not (0100)."""
+    a = basic(node.a["admin"], node.a["secret"])
+    handle = f"{node.a['prefix']}/policy-1"
+
+    def text(index: int, value: str, permissions: str) -> dict[str, object]:
+        data = {"format": "string", "value": value}
+        return {"index": index, "type": "NOTE", "data": data, "permissions": permissions}
+
+    values = [text(1, "shown-to-all", "1110"), text(3, "shown-to-admins", "1100"), text(4, "shown-to-nobody", "0100")]
+    r = await node.client.put(f"/api/handles/{handle}", json={"values": values}, headers=a)
+    assert r.status == 201, await r.text()
+    api = {v["index"] for v in (await (await node.client.get(f"/api/handles/{handle}", headers=a)).json())["values"]}
+    assert {1, 3} <= api and 4 not in api
+    http, _ = await _signed_in_session(node, node.a["prefix"], node.a["secret"])
+    try:
+        async with http.get(node.url("/console/identifier"), params={"suffix": "policy-1"}) as r:
+            assert r.status == 200
+            page = await r.text()
+    finally:
+        await http.close()
+    assert "shown-to-all" in page and "shown-to-admins" in page and "shown-to-nobody" not in page
