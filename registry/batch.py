@@ -178,7 +178,7 @@ class BatchValidator:
             # Plain-text secret keys are hashed in the registry's scrypt pool: the loop stays free.
             values = await hash_secrets(self.writes.hasher, values)
             self._positions[name.key] = position
-            self.requests.append(WriteRequest(self.caller, name, self._mode, tuple(values), where=f"item {position}"))
+            self.requests.append(WriteRequest(name, self._mode, tuple(values), (), False, f"item {position}"))
             self.positions.append(position)
         except HandleError as exc:
             self._fail(position, text, exc)
@@ -198,20 +198,20 @@ class BatchValidator:
             now=self._now,
             default_admin=self.default_admin,
         )
-        for position, request, outcome in zip(positions, requests, plan.outcomes, strict=True):
-            if isinstance(outcome, HandleError):
-                self._fail(position, request.name.text, outcome)
         results = await self.writes.apply(plan)
-        for position, request, result in zip(positions, requests, results, strict=True):
+        for position, request, outcome, result in zip(positions, requests, plan.outcomes, results, strict=True):
             if result is None:
+                if isinstance(outcome, HandleError):
+                    self._fail(position, request.name.text, outcome)
                 continue
-            if result.outcome is WriteOutcome.CREATED:
+            outcome_ = result.outcome
+            if outcome_ is WriteOutcome.CREATED:
                 report.created += 1
-            elif result.outcome is WriteOutcome.REPLACED:
+            elif outcome_ is WriteOutcome.REPLACED:
                 report.replaced += 1
-            elif result.outcome is WriteOutcome.EXISTS:
+            elif outcome_ is WriteOutcome.EXISTS:
                 self._fail(position, request.name.text, _exists(request.name.text))
-            elif result.outcome is not WriteOutcome.NOT_WRITTEN:
+            elif outcome_ is not WriteOutcome.NOT_WRITTEN:
                 self._fail(position, request.name.text, InvalidRequest("changed by another writer meanwhile; retry"))
         report.written = report.created + report.replaced > 0
         report.failures = self.failures

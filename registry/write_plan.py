@@ -1,12 +1,13 @@
 """The write planner: what one change of a handle is, decided without I/O.
 
-:func:`plan_write` takes the record as it is now (or None) and a :class:`WriteRequest` and returns
-the :class:`WritePlan`: the values the record will hold (the caller's default HS_ADMIN on a new
-handle, the record's administrators kept on a replacement, every value stamped with the write
-time), the HS_ADMIN rights the change needs, and what it moves (created, replaced or deleted) — or
-refuses it with the Handle error a client gets. Single ``PUT``, ``index=`` writes, ``DELETE``,
-batches and ``idnode import`` are all planned here; :class:`registry.writes.WriteService` reads the
-record, checks the rights the plan names and commits it.
+:func:`plan_write` takes the record as it is now (or None), a :class:`WriteRequest` and the
+:class:`PlanContext` (who asks, when, under which node limits) and returns the :class:`WritePlan`:
+the values the record will hold (the caller's default HS_ADMIN on a new handle, the record's
+administrators kept on a replacement, every value stamped with the write time), the HS_ADMIN
+rights the change needs, and what it moves (created, replaced or deleted) — or refuses it with the
+Handle error a client gets. Single ``PUT``, ``index=`` writes, ``DELETE``, batches and ``idnode
+import`` are all planned here; :class:`registry.writes.WriteService` reads the record, checks the
+rights the plan names and commits it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from registry import valuedata
 from registry.admin_values import ADMIN_INDEX, default_admin
@@ -27,14 +29,14 @@ from registry.errors import (
     ValueAlreadyExists,
     ValuesNotFound,
 )
-from registry.model import HandleName, HandleValue, Record
+from registry.model import NA_PREFIX, HandleName, HandleValue, Record
 from registry.secretkeys import is_hashed
 from registry.stores.base import MUST_NOT_EXIST, HandleWrite
 
 __all__ = [
     "Change",
     "Mode",
-    "PlanRules",
+    "PlanContext",
     "WritePlan",
     "WriteRequest",
     "perms_for_change",
@@ -63,12 +65,11 @@ class Change(enum.Enum):
 
 @dataclass(slots=True)
 class WriteRequest:
-    """One change asked for by ``caller``. ``values``: plain-text HS_SECKEY values hashed already
+    """One change asked for. ``values``: plain-text HS_SECKEY values hashed already
     (:func:`registry.admin_values.hash_secrets`). ``indexes``: for MERGE the indexes taken from
     ``values`` (empty: every value given), for DELETE_VALUES those removed. ``keep_existing``: a
     MERGE refuses an index that holds a value already. ``where`` names the values in messages."""
 
-    caller: Caller
     name: HandleName
     mode: Mode
     values: tuple[HandleValue, ...] = ()
@@ -78,10 +79,12 @@ class WriteRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PlanRules:
-    """What the node decides for every plan: the write time, the value-count limit, its own prefix
-    handle, and the HS_ADMIN a new handle without one gets (None: the caller's own, at index 100)."""
+class PlanContext:
+    """Who asks and what the node decides for every plan of theirs: the write time, the value-count
+    limit, the node's own prefix handle, and the HS_ADMIN a new handle without one gets (None: the
+    caller's own, at index 100). A batch is planned in one context."""
 
+    caller: Caller
     now: int
     max_values: int
     node_admin_key: str
@@ -91,20 +94,20 @@ class PlanRules:
     def admin_index(self) -> int:
         return self.default_admin.index if self.default_admin is not None else ADMIN_INDEX
 
-    def admin_for(self, caller: Caller) -> HandleValue:
+    def admin(self) -> HandleValue:
         """The default HS_ADMIN, stamped with the write time."""
         admin = self.default_admin
         if admin is None:
-            return default_admin(caller, self.now)
+            return default_admin(self.caller, self.now)
         return admin if admin.timestamp == self.now else replace(admin, timestamp=self.now)
 
 
-@dataclass(slots=True)
-class WritePlan:
-    """The write one request becomes. ``perms``: the HS_ADMIN rights it needs — on the record, or
-    for a new handle ADD_HANDLE on its prefix handle. ``new_index``: a MERGE that added a value at
-    an index the handle did not use (a PUT answers 201). ``registrations``: how the prefix's
-    registration counter moves (+1 created, -1 deleted)."""
+class WritePlan(NamedTuple):
+    """The write one request becomes (a named tuple: a batch makes 100,000 of them). ``perms``:
+    the HS_ADMIN rights it needs — on the record, or for a new handle ADD_HANDLE on its prefix
+    handle. ``new_index``: a MERGE that added a value at an index the handle did not use (a PUT
+    answers 201). ``registrations``: how the prefix's registration counter moves (+1 created, -1
+    deleted)."""
 
     key: str
     handle: str
@@ -127,38 +130,48 @@ _CREATE_PERMS = (valuedata.ADD_HANDLE,)
 _DELETE_PERMS = (valuedata.DELETE_HANDLE,)
 
 
-def plan_write(current: Record | None, request: WriteRequest, rules: PlanRules) -> WritePlan:
+def plan_write(current: Record | None, request: WriteRequest, ctx: PlanContext) -> WritePlan:
     """The plan for ``request`` on ``current`` (None: the handle does not exist), or the HandleError
     a client gets. Pure: the same inputs always give the same plan."""
     name = request.name
     mode = request.mode
     if mode is Mode.DELETE or mode is Mode.DELETE_VALUES:
-        return _plan_delete(current, request, rules)
+        return _plan_delete(current, request, ctx)
     if current is None:
         if mode is Mode.MERGE:
             raise HandleNotFound("handle not found", name.text)
-        if name.is_prefix_handle and not request.caller.node_admin:
+        key = name.key
+        prefix = key.partition("/")[0]
+        if prefix == NA_PREFIX and not ctx.caller.node_admin:
             raise PermissionDenied("only the node administrator creates prefixes", name.text)
-        values = _with_default_admin(prepare_values(request.values, rules.now), request.caller, rules, name)
-        _check_count(values, rules, name)
-        prefix = name.key.partition("/")[0]
-        return WritePlan(name.key, name.text, prefix, values, MUST_NOT_EXIST, _CREATE_PERMS, Change.CREATED)
+        index = ctx.admin_index
+        values, admin, taken = _prepared(request.values, ctx.now, index)
+        if not admin:  # a new handle without HS_ADMIN gets the default one, which must find its index free
+            if taken:
+                raise InvalidValue(
+                    f"no HS_ADMIN given and index {index}, where the default one goes, is taken", name.text
+                )
+            values = (*values, ctx.admin())
+        if len(values) > ctx.max_values:
+            raise _too_many(ctx, name)
+        return WritePlan(key, name.text, prefix, values, MUST_NOT_EXIST, _CREATE_PERMS, Change.CREATED)
     if mode is Mode.CREATE:
         raise HandleAlreadyExists("handle already exists", name.text)
     new_index = False
     if mode is Mode.MERGE:
-        merged = _merge(current, prepare_values(request.values, rules.now), request)
+        merged = _merge(current, prepare_values(request.values, ctx.now), request)
         new_index = len(merged) > len(current.values)
-        values = _stamped(merged, rules.now)  # the values kept are written again at this time
+        values = _stamped(merged, ctx.now)  # the values kept are written again at this time
     else:
-        values = _keeping_admins(prepare_values(request.values, rules.now), current, request.caller, rules)
-    _check_count(values, rules, name)
+        values = _keeping_admins(prepare_values(request.values, ctx.now), current, ctx)
+    if len(values) > ctx.max_values:
+        raise _too_many(ctx, name)
     perms = tuple(perms_for_change(current.values, values))
     prefix = name.key.partition("/")[0]
     return WritePlan(name.key, current.handle, prefix, values, current.version, perms, Change.REPLACED, new_index)
 
 
-def _plan_delete(current: Record | None, request: WriteRequest, rules: PlanRules) -> WritePlan:
+def _plan_delete(current: Record | None, request: WriteRequest, ctx: PlanContext) -> WritePlan:
     name = request.name
     if current is None:
         raise HandleNotFound("handle not found", name.text)
@@ -172,9 +185,9 @@ def _plan_delete(current: Record | None, request: WriteRequest, rules: PlanRules
         remaining = tuple(v for v in current.values if v.index not in gone)
         perms = tuple(perms_for_change(current.values, remaining))
         return WritePlan(name.key, current.handle, prefix, remaining, current.version, perms, Change.REPLACED)
-    if name.key == rules.node_admin_key:
+    if name.key == ctx.node_admin_key:
         raise PermissionDenied("the node's own prefix handle cannot be deleted", name.text)
-    if name.is_prefix_handle and not request.caller.node_admin:
+    if name.is_prefix_handle and not ctx.caller.node_admin:
         raise PermissionDenied("only the node administrator deletes a prefix handle", name.text)
     return WritePlan(name.key, current.handle, prefix, None, current.version, _DELETE_PERMS, Change.DELETED)
 
@@ -182,48 +195,39 @@ def _plan_delete(current: Record | None, request: WriteRequest, rules: PlanRules
 def prepare_values(values: Sequence[HandleValue], now: int) -> tuple[HandleValue, ...]:
     """``values`` stamped with the write time, once their data is checked: HS_SECKEY must be hashed
     already (one that is not is refused rather than stored in clear), HS_ADMIN must decode."""
-    out = []
+    return _prepared(values, now, -1)[0]
+
+
+def _prepared(values: Sequence[HandleValue], now: int, index: int) -> tuple[tuple[HandleValue, ...], bool, bool]:
+    """(:func:`prepare_values`, whether one is an HS_ADMIN, whether one is at ``index``)."""
+    admin = taken = restamp = False
     for v in values:
         kind = v.type.upper()
         if kind == "HS_SECKEY":
             if not is_hashed(v.data.decode("utf-8", "replace")):
                 raise InvalidValue(f"HS_SECKEY at index {v.index} was not hashed")
         elif kind == "HS_ADMIN":
+            admin = True
             try:
                 valuedata.decode_admin(v.data)
             except (ValueError, HandleError) as exc:
                 raise InvalidValue(f"HS_ADMIN at index {v.index}: {exc}") from None
-        out.append(v if v.timestamp == now else replace(v, timestamp=now))
-    return tuple(out)
+        if v.index == index:
+            taken = True
+        if v.timestamp != now:
+            restamp = True
+    return (_stamped(values, now) if restamp else tuple(values)), admin, taken
 
 
 def _stamped(values: Sequence[HandleValue], now: int) -> tuple[HandleValue, ...]:
     return tuple(v if v.timestamp == now else replace(v, timestamp=now) for v in values)
 
 
-def _check_count(values: tuple[HandleValue, ...], rules: PlanRules, name: HandleName) -> None:
-    if len(values) > rules.max_values:
-        raise InvalidValue(f"a handle may hold at most {rules.max_values} values", name.text)
+def _too_many(ctx: PlanContext, name: HandleName) -> InvalidValue:
+    return InvalidValue(f"a handle may hold at most {ctx.max_values} values", name.text)
 
 
-def _with_default_admin(
-    values: tuple[HandleValue, ...], caller: Caller, rules: PlanRules, name: HandleName
-) -> tuple[HandleValue, ...]:
-    """A new handle without HS_ADMIN gets the default one (index 100), which must be free."""
-    index = rules.admin_index
-    taken = False
-    for v in values:
-        if v.type.upper() == "HS_ADMIN":
-            return values
-        taken = taken or v.index == index
-    if taken:
-        raise InvalidValue(f"no HS_ADMIN given and index {index}, where the default one goes, is taken", name.text)
-    return (*values, rules.admin_for(caller))
-
-
-def _keeping_admins(
-    values: tuple[HandleValue, ...], current: Record, caller: Caller, rules: PlanRules
-) -> tuple[HandleValue, ...]:
+def _keeping_admins(values: tuple[HandleValue, ...], current: Record, ctx: PlanContext) -> tuple[HandleValue, ...]:
     """A replacement without HS_ADMIN keeps the record's administrators rather than orphaning it;
     a record that had none gets the default one at the first free index from 100."""
     if any(v.type.upper() == "HS_ADMIN" for v in values):
@@ -231,12 +235,12 @@ def _keeping_admins(
     taken = {v.index for v in values}
     kept = [v for v in current.values if v.type.upper() == "HS_ADMIN" and v.index not in taken]
     if not kept:
-        admin = rules.admin_for(caller)
+        admin = ctx.admin()
         index = admin.index
         while index in taken:
             index += 1
         kept = [replace(admin, index=index)]
-    return (*values, *_stamped(kept, rules.now))
+    return (*values, *_stamped(kept, ctx.now))
 
 
 def _merge(current: Record, values: tuple[HandleValue, ...], request: WriteRequest) -> list[HandleValue]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from registry import valuedata
 from registry.admin_values import hash_secrets
@@ -31,7 +31,7 @@ from registry.errors import (
     PermissionDenied,
     ServerError,
 )
-from registry.model import HandleName, HandleValue, Record, normalise_prefix, parse_handle, prefix_handle_of
+from registry.model import NA_PREFIX, HandleName, HandleValue, Record, normalise_prefix, parse_handle, prefix_handle_of
 from registry.namespace import Namespace
 from registry.packing import unpack_record
 from registry.secretkeys import SecretHasher
@@ -39,7 +39,7 @@ from registry.stores.base import Enterprise, HandleWrite, WriteOutcome, WriteRes
 from registry.templates import TEMPLATE_INDEX
 from registry.templates_service import TemplateService
 from registry.write_events import Commit, Subscriber
-from registry.write_plan import Change, Mode, PlanRules, WritePlan, WriteRequest, plan_write
+from registry.write_plan import Change, Mode, PlanContext, WritePlan, WriteRequest, plan_write
 
 __all__ = ["BatchPlan", "WriteReport", "WriteService"]
 
@@ -108,8 +108,12 @@ class WriteService:
             for subscriber in self._subscribers:
                 await subscriber(commit)
 
-    def rules(self, *, now: int | None = None, default_admin: HandleValue | None = None) -> PlanRules:
-        return PlanRules(
+    def context(
+        self, caller: Caller, *, now: int | None = None, default_admin: HandleValue | None = None
+    ) -> PlanContext:
+        """What plans for ``caller`` are made in: now (or ``now``), under this node's limits."""
+        return PlanContext(
+            caller=caller,
             now=self.ns.clock() if now is None else now,
             max_values=self.ns.settings.value_limits.max_values,
             node_admin_key=self.ns.node_admin_key,
@@ -209,10 +213,10 @@ class WriteService:
         self.ns.require_responsible(name)
         hashed = tuple(await hash_secrets(self.hasher, values))  # once, before the compare-and-set retries
         if indexes is None:
-            request = WriteRequest(caller, name, Mode.REPLACE if overwrite else Mode.CREATE, hashed)
+            request = WriteRequest(name, Mode.REPLACE if overwrite else Mode.CREATE, hashed)
         else:
-            request = WriteRequest(caller, name, Mode.MERGE, hashed, tuple(indexes), keep_existing=not overwrite)
-        plan, result = await self._write_one(request)
+            request = WriteRequest(name, Mode.MERGE, hashed, tuple(indexes), keep_existing=not overwrite)
+        plan, result = await self._write_one(caller, request)
         return WriteReport(name.text, plan.change is Change.CREATED or plan.new_index, result.version)
 
     async def delete(self, caller: Caller, name: HandleName, indexes: Sequence[int] | None = None) -> WriteReport:
@@ -220,16 +224,16 @@ class WriteService:
         self.require_writer(caller)
         self.ns.require_responsible(name)
         mode = Mode.DELETE_VALUES if indexes else Mode.DELETE
-        _, result = await self._write_one(WriteRequest(caller, name, mode, indexes=tuple(indexes or ())))
+        _, result = await self._write_one(caller, WriteRequest(name, mode, indexes=tuple(indexes or ())))
         return WriteReport(name.text, False, result.version)
 
-    async def _write_one(self, request: WriteRequest) -> tuple[WritePlan, WriteResult]:
+    async def _write_one(self, caller: Caller, request: WriteRequest) -> tuple[WritePlan, WriteResult]:
         """Read, plan, authorise and commit; again (compare-and-set) when another writer won."""
-        caller, name = request.caller, request.name
+        name = request.name
         for _ in range(8):
             row = await self.ns.store.get(name.key)
             current = unpack_record(row.packed) if row else None
-            plan = plan_write(current, request, self.rules())
+            plan = plan_write(current, request, self.context(caller))
             await self._authorise(caller, name, current, plan.perms)
             enterprise_id = await self._check_enterprise(caller, name)
             if plan.values is not None and request.mode is not Mode.DELETE_VALUES:
@@ -256,23 +260,32 @@ class WriteService:
         now: int | None = None,
         default_admin: HandleValue | None = None,
     ) -> BatchPlan:
-        """Plan and authorise ``requests`` (CREATE or REPLACE, all by ``caller``). Per prefix: the
+        """Plan and authorise ``requests`` of ``caller`` (CREATE or REPLACE). Per prefix: the
         checks of :meth:`check_create`; per item: template, plan, and for a replacement the rights
         on the record. ``failed``: the caller refused other items of this batch already (an atomic
         batch then writes nothing, but existing handles are still reported as such). ``now``: the
         time the values are stamped with; ``default_admin``: the HS_ADMIN of new handles without
         one (default: the caller's)."""
         identity = self.require_writer(caller)
-        rules = self.rules(now=now, default_admin=default_admin)
+        ctx = self.context(caller, now=now, default_admin=default_admin)
+        ctx = replace(ctx, default_admin=ctx.admin())  # made once for the batch, not once per item
         outcomes: list[WritePlan | HandleError | None] = [None] * len(requests)
+        enterprises: list[int | None] = [None] * len(requests)
         prefixes: dict[str, int | HandleError | None] = {}
-        seen: set[str] = set()
-        replacing: list[int] = []
+        writes: list[HandleWrite] = []  # of the requests at indexes
+        indexes: list[int] = []
+        refused = 0
+        replacing = False
+        # (A handle twice in one batch is refused by the store: nothing is written.)
         for i, request in enumerate(requests):
             name = request.name
             try:
-                self._batch_item(caller, request, seen)
+                mode = request.mode
+                if mode is not Mode.CREATE and mode is not Mode.REPLACE:
+                    raise InvalidRequest("a batch creates or replaces handles")
                 prefix = name.key.partition("/")[0]
+                if prefix == NA_PREFIX:
+                    raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch")
                 known = prefixes.get(prefix, ...)
                 if known is ...:
                     try:
@@ -282,19 +295,25 @@ class WriteService:
                     prefixes[prefix] = known
                 if isinstance(known, HandleError):
                     raise type(known)(known.message, name.text, code=known.code)
+                enterprises[i] = known
                 for v in request.values:
                     if v.index == TEMPLATE_INDEX:
                         await self.templates.check_template(name, request.values, request.where)
                         break
-                if request.mode is Mode.CREATE:
-                    outcomes[i] = plan_write(None, request, rules)
+                if mode is Mode.CREATE:
+                    o = outcomes[i] = plan_write(None, request, ctx)
+                    writes.append(HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, known))
+                    indexes.append(i)
                 else:
-                    replacing.append(i)
+                    replacing = True
             except HandleError as exc:
+                if exc.handle is None:
+                    exc.handle = name.text
                 outcomes[i] = exc
-        planned = [i for i, o in enumerate(outcomes) if not isinstance(o, HandleError)]
+                refused += 1
         # Replacing needs each record's own HS_ADMIN; an atomic failure must still list the 101s.
-        if replacing or (atomic and (failed or len(planned) != len(requests))):
+        if replacing or (atomic and (failed or refused)):
+            planned = [i for i, o in enumerate(outcomes) if not isinstance(o, HandleError)]
             existing = await self._records([requests[i].name.key for i in planned])
             for i in planned:
                 current = existing.get(requests[i].name.key)
@@ -303,33 +322,17 @@ class WriteService:
                         if current is not None:
                             raise HandleAlreadyExists("handle already exists", requests[i].name.text)
                         continue
-                    plan = outcomes[i] = plan_write(current, requests[i], rules)
+                    plan = outcomes[i] = plan_write(current, requests[i], ctx)
                     if current is not None and not caller.node_admin:
                         await self._authorise_perms(identity, requests[i].name, current, plan.perms)
                 except HandleError as exc:
                     outcomes[i] = exc
-        writes: list[HandleWrite] = []
-        indexes: list[int] = []
-        for i, outcome in enumerate(outcomes):
-            if isinstance(outcome, WritePlan):
-                enterprise = prefixes[outcome.key.partition("/")[0]]
-                writes.append(outcome.write(enterprise if isinstance(enterprise, int) else None))
-                indexes.append(i)
+            writes, indexes = [], []
+            for i, o in enumerate(outcomes):
+                if type(o) is WritePlan:
+                    writes.append(HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, enterprises[i]))
+                    indexes.append(i)
         return BatchPlan(outcomes, writes, indexes, atomic=atomic, failed=failed, seal=self._seal)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _batch_item(caller: Caller, request: WriteRequest, seen: set[str]) -> None:
-        name = request.name
-        if (request.caller is not caller and request.caller != caller) or request.mode not in (
-            Mode.CREATE,
-            Mode.REPLACE,
-        ):
-            raise InvalidRequest("a batch creates or replaces handles, all for one caller", name.text)
-        if name.is_prefix_handle:
-            raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch", name.text)
-        if name.key in seen:
-            raise InvalidRequest("the same handle appears more than once in the batch", name.text)
-        seen.add(name.key)
 
     async def _records(self, keys: Sequence[str]) -> Mapping[str, Record]:
         out: dict[str, Record] = {}
