@@ -127,7 +127,7 @@ class BatchValidator:
         self.failures: list[BatchFailure] = []
         self.count = 0
         self._mode = Mode.REPLACE if overwrite else Mode.CREATE
-        self._positions: dict[str, int] = {}
+        self._first: dict[str, int] = {}  # handle key → position of its item
         self._norm: dict[str, str] = {}  # prefix as written → normalised, for prefixes in this namespace
         self._prefixes: dict[str, HandleError | None] = {}  # prefix → the refusal of its items, if any
         self._limits = self.ns.settings.value_limits
@@ -161,7 +161,7 @@ class BatchValidator:
             if prefix is None:
                 self.ns.require_responsible(name)  # depends on the prefix alone
                 prefix = self._norm[name.prefix] = normalise_prefix(name.prefix)
-            first = self._positions.get(name.key)
+            first = self._first.get(name.key)
             if first is not None:
                 raise InvalidRequest(f"duplicate of item {first} in this batch")
             values = parse_values(obj["values"], self._limits, timestamp=self._now)
@@ -177,7 +177,7 @@ class BatchValidator:
                 raise type(refusal)(refusal.message, text, code=refusal.code)
             # Plain-text secret keys are hashed in the registry's scrypt pool: the loop stays free.
             values = await hash_secrets(self.writes.hasher, values)
-            self._positions[name.key] = position
+            self._first[name.key] = position
             self.requests.append(WriteRequest(name, self._mode, tuple(values), (), False, f"item {position}"))
             self.positions.append(position)
         except HandleError as exc:
