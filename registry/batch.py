@@ -178,7 +178,7 @@ class BatchValidator:
             # Plain-text secret keys are hashed in the registry's scrypt pool: the loop stays free.
             values = await hash_secrets(self.writes.hasher, values)
             self._first[name.key] = position
-            self.requests.append(WriteRequest(name, self._mode, tuple(values), (), False, f"item {position}"))
+            self.requests.append(WriteRequest(name, self._mode, tuple(values)))
             self.positions.append(position)
         except HandleError as exc:
             self._fail(position, text, exc)
@@ -197,22 +197,25 @@ class BatchValidator:
             failed=bool(self.failures),
             now=self._now,
             default_admin=self.default_admin,
+            positions=positions,
         )
+        for position, request, refusal in zip(positions, requests, plan.refusals, strict=True):
+            if refusal is not None:
+                self._fail(position, request.name.text, refusal)
+        del requests  # the plan holds what is written: the requests need not live while the store writes
         results = await self.writes.apply(plan)
-        for position, request, outcome, result in zip(positions, requests, plan.outcomes, results, strict=True):
-            if result is None:
-                if isinstance(outcome, HandleError):
-                    self._fail(position, request.name.text, outcome)
+        for position, write, result in zip(positions, plan.planned, results, strict=True):
+            if result is None or write is None:
                 continue
-            outcome_ = result.outcome
-            if outcome_ is WriteOutcome.CREATED:
+            outcome = result.outcome
+            if outcome is WriteOutcome.CREATED:
                 report.created += 1
-            elif outcome_ is WriteOutcome.REPLACED:
+            elif outcome is WriteOutcome.REPLACED:
                 report.replaced += 1
-            elif outcome_ is WriteOutcome.EXISTS:
-                self._fail(position, request.name.text, _exists(request.name.text))
-            elif outcome_ is not WriteOutcome.NOT_WRITTEN:
-                self._fail(position, request.name.text, InvalidRequest("changed by another writer meanwhile; retry"))
+            elif outcome is WriteOutcome.EXISTS:
+                self._fail(position, write.handle, _exists(write.handle))
+            elif outcome is not WriteOutcome.NOT_WRITTEN:
+                self._fail(position, write.handle, InvalidRequest("changed by another writer meanwhile; retry"))
         report.written = report.created + report.replaced > 0
         report.failures = self.failures
         return report

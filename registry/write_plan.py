@@ -13,6 +13,7 @@ rights the plan names and commits it.
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -141,7 +142,7 @@ def plan_write(current: Record | None, request: WriteRequest, ctx: PlanContext) 
         if mode is Mode.MERGE:
             raise HandleNotFound("handle not found", name.text)
         key = name.key
-        prefix = key.partition("/")[0]
+        prefix = sys.intern(key.partition("/")[0])  # one string per prefix, not per handle of a batch
         if prefix == NA_PREFIX and not ctx.caller.node_admin:
             raise PermissionDenied("only the node administrator creates prefixes", name.text)
         index = ctx.admin_index
@@ -167,7 +168,7 @@ def plan_write(current: Record | None, request: WriteRequest, ctx: PlanContext) 
     if len(values) > ctx.max_values:
         raise _too_many(ctx, name)
     perms = tuple(perms_for_change(current.values, values))
-    prefix = name.key.partition("/")[0]
+    prefix = sys.intern(name.key.partition("/")[0])
     return WritePlan(name.key, current.handle, prefix, values, current.version, perms, Change.REPLACED, new_index)
 
 

@@ -54,27 +54,26 @@ class WriteReport:
 
 
 class BatchPlan:
-    """A batch as :meth:`WriteService.plan_batch` planned and authorised it: per request its
-    :class:`WritePlan` or the error that refuses it. Only the service that made it applies it,
-    once."""
+    """A batch as :meth:`WriteService.plan_batch` planned and authorised it. Per request: in
+    ``refusals`` the error that refuses it (else None), in ``planned`` the store write it became
+    (else None). Only the service that made it applies it, once."""
 
-    __slots__ = ("_indexes", "_seal", "_writes", "atomic", "failed", "outcomes")
+    __slots__ = ("_seal", "_writes", "atomic", "failed", "planned", "refusals")
 
     def __init__(
         self,
-        outcomes: list[WritePlan | HandleError],
-        writes: list[HandleWrite],
-        indexes: list[int],
+        refusals: list[HandleError | None],
+        planned: list[HandleWrite | None],
         *,
         atomic: bool,
         failed: bool,
         seal: object,
     ) -> None:
-        self.outcomes = outcomes
+        self.refusals = refusals
+        self.planned = planned
         self.atomic = atomic
-        self.failed = failed or len(indexes) != len(outcomes)  # any item of the batch refused
-        self._writes = writes
-        self._indexes = indexes
+        self._writes = [w for w in planned if w is not None]
+        self.failed = failed or len(self._writes) != len(planned)  # any item of the batch refused
         self._seal = seal
 
 
@@ -259,21 +258,20 @@ class WriteService:
         failed: bool = False,
         now: int | None = None,
         default_admin: HandleValue | None = None,
+        positions: Sequence[int] | None = None,
     ) -> BatchPlan:
-        """Plan and authorise ``requests`` of ``caller`` (CREATE or REPLACE). Per prefix: the
-        checks of :meth:`check_create`; per item: template, plan, and for a replacement the rights
-        on the record. ``failed``: the caller refused other items of this batch already (an atomic
-        batch then writes nothing, but existing handles are still reported as such). ``now``: the
-        time the values are stamped with; ``default_admin``: the HS_ADMIN of new handles without
-        one (default: the caller's)."""
+        """Plan and authorise ``requests`` of ``caller`` (CREATE or REPLACE). Per prefix: the checks
+        of :meth:`check_create`; per item: template, plan, and for a replacement the rights on the
+        record. ``failed``: the caller refused other items of this batch already (an atomic batch
+        then writes nothing, but existing handles are still reported as such). ``now``: the time the
+        values are stamped with; ``default_admin``: the HS_ADMIN of new handles without one (default:
+        the caller's); ``positions``: the items' numbers in the batch, for messages."""
         identity = self.require_writer(caller)
         ctx = self.context(caller, now=now, default_admin=default_admin)
         ctx = replace(ctx, default_admin=ctx.admin())  # made once for the batch, not once per item
-        outcomes: list[WritePlan | HandleError | None] = [None] * len(requests)
-        enterprises: list[int | None] = [None] * len(requests)
+        refusals: list[HandleError | None] = [None] * len(requests)
+        planned: list[HandleWrite | None] = [None] * len(requests)
         prefixes: dict[str, int | HandleError | None] = {}
-        writes: list[HandleWrite] = []  # of the requests at indexes
-        indexes: list[int] = []
         refused = 0
         replacing = False
         # (A handle twice in one batch is refused by the store: nothing is written.)
@@ -295,44 +293,42 @@ class WriteService:
                     prefixes[prefix] = known
                 if isinstance(known, HandleError):
                     raise type(known)(known.message, name.text, code=known.code)
-                enterprises[i] = known
                 for v in request.values:
                     if v.index == TEMPLATE_INDEX:
-                        await self.templates.check_template(name, request.values, request.where)
+                        where = f"item {positions[i]}" if positions is not None else request.where
+                        await self.templates.check_template(name, request.values, where)
                         break
                 if mode is Mode.CREATE:
-                    o = outcomes[i] = plan_write(None, request, ctx)
-                    writes.append(HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, known))
-                    indexes.append(i)
+                    o = plan_write(None, request, ctx)
+                    planned[i] = HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, known)
                 else:
                     replacing = True
             except HandleError as exc:
                 if exc.handle is None:
                     exc.handle = name.text
-                outcomes[i] = exc
+                refusals[i] = exc
                 refused += 1
         # Replacing needs each record's own HS_ADMIN; an atomic failure must still list the 101s.
         if replacing or (atomic and (failed or refused)):
-            planned = [i for i, o in enumerate(outcomes) if not isinstance(o, HandleError)]
-            existing = await self._records([requests[i].name.key for i in planned])
-            for i in planned:
-                current = existing.get(requests[i].name.key)
+            todo = [i for i, refusal in enumerate(refusals) if refusal is None]
+            existing = await self._records([requests[i].name.key for i in todo])
+            for i in todo:
+                request = requests[i]
+                current = existing.get(request.name.key)
                 try:
-                    if outcomes[i] is not None:  # planned as new
+                    if planned[i] is not None:  # a new handle, planned already
                         if current is not None:
-                            raise HandleAlreadyExists("handle already exists", requests[i].name.text)
+                            raise HandleAlreadyExists("handle already exists", request.name.text)
                         continue
-                    plan = outcomes[i] = plan_write(current, requests[i], ctx)
+                    o = plan_write(current, request, ctx)
                     if current is not None and not caller.node_admin:
-                        await self._authorise_perms(identity, requests[i].name, current, plan.perms)
+                        await self._authorise_perms(identity, request.name, current, o.perms)
+                    enterprise = prefixes[o.prefix]  # an int or None: the items of refused prefixes are out
+                    eid = enterprise if isinstance(enterprise, int) else None
+                    planned[i] = HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, eid)
                 except HandleError as exc:
-                    outcomes[i] = exc
-            writes, indexes = [], []
-            for i, o in enumerate(outcomes):
-                if type(o) is WritePlan:
-                    writes.append(HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, enterprises[i]))
-                    indexes.append(i)
-        return BatchPlan(outcomes, writes, indexes, atomic=atomic, failed=failed, seal=self._seal)  # type: ignore[arg-type]
+                    refusals[i], planned[i] = exc, None
+        return BatchPlan(refusals, planned, atomic=atomic, failed=failed, seal=self._seal)
 
     async def _records(self, keys: Sequence[str]) -> Mapping[str, Record]:
         out: dict[str, Record] = {}
@@ -347,13 +343,10 @@ class WriteService:
         if plan._seal is not self._seal:
             raise ServerError("a batch plan is applied only by the write service that made it, once")
         plan._seal = None
-        out: list[WriteResult | None] = [None] * len(plan.outcomes)
         if not plan._writes or (plan.atomic and plan.failed):
-            return out
-        results = await self._commit(plan._writes, atomic=plan.atomic)
-        for i, result in zip(plan._indexes, results, strict=True):
-            out[i] = result
-        return out
+            return [None] * len(plan.planned)
+        results = iter(await self._commit(plan._writes, atomic=plan.atomic))
+        return [None if write is None else next(results) for write in plan.planned]
 
     # -- the node's own prefix handle; enterprises ---------------------------------------------------
     async def write_node_prefix_handle(
