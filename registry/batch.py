@@ -1,10 +1,11 @@
 """Batch registration: validate every item first, then write in one transaction.
 
 Used by the HTTP batch endpoint and by ``idnode import``. Items are parsed and checked as they
-arrive; at the end the write service plans them with the same planner as a single write
+arrive and planned by the write service with the same planner as a single write
 (:mod:`registry.write_plan`: default HS_ADMIN, administrators kept on replacement, value-count
-limit), authorises and writes them in one store transaction with the same counters and events.
-``atomic``: one failing item means nothing is written, and the report lists every failing item.
+limit); at the end the plan is authorised and written in one store transaction with the same
+counters and events. ``atomic``: one failing item means nothing is written, and the report lists
+every failing item.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.admin_values import hash_secrets
 from registry.auth import Caller
 from registry.errors import RC_HANDLE_ALREADY_EXISTS, RC_PROTOCOL_ERROR, RC_SUCCESS, HandleError, InvalidRequest
 from registry.jsonvalues import parse_values
@@ -100,11 +100,11 @@ class BatchReport:
 
 
 class BatchValidator:
-    """Collects items one at a time (so a stream never has to be held whole), then has the write
-    service plan, authorise and write them (:meth:`WriteService.plan_batch`, :meth:`~WriteService.apply`).
-
-    What can be refused as an item arrives is refused then (syntax, namespace, values, rights on its
-    prefix), so a bad item is reported at its position without waiting for the rest."""
+    """Takes items one at a time (so a stream never has to be held whole): parses and checks each,
+    hands it to the write service's :class:`~registry.writes.BatchPlanner` (rights on its prefix,
+    template, secret keys, the plan), and at the end has the plan applied
+    (:meth:`~registry.writes.WriteService.apply`). A bad item is reported at its position without
+    waiting for the rest; what the planner takes is held only as the store write it becomes."""
 
     def __init__(
         self,
@@ -121,18 +121,15 @@ class BatchValidator:
         self.caller = caller
         self.overwrite = overwrite
         self.max_items = max_items
-        self.default_admin = default_admin
-        self.requests: list[WriteRequest] = []
-        self.positions: list[int] = []  # of each request, in the batch
+        self._now = self.ns.clock()
+        self.planner = writes.plan_batch(caller, now=self._now, default_admin=default_admin)
+        self.positions: list[int] = []  # of each item the planner took
         self.failures: list[BatchFailure] = []
         self.count = 0
         self._mode = Mode.REPLACE if overwrite else Mode.CREATE
         self._first: dict[str, int] = {}  # handle key → position of its item
         self._norm: dict[str, str] = {}  # prefix as written → normalised, for prefixes in this namespace
-        self._prefixes: dict[str, HandleError | None] = {}  # prefix → the refusal of its items, if any
         self._limits = self.ns.settings.value_limits
-        self._now = self.ns.clock()
-        writes.require_writer(caller)
 
     def _fail(self, position: int, handle: str | None, exc: HandleError) -> None:
         self.failures.append(BatchFailure(position, handle, exc.code, exc.message))
@@ -165,44 +162,21 @@ class BatchValidator:
             if first is not None:
                 raise InvalidRequest(f"duplicate of item {first} in this batch")
             values = parse_values(obj["values"], self._limits, timestamp=self._now)
-            refusal = self._prefixes.get(prefix, ...)
-            if refusal is ...:
-                try:
-                    await self.writes.check_create(self.caller, name)
-                    refusal = None
-                except HandleError as exc:
-                    refusal = exc
-                self._prefixes[prefix] = refusal
+            refusal = await self.planner.add(WriteRequest(name, self._mode, tuple(values)), position)
             if refusal is not None:
-                raise type(refusal)(refusal.message, text, code=refusal.code)
-            # Plain-text secret keys are hashed in the registry's scrypt pool: the loop stays free.
-            values = await hash_secrets(self.writes.hasher, values)
+                raise refusal
             self._first[name.key] = position
-            self.requests.append(WriteRequest(name, self._mode, tuple(values)))
             self.positions.append(position)
         except HandleError as exc:
             self._fail(position, text, exc)
 
     async def finish(self, *, atomic: bool = True) -> BatchReport:
         report = BatchReport(total=self.count, atomic=atomic, overwrite=self.overwrite)
-        requests, positions = self.requests, self.positions
-        self.requests, self.positions = [], []
-        if not requests:
-            report.failures = self.failures
-            return report
-        plan = await self.writes.plan_batch(
-            self.caller,
-            requests,
-            atomic=atomic,
-            failed=bool(self.failures),
-            now=self._now,
-            default_admin=self.default_admin,
-            positions=positions,
-        )
-        for position, request, refusal in zip(positions, requests, plan.refusals, strict=True):
+        positions, self.positions = self.positions, []
+        plan = await self.planner.finish(atomic=atomic, failed=bool(self.failures))
+        for position, refusal in zip(positions, plan.refusals, strict=True):
             if refusal is not None:
-                self._fail(position, request.name.text, refusal)
-        del requests  # the plan holds what is written: the requests need not live while the store writes
+                self._fail(position, refusal.handle, refusal)
         results = await self.writes.apply(plan)
         for position, write, result in zip(positions, plan.planned, results, strict=True):
             if result is None or write is None:

@@ -7,8 +7,9 @@ ways in:
 
 - :meth:`WriteService.put_handle` and :meth:`WriteService.delete`: one handle on a caller's behalf
   (REST, the bureau's identities);
-- :meth:`WriteService.plan_batch` then :meth:`WriteService.apply`: a batch (HTTP, ``idnode
-  import``); a plan is applied only by the service that made it;
+- :meth:`WriteService.plan_batch` (a :class:`BatchPlanner`: items planned as they stream in) then
+  :meth:`WriteService.apply`: a batch (HTTP, ``idnode import``); a plan is applied only by the
+  service that made it;
 - :meth:`WriteService.write_node_prefix_handle`: the node's own prefix handle (bootstrap);
 - :meth:`WriteService.create_enterprise`: an enterprise and its prefix handle (onboarding).
 """
@@ -41,7 +42,7 @@ from registry.templates_service import TemplateService
 from registry.write_events import Commit, Subscriber
 from registry.write_plan import Change, Mode, PlanContext, WritePlan, WriteRequest, plan_write
 
-__all__ = ["BatchPlan", "WriteReport", "WriteService"]
+__all__ = ["BatchPlan", "BatchPlanner", "WriteReport", "WriteService"]
 
 _READ_CHUNK = 5000  # records read per store call when a batch needs the current ones
 
@@ -54,9 +55,9 @@ class WriteReport:
 
 
 class BatchPlan:
-    """A batch as :meth:`WriteService.plan_batch` planned and authorised it. Per request: in
-    ``refusals`` the error that refuses it (else None), in ``planned`` the store write it became
-    (else None). Only the service that made it applies it, once."""
+    """A batch as a :class:`BatchPlanner` planned and authorised it. Per item it took: in
+    ``refusals`` the error that refuses it at the end (else None), in ``planned`` the store write it
+    became (else None). Only the service that made it applies it, once."""
 
     __slots__ = ("_seal", "_writes", "atomic", "failed", "planned", "refusals")
 
@@ -249,86 +250,16 @@ class WriteService:
         raise ServerError("too many concurrent writers on this handle; try again", name.text)
 
     # -- batches -------------------------------------------------------------------------------------
-    async def plan_batch(
-        self,
-        caller: Caller,
-        requests: Sequence[WriteRequest],
-        *,
-        atomic: bool = True,
-        failed: bool = False,
-        now: int | None = None,
-        default_admin: HandleValue | None = None,
-        positions: Sequence[int] | None = None,
-    ) -> BatchPlan:
-        """Plan and authorise ``requests`` of ``caller`` (CREATE or REPLACE). Per prefix: the checks
-        of :meth:`check_create`; per item: template, plan, and for a replacement the rights on the
-        record. ``failed``: the caller refused other items of this batch already (an atomic batch
-        then writes nothing, but existing handles are still reported as such). ``now``: the time the
-        values are stamped with; ``default_admin``: the HS_ADMIN of new handles without one (default:
-        the caller's); ``positions``: the items' numbers in the batch, for messages."""
-        identity = self.require_writer(caller)
+    def plan_batch(
+        self, caller: Caller, *, now: int | None = None, default_admin: HandleValue | None = None
+    ) -> BatchPlanner:
+        """A planner for a batch of ``caller``'s: items are planned as they arrive
+        (:meth:`BatchPlanner.add`), the plan is made at the end (:meth:`BatchPlanner.finish`) and
+        committed by :meth:`apply`. ``now``: the time the values are stamped with; ``default_admin``:
+        the HS_ADMIN of new handles without one (default: the caller's)."""
+        self.require_writer(caller)
         ctx = self.context(caller, now=now, default_admin=default_admin)
-        ctx = replace(ctx, default_admin=ctx.admin())  # made once for the batch, not once per item
-        refusals: list[HandleError | None] = [None] * len(requests)
-        planned: list[HandleWrite | None] = [None] * len(requests)
-        prefixes: dict[str, int | HandleError | None] = {}
-        refused = 0
-        replacing = False
-        # (A handle twice in one batch is refused by the store: nothing is written.)
-        for i, request in enumerate(requests):
-            name = request.name
-            try:
-                mode = request.mode
-                if mode is not Mode.CREATE and mode is not Mode.REPLACE:
-                    raise InvalidRequest("a batch creates or replaces handles")
-                prefix = name.key.partition("/")[0]
-                if prefix == NA_PREFIX:
-                    raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch")
-                known = prefixes.get(prefix, ...)
-                if known is ...:
-                    try:
-                        known = await self.check_create(caller, name)
-                    except HandleError as exc:
-                        known = exc
-                    prefixes[prefix] = known
-                if isinstance(known, HandleError):
-                    raise type(known)(known.message, name.text, code=known.code)
-                for v in request.values:
-                    if v.index == TEMPLATE_INDEX:
-                        where = f"item {positions[i]}" if positions is not None else request.where
-                        await self.templates.check_template(name, request.values, where)
-                        break
-                if mode is Mode.CREATE:
-                    o = plan_write(None, request, ctx)
-                    planned[i] = HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, known)
-                else:
-                    replacing = True
-            except HandleError as exc:
-                if exc.handle is None:
-                    exc.handle = name.text
-                refusals[i] = exc
-                refused += 1
-        # Replacing needs each record's own HS_ADMIN; an atomic failure must still list the 101s.
-        if replacing or (atomic and (failed or refused)):
-            todo = [i for i, refusal in enumerate(refusals) if refusal is None]
-            existing = await self._records([requests[i].name.key for i in todo])
-            for i in todo:
-                request = requests[i]
-                current = existing.get(request.name.key)
-                try:
-                    if planned[i] is not None:  # a new handle, planned already
-                        if current is not None:
-                            raise HandleAlreadyExists("handle already exists", request.name.text)
-                        continue
-                    o = plan_write(current, request, ctx)
-                    if current is not None and not caller.node_admin:
-                        await self._authorise_perms(identity, request.name, current, o.perms)
-                    enterprise = prefixes[o.prefix]  # an int or None: the items of refused prefixes are out
-                    eid = enterprise if isinstance(enterprise, int) else None
-                    planned[i] = HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, eid)
-                except HandleError as exc:
-                    refusals[i], planned[i] = exc, None
-        return BatchPlan(refusals, planned, atomic=atomic, failed=failed, seal=self._seal)
+        return BatchPlanner(self, replace(ctx, default_admin=ctx.admin()), self._seal)
 
     async def _records(self, keys: Sequence[str]) -> Mapping[str, Record]:
         out: dict[str, Record] = {}
@@ -368,3 +299,91 @@ class WriteService:
         enterprise = await self.ns.store.add_enterprise(name, uscc, prefix, promoter_id, write, now=now)
         await self._publish(Commit([write], [WriteResult(WriteOutcome.CREATED)]))
         return enterprise
+
+
+class BatchPlanner:
+    """Plans one batch as it streams in, for :meth:`WriteService.apply`. Per item, as it arrives:
+    the prefix's checks (:meth:`WriteService.check_create`, once per prefix), the template, the
+    secret keys hashed, and a new handle planned at once (:func:`plan_write`); only the store write
+    is kept. Replacements are planned at the end, on the records as they are then."""
+
+    def __init__(self, writes: WriteService, ctx: PlanContext, seal: object) -> None:
+        self._writes = writes
+        self._ctx = ctx
+        self._identity = ctx.caller.require_authenticated()
+        self._seal = seal
+        self._prefixes: dict[str, int | HandleError | None] = {}  # prefix → enterprise id, or the refusal
+        self._planned: list[HandleWrite | WriteRequest] = []  # per item taken: its write, or the replacement
+
+    async def add(self, request: WriteRequest, position: int | None = None) -> HandleError | None:
+        """Take one item (CREATE or REPLACE), or return the error that refuses it. ``position``:
+        the item's number in the batch, for messages."""
+        writes, name = self._writes, request.name
+        try:
+            mode = request.mode
+            if mode is not Mode.CREATE and mode is not Mode.REPLACE:
+                raise InvalidRequest("a batch creates or replaces handles")
+            prefix = name.key.partition("/")[0]
+            if prefix == NA_PREFIX:
+                raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch")
+            known = self._prefixes.get(prefix, ...)
+            if known is ...:
+                try:
+                    known = await writes.check_create(self._ctx.caller, name)
+                except HandleError as exc:
+                    known = exc
+                self._prefixes[prefix] = known
+            if isinstance(known, HandleError):
+                raise type(known)(known.message, name.text, code=known.code)
+            for v in request.values:
+                if v.index == TEMPLATE_INDEX:
+                    where = request.where if position is None else f"item {position}"
+                    await writes.templates.check_template(name, request.values, where)
+                    break
+            # Plain-text secret keys are hashed in the scrypt pool: the loop stays free.
+            values = await hash_secrets(writes.hasher, request.values)
+            if values is not request.values:
+                request = WriteRequest(name, mode, tuple(values), where=request.where)
+            if mode is Mode.CREATE:
+                o = plan_write(None, request, self._ctx)
+                self._planned.append(HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, known))
+            else:
+                self._planned.append(request)
+        except HandleError as exc:
+            if exc.handle is None:
+                exc.handle = name.text
+            return exc
+        return None
+
+    async def finish(self, *, atomic: bool = True, failed: bool = False) -> BatchPlan:
+        """The plan of the items taken. ``failed``: items were refused (here or by the caller): an
+        atomic batch then writes nothing, but the items that exist are still reported as such."""
+        items, self._planned = self._planned, []
+        refusals: list[HandleError | None] = [None] * len(items)
+        planned: list[HandleWrite | None] = [None] * len(items)
+        replacing = False
+        for i, item in enumerate(items):
+            if type(item) is HandleWrite:
+                planned[i] = item
+            else:
+                replacing = True
+        # Replacing needs each record's own HS_ADMIN; an atomic failure must still list the 101s.
+        if replacing or (atomic and failed):
+            writes, ctx = self._writes, self._ctx
+            existing = await writes._records([i.key if isinstance(i, HandleWrite) else i.name.key for i in items])
+            for i, item in enumerate(items):
+                try:
+                    if isinstance(item, HandleWrite):  # a new handle, planned already
+                        if item.key in existing:
+                            raise HandleAlreadyExists("handle already exists", item.handle)
+                        continue
+                    current = existing.get(item.name.key)
+                    o = plan_write(current, item, ctx)
+                    if current is not None and not ctx.caller.node_admin:
+                        await writes._authorise_perms(self._identity, item.name, current, o.perms)
+                    enterprise = self._prefixes[o.prefix]  # an int or None: refused prefixes took no item
+                    eid = enterprise if isinstance(enterprise, int) else None
+                    planned[i] = HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, eid)
+                except HandleError as exc:
+                    refusals[i], planned[i] = exc, None
+        return BatchPlan(refusals, planned, atomic=atomic, failed=failed, seal=self._seal)

@@ -145,7 +145,9 @@ async def test_a_batch_plan_is_applied_once_and_only_by_the_service_that_made_it
     registry, ent, recorder = node
     recorder.take()
     name = registry.parse(f"{ent.prefix}/planned")
-    plan = await registry.writes.plan_batch(ADMIN, [WriteRequest(name, Mode.CREATE, (url(),))])
+    planner = registry.writes.plan_batch(ADMIN)
+    assert await planner.add(WriteRequest(name, Mode.CREATE, (url(),))) is None
+    plan = await planner.finish()
     other = Registry(registry.store, NodeSettings(prefix=NODE))
     try:
         with pytest.raises(ServerError):
