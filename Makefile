@@ -7,14 +7,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint format bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,fast]'
-	touch $(STAMP)
+INSTALL_LOG := $(VENV)/install.log
 
-run: $(STAMP)  ## serve on the embedded defaults (SQLite in ./data, http://127.0.0.1:8000)
-	$(BIN)/idnode serve
+# Quiet: pip's output goes to $(INSTALL_LOG), shown (its last 60 lines) only when the install fails.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "idnode: installing into $(VENV) (details in $(INSTALL_LOG)) ..."
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev,fast]'; } \
+	  > $(INSTALL_LOG) 2>&1 || { tail -n 60 $(INSTALL_LOG); echo "idnode: install failed; full log: $(INSTALL_LOG)"; exit 1; }
+	@touch $(STAMP)
+
+run: $(STAMP)  ## serve on the embedded defaults (SQLite in ./data, http://127.0.0.1:8000); Ctrl-C stops it
+	@$(BIN)/idnode serve
 
 test: $(STAMP)  ## the whole suite against real PostgreSQL and Redis (see tests/conftest.py)
 	$(BIN)/ruff check .

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from registry import valuedata
 from registry.admin_values import SITE_INDEX, admin_group_value, admin_value, seckey_value
+from registry.auth import Caller
+from registry.callers import require_node_admin
 from registry.errors import HandleNotFound, ServerError
 from registry.model import HandleValue
 from registry.namespace import Namespace
@@ -52,6 +54,16 @@ class NodeBootstrap:
                 values = (HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now), *others)
                 await self.writes.write_node_prefix_handle(values, expect=existing.version, now=now)
         return None
+
+    async def reset_admin_secret(self, caller: Caller) -> str:
+        """Replace the node administrator's secret key (HS_SECKEY at index 300 of the node's prefix
+        handle) with a new generated one, returned to be shown once; only its hash is stored. The
+        write goes through the write service, so caches and remembered credential checks drop the
+        old key on every node that hears of it."""
+        require_node_admin(caller)
+        secret = generate_secret()
+        await self.set_node_value(await seckey_value(self.hasher, secret, self.ns.clock()))
+        return secret
 
     async def set_node_value(self, value: HandleValue) -> None:
         """Add or replace one value of the node's prefix handle (node key, site)."""

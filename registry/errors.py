@@ -41,7 +41,10 @@ __all__ = [
     "PermissionDenied",
     "ServerBusy",
     "ServerError",
+    "StoreInUse",
+    "StoreTooNew",
     "StoreUnavailable",
+    "TooManyAliases",
     "ValueAlreadyExists",
     "ValuesNotFound",
 ]
@@ -95,6 +98,15 @@ class StoreUnavailable(HandleError):
     code = RC_SERVER_TOO_BUSY
 
 
+class StoreTooNew(StoreUnavailable):
+    """The store's schema was written by a newer idnode than this one: it is not opened (an older
+    node would misread or damage what the newer one added)."""
+
+
+class StoreInUse(StoreUnavailable):
+    """The store is open in a running node or command, so it cannot be replaced (``idnode restore``)."""
+
+
 class ServerBusy(HandleError):
     """Too much work queued to take this request now (responseCode 3, HTTP 503); the client should
     retry after ``retry_after`` seconds."""
@@ -132,6 +144,13 @@ class ValueAlreadyExists(HandleError):
 
 class InvalidValue(HandleError):
     code = RC_INVALID_VALUE
+
+
+class TooManyAliases(HandleError):
+    """An HS_ALIAS chain that loops, or is longer than the node follows (responseCode 6, HTTP 404
+    as HANDLE.NET's proxy answers "Alias chain too long")."""
+
+    code = RC_RECURSION_COUNT_TOO_HIGH
 
 
 class NotResponsible(HandleError):

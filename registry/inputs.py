@@ -36,6 +36,7 @@ __all__ = [
     "is_uint_text",
     "json_problem",
     "lookup_text",
+    "parse_date",
     "parse_instant",
     "parse_uint",
     "reference",
@@ -139,6 +140,20 @@ def parse_instant(text: str, what: str, *, error: type[HandleError] = InvalidReq
     if not _EARLIEST <= instant < _LATEST:
         raise error(f"{what} must lie between 1970-01-01 and 9998-12-31, got {shown(text)}")
     return instant
+
+
+def parse_date(text: str, what: str, *, error: type[HandleError] = InvalidRequest) -> dt.date:
+    """A calendar day written ``YYYY-MM-DD`` (ASCII digits), within 1970-01-01 to 9998-12-31."""
+    raw = text.strip()
+    try:
+        if not raw.isascii() or len(raw) != 10 or raw[4] != "-" or raw[7] != "-":
+            raise ValueError
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise error(f"{what} must be a date written YYYY-MM-DD, got {shown(text)}") from None
+    if not _EARLIEST.date() <= day < _LATEST.date():
+        raise error(f"{what} must lie between 1970-01-01 and 9998-12-31, got {shown(text)}")
+    return day
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

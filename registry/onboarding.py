@@ -134,13 +134,20 @@ class Onboarding:
                 highest = max(highest, int(tail))
         return f"{self.ns.node_prefix}.{highest + 1}"
 
-    async def move_enterprise(self, caller: Caller, enterprise: object, promoter: object) -> Enterprise:
+    async def move_enterprise(
+        self, caller: Caller, enterprise: object, promoter: object, *, effective_at: int | None = None
+    ) -> Enterprise:
+        """Attribute the enterprise to ``promoter`` from ``effective_at`` (UNIX seconds; default now).
+        Never from the past: tallies already made, final reports above all, must stay true."""
         require_node_admin(caller)
+        now = self.ns.clock()
+        if effective_at is not None and effective_at < now:
+            raise InvalidRequest("a move takes effect now or later, never in the past")
         ent = await self.find_enterprise(enterprise)
         prom = await self.find_promoter(promoter)
         if ent.promoter_id == prom.id:
             raise InvalidRequest(f"enterprise {ent.prefix} already belongs to promoter {prom.id}")
-        await self.ns.store.move_enterprise(ent.id, prom.id, effective_at=self.ns.clock())
+        await self.ns.store.move_enterprise(ent.id, prom.id, effective_at=now if effective_at is None else effective_at)
         return replace(ent, promoter_id=prom.id)
 
     async def set_enterprise_status(self, caller: Caller, enterprise: object, status: object) -> Enterprise:

@@ -10,7 +10,11 @@ names callers have always used, each bound to the part that does the work:
 - :mod:`registry.templates_service`: template storage, lookup, versioning and checks
 - :mod:`registry.onboarding`: promoters and enterprises
 - :mod:`registry.auditors`: the bureau's read-only identities
+- :mod:`registry.gs1_prefixes`: the enterprises' GS1 company prefixes
+
+- :mod:`registry.secret_rotation`: new secret keys (an enterprise's own rotation, the operator's reset)
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
+- :mod:`registry.audit`: the audit log of operator actions
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from registry.admin_values import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX
+from registry.audit import AuditLog
 from registry.auditors import Auditor, Auditors
 from registry.bootstrap import NodeBootstrap
 from registry.callers import Callers, require_node_admin
+from registry.gs1_prefixes import Gs1Prefixes
 from registry.namespace import Namespace, NodeSettings, wall_clock
 from registry.onboarding import Onboarding
+from registry.secret_rotation import SecretRotation
 from registry.secretkeys import SecretHasher
 from registry.stores.base import HandleStore
 from registry.templates_service import TemplateService
@@ -58,7 +65,11 @@ class Registry:
         self.callers = Callers(ns, hasher)
         self.onboarding = Onboarding(ns, hasher, writes)
         self.auditors = Auditors(ns, hasher, writes)
+        self.gs1 = Gs1Prefixes(ns, self.onboarding, writes)
+
+        self.secrets = SecretRotation(ns, writes, self.onboarding)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
+        self.audit = AuditLog(ns)
         self.authenticator = self.callers.authenticator
 
         # Reading and the namespace.
@@ -71,6 +82,8 @@ class Registry:
         self.caller_of = self.callers.caller_of
         self.may_read_private = self.callers.may_read_private
         self.list_handles = self.callers.list_handles
+        self.handles_from = self.callers.handles_from
+        self.find_handles = self.callers.find_handles
         self.require_node_admin = require_node_admin
         # Writes (the single writer; batches through writes.plan_batch / writes.apply) and their events.
         self.subscribe = writes.subscribe
@@ -92,8 +105,17 @@ class Registry:
         self.add_auditor = self.auditors.add_auditor
         self.list_auditors = self.auditors.list_auditors
         self.revoke_auditor = self.auditors.revoke_auditor
+        # GS1 company prefixes (GS1 Digital Link resolution).
+        self.add_gs1_prefix = self.gs1.add_prefix
+        self.list_gs1_prefixes = self.gs1.list_prefixes
+        self.remove_gs1_prefix = self.gs1.remove_prefix
+        self.gs1_owner = self.gs1.owner
+
+        self.rotate_own_secret = self.secrets.rotate_own_secret
+        self.reset_enterprise_secret = self.secrets.reset_enterprise_secret
         self.bootstrap = self.bootstrapper.bootstrap
         self.set_node_value = self.bootstrapper.set_node_value
+        self.reset_admin_secret = self.bootstrapper.reset_admin_secret
 
     def add_listener(self, listener: KeysListener) -> None:
         """Call ``listener`` with the changed keys after every commit (a cache's ``invalidate``)."""

@@ -36,7 +36,7 @@ from registry.model import NA_PREFIX, HandleName, HandleValue, Record, normalise
 from registry.namespace import Namespace
 from registry.packing import unpack_record
 from registry.secretkeys import SecretHasher
-from registry.stores.base import Enterprise, HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import Enterprise, Gs1Prefix, HandleWrite, WriteOutcome, WriteResult
 from registry.templates import TEMPLATE_INDEX
 from registry.templates_service import TemplateService
 from registry.write_events import Commit, Subscriber
@@ -299,6 +299,14 @@ class WriteService:
         enterprise = await self.ns.store.add_enterprise(name, uscc, prefix, promoter_id, write, now=now)
         await self._publish(Commit([write], [WriteResult(WriteOutcome.CREATED)]))
         return enterprise
+
+    async def add_gs1_prefix(self, enterprise_id: int, company_prefix: str, *, limit: int) -> tuple[Gs1Prefix, bool]:
+        """Record an enterprise's GS1 company prefix (checked by :mod:`registry.gs1_prefixes`). No
+        record changes, so listeners hear nothing; resolution reads the table on every scan."""
+        return await self.ns.store.add_gs1_prefix(enterprise_id, company_prefix, now=self.ns.clock(), limit=limit)
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        return await self.ns.store.remove_gs1_prefix(enterprise_id, company_prefix)
 
 
 class BatchPlanner:

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["Config", "ConfigError", "load_config"]
 
@@ -36,6 +37,17 @@ class Config:
         "", "Address published in the node's HS_SITE (default: host, or 127.0.0.1 when host is a wildcard)."
     )
     prefix: str = _f("88.118.8", "The node prefix this node is authoritative for.")
+    public_base_url: str = _f(
+        "",
+        "The node's public URL as phones and browsers reach it (http(s)://host[:port][/path], no query), which QR "
+        "codes and labels encode as <public_base_url>/<prefix>/<suffix> (default: from host, or advertise_host, and "
+        "port).",
+    )
+    label_font: str = _f(
+        "",
+        "TrueType/OpenType font for label text outside Latin-1, e.g. Chinese suffixes (.ttf, .otf, or .ttc with #N "
+        "for a face); empty: the one fontconfig picks for Chinese (Debian's fonts-noto-cjk).",
+    )
     data_dir: str = _f("./data", "Directory of the embedded SQLite store (kept private to the node's user, 0700).")
     store: str = _f("", "Store URL: sqlite:///path.db or postgresql://user@host/db (default: SQLite in data_dir).")
     redis: str = _f("", "Redis URL for the shared cache tier (redis://…, rediss://…, redis+cluster://…); empty: none.")
@@ -133,6 +145,18 @@ class Config:
         100,
         "Most unauthenticated challenge-response sessions one client address holds (its oldest go first; "
         "authenticated sessions are never evicted for them).",
+    )
+    stats_flush_seconds: int = _f(
+        5, "Seconds between flushes of each worker's resolution counts to the store (and at shutdown)."
+    )
+    stats_metric_prefixes: int = _f(
+        100, "Prefixes per worker with their own label in idnode_resolutions_total; the rest count as 'other'."
+    )
+    console_idle_timeout: int = _f(
+        1800, "Seconds a web console session may go unused before it ends (the next page asks to sign in again)."
+    )
+    console_session_lifetime: int = _f(
+        43_200, "Seconds a web console session lasts at most from sign-in, however busy (default: 12 hours)."
     )
 
     @property
@@ -242,6 +266,9 @@ def _validate(c: Config) -> None:
         "auth_throttle_window",
         "auth_throttle_levels",
         "sessions_per_address",
+        "stats_flush_seconds",
+        "console_idle_timeout",
+        "console_session_lifetime",
     )
     for name in positive:
         if getattr(c, name) <= 0:
@@ -258,6 +285,7 @@ def _validate(c: Config) -> None:
         "cache_redis_max_ttl",
         "cache_invalidation_wait_ms",
         "auth_cache_ttl",
+        "stats_metric_prefixes",
     )
     for name in not_negative:
         if getattr(c, name) < 0:
@@ -276,6 +304,8 @@ def _validate(c: Config) -> None:
     for name in limits:
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if c.stats_flush_seconds > 3600:
+        raise ConfigError("stats_flush_seconds must be at most 3600 (counts wait in memory until flushed)")
     if not 492 <= c.native_udp_max_reply <= 262_144:
         raise ConfigError("native_udp_max_reply must be between 492 (one datagram) and 262144 bytes")
     if c.native_udp_budget < 0:
@@ -289,7 +319,30 @@ def _validate(c: Config) -> None:
         c.proxy_networks()
     except ValueError as exc:
         raise ConfigError(f"trusted_proxies: {exc}") from None
+    if c.public_base_url:
+        problem = public_url_problem(c.public_base_url)
+        if problem:
+            raise ConfigError(f"public_base_url: {problem}")
     if bool(c.tls_cert) != bool(c.tls_key):
         raise ConfigError("tls_cert and tls_key go together")
     if c.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level must be debug, info, warning or error")
+
+
+def public_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the node's public base URL (None: nothing): an absolute http or
+    https URL of printable ASCII (a name in its punycode form), without credentials, query or fragment."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return "printable ASCII without spaces (punycode for international names, %-escapes in the path)"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "an absolute http:// or https:// URL with a host"
+    if parts.username is not None or parts.password is not None:
+        return "no user name or password: the URL is printed on labels"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "no query or fragment: handles are appended to its path"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        return "the port must be a number between 0 and 65535"
+    return None

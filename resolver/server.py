@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import ssl
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from resolver.config import Config
 from resolver.http.app import create_app
 from resolver.http.timeouts import HttpTimeouts, TimedSite
+from resolver.ops.banner import STARTUP_KEY, StartupFacts, banner
 
 __all__ = ["run", "serve"]
 
@@ -28,8 +30,11 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve(config: Config, *, reuse_port: bool = False, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; in-flight requests get ``SHUTDOWN_GRACE`` seconds to finish."""
+async def serve(
+    config: Config, *, reuse_port: bool = False, ready: asyncio.Event | None = None, announce: bool = True
+) -> None:
+    """Serve until SIGTERM or SIGINT; in-flight requests get ``SHUTDOWN_GRACE`` seconds to finish.
+    ``announce``: print the banner once serving (a worker leaves it to its supervisor)."""
     app = create_app(config)
     # Access lines come from resolver.http.access (route templates, request ids), never from aiohttp's logger.
     runner = web.AppRunner(
@@ -51,7 +56,8 @@ async def serve(config: Config, *, reuse_port: bool = False, ready: asyncio.Even
     await site.start()
     scheme = "https" if config.tls_cert else "http"
     log.info("idnode serving prefix %s on %s://%s:%d", config.prefix, scheme, config.host, config.port)
-    print(f"idnode: serving {config.prefix} on {scheme}://{config.host}:{config.port}", flush=True)
+    if announce:
+        print(banner(config, app[STARTUP_KEY], pid=os.getpid()), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,29 +87,30 @@ def _worker(config: Config, number: int) -> None:
     setup_logging(config.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
     _install_uvloop()
-    asyncio.run(serve(config, reuse_port=True))
+    asyncio.run(serve(config, reuse_port=True, announce=False))
 
 
-async def _bootstrap(config: Config) -> None:
+async def _bootstrap(config: Config) -> StartupFacts:
     """Create the node's prefix handle once, before the workers start, so one secret is printed:
     running the app's startup and cleanup once does it (prefix handle, signing key). It leaves HS_SITE
     to the workers, which publish the interfaces they actually bind."""
-    runner = web.AppRunner(create_app(dataclasses.replace(config, native_port=0), publish_site=False))
+    app = create_app(dataclasses.replace(config, native_port=0), publish_site=False)
+    runner = web.AppRunner(app)
     await runner.setup()
     await runner.cleanup()
+    return StartupFacts(generated_secret=app[STARTUP_KEY].generated_secret)
 
 
 def _supervise(config: Config) -> None:
     """Start ``config.workers`` processes sharing the port (SO_REUSEPORT), restart any that dies,
     and on SIGTERM/SIGINT stop them all gracefully (each finishes its in-flight requests)."""
     import multiprocessing
-    import os
     import tempfile
     import time
 
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="idnode-metrics-")
-    asyncio.run(_bootstrap(config))
+    facts = asyncio.run(_bootstrap(config))
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -120,6 +127,7 @@ def _supervise(config: Config) -> None:
     signal.signal(signal.SIGINT, stop)
     workers = {n: start(n) for n in range(config.workers)}
     log.info("idnode supervisor started %d workers", config.workers)
+    print(banner(config, facts, pid=os.getpid()), flush=True)
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.2)

@@ -8,22 +8,30 @@ buckets, so counters can never disagree with the identifiers they count.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from registry.errors import StoreTooNew
 from registry.model import HandleValue
 
 __all__ = [
     "LIST_BUCKET",
     "Attribution",
+    "AuditEntry",
+    "ConsoleSession",
     "Enterprise",
+    "Gs1Prefix",
     "HandleStore",
     "HandleWrite",
+    "ListedHandle",
     "Promoter",
+    "ResolutionCount",
     "StoredHandle",
     "WriteOutcome",
     "WriteResult",
+    "audit_where",
+    "schema_too_new",
 ]
 
 # Listing pages are found through per-prefix counts of live handles in buckets of ids.
@@ -31,6 +39,8 @@ LIST_BUCKET = 1024
 # Expectation markers for HandleWrite.expect.
 MUST_NOT_EXIST = -1
 ANY_VERSION = -2
+# How long a store remembers the id of an applied resolution-count batch (retries come within seconds).
+RESOLUTION_BATCH_DAYS = 7
 
 
 class WriteOutcome(enum.Enum):
@@ -78,6 +88,15 @@ class StoredHandle:
 
 
 @dataclass(frozen=True, slots=True)
+class ListedHandle:
+    """A handle in listing order: ``position`` orders the handles of a prefix (what to continue after)."""
+
+    position: int
+    handle: str
+    packed: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Promoter:
     id: int
     name: str
@@ -103,6 +122,77 @@ class Attribution:
     effective_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class ResolutionCount:
+    """Resolutions of handles under ``prefix`` (normalised, without ``0.NA/``) on ``day`` (YYYYMMDD,
+    Asia/Shanghai) through ``interface`` (rest, native, web): ``found`` answered with the record,
+    ``not_found`` answered "handle not found". A row of a sum leaves out what it sums over: ``prefix``
+    "" (every prefix) or ``day`` 0 (every day of the range)."""
+
+    prefix: str
+    day: int
+    interface: str
+    found: int
+    not_found: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the audit log: who did what to what, from where, when (registry.audit)."""
+
+    id: int  # grows with every entry
+    at: int
+    actor: str  # the identity acting, e.g. 300:0.NA/88.118.8
+    action: str  # e.g. admin.reset-secret
+    target: str  # what it acted on, e.g. 0.NA/88.118.8
+    source: str  # where from: "idnode CLI, user@host", a client address
+    detail: str  # a JSON object, never a secret
+
+
+def audit_where(
+    before_id: int | None, action: str | None, target: str | None, since: int | None, mark: Callable[[int], str]
+) -> tuple[str, list[object]]:
+    """The WHERE clause of an audit-log query and its arguments; ``mark(n)`` is the n-th placeholder."""
+    terms: list[str] = []
+    args: list[object] = []
+    conditions = (("id", "<", before_id), ("action", "=", action), ("target", "=", target), ("at", ">=", since))
+    for column, op, value in conditions:
+        if value is not None:
+            args.append(value)
+            terms.append(f"{column} {op} {mark(len(args))}")
+    return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+
+def schema_too_new(where: str, found: int, known: int) -> StoreTooNew:
+    """The refusal of a store whose schema a newer idnode wrote (migrations are forward-only)."""
+    return StoreTooNew(
+        f"the store at {where} has schema version {found}, newer than this idnode knows (up to {known}): "
+        "a newer release upgraded it. Run that release (or a later one); to go back, restore a backup "
+        "taken before the upgrade"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Gs1Prefix:
+    """A GS1 company prefix registered by an enterprise (GS1 Digital Link resolution)."""
+
+    company_prefix: str  # 4 to 12 digits
+    enterprise_id: int
+    enterprise_prefix: str  # the enterprise's handle prefix, e.g. 88.118.8.1001
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A web console session as stored: the SHA-256 of its id is the row's key, never the id itself."""
+
+    identity: str
+    data: str  # JSON of the session's mapping (never a secret key)
+    created_at: int
+    last_seen: int
+    expires_at: int  # absolute expiry
+
+
 @runtime_checkable
 class HandleStore(Protocol):
     """The storage interface. Times are integer UNIX seconds (UTC)."""
@@ -125,6 +215,27 @@ class HandleStore(Protocol):
 
     async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """(total under the normalised prefix, the handles of page ``page``); cost independent of page."""
+
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        """Up to ``limit`` handles under the normalised prefix with their records, in listing order:
+        those past ``position`` ``after``, from the handle whose key is ``start`` on (none when
+        ``start`` is not a handle under the prefix)."""
+
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """(key, handle) of up to ``limit`` handles under the normalised prefix whose keys lie in
+        [``start``, ``end``) (``end`` None: no upper bound), in key order: the first ones, those past
+        the key ``after``, or the last ones before the key ``before``. Keys compare as code points."""
 
     async def current_version(self) -> int:
         """The highest version any write has used (monotonic over the store's life)."""
@@ -149,10 +260,60 @@ class HandleStore(Protocol):
     async def set_enterprise_status(self, enterprise_id: int, status: str) -> None: ...
     async def attributions(self) -> list[Attribution]: ...
 
+    # -- GS1 company prefixes (registry.gs1_prefixes) ----------------------------------------------
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        """Register a company prefix (checked digits) for the enterprise: (the row, True), or (the
+        row, False) when the enterprise holds it already. HandleAlreadyExists when it, a shorter
+        prefix of it or a longer one starting with it belongs to another enterprise (a GTIN has one
+        owner); InvalidRequest when the enterprise holds ``limit`` already. Serialised with other adds."""
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        """One enterprise's company prefixes (every enterprise's when None), in prefix order."""
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        """Remove the enterprise's company prefix; False when it held no such prefix."""
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        """The longest of ``candidates`` that is registered (one indexed query, for resolution)."""
+
     # -- clause-8 counters -----------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
         """Per enterprise: identifiers created on days [from_day, to_day) (YYYYMMDD, Asia/Shanghai)
         counting only changes recorded in hours < before_hour (UNIX hours)."""
+
+    # -- resolution statistics (resolver.ops.resolutions flushes them) --------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        """Add ``counts`` to the stored ones (an additive upsert per prefix, day and interface) in one
+        transaction, unless ``batch`` (a unique id per flush) was added before: a flush retried after
+        an unknown outcome (a connection lost at COMMIT) is then not counted twice. True when added
+        now, False when ``batch`` had been. Batch ids are remembered for ``RESOLUTION_BATCH_DAYS``."""
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        """Per day and interface over days [from_day, to_day) (YYYYMMDD): those of ``prefix``, or
+        with None the sums over every prefix (rows with prefix ""); ordered by day and interface."""
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        """Per prefix and interface, summed over days [from_day, to_day) (rows with day 0); ordered
+        by prefix and interface."""
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        """Identifiers of one enterprise created on each day in [from_day, to_day) (YYYYMMDD,
+        Asia/Shanghai) and still present; days without any are left out."""
+
+    # -- web console sessions (resolver.console) -------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        """Create the session ``id_hash`` (created and last seen ``now``) or replace its data and
+        mark it seen ``now`` (its creation and expiry stay)."""
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None: ...
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        """Mark the session seen at ``now`` (idle expiry counts from there)."""
+
+    async def delete_console_session(self, id_hash: str) -> None: ...
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        """Delete sessions past their expiry or last seen before ``idle_before``; how many went."""
 
     # -- metadata templates and idempotent batch replies ------------------------------------------
     async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:
@@ -169,6 +330,22 @@ class HandleStore(Protocol):
 
     async def add_idempotent(self, key: str, request_hash: str, response: bytes, *, now: int) -> None:
         """Remember a reply; the first one stored for a key wins."""
+
+    # -- audit log (registry.audit) ---------------------------------------------------------------
+    async def add_audit(self, at: int, actor: str, action: str, target: str, source: str, detail: str) -> int:
+        """Append one entry; returns its id."""
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        """Entries newest first: at most ``limit``, with ids below ``before_id`` (the next page),
+        of one ``action`` and ``target`` when given, at or after ``since``."""
 
     # -- small key/value metadata (node key, schema version) -------------------------------------
     async def get_meta(self, key: str) -> str | None: ...

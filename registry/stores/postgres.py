@@ -73,22 +73,33 @@ from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
+    RESOLUTION_BATCH_DAYS,
     Attribution,
+    AuditEntry,
+    ConsoleSession,
     Enterprise,
+    Gs1Prefix,
     HandleWrite,
+    ListedHandle,
     Promoter,
+    ResolutionCount,
     StoredHandle,
     WriteOutcome,
     WriteResult,
+    audit_where,
+    schema_too_new,
 )
+from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
 
-__all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "PostgresStore"]
+__all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Held (transaction-scoped) while migrations run, so two processes starting together do not race.
 MIGRATION_LOCK = 0x69646E6F6465  # "idnode"
+# Held while a GS1 company prefix is added, so two overlapping ones cannot both pass the check.
+GS1_LOCK = 0x69646E6F6731  # "idnog1"
 
 # The identifiers' table, part of migration 1 (a later change to it is a new migration, not an edit here).
 # ``{table}`` is ``handles``; the benchmarks create their baseline table from the same text.
@@ -191,7 +202,79 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX registration_counts_day ON registration_counts (day, hour) INCLUDE (enterprise_id, delta);
         """,
     ),
+    (
+        4,
+        # Resolution statistics (resolver.ops.resolutions) and the ids of the flushes already added.
+        """
+        CREATE TABLE resolution_counts (
+            prefix TEXT COLLATE "C" NOT NULL,
+            day INTEGER NOT NULL,
+            interface TEXT COLLATE "C" NOT NULL,
+            found BIGINT NOT NULL,
+            not_found BIGINT NOT NULL,
+            PRIMARY KEY (prefix, day, interface)
+        );
+        CREATE INDEX resolution_counts_day ON resolution_counts (day) INCLUDE (prefix, interface, found, not_found);
+        CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at BIGINT NOT NULL);
+        CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
+        """,
+    ),
+    (
+        5,
+        # GS1 company prefixes of enterprises (GS1 Digital Link resolution).
+        """
+        CREATE TABLE gs1_prefixes (
+            company_prefix TEXT COLLATE "C" PRIMARY KEY,
+            enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
+        """,
+    ),
+    (
+        6,
+        # The audit log (registry.audit).
+        """
+        CREATE TABLE audit_log (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT COLLATE "C" NOT NULL,
+            target TEXT COLLATE "C" NOT NULL,
+            source TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_action ON audit_log (action, id);
+        CREATE INDEX audit_log_target ON audit_log (target, id);
+        """,
+    ),
+    (
+        7,
+        # Console sessions (resolver.console.sessions): only a SHA-256 of each random session id is kept.
+        """
+        CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            identity TEXT NOT NULL,
+            data TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+        CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
+        """,
+    ),
 ]
+# The schema version a store is at once every migration above has run (its highest number).
+SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
+
+_ADD_RESOLUTIONS = (
+    "INSERT INTO resolution_counts (prefix, day, interface, found, not_found) "
+    "SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::bigint[], $5::bigint[]) "
+    "ORDER BY 1, 2, 3 "
+    "ON CONFLICT (prefix, day, interface) DO UPDATE SET found = resolution_counts.found + excluded.found, "
+    "not_found = resolution_counts.not_found + excluded.not_found"
+)
 
 COPY_THRESHOLD = 1000  # created rows; from here on they go in with COPY rather than INSERT … unnest
 PACK_IN_THREAD = 2000  # writes; from here on records are packed on a worker thread
@@ -309,6 +392,10 @@ FROM t LEFT JOIN (
 ORDER BY p.id
 """
 _COUNT = "SELECT COALESCE(SUM(n), 0)::bigint FROM list_buckets WHERE prefix = $1 AND n > 0"
+_FROM = (
+    "SELECT id, handle, record FROM handles WHERE prefix = $1 AND id > $2 AND ($3::text IS NULL OR id >= "
+    "(SELECT id FROM handles WHERE hkey = $3 AND prefix = $1)) ORDER BY id LIMIT $4"
+)
 
 _HANDLE_COLUMNS = "hkey, record, version, enterprise_id, created_at"
 _GET = f"SELECT {_HANDLE_COLUMNS} FROM handles WHERE hkey = $1"
@@ -321,6 +408,10 @@ _EXISTS_MANY = (
     ' SELECT hkey, version FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1) h'
 )
 
+_GS1_SQL = (
+    "SELECT g.company_prefix, g.enterprise_id, e.prefix, g.created_at "
+    "FROM gs1_prefixes g JOIN enterprises e ON e.id = g.enterprise_id"
+)
 _ENTERPRISE_SQL = (
     "SELECT e.id, e.name, e.uscc, e.prefix, e.status, "
     "(SELECT a.promoter_id FROM attributions a WHERE a.enterprise_id = e.id "
@@ -638,6 +729,8 @@ class PostgresStore:
                 " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
             applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            if applied and max(applied) > SCHEMA_VERSION:  # forward only: a newer release's schema is left alone
+                raise schema_too_new(self._where, max(applied), SCHEMA_VERSION)
             for number, sql in MIGRATIONS:
                 if number in applied:
                     continue
@@ -813,6 +906,39 @@ class PostgresStore:
         total = int(rows[0][0]) if rows else 0
         return total, [r[1] for r in rows if r[1] is not None]
 
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        rows = await self._fetch(_FROM, prefix, after, start, max(0, limit))
+        return [ListedHandle(r[0], r[1], bytes(r[2])) for r in rows]
+
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        sql = f'SELECT hkey, handle FROM handles WHERE prefix = $1 AND hkey {op} ($2 COLLATE "C")'
+        args: list[object] = [prefix, low]
+        if end is not None:
+            args.append(end)
+            sql += f' AND hkey < (${len(args)} COLLATE "C")'
+        if before is not None:
+            args.append(before)
+            sql += f' AND hkey < (${len(args)} COLLATE "C") ORDER BY hkey DESC'
+        else:
+            sql += " ORDER BY hkey"
+        args.append(max(0, limit))
+        sql += f" LIMIT ${len(args)}"
+        rows = await self._fetch(sql, *args)
+        found = [(r[0], r[1]) for r in rows]
+        return found[::-1] if before is not None else found
+
     # -- promoters and enterprises -------------------------------------------------------------
     @staticmethod
     def _conflict(exc: asyncpg.UniqueViolationError, **names: str) -> InvalidRequest:
@@ -925,6 +1051,68 @@ class PostgresStore:
         )
         return [Attribution(*r) for r in rows]
 
+    # -- GS1 company prefixes --------------------------------------------------------------------
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> tuple[Gs1Prefix, bool]:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", GS1_LOCK)
+                rows = await conn.fetch(
+                    f"{_GS1_SQL} WHERE g.company_prefix = ANY($1::text[]) "
+                    "OR (g.company_prefix > $2 AND g.company_prefix < $3) ORDER BY g.company_prefix",
+                    gs1_shorter(company_prefix),
+                    company_prefix,
+                    company_prefix + ":",
+                )
+                found = [Gs1Prefix(*r) for r in rows]
+                gs1_check_conflicts(found, enterprise_id, company_prefix)
+                same = next((p for p in found if p.company_prefix == company_prefix), None)
+                if same is not None:
+                    return same, False
+                held = await conn.fetchval("SELECT count(*) FROM gs1_prefixes WHERE enterprise_id = $1", enterprise_id)
+                gs1_check_limit(held, limit)
+                prefix = await conn.fetchval(
+                    "WITH i AS (INSERT INTO gs1_prefixes (company_prefix, enterprise_id, created_at) "
+                    "VALUES ($1, $2, $3)) SELECT prefix FROM enterprises WHERE id = $2",
+                    company_prefix,
+                    enterprise_id,
+                    now,
+                )
+                attempt.commit_sent = True
+            return Gs1Prefix(company_prefix, enterprise_id, prefix, now), True
+
+        return await self._run(run)
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        if enterprise_id is None:
+            rows = await self._fetch(_GS1_SQL + " ORDER BY g.company_prefix")
+        else:
+            rows = await self._fetch(_GS1_SQL + " WHERE g.enterprise_id = $1 ORDER BY g.company_prefix", enterprise_id)
+        return [Gs1Prefix(*r) for r in rows]
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM gs1_prefixes WHERE company_prefix = $1 AND enterprise_id = $2",
+                    company_prefix,
+                    enterprise_id,
+                )
+                attempt.commit_sent = True
+            return status != "DELETE 0"
+
+        return await self._run(run)
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        if not candidates:
+            return None
+        row = await self._fetchrow(
+            f"{_GS1_SQL} WHERE g.company_prefix = ANY($1::text[]) ORDER BY length(g.company_prefix) DESC LIMIT 1",
+            list(candidates),
+        )
+        return Gs1Prefix(*row) if row else None
+
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
         how = rollup.plan(from_day, to_day, before_hour)
@@ -959,6 +1147,104 @@ class PostgresStore:
         sql = f"SELECT enterprise_id, SUM(n) FROM ({' UNION ALL '.join(parts)}) p GROUP BY enterprise_id"
         rows = await self._fetch(sql, *args)
         return {r[0]: int(r[1]) for r in rows}
+
+    # -- resolution statistics -------------------------------------------------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        # Rows in key order: workers flushing together then lock shared rows in the same order (no deadlock).
+        rows = sorted((c.prefix, c.day, c.interface, c.found, c.not_found) for c in counts)
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[], [], [], [], []]
+
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "INSERT INTO resolution_batches (batch, added_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    batch,
+                    now,
+                )
+                if status.endswith(" 0"):
+                    return False
+                await conn.execute(_ADD_RESOLUTIONS, *columns)
+                await conn.execute(
+                    "DELETE FROM resolution_batches WHERE added_at < $1", now - RESOLUTION_BATCH_DAYS * 86400
+                )
+                attempt.commit_sent = True
+            return True
+
+        return await self._run(run)
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        if prefix is None:
+            rows = await self._fetch(
+                "SELECT '', day, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+                "WHERE day >= $1 AND day < $2 GROUP BY day, interface ORDER BY day, interface",
+                from_day,
+                to_day,
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT prefix, day, interface, found, not_found FROM resolution_counts "
+                "WHERE prefix = $1 AND day >= $2 AND day < $3 ORDER BY day, interface",
+                prefix,
+                from_day,
+                to_day,
+            )
+        return [ResolutionCount(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        rows = await self._fetch(
+            "SELECT prefix, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+            "WHERE day >= $1 AND day < $2 GROUP BY prefix, interface ORDER BY prefix, interface",
+            from_day,
+            to_day,
+        )
+        return [ResolutionCount(r[0], 0, r[1], int(r[2]), int(r[3])) for r in rows]
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        rows = await self._fetch(
+            "SELECT day, SUM(delta) FROM registration_counts WHERE enterprise_id = $1 AND day >= $2 AND day < $3 "
+            "GROUP BY day",
+            enterprise_id,
+            from_day,
+            to_day,
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    # -- console sessions ------------------------------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        await self._execute(
+            "INSERT INTO console_sessions (id_hash, identity, data, created_at, last_seen, expires_at) "
+            "VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, "
+            "last_seen = excluded.last_seen",
+            id_hash,
+            identity,
+            data,
+            now,
+            expires_at,
+        )
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None:
+        row = await self._fetchrow(
+            "SELECT identity, data, created_at, last_seen, expires_at FROM console_sessions WHERE id_hash = $1",
+            id_hash,
+        )
+        return ConsoleSession(row[0], row[1], int(row[2]), int(row[3]), int(row[4])) if row else None
+
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        await self._execute("UPDATE console_sessions SET last_seen = $2 WHERE id_hash = $1", id_hash, now)
+
+    async def delete_console_session(self, id_hash: str) -> None:
+        await self._execute("DELETE FROM console_sessions WHERE id_hash = $1", id_hash)
+
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> int:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM console_sessions WHERE expires_at <= $1 OR last_seen < $2", now, idle_before
+                )
+                attempt.commit_sent = True
+            return int(status.split()[-1])
+
+        return await self._run(run)
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
@@ -1029,6 +1315,43 @@ class PostgresStore:
             response,
             now,
         )
+
+    # -- audit log ------------------------------------------------------------------------------
+    async def add_audit(self, at: int, actor: str, action: str, target: str, source: str, detail: str) -> int:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> int:
+            async with conn.transaction():
+                entry_id = await conn.fetchval(
+                    "INSERT INTO audit_log (at, actor, action, target, source, detail) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    at,
+                    actor,
+                    action,
+                    target,
+                    source,
+                    detail,
+                )
+                attempt.commit_sent = True
+            return int(entry_id)
+
+        return await self._run(run)
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        where, args = audit_where(before_id, action, target, since, lambda n: f"${n}")
+        rows = await self._fetch(
+            f"SELECT id, at, actor, action, target, source, detail FROM audit_log{where} "
+            f"ORDER BY id DESC LIMIT ${len(args) + 1}",
+            *args,
+            limit,
+        )
+        return [AuditEntry(*r) for r in rows]
 
     async def set_meta(self, key: str, value: str) -> None:
         await self._execute(

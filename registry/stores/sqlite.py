@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from registry.days import day_number, hour_of
-from registry.errors import InvalidRequest, StoreUnavailable
+from registry.errors import InvalidRequest, StoreInUse, StoreUnavailable
 from registry.model import Record
 from registry.packing import pack_record, unpack_record
 from registry.private_files import PRIVATE_FILE, make_private, private_dir
@@ -30,16 +31,25 @@ from registry.stores import rollup
 from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
+    RESOLUTION_BATCH_DAYS,
     Attribution,
+    AuditEntry,
+    ConsoleSession,
     Enterprise,
+    Gs1Prefix,
     HandleWrite,
+    ListedHandle,
     Promoter,
+    ResolutionCount,
     StoredHandle,
     WriteOutcome,
     WriteResult,
+    audit_where,
+    schema_too_new,
 )
+from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
 
-__all__ = ["HANDLES_DDL", "SQLiteStore", "database_file"]
+__all__ = ["HANDLES_DDL", "LOCK_SUFFIX", "SCHEMA_VERSION", "SQLiteStore", "database_file"]
 
 T = TypeVar("T")
 
@@ -115,7 +125,50 @@ MIGRATIONS: list[str] = [
     CREATE INDEX registration_counts_hour ON registration_counts (hour, day, enterprise_id, delta);
     CREATE INDEX registration_counts_day ON registration_counts (day, hour, enterprise_id, delta);
     """,
+    # 4: resolution statistics (resolver.ops.resolutions) and the ids of the flushes already added.
+    """
+    CREATE TABLE resolution_counts (
+        prefix TEXT NOT NULL, day INTEGER NOT NULL, interface TEXT NOT NULL,
+        found INTEGER NOT NULL, not_found INTEGER NOT NULL,
+        PRIMARY KEY (prefix, day, interface)
+    ) WITHOUT ROWID;
+    CREATE INDEX resolution_counts_day ON resolution_counts (day, prefix, interface, found, not_found);
+    CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
+    """,
+    # 5: GS1 company prefixes of enterprises (GS1 Digital Link resolution).
+    """
+    CREATE TABLE gs1_prefixes (
+        company_prefix TEXT PRIMARY KEY,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises (id),
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
+    """,
+    # 6: the audit log (registry.audit).
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        target TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action, id);
+    CREATE INDEX audit_log_target ON audit_log (target, id);
+    """,
+    # 7: console sessions (resolver.console.sessions): only a SHA-256 of each random session id is kept.
+    """
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY, identity TEXT NOT NULL, data TEXT NOT NULL,
+        created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
+    """,
 ]
+# The schema version a store is at once every migration above has run (``PRAGMA user_version``).
+SCHEMA_VERSION = len(MIGRATIONS)
+# Beside the database: every process with the store open holds a shared lock on it, and `idnode
+# restore` an exclusive one while it replaces the file (registry.stores.sqlite_files).
+LOCK_SUFFIX = "-lock"
 
 
 def _path_of(url: str) -> str:
@@ -156,6 +209,7 @@ class SQLiteStore:
         self._writer: ThreadPoolExecutor | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
         self._keeper: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._write_lock = asyncio.Lock()
 
     # -- connections ---------------------------------------------------------------------------
@@ -229,18 +283,34 @@ class SQLiteStore:
         else:
             readers = self._readers
             self._private_files()
+            self._hold_shared_lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="idnode-sqlite-w")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="idnode-sqlite-r")
-        await self._migrate()
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
         if not self._memory:
             self._private_files()  # the -wal and -shm files exist now
+
+    def _hold_shared_lock(self) -> None:
+        """A shared lock on ``<database>-lock`` for as long as the store is open: `idnode restore`
+        takes it exclusively, so it never replaces a database a node or a command has open."""
+        fd = os.open(self._path + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreInUse(f"the SQLite store {self._path} is being restored (idnode restore): try again") from None
+        self._lock_fd = fd
 
     def _private_files(self) -> None:
         """A new database file is created 0600 before SQLite opens it (SQLite gives its -wal and
         -shm files the database file's mode); existing files are tightened."""
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", "-wal", "-shm", "-journal", LOCK_SUFFIX):
             make_private(self._path + suffix)
 
     async def close(self) -> None:
@@ -251,11 +321,19 @@ class SQLiteStore:
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _migrate(self) -> None:
+        """Bring the schema up to SCHEMA_VERSION, one migration per transaction (forward only); a
+        schema newer than this code knows is refused, never touched."""
+
         def run() -> None:
             conn = self._conn()
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise schema_too_new(self._path if not self._memory else ":memory:", version, SCHEMA_VERSION)
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 try:
                     conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
@@ -268,7 +346,11 @@ class SQLiteStore:
                         raise
 
         assert self._writer is not None
-        await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        except sqlite3.DatabaseError as exc:  # not a database, no permission, a disk error, …
+            where = ":memory:" if self._memory else self._path
+            raise StoreUnavailable(f"cannot open the SQLite store {where}: {exc}") from None
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -342,6 +424,45 @@ class SQLiteStore:
             return total, [_handle_of(r[0]) for r in rows]
 
         return await self._read(run)
+
+    async def handles_from(
+        self, prefix: str, limit: int, *, start: str | None = None, after: int = -1
+    ) -> list[ListedHandle]:
+        def run(c: sqlite3.Connection) -> list[ListedHandle]:
+            rows = c.execute(
+                "SELECT id, record FROM handles WHERE prefix = ? AND id > ? AND (? IS NULL OR id >= "
+                "(SELECT id FROM handles WHERE hkey = ? AND prefix = ?)) ORDER BY id LIMIT ?",
+                (prefix, after, start, start, prefix, max(0, limit)),
+            ).fetchall()
+            return [ListedHandle(r[0], _handle_of(r[1]), r[1]) for r in rows]
+
+        return await self._read(run)
+
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        sql = f"SELECT hkey, record FROM handles WHERE prefix = ? AND hkey {op} ?"
+        args: list[object] = [prefix, low]
+        if end is not None:
+            sql += " AND hkey < ?"
+            args.append(end)
+        if before is not None:
+            sql += " AND hkey < ? ORDER BY hkey DESC LIMIT ?"
+            args += [before, max(0, limit)]
+        else:
+            sql += " ORDER BY hkey LIMIT ?"
+            args.append(max(0, limit))
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        found = [(r[0], _handle_of(r[1])) for r in rows]
+        return found[::-1] if before is not None else found
 
     # -- promoters and enterprises -------------------------------------------------------------
     async def add_promoter(self, name: str, uscc: str, *, now: int) -> Promoter:
@@ -439,6 +560,71 @@ class SQLiteStore:
         )
         return [Attribution(*r) for r in rows]
 
+    # -- GS1 company prefixes --------------------------------------------------------------------
+    _GS1_SQL = (
+        "SELECT g.company_prefix, g.enterprise_id, e.prefix, g.created_at "
+        "FROM gs1_prefixes g JOIN enterprises e ON e.id = g.enterprise_id"
+    )
+
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        shorter = gs1_shorter(company_prefix)
+
+        def run(c: sqlite3.Connection) -> tuple[Gs1Prefix, bool]:
+            marks = ",".join("?" * len(shorter))
+            rows = c.execute(
+                f"{self._GS1_SQL} WHERE g.company_prefix IN ({marks}) "
+                "OR (g.company_prefix > ? AND g.company_prefix < ?) ORDER BY g.company_prefix",
+                (*shorter, company_prefix, company_prefix + ":"),
+            ).fetchall()
+            found = [Gs1Prefix(*r) for r in rows]
+            gs1_check_conflicts(found, enterprise_id, company_prefix)
+            same = next((p for p in found if p.company_prefix == company_prefix), None)
+            if same is not None:
+                return same, False
+            (held,) = c.execute(
+                "SELECT count(*) FROM gs1_prefixes WHERE enterprise_id = ?", (enterprise_id,)
+            ).fetchone()
+            gs1_check_limit(held, limit)
+            c.execute(
+                "INSERT INTO gs1_prefixes (company_prefix, enterprise_id, created_at) VALUES (?, ?, ?)",
+                (company_prefix, enterprise_id, now),
+            )
+            (prefix,) = c.execute("SELECT prefix FROM enterprises WHERE id = ?", (enterprise_id,)).fetchone()
+            return Gs1Prefix(company_prefix, enterprise_id, prefix, now), True
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        if enterprise_id is None:
+            sql, args = self._GS1_SQL + " ORDER BY g.company_prefix", ()
+        else:
+            sql, args = self._GS1_SQL + " WHERE g.enterprise_id = ? ORDER BY g.company_prefix", (enterprise_id,)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [Gs1Prefix(*r) for r in rows]
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        async with self._write_lock:
+            removed = await self._write(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM gs1_prefixes WHERE company_prefix = ? AND enterprise_id = ?",
+                        (company_prefix, enterprise_id),
+                    ).rowcount
+                )
+            )
+        return removed > 0
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        if not candidates:
+            return None
+        marks = ",".join("?" * len(candidates))
+        sql = f"{self._GS1_SQL} WHERE g.company_prefix IN ({marks}) ORDER BY length(g.company_prefix) DESC LIMIT 1"
+        row = await self._read(lambda c: c.execute(sql, tuple(candidates)).fetchone())
+        return Gs1Prefix(*row) if row else None
+
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
         how = rollup.plan(from_day, to_day, before_hour)
@@ -471,6 +657,104 @@ class SQLiteStore:
         for eid, n in await self._read(run):
             out[eid] = out.get(eid, 0) + int(n)
         return out
+
+    # -- resolution statistics -------------------------------------------------------------------
+    async def add_resolution_counts(self, batch: str, counts: Sequence[ResolutionCount], *, now: int) -> bool:
+        rows = [(c.prefix, c.day, c.interface, c.found, c.not_found) for c in counts]
+
+        def run(c: sqlite3.Connection) -> bool:
+            added = c.execute(
+                "INSERT INTO resolution_batches (batch, added_at) VALUES (?, ?) ON CONFLICT (batch) DO NOTHING",
+                (batch, now),
+            ).rowcount
+            if not added:
+                return False
+            c.executemany(
+                "INSERT INTO resolution_counts (prefix, day, interface, found, not_found) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (prefix, day, interface) DO UPDATE SET found = found + excluded.found, "
+                "not_found = not_found + excluded.not_found",
+                rows,
+            )
+            c.execute("DELETE FROM resolution_batches WHERE added_at < ?", (now - RESOLUTION_BATCH_DAYS * 86400,))
+            return True
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def resolution_counts(self, from_day: int, to_day: int, prefix: str | None) -> list[ResolutionCount]:
+        if prefix is None:
+            sql = (
+                "SELECT '', day, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+                "WHERE day >= ? AND day < ? GROUP BY day, interface ORDER BY day, interface"
+            )
+            args: tuple = (from_day, to_day)
+        else:
+            sql = (
+                "SELECT prefix, day, interface, found, not_found FROM resolution_counts "
+                "WHERE prefix = ? AND day >= ? AND day < ? ORDER BY day, interface"
+            )
+            args = (prefix, from_day, to_day)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [ResolutionCount(p, d, i, int(f), int(n)) for p, d, i, f, n in rows]
+
+    async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
+        sql = (
+            "SELECT prefix, interface, SUM(found), SUM(not_found) FROM resolution_counts "
+            "WHERE day >= ? AND day < ? GROUP BY prefix, interface ORDER BY prefix, interface"
+        )
+        rows = await self._read(lambda c: c.execute(sql, (from_day, to_day)).fetchall())
+        return [ResolutionCount(p, 0, i, int(f), int(n)) for p, i, f, n in rows]
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT day, SUM(delta) FROM registration_counts WHERE enterprise_id = ? AND day >= ? AND day < ? "
+                "GROUP BY day",
+                (enterprise_id, from_day, to_day),
+            ).fetchall()
+        )
+        return {int(day): int(n) for day, n in rows}
+
+    # -- console sessions ------------------------------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO console_sessions (id_hash, identity, data, created_at, last_seen, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, "
+                    "last_seen = excluded.last_seen",
+                    (id_hash, identity, data, now, now, expires_at),
+                )
+            )
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT identity, data, created_at, last_seen, expires_at FROM console_sessions WHERE id_hash = ?",
+                (id_hash,),
+            ).fetchone()
+        )
+        return ConsoleSession(*row) if row else None
+
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute("UPDATE console_sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
+            )
+
+    async def delete_console_session(self, id_hash: str) -> None:
+        async with self._write_lock:
+            await self._write(lambda c: c.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        async with self._write_lock:
+            return await self._write(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen < ?", (now, idle_before)
+                    ).rowcount
+                )
+            )
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
@@ -527,6 +811,32 @@ class SQLiteStore:
                     (key, request_hash, response, now),
                 )
             )
+
+    # -- audit log ------------------------------------------------------------------------------
+    async def add_audit(self, at: int, actor: str, action: str, target: str, source: str, detail: str) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (at, actor, action, target, source, detail),
+            )
+            return int(cur.lastrowid or 0)
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def list_audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+    ) -> list[AuditEntry]:
+        where, args = audit_where(before_id, action, target, since, lambda n: "?")
+        sql = f"SELECT id, at, actor, action, target, source, detail FROM audit_log{where} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [AuditEntry(*r) for r in rows]
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._write_lock:

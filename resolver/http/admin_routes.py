@@ -1,4 +1,5 @@
-"""Admin API for the node administrator: promoters and enterprises (onboarding, moves, disabling)."""
+"""Admin API for the node administrator: promoters and enterprises (onboarding, moves, disabling),
+the enterprises' GS1 company prefixes (also for their own administrators), auditors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from aiohttp import web
 
 from registry.auth import Caller
 from registry.errors import InvalidRequest, PermissionDenied
-from registry.views import auditor_json, enterprise_json, iso_time, promoter_json
+from registry.views import auditor_json, enterprise_json, gs1_prefix_json, iso_time, promoter_json
 from resolver.http.keys import registry_of
 from resolver.http.web import json_response, read_json, request_caller
 
@@ -86,6 +87,32 @@ async def update_enterprise(request: web.Request) -> web.Response:
     body = await _object(request)
     enterprise = await registry_of(request).update_enterprise(caller, request.match_info["ref"], body)
     return json_response(request, {"responseCode": 1, **enterprise_json(enterprise)})
+
+
+@admin_routes.get("/api/enterprises/{ref}/gs1-prefixes")
+async def list_gs1_prefixes(request: web.Request) -> web.Response:
+    """The enterprise's GS1 company prefixes: its administrator, the node administrator, the auditor."""
+    caller = await request_caller(request)
+    enterprise, prefixes = await registry_of(request).list_gs1_prefixes(caller, request.match_info["ref"])
+    body = {"responseCode": 1, "enterprise": enterprise.prefix, "gs1Prefixes": [gs1_prefix_json(p) for p in prefixes]}
+    return json_response(request, body)
+
+
+@admin_routes.put("/api/enterprises/{ref}/gs1-prefixes/{company_prefix}")
+async def add_gs1_prefix(request: web.Request) -> web.Response:
+    """Register a GS1 company prefix for the enterprise: 201, or 200 when it holds it already."""
+    caller = await request_caller(request)
+    info = request.match_info
+    prefix, created = await registry_of(request).add_gs1_prefix(caller, info["ref"], info["company_prefix"])
+    return json_response(request, {"responseCode": 1, **gs1_prefix_json(prefix)}, 201 if created else 200)
+
+
+@admin_routes.delete("/api/enterprises/{ref}/gs1-prefixes/{company_prefix}")
+async def remove_gs1_prefix(request: web.Request) -> web.Response:
+    caller = await request_caller(request)
+    info = request.match_info
+    removed = await registry_of(request).remove_gs1_prefix(caller, info["ref"], info["company_prefix"])
+    return json_response(request, {"responseCode": 1, "companyPrefix": removed, "removed": True})
 
 
 @admin_routes.post("/api/auditors")

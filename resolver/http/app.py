@@ -21,21 +21,26 @@ from registry.stores import open_store
 from registry.stores.base import HandleStore
 from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
+from resolver.console.site import CONSOLE_PAGES, setup_console
 from resolver.datadir import prepare_data_dir
 from resolver.http.access import request_context
 from resolver.http.admin_routes import admin_routes
 from resolver.http.api_docs import api_docs_routes
 from resolver.http.batch_routes import batch_routes
+from resolver.http.gs1_routes import gs1_routes
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.http.routes import routes
 from resolver.http.session_routes import session_routes
 from resolver.http.sessions import SessionStore
+from resolver.http.stats_routes import stats_routes
 from resolver.http.template_routes import template_routes
 from resolver.http.throttle import GuessThrottle
 from resolver.http.web import announce_session, request_caller
+from resolver.labels.routes import setup_labels
 from resolver.native.handler import NativeHandler
 from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
 from resolver.native.server import NativeServer, start_native_or_warn
+from resolver.ops.banner import STARTUP_KEY, StartupFacts
 from resolver.ops.health import health_routes
 from resolver.ops.metrics import (
     BUSINESS_PATH,
@@ -47,6 +52,8 @@ from resolver.ops.metrics import (
     this_year,
     write_metrics,
 )
+from resolver.ops.resolutions import ResolutionFlusher
+from resolver.proxy import PROXY_PAGES, add_proxy_routes
 from resolver.resolve import Resolver
 
 __all__ = ["create_app", "node_site"]
@@ -123,19 +130,25 @@ def create_app(
     app[CONFIG_KEY] = config
     app.on_response_prepare.append(announce_session)
     state = app[STATE_KEY] = NodeState(sessions=SessionStore(per_address=config.sessions_per_address))
+    facts = app[STARTUP_KEY] = StartupFacts()  # for the banner (resolver.ops.banner)
     app.router.add_routes(routes)
     app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
     app.router.add_routes(template_routes)
+    app.router.add_routes(gs1_routes)  # /01/… (GS1 Digital Link) and /.well-known/gs1resolver
     app.router.add_routes(session_routes)
+    setup_labels(app)  # /api/qr/{handle}, /api/labels
+    app.router.add_routes(stats_routes)
     app.router.add_routes(tracker_routes)
-    setup_pages(app, BUREAU_PAGES)  # the page templates and catalogues (later pages add theirs here)
+    setup_console(app, clock=clock)  # /console: the web console (its routes, sessions and HTML errors)
+    setup_pages(app, BUREAU_PAGES, PROXY_PAGES, CONSOLE_PAGES)  # every page's templates and catalogues
     app.router.add_routes(health_routes)
     app.router.add_get(METRICS_PATH, metrics_handler())
     tally_gauges = TallyCollector(lambda: _live_tally(tracker), lambda: _registrations(tracker))
     app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
     app.router.add_routes(api_docs_routes)
     add_native_http_route(app)  # POST application/x-hdl-message at any path; nothing else
+    add_proxy_routes(app)  # GET / and GET /{prefix}/{suffix} for people: after every other route
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock
@@ -157,21 +170,17 @@ def create_app(
         registry.subscribe(write_metrics(tally_gauges))
         resolver = Resolver(registry, cache)
         handler = NativeHandler(resolver, registry, b"")
+        handler.resolutions = state.resolutions  # one counter for every interface of this process
         native: NativeServer | None = None
         try:
             if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
                 native = await start_native_or_warn(handler, config)
+            facts.native_bound = native is not None if config.native_port else None
             site = node_site(config, native=native is not None)  # lists only what is bound
             handler.set_site(site)
-            generated = await registry.bootstrap(
+            facts.generated_secret = await registry.bootstrap(  # printed once by the banner
                 os.environ.get(ADMIN_SECRET_ENV) or None, site if publish_site else None
             )
-            if generated:
-                print(
-                    f"idnode: created prefix handle 0.NA/{config.prefix}. Node admin identity "
-                    f"300:0.NA/{config.prefix}, secret key (shown once, stored hashed): {generated}",
-                    flush=True,
-                )
             try:
                 signer = await node_signer(opened, config.report_key_file or None)
             except SigningKeyError as exc:
@@ -199,10 +208,22 @@ def create_app(
         )
         state.registry, state.resolver = registry, resolver
         app[NATIVE_HTTP_KEY].handler = handler
+        flusher = ResolutionFlusher(
+            state.resolutions,
+            opened,
+            config.prefix,
+            interval=config.stats_flush_seconds,
+            metric_prefixes=config.stats_metric_prefixes,
+            clock=registry.clock,
+        )
+        flusher.start()
+        state.resolution_flusher = flusher
         yield
         app[NATIVE_HTTP_KEY].handler = None
         if native is not None:
             await native.close()
+        await flusher.close()  # after the last request: every resolution counted goes to the store
+        state.resolution_flusher = None
         state.registry = state.resolver = None
         registry.close()
         if state.throttle is not None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from resolver.http.sessions import SessionStore
+from resolver.ops.resolutions import ResolutionCounter, ResolutionFlusher
 
 if TYPE_CHECKING:
     from registry.service import Registry
@@ -28,6 +29,9 @@ class NodeState:
     sessions: SessionStore = field(default_factory=SessionStore)
     throttle: GuessThrottle | None = None  # set at startup (it may talk to Redis)
     idempotency_locks: dict[str, tuple[asyncio.Lock, list[int]]] = field(default_factory=dict)  # in-flight keys
+    # Resolutions per prefix and interface: count(name.prefix, "rest" | "native" | "web", found).
+    resolutions: ResolutionCounter = field(default_factory=ResolutionCounter)
+    resolution_flusher: ResolutionFlusher | None = None  # set at startup (it writes to the store)
 
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config")

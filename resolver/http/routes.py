@@ -14,10 +14,10 @@ from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidR
 from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
 from registry.model import MAX_INDEX, HandleName, prefix_handle_of
-from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
+from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
 
-__all__ = ["routes"]
+__all__ = ["resolve_name", "routes"]
 
 routes = web.RouteTableDef()
 MAX_PAGE = MAX_U32 // 2  # so that page × pageSize stays within a store's 64-bit offset
@@ -75,26 +75,34 @@ def _limits(request: web.Request) -> ValueLimits:
 
 @routes.get("/api/handles/{handle:.+}")
 async def resolve(request: web.Request) -> web.Response:
-    name = _handle(request)
+    return await resolve_name(request, _handle(request))
+
+
+async def resolve_name(request: web.Request, name: HandleName, interface: str = "rest") -> web.Response:
+    """The answer of ``GET /api/handles/{name}`` with this request's query and credentials (also the
+    JSON that a handle's URL on the node answers with ``Accept: application/json``: ``interface``
+    ``web`` counts it there)."""
     if not request.query_string and "Authorization" not in request.headers:
         # The hot path (a traceability app resolving a code): public values, rendered once per record.
         registry_of(request).require_responsible(name)
         resolver = resolver_of(request)
         record = await resolver.lookup(name.key)
+        request.app[STATE_KEY].resolutions.count(name.prefix, interface, record is not None)
         if record is None:
             raise HandleNotFound("Handle Not Found", name.text)
         handle = json.dumps(name.text, ensure_ascii=False)
         text = f'{{"responseCode":1,"handle":{handle},"values":{resolver.public_values_json(record)}}}'
         return web.Response(text=text, content_type="application/json")
     with _about(name):
-        return await _resolve(request, name)
+        return await _resolve(request, name, interface)
 
 
-async def _resolve(request: web.Request, name: HandleName) -> web.Response:
+async def _resolve(request: web.Request, name: HandleName, interface: str) -> web.Response:
     registry = registry_of(request)
     registry.require_responsible(name)
     caller = await request_caller(request)
     record = await resolver_of(request).lookup(name.key, authoritative=flag(request, "auth"))
+    request.app[STATE_KEY].resolutions.count(name.prefix, interface, record is not None)
     if record is None:
         raise HandleNotFound("Handle Not Found", name.text)
     values = record.values

@@ -85,6 +85,7 @@ from resolver.native.codec import (
     encode_value,
     reply_to,
 )
+from resolver.ops.resolutions import ResolutionCounter
 from resolver.resolve import Resolver
 
 __all__ = ["MESSAGE_TTL", "NativeHandler", "NativeStats", "header_is_response", "peek_request"]
@@ -247,6 +248,7 @@ class NativeHandler:
         self.version = version
         self.fast_path = fast_path
         self.stats = NativeStats()
+        self.resolutions = ResolutionCounter()  # the app's lifecycle gives it the node's counter
         self.set_site(site_data)
         self._names: dict[str, tuple[HandleName | None, str]] = {}  # text -> (name, error or "" or not-homed)
         self._values: dict[HandleValue, bytes] = {}
@@ -387,6 +389,7 @@ class NativeHandler:
             return RC_SERVER_TOO_BUSY, "store unavailable", None
         except HandleError as exc:
             return (exc.code if exc.code not in (RC_RESERVED, RC_SUCCESS) else RC_ERROR), exc.message, None
+        self.resolutions.count(name.prefix, "native", record is not None)
         if record is None:
             return RC_HANDLE_NOT_FOUND, "", None
         values = record.values

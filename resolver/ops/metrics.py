@@ -1,10 +1,11 @@
 """Prometheus metrics. Label values are bounded: routes are route templates, never handles.
 
 Two scrape paths. ``/metrics`` is open and holds the operational series (requests, latencies,
-caches, store, Redis, batches, handle changes, the process). ``/metrics/business`` holds the business figures,
-which are no more public than the tallies they come from: registrations per enterprise prefix and
-the clause-8 gauges per promoter (award, eligible enterprises, registrations); it takes the same
-credentials as the tallies (node administrator or auditor, HTTP Basic or a Handle session).
+caches, store, Redis, batches, handle changes, the process). ``/metrics/business`` holds the
+business figures, which are no more public than the tallies they come from: registrations and
+resolutions per enterprise prefix and the clause-8 gauges per promoter (award, eligible enterprises,
+registrations); it takes the same credentials as the tallies (node administrator or auditor, HTTP
+Basic or a Handle session).
 
 With ``--workers N`` each worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (set by the
 server before the workers start) and both paths aggregate them (prometheus-client multiprocess
@@ -46,6 +47,8 @@ __all__ = [
     "HTTP_REQUESTS",
     "REDIS_BREAKER",
     "REDIS_ERRORS",
+    "RESOLUTIONS",
+    "RESOLUTION_MISSES",
     "STORE_ERRORS",
     "STORE_LATENCY",
     "InstrumentedStore",
@@ -93,6 +96,17 @@ HANDLE_CHANGES = Counter(
     "idnode_handle_changes_total",
     "Handles created, replaced and deleted by this node's writes (its write events), by change.",
     ["change"],
+)
+# Added by resolver.ops.resolutions at each flush (not per request); prefix labels bounded there.
+RESOLUTIONS = Counter(
+    "idnode_resolutions_total",
+    "Resolutions answered with the record, by interface and prefix ('other' past stats_metric_prefixes).",
+    ["interface", "prefix"],
+)
+RESOLUTION_MISSES = Counter(
+    "idnode_resolutions_not_found_total",
+    "Resolutions of handles not found, by interface and prefix ('other' past stats_metric_prefixes).",
+    ["interface", "prefix"],
 )
 
 METRICS_PATH = "/metrics"
@@ -234,7 +248,7 @@ def write_metrics(tally: TallyCollector | None) -> Subscriber:
 
 
 # Families (names without _total) served only on /metrics/business.
-BUSINESS_FAMILIES = TallyCollector.FAMILIES
+BUSINESS_FAMILIES = frozenset({"idnode_resolutions", "idnode_resolutions_not_found", *TallyCollector.FAMILIES})
 
 
 class _Part:

@@ -171,7 +171,7 @@ async def test_links_and_reading_pooled(bureau):  # noqa: F811
 
 
 async def test_cli_tally_gives_the_bytes_the_api_gave(bureau, tmp_path):  # noqa: F811
-    """`idnode tally` on the node's store: the same signed JSON bytes as the API for a final snapshot,
+    """`idnode tally show` on the node's store: the same signed JSON bytes as the API for a final snapshot,
     and a CSV that names its digest; `tally verify` prints the key id, fingerprint and digest."""
     from click.testing import CliRunner
 
@@ -179,7 +179,7 @@ async def test_cli_tally_gives_the_bytes_the_api_gave(bureau, tmp_path):  # noqa
 
     data, _ = await _get(bureau, "/api/promotion/tallies")
     digest = hashlib.sha256(data).hexdigest()
-    args = ["tally", "--data-dir", str(tmp_path / "data"), "--policy", str(tmp_path / "policy.json")]
+    args = ["tally", "show", "--data-dir", str(tmp_path / "data"), "--policy-file", str(tmp_path / "policy.json")]
     args += ["--from", PERIOD["from"], "--to", PERIOD["to"], "--as-of", SNAPSHOT, "--cap", CAPS]
     runner = CliRunner()
 

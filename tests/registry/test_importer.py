@@ -339,8 +339,8 @@ def test_cli_csv_with_template_columns_and_url(cli_node, tmp_path):
             ["A-6", "https://e.com/6", "型号六", "B0006"],
         ],
     )
-    r = cli("import", path, "--store", url, "--to", p, "--template", "sku@1", "--chunk", "2")
-    assert r.exit_code == 2, r.output  # some rows were rejected
+    r = cli("import", path, "--store", url, "--enterprise-prefix", p, "--template", "sku@1", "--chunk", "2")
+    assert r.exit_code == 3, r.output  # some rows were rejected (EXIT_REJECTED)
     assert "rows 6: created 3, replaced 0, already present 0, failed 3" in r.output
     assert f"rejected rows: {path}.rejects.ndjson" in r.output
     rejects = {x["line"]: x for x in rejects_of(path)}
@@ -368,7 +368,7 @@ def test_cli_csv_with_template_columns_and_url(cli_node, tmp_path):
 def test_cli_csv_without_template(cli_node, tmp_path):
     url, ent = cli_node
     path = write_csv(tmp_path / "plain.csv", ["suffix", "url", "COLOUR"], [["c-1", "https://e.com/c", "red"]])
-    r = cli("import", path, "--store", url, "--to", ent["prefix"])
+    r = cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"])
     assert r.exit_code == 0, r.output
     assert "created 1" in r.output
 
@@ -394,7 +394,7 @@ def test_cli_refuses_bad_files_and_options(cli_node, tmp_path, header, args, wor
     url, ent = cli_node
     run(url, lambda r: r.put_template(node_admin(), "sku", {"fields": FIELDS}, None, new=True))
     path = write_csv(tmp_path / "bad.csv", header, [["x"] * len(header)])
-    r = CliRunner().invoke(main, ["import", path, "--store", url, "--to", ent["prefix"], *args])
+    r = CliRunner().invoke(main, ["import", path, "--store", url, "--enterprise-prefix", ent["prefix"], *args])
     assert r.exit_code != 0
     assert words in r.output
     assert run(url, lambda reg: counts(reg)) == {}
@@ -413,17 +413,19 @@ def test_cli_ndjson_interrupted_then_resumed_then_restarted(cli_node, tmp_path, 
         real_update(self, n_steps, current_item)
 
     monkeypatch.setattr(click._termui_impl.ProgressBar, "update", interrupting_update)
-    r = CliRunner().invoke(main, ["import", path, "--store", url, "--to", ent["prefix"], "--chunk", "10"])
+    r = CliRunner().invoke(
+        main, ["import", path, "--store", url, "--enterprise-prefix", ent["prefix"], "--chunk", "10"]
+    )
     assert r.exit_code != 0
     assert run(url, counts) == {ent["id"]: 10}
 
-    r = cli("import", path, "--store", url, "--to", ent["prefix"], "--chunk", "10")
+    r = cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"], "--chunk", "10")
     assert r.exit_code == 0, r.output
     assert "resumed after line 10" in r.output
     assert "rows 23: created 23" in r.output
     assert run(url, counts) == {ent["id"]: 23}
 
-    r = cli("import", path, "--store", url, "--to", ent["prefix"], "--chunk", "10", "--restart")
+    r = cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"], "--chunk", "10", "--restart")
     assert r.exit_code == 0, r.output
     assert "rows 23: created 0, replaced 0, already present 23, failed 0" in r.output
     assert run(url, counts) == {ent["id"]: 23}
@@ -432,7 +434,7 @@ def test_cli_ndjson_interrupted_then_resumed_then_restarted(cli_node, tmp_path, 
         tmp_path / "items.ndjson",
         [url_row(n, values=[{"index": 1, "type": "URL", "data": "https://v2"}]) for n in range(23)],
     )
-    r = cli("import", path, "--store", url, "--to", ent["prefix"], "--overwrite")
+    r = cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"], "--overwrite")
     assert r.exit_code == 0, r.output
     assert "created 0, replaced 23" in r.output
     assert run(url, counts) == {ent["id"]: 23}
@@ -441,18 +443,25 @@ def test_cli_ndjson_interrupted_then_resumed_then_restarted(cli_node, tmp_path, 
 def test_cli_import_of_the_same_file_twice(cli_node, tmp_path):
     url, ent = cli_node
     path = write_ndjson(tmp_path / "twice.ndjson", [url_row(n) for n in range(7)])
-    assert cli("import", path, "--store", url, "--to", ent["prefix"]).exit_code == 0
-    r = cli("import", path, "--store", url, "--to", ent["prefix"])
+    assert cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"]).exit_code == 0
+    r = cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"])
     assert r.exit_code == 0 and "already present 7" in r.output, r.output
     assert run(url, counts) == {ent["id"]: 7}
 
 
-def test_cli_import_takes_the_enterprise_prefix_as_prefix(cli_node, tmp_path):
+def test_cli_import_still_takes_the_enterprise_prefix_as_prefix_for_one_release(cli_node, tmp_path):
+    """The spelling before --enterprise-prefix works, with a warning; given both, --prefix is the node's."""
     url, ent = cli_node
     path = write_ndjson(tmp_path / "p.ndjson", [url_row(1)])
     r = CliRunner().invoke(main, ["import", path, "--store", url, "--prefix", ent["prefix"]])
     assert r.exit_code == 0, r.output
+    assert "--prefix names the node prefix, as in every other command" in r.stderr
     assert run(url, counts) == {ent["id"]: 1}
+    path = write_ndjson(tmp_path / "q.ndjson", [url_row(2)])
+    args = ["import", path, "--store", url, "--prefix", "88.118.8", "--enterprise-prefix", ent["prefix"]]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "deprecated" not in r.stderr, r.output
+    assert run(url, counts) == {ent["id"]: 2}
 
 
 def test_cli_import_applies_the_nodes_value_limits(cli_node, tmp_path):
@@ -460,7 +469,9 @@ def test_cli_import_applies_the_nodes_value_limits(cli_node, tmp_path):
     row = {"suffix": "big", "values": [{"index": 1, "type": "URL", "data": "https://e.com/" + "x" * 200}]}
     path = write_ndjson(tmp_path / "limits.ndjson", [row])
     r = CliRunner().invoke(
-        main, ["import", path, "--store", url, "--to", ent["prefix"]], env={"IDNODE_MAX_VALUE_BYTES": "100"}
+        main,
+        ["import", path, "--store", url, "--enterprise-prefix", ent["prefix"]],
+        env={"IDNODE_MAX_VALUE_BYTES": "100"},
     )
     assert "failed 1" in r.output, r.output
     assert run(url, counts) == {}

@@ -14,6 +14,7 @@ from registry.inputs import (
     decode_json,
     has_unpaired_surrogate,
     json_problem,
+    parse_date,
     parse_instant,
     parse_uint,
 )
@@ -60,6 +61,36 @@ def test_as_uint_accepts_json_forms() -> None:
 def test_parse_instant_refuses_out_of_range_and_garbage(text: str) -> None:
     with pytest.raises(InvalidRequest, match="as_of must"):
         parse_instant(text, "as_of")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20250101",
+        "2025-W01-1",
+        "2025-1-01",
+        "２０２５-01-01",
+        "2025-02-30",
+        "2025-01-01T00:00",
+        "",
+        "1969-12-31",
+        "9999-01-01",
+        "9" * 5000,
+    ],
+)
+def test_parse_date_refuses(text: str) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        parse_date(text, "from")
+    assert exc.value.message.startswith("from must")
+    assert len(exc.value.message) < 200
+
+
+def test_parse_date_forms() -> None:
+    assert parse_date(" 2024-02-29 ", "to") == dt.date(2024, 2, 29)
+    assert parse_date("1970-01-01", "to") == dt.date(1970, 1, 1)
+    assert parse_date("9998-12-31", "to") == dt.date(9998, 12, 31)
+    with pytest.raises(InvalidValue):
+        parse_date("x", "day", error=InvalidValue)
 
 
 def test_parse_instant_forms() -> None:

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from registry.days import day_number, day_start, hour_of
-from registry.errors import InvalidRequest, StoreUnavailable
+from registry.errors import HandleAlreadyExists, InvalidRequest, StoreUnavailable
 from registry.model import HandleValue, Record, Reference
 from registry.packing import pack_record, unpack_record
 from registry.stores import open_store
@@ -24,9 +24,12 @@ from registry.stores.base import (
     ANY_VERSION,
     LIST_BUCKET,
     MUST_NOT_EXIST,
+    RESOLUTION_BATCH_DAYS,
     Attribution,
+    Gs1Prefix,
     HandleStore,
     HandleWrite,
+    ResolutionCount,
     WriteOutcome,
     WriteResult,
 )
@@ -393,6 +396,29 @@ async def test_listing_across_buckets(store: HandleStore) -> None:
     assert (await store.registration_counts(FEB28, MAR2, FAR))[1] == 2300 - len(gone & {w.handle for w in first})
 
 
+async def test_handles_from_a_handle_in_listing_order(store: HandleStore) -> None:
+    """What a label sheet reads: records in listing order from one handle on, then past a position."""
+    await store.write([put(f"h{i}") for i in range(6)], now=NOW)
+    await store.write([put("other", prefix=Q)], now=NOW)
+    await store.write([delete("h2")], now=NOW)
+    await store.write([put("h2", text="again")], now=NOW)  # recreated: now at the end
+    expected = await listing(store)
+    assert expected == [f"{P}/h{i}" for i in (0, 1, 3, 4, 5, 2)]
+
+    rows = await store.handles_from(P, 100)
+    assert [r.handle for r in rows] == expected
+    assert [r.position for r in rows] == sorted(r.position for r in rows)
+    assert unpack_record(rows[-1].packed).values == values("again")
+    assert [r.handle for r in await store.handles_from(P, 2, start=f"{P}/h3")] == [f"{P}/h3", f"{P}/h4"]
+    first = await store.handles_from(P, 3, start=f"{P}/h1")
+    rest = await store.handles_from(P, 10, after=first[-1].position)
+    assert [r.handle for r in first + rest] == expected[1:]
+    assert await store.handles_from(P, 10, start=f"{P}/missing") == []
+    assert await store.handles_from(P, 10, start=f"{Q}/other") == []  # not under P
+    assert await store.handles_from(P, 0) == []
+    assert [r.handle for r in await store.handles_from(Q, 10)] == [f"{Q}/other"]
+
+
 async def test_bulk_write_of_every_kind(store: HandleStore) -> None:
     """Large calls take the bulk paths (COPY, packing off the event loop in PostgreSQL)."""
     base = [put(f"k{i:05d}", eid=2) for i in range(3000)]
@@ -561,6 +587,90 @@ async def test_enterprises(store: HandleStore) -> None:
     with pytest.raises(InvalidRequest):
         await store.move_enterprise(e.id, 99, effective_at=NOW + 200)  # no such promoter
     assert len(await store.attributions()) == 4
+
+
+# -- GS1 company prefixes ------------------------------------------------------------------------
+async def test_gs1_prefixes(store: HandleStore) -> None:
+    a = await store.add_promoter("A", USCC_A, now=NOW)
+    e = await store.add_enterprise("Factory", USCC_E, P, a.id, prefix_write(P), now=NOW)
+    f = await store.add_enterprise("Mill", USCC_F, Q, a.id, prefix_write(Q), now=NOW)
+    assert await store.list_gs1_prefixes() == [] and await store.find_gs1_prefix(["6901234"]) is None
+
+    mine = Gs1Prefix("6901234", e.id, P, NOW)
+    assert await store.add_gs1_prefix(e.id, "6901234", now=NOW, limit=3) == (mine, True)
+    # Registering it again changes nothing (and keeps the first time).
+    assert await store.add_gs1_prefix(e.id, "6901234", now=NOW + 9, limit=3) == (mine, False)
+    # The same enterprise may hold a prefix inside its own.
+    inner = Gs1Prefix("69012345", e.id, P, NOW + 1)
+    assert await store.add_gs1_prefix(e.id, "69012345", now=NOW + 1, limit=3) == (inner, True)
+
+    async def refused(company_prefix: str, message: str) -> None:
+        with pytest.raises(HandleAlreadyExists) as err:
+            await store.add_gs1_prefix(f.id, company_prefix, now=NOW, limit=3)
+        assert err.value.message == message
+
+    # A GTIN has one owner: another enterprise may not take the prefix, a shorter one or a longer one.
+    await refused("6901234", "GS1 company prefix 6901234 is registered by another enterprise")
+    overlap = "overlaps {}, registered by another enterprise: a GTIN has one owner"
+    await refused("690123", f"GS1 company prefix 690123 {overlap.format('6901234')}")
+    await refused("690123456789", f"GS1 company prefix 690123456789 {overlap.format('6901234')}")
+    # Neighbours are not overlaps (":" sorts right after "9", "69012339" right before).
+    theirs = [await store.add_gs1_prefix(f.id, p, now=NOW + 2, limit=3) for p in ("6901235", "69012339")]
+    assert [created for _, created in theirs] == [True, True]
+
+    assert await store.list_gs1_prefixes(e.id) == [mine, inner]
+    assert [p.company_prefix for p in await store.list_gs1_prefixes()] == ["69012339", "6901234", "69012345", "6901235"]
+    assert await store.list_gs1_prefixes(99) == []
+
+    # Resolution: the longest registered candidate wins.
+    assert await store.find_gs1_prefix(["690123456789", "69012345", "6901234", "690123"]) == inner
+    assert await store.find_gs1_prefix(["690123499999", "6901234"]) == mine
+    found = await store.find_gs1_prefix(["6901235"])
+    assert found is not None and (found.enterprise_id, found.enterprise_prefix) == (f.id, Q)
+    assert await store.find_gs1_prefix(["5012345"]) is None and await store.find_gs1_prefix([]) is None
+
+    # At most ``limit`` per enterprise; an existing one is still answered at the limit.
+    assert await store.add_gs1_prefix(e.id, "6902000", now=NOW, limit=3) == (Gs1Prefix("6902000", e.id, P, NOW), True)
+    with pytest.raises(InvalidRequest) as limit_err:
+        await store.add_gs1_prefix(e.id, "6903000", now=NOW, limit=3)
+    assert limit_err.value.message == "an enterprise may register at most 3 GS1 company prefixes"
+    assert await store.add_gs1_prefix(e.id, "6902000", now=NOW, limit=3) == (Gs1Prefix("6902000", e.id, P, NOW), False)
+
+    # Removing: only the enterprise's own; then the other enterprise may take it.
+    assert await store.remove_gs1_prefix(f.id, "6901234") is False
+    assert await store.remove_gs1_prefix(e.id, "69012345") is True
+    assert await store.remove_gs1_prefix(e.id, "69012345") is False
+    assert await store.remove_gs1_prefix(e.id, "6901234") is True
+    assert await store.find_gs1_prefix(["69012345", "6901234"]) is None
+    assert await store.add_gs1_prefix(f.id, "690123", now=NOW + 3, limit=3) == (
+        Gs1Prefix("690123", f.id, Q, NOW + 3),
+        True,
+    )
+    with pytest.raises(InvalidRequest):
+        await store.add_gs1_prefix(99, "5012345", now=NOW, limit=3)  # no such enterprise
+    assert await store.find_gs1_prefix(["5012345"]) is None
+
+
+async def test_concurrent_overlapping_gs1_prefixes_have_one_owner(store_url: str) -> None:
+    """Two stores (two processes) add overlapping prefixes for two enterprises at once: one wins."""
+    first, second = await open_store(store_url), await open_store(store_url)
+    try:
+        a = await first.add_promoter("A", USCC_A, now=NOW)
+        e = await first.add_enterprise("Factory", USCC_E, P, a.id, prefix_write(P), now=NOW)
+        f = await first.add_enterprise("Mill", USCC_F, Q, a.id, prefix_write(Q), now=NOW)
+        for n in range(10):
+            short, long = f"69{n:02d}123", f"69{n:02d}1234"
+            results = await asyncio.gather(
+                first.add_gs1_prefix(e.id, short, now=NOW, limit=100),
+                second.add_gs1_prefix(f.id, long, now=NOW, limit=100),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(r, HandleAlreadyExists) for r in results) == 1, results
+            owners = {p.enterprise_id for p in await first.list_gs1_prefixes() if p.company_prefix.startswith(short)}
+            assert len(owners) == 1
+    finally:
+        await first.close()
+        await second.close()
 
 
 # -- metadata ------------------------------------------------------------------------------------
@@ -739,3 +849,75 @@ async def test_idempotent_replies(store: HandleStore) -> None:
     await store.add_idempotent("k", "hash-1", b'{"status":201}', now=NOW)
     await store.add_idempotent("k", "hash-2", b'{"status":400}', now=NOW)  # the first one wins
     assert await store.get_idempotent("k") == ("hash-1", b'{"status":201}')
+
+
+# -- resolution statistics -------------------------------------------------------------------------
+def rc(prefix: str, day: int, interface: str, found: int, not_found: int = 0) -> ResolutionCount:
+    return ResolutionCount(prefix, day, interface, found, not_found)
+
+
+async def test_resolution_counts_add_up_and_are_read_by_range(store: HandleStore) -> None:
+    first = [rc(P, FEB28, "rest", 5, 1), rc(P, MAR1, "rest", 2), rc(P, MAR1, "native", 7), rc(Q, MAR1, "rest", 3)]
+    assert await store.add_resolution_counts("flush-1", first, now=NOW)
+    # Another worker's flush: the same rows grow, new ones appear.
+    assert await store.add_resolution_counts(
+        "flush-2", [rc(P, MAR1, "rest", 10, 4), rc(P, MAR2, "web", 1), rc(Q, MAR1, "rest", 1, 2)], now=NOW
+    )
+    assert await store.resolution_counts(FEB28, MAR2, P) == [
+        rc(P, FEB28, "rest", 5, 1),
+        rc(P, MAR1, "native", 7),
+        rc(P, MAR1, "rest", 12, 4),
+    ]
+    assert await store.resolution_counts(MAR1, MAR1 + 1, Q) == [rc(Q, MAR1, "rest", 4, 2)]
+    assert await store.resolution_counts(MAR1, MAR2, "88.118.8.9999") == []
+    # Every prefix summed, per day and interface.
+    assert await store.resolution_counts(FEB28, 20250303, None) == [
+        rc("", FEB28, "rest", 5, 1),
+        rc("", MAR1, "native", 7),
+        rc("", MAR1, "rest", 16, 6),
+        rc("", MAR2, "web", 1),
+    ]
+    # Per prefix and interface, summed over the days.
+    assert await store.resolution_prefix_totals(FEB28, MAR2) == [
+        rc(P, 0, "native", 7),
+        rc(P, 0, "rest", 17, 5),
+        rc(Q, 0, "rest", 4, 2),
+    ]
+    assert await store.resolution_prefix_totals(20250401, 20250501) == []
+
+
+async def test_a_resolution_batch_is_added_once(store: HandleStore) -> None:
+    """A flush retried after an unknown outcome (its COMMIT's answer lost) must not count twice."""
+    batch = [rc(P, MAR1, "rest", 3, 1)]
+    assert await store.add_resolution_counts("flush-a", batch, now=NOW) is True
+    assert await store.add_resolution_counts("flush-a", batch, now=NOW + 5) is False
+    assert await store.resolution_counts(MAR1, MAR2, P) == [rc(P, MAR1, "rest", 3, 1)]
+    assert await store.add_resolution_counts("flush-b", [], now=NOW) is True  # an empty flush is harmless
+    # Ids are forgotten after RESOLUTION_BATCH_DAYS (a retry comes within seconds, not days).
+    later = NOW + RESOLUTION_BATCH_DAYS * 86400 + 1
+    assert await store.add_resolution_counts("flush-c", [rc(P, MAR1, "rest", 1)], now=later) is True
+    assert await store.add_resolution_counts("flush-a", batch, now=later) is True
+    assert await store.resolution_counts(MAR1, MAR2, P) == [rc(P, MAR1, "rest", 7, 2)]
+
+
+async def test_concurrent_resolution_flushes_lose_nothing(store_url: str) -> None:
+    """Workers (here two stores, as two processes have) flush overlapping rows at the same time: every
+    count arrives, and PostgreSQL does not deadlock on rows locked in different orders."""
+    one, two = await open_store(store_url), await open_store(store_url)
+    prefixes = [f"88.118.8.{1000 + i}" for i in range(20)]
+    try:
+
+        async def flush(s: HandleStore, worker: int) -> None:
+            for n in range(10):
+                rows = [rc(p, MAR1, i, 1, 1) for p in prefixes for i in ("rest", "native")]
+                if (n + worker) % 2:
+                    rows.reverse()
+                assert await s.add_resolution_counts(f"w{worker}-{n}", rows, now=NOW)
+
+        await asyncio.gather(flush(one, 1), flush(two, 2), flush(one, 3), flush(two, 4))
+        totals = await one.resolution_prefix_totals(MAR1, MAR2)
+        assert len(totals) == 40
+        assert {(t.found, t.not_found) for t in totals} == {(40, 40)}
+    finally:
+        await one.close()
+        await two.close()

@@ -46,7 +46,7 @@ async def test_cli_import_with_overwrite_invalidates_the_running_node(tmp_path, 
 
         path = tmp_path / "update.ndjson"
         path.write_text(json.dumps({"suffix": "SKU-1", "values": [{"index": 1, "type": "URL", "data": "https://new"}]}))
-        args = ["import", str(path), "--store", store, "--prefix", ent["prefix"], "--overwrite"]
+        args = ["import", str(path), "--store", store, "--enterprise-prefix", ent["prefix"], "--overwrite"]
         env = {"IDNODE_REDIS": REDIS_URL, "IDNODE_REDIS_KEY_PREFIX": redis_prefix, "IDNODE_DATA_DIR": str(tmp_path)}
         result = await asyncio.get_running_loop().run_in_executor(None, lambda: CliRunner().invoke(main, args, env=env))
         assert result.exit_code == 0, result.output

@@ -65,7 +65,7 @@ def cli(*args: str, data: Path, **env: str) -> subprocess.CompletedProcess[str]:
 def import_one(data: Path, tmp: Path, prefix: str, suffix: str, target: str) -> subprocess.CompletedProcess[str]:
     rows = tmp / f"{suffix}-{abs(hash(target))}.ndjson"
     rows.write_text(json.dumps({"suffix": suffix, "values": [{"index": 1, "type": "URL", "data": target}]}) + "\n")
-    return cli("import", str(rows), "--prefix", prefix, "--overwrite", data=data)
+    return cli("import", str(rows), "--enterprise-prefix", prefix, "--overwrite", data=data)
 
 
 def test_cli_without_redis_setting_reaches_the_nodes_cache(tmp_path: Path, redis_prefix: str) -> None:

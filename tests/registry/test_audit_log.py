@@ -1,0 +1,80 @@
+"""The audit log on both stores: append, read back newest first, page and filter; bad entries refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from registry.audit import MAX_PAGE, AuditLog
+from registry.errors import InvalidRequest
+from registry.namespace import Namespace, NodeSettings
+from registry.stores import open_store
+
+CLI = "idnode CLI, operator@host"
+
+
+@pytest.fixture
+async def log(store_url):  # type: ignore[no-untyped-def]
+    store = await open_store(store_url)
+    clock = iter(range(1_700_000_000, 1_800_000_000, 60))
+    yield AuditLog(Namespace(store, NodeSettings(), lambda: next(clock)))
+    await store.close()
+
+
+async def test_entries_come_back_newest_first_with_what_was_appended(log):
+    first = await log.append("300:0.NA/88.118.8", "admin.reset-secret", "0.NA/88.118.8", source=CLI)
+    second = await log.append(
+        "300:0.NA/88.118.8", "store.backup", "/srv/backups/a.db", source=CLI, detail={"bytes": 4096, "名": "值"}
+    )
+    assert second.id > first.id and second.at > first.at
+    entries = await log.entries()
+    assert entries == [second, first]
+    assert json.loads(entries[0].detail) == {"bytes": 4096, "名": "值"}
+    assert entries[1].detail == "{}" and entries[1].source == CLI
+
+
+async def test_pages_and_filters(log):
+    made = []
+    for n in range(7):
+        action = "store.backup" if n % 2 else "admin.reset-secret"
+        made.append(await log.append("300:0.NA/88.118.8", action, f"target-{n % 3}", source=CLI))
+    newest_first = list(reversed(made))
+    page1 = await log.entries(limit=3)
+    page2 = await log.entries(limit=3, before_id=page1[-1].id)
+    page3 = await log.entries(limit=3, before_id=page2[-1].id)
+    assert page1 + page2 + page3 == newest_first
+    assert [e.id for e in await log.entries(action="store.backup")] == [
+        e.id for e in newest_first if e.action == "store.backup"
+    ]
+    assert [e.id for e in await log.entries(target="target-1")] == [
+        e.id for e in newest_first if e.target == "target-1"
+    ]
+    since = made[4].at
+    assert [e.id for e in await log.entries(since=since)] == [e.id for e in newest_first if e.at >= since]
+    both = await log.entries(action="admin.reset-secret", target="target-0")
+    assert [e.id for e in both] == [made[6].id, made[0].id]
+    assert await log.entries(action="no.such-action") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("300:0.NA/88.118.8", "Reset Secret", "x"), {"source": CLI}, "audit action"),
+        (("300:0.NA/88.118.8", "admin.", "x"), {"source": CLI}, "audit action"),
+        (("", "admin.reset-secret", "x"), {"source": CLI}, "audit actor"),
+        (("300:0.NA/88.118.8", "admin.reset-secret", "x" * 1001), {"source": CLI}, "audit target"),
+        (("300:0.NA/88.118.8", "admin.reset-secret", "x"), {"source": ""}, "audit source"),
+        (("300:0.NA/88.118.8", "admin.reset-secret", "x"), {"source": CLI, "detail": {"k": "v" * 9000}}, "detail"),
+    ],
+)
+async def test_malformed_entries_are_refused_and_not_stored(log, args, kwargs, message):
+    with pytest.raises(InvalidRequest, match=message):
+        await log.append(*args, **kwargs)
+    assert await log.entries() == []
+
+
+@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": MAX_PAGE + 1}, {"before_id": 0}])
+async def test_query_bounds(log, kwargs):
+    with pytest.raises(InvalidRequest):
+        await log.entries(**kwargs)
