@@ -421,7 +421,7 @@ async def test_rows_of_idnode_import_count_in_the_registration_metric(tmp_path) 
                 "".join(json.dumps({"suffix": f"cli-{n}", "values": [url_value(n)]}) + "\n" for n in range(5))
             )
             done = subprocess.run(
-                [IDNODE, "import", str(rows), "--data-dir", str(data), "--to", prefix],
+                [IDNODE, "import", str(rows), "--data-dir", str(data), "--enterprise-prefix", prefix],
                 capture_output=True,
                 text=True,
                 timeout=120,
