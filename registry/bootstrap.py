@@ -11,7 +11,7 @@ from registry.errors import HandleNotFound, ServerError
 from registry.model import HandleValue, Record
 from registry.namespace import Namespace
 from registry.secretkeys import SecretHasher, generate_secret
-from registry.stores.base import MUST_NOT_EXIST, HandleWrite, WriteOutcome
+from registry.stores.base import MUST_NOT_EXIST, WriteOutcome
 from registry.writes import WriteService
 
 __all__ = ["NodeBootstrap"]
@@ -43,8 +43,7 @@ class NodeBootstrap:
             ]
             if site_data is not None:
                 values.insert(0, HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now))
-            write = HandleWrite(key, self.ns.node_admin_handle, "0.NA", tuple(values), MUST_NOT_EXIST)
-            (result,) = await self.writes.write_many([write], now=now)
+            result = await self.writes.write_node_prefix_handle(tuple(values), expect=MUST_NOT_EXIST, now=now)
             if result.outcome is WriteOutcome.EXISTS:  # another worker got there first
                 return None
             return generated
@@ -75,8 +74,7 @@ class NodeBootstrap:
         if site is None or (site.type.upper() == "HS_SITE" and site.data != site_data):
             others = tuple(v for v in existing.values if v.index != SITE_INDEX)
             values = (HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now), *others)
-            write = HandleWrite(self.ns.node_admin_key, existing.handle, "0.NA", values, existing.version)
-            await self.writes.write_many([write], now=now)
+            await self.writes.write_node_prefix_handle(values, expect=existing.version, now=now)
 
     async def set_node_value(self, value: HandleValue) -> None:
         """Add or replace one value of the node's prefix handle (node key, site)."""
@@ -90,8 +88,7 @@ class NodeBootstrap:
             values = tuple(
                 sorted([*(v for v in existing.values if v.index != value.index), value], key=lambda v: v.index)
             )
-            write = HandleWrite(self.ns.node_admin_key, existing.handle, "0.NA", values, existing.version)
-            (result,) = await self.writes.write_many([write])
+            result = await self.writes.write_node_prefix_handle(values, expect=existing.version)
             if result.ok:
                 return
         raise ServerError("could not update the node prefix handle")

@@ -1,9 +1,10 @@
 """``idnode import``: stream a CSV or NDJSON file into the registry in chunks, resumably.
 
-Every chunk goes through :class:`registry.batch.BatchValidator` (the same checks, store write and
-counters as the HTTP batch endpoint). After each committed chunk a checkpoint next to the file
-records how far the import got; a rerun continues from there. Rows already registered (the chunk
-committed but the checkpoint was not saved) are counted as already present, never twice.
+Every chunk goes through :class:`registry.batch.BatchValidator` (the same checks, write planner,
+store write, counters and write events as the HTTP batch endpoint). After each committed chunk a
+checkpoint next to the file records how far the import got; a rerun continues from there. Rows
+already registered (the chunk committed but the checkpoint was not saved) are counted as already
+present, never twice.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ async def import_file(
 
     async def flush(batch: list[tuple[int, Any]], last_line: int, offset: int) -> None:
         validator = BatchValidator(
-            registry, caller, overwrite=overwrite, max_items=len(batch) + 1, default_admin=default_admin
+            registry.writes, caller, overwrite=overwrite, max_items=len(batch) + 1, default_admin=default_admin
         )
         for _, item in batch:
             await validator.add(item)

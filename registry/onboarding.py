@@ -4,6 +4,7 @@ own prefix and prefix handle; moving an enterprise to another promoter and disab
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import replace
 
 from registry.admin_values import ENTERPRISE_PERMS, SITE_INDEX, admin_group_value, admin_value, seckey_value
@@ -149,10 +150,35 @@ class Onboarding:
         await self.ns.store.move_enterprise(ent.id, prom.id, effective_at=now if effective_at is None else effective_at)
         return replace(ent, promoter_id=prom.id)
 
-    async def set_enterprise_status(self, caller: Caller, enterprise: object, status: str) -> Enterprise:
+    async def set_enterprise_status(self, caller: Caller, enterprise: object, status: object) -> Enterprise:
         require_node_admin(caller)
-        if status not in ("active", "disabled"):
-            raise InvalidRequest("status must be 'active' or 'disabled'")
+        checked = _status(status)
         ent = await self.find_enterprise(enterprise)
-        await self.ns.store.set_enterprise_status(ent.id, status)
-        return replace(ent, status=status)
+        await self.ns.store.set_enterprise_status(ent.id, checked)
+        return replace(ent, status=checked)
+
+    async def update_enterprise(self, caller: Caller, enterprise: object, changes: Mapping[str, object]) -> Enterprise:
+        """Change an enterprise's ``status`` and/or move it to another ``promoter`` (from now on).
+        Everything is checked before anything changes, so a bad half changes nothing."""
+        unknown = set(changes) - {"promoter", "status"}
+        if unknown or not changes:
+            raise InvalidRequest("an enterprise update takes 'promoter' and/or 'status'")
+        require_node_admin(caller)
+        ent = await self.find_enterprise(enterprise)
+        if "status" in changes:
+            _status(changes["status"])
+        if "promoter" in changes:
+            promoter = await self.find_promoter(changes["promoter"])
+            if promoter.id == ent.promoter_id:
+                raise InvalidRequest(f"enterprise {ent.prefix} already belongs to promoter {promoter.id}")
+        if "status" in changes:
+            ent = await self.set_enterprise_status(caller, ent.id, changes["status"])
+        if "promoter" in changes:
+            ent = await self.move_enterprise(caller, ent.id, changes["promoter"])
+        return ent
+
+
+def _status(status: object) -> str:
+    if not isinstance(status, str) or status not in ("active", "disabled"):
+        raise InvalidRequest("status must be 'active' or 'disabled'")
+    return status

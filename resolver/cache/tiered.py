@@ -1,7 +1,7 @@
 """The tiered read cache: local LRU ─► Redis ─► store, with correct invalidation.
 
 :class:`TieredCache` implements the Resolver's ``CacheTier`` protocol (``lookup(key, load)``) and
-is registered on the Registry as a change listener (``invalidate(keys)``).
+subscribes to the write service's events (``on_commit``: ``invalidate`` of the changed keys).
 
 Correctness rules, in one place:
 
@@ -41,6 +41,7 @@ from resolver.ops import metrics
 
 if TYPE_CHECKING:
     from registry.stores.base import HandleStore
+    from registry.write_events import Commit
     from resolver.config import Config
 
 __all__ = ["CacheStats", "TieredCache", "build_cache", "record_ttl"]
@@ -332,8 +333,13 @@ class TieredCache:
             _, seq = self._recent.popitem(last=False)
             self._floor = max(self._floor, seq)
 
+    async def on_commit(self, commit: Commit) -> None:
+        """The write-event subscriber: every key a commit changed is invalidated before the write
+        is acknowledged (here, in Redis and in every subscribed process)."""
+        await self.invalidate(commit.keys)
+
     async def invalidate(self, keys: Sequence[str]) -> None:
-        """The Registry listener: called after every committed write with the changed keys."""
+        """Forget ``keys`` here and, through the bus, everywhere (after a committed write)."""
         self.drop_local(keys)
         if self.bus is not None:
             await self.bus.invalidate(keys)

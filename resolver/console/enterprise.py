@@ -39,7 +39,6 @@ from resolver.http.keys import CONFIG_KEY, registry_of
 from resolver.http.public_url import handle_url, public_base_url
 from resolver.http.statuses import http_status
 from resolver.labels.layouts import DEFAULT_LAYOUT, LAYOUTS
-from resolver.ops.metrics import REGISTRATIONS
 
 __all__ = ["enterprise_routes"]
 
@@ -308,15 +307,13 @@ async def register_identifier(request: web.Request) -> web.StreamResponse:
         form.errors["suffix"] = N_("Not a valid suffix.")
         return _form_page(request, me, form, template, templates, editing=False, status=400)
     try:
-        report = await registry.put_handle(me.caller, name, form.values(template), overwrite=False)
+        await registry.put_handle(me.caller, name, form.values(template), overwrite=False)
     except HandleAlreadyExists:
         form.errors["suffix"] = N_("Already registered.")
         return _form_page(request, me, form, template, templates, editing=False, status=409)
     except HandleError as exc:  # refused by the registry (a disabled enterprise, a template check, …)
         status = http_status(exc.code)
         return _form_page(request, me, form, template, templates, editing=False, error=exc.message, status=status)
-    if report.created:
-        REGISTRATIONS.labels(normalise_prefix(name.prefix)).inc()
     raise web.HTTPSeeOther(f"/console/identifier?{_q(form.suffix)}&done=created")
 
 

@@ -85,24 +85,7 @@ async def update_enterprise(request: web.Request) -> web.Response:
     """``{"promoter": …}`` moves the enterprise (from now on); ``{"status": "disabled"|"active"}``."""
     caller = await request_caller(request)
     body = await _object(request)
-    unknown = set(body) - {"promoter", "status"}
-    if unknown or not body:
-        raise InvalidRequest("PATCH takes 'promoter' and/or 'status'")
-    registry = registry_of(request)
-    registry.require_node_admin(caller)
-    ref = request.match_info["ref"]
-    enterprise = await registry.find_enterprise(ref)
-    # Check everything before changing anything, so a bad half of the body changes nothing.
-    if "status" in body and body["status"] not in ("active", "disabled"):
-        raise InvalidRequest("status must be 'active' or 'disabled'")
-    if "promoter" in body:
-        promoter = await registry.find_promoter(body["promoter"])
-        if promoter.id == enterprise.promoter_id:
-            raise InvalidRequest(f"enterprise {enterprise.prefix} already belongs to promoter {promoter.id}")
-    if "status" in body:
-        enterprise = await registry.set_enterprise_status(caller, enterprise.id, body["status"])
-    if "promoter" in body:
-        enterprise = await registry.move_enterprise(caller, enterprise.id, body["promoter"])
+    enterprise = await registry_of(request).update_enterprise(caller, request.match_info["ref"], body)
     return json_response(request, {"responseCode": 1, **enterprise_json(enterprise)})
 
 

@@ -14,6 +14,7 @@ from promotion_tracker.routes import BUREAU_PAGES, TRACKER_KEY, TrackerState, tr
 from promotion_tracker.signing import REPORT_KEY_INDEX, REPORT_KEY_TYPE, SigningKeyError, node_signer
 from promotion_tracker.webpages import setup_pages
 from registry import valuedata
+from registry.counts import registrations_by_prefix
 from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
@@ -49,6 +50,7 @@ from resolver.ops.metrics import (
     business_metrics_handler,
     metrics_handler,
     this_year,
+    write_metrics,
 )
 from resolver.ops.resolutions import ResolutionFlusher
 from resolver.proxy import PROXY_PAGES, add_proxy_routes
@@ -100,6 +102,13 @@ async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
     return await compute_tally(tracker.store, start, end, None, tracker.policy, now=now)
 
 
+async def _registrations(tracker: TrackerState) -> dict[str, int]:
+    """Identifiers per enterprise prefix from the store's counters, for /metrics/business."""
+    if tracker.store is None:
+        raise RuntimeError("not started")
+    return await registrations_by_prefix(tracker.store)
+
+
 def create_app(
     config: Config,
     store: HandleStore | None = None,
@@ -139,7 +148,7 @@ def create_app(
     setup_pages(app, BUREAU_PAGES, PROXY_PAGES, CONSOLE_PAGES)  # every page's templates and catalogues
     app.router.add_routes(health_routes)
     app.router.add_get(METRICS_PATH, metrics_handler())
-    tally_gauges = TallyCollector(lambda: _live_tally(tracker))
+    tally_gauges = TallyCollector(lambda: _live_tally(tracker), lambda: _registrations(tracker))
     app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
     app.router.add_routes(api_docs_routes)
     add_native_http_route(app)  # POST application/x-hdl-message at any path; nothing else
@@ -162,7 +171,8 @@ def create_app(
         records = DecodedRecords()  # shared by the cache and the resolver: one unpack per record
         cache = await node_cache(config, opened, records=records)  # None when no tier is configured
         if cache is not None:
-            registry.add_listener(cache.invalidate)
+            registry.subscribe(cache.on_commit)  # first: a write is acknowledged once every node forgot it
+        registry.subscribe(write_metrics(tally_gauges))
         resolver = Resolver(opened, cache, records=records)
         # Native messages over HTTP need no listener; resolver.server binds UDP/TCP for this handler
         # and then describes them in HS_SITE.

@@ -13,11 +13,10 @@ from aiohttp import web
 from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidRequest
 from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
-from registry.model import MAX_INDEX, HandleName, normalise_prefix, prefix_handle_of
+from registry.model import MAX_INDEX, HandleName, prefix_handle_of
 from registry.read_policy import ValueFilter
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
-from resolver.ops.metrics import REGISTRATIONS
 
 __all__ = ["resolve_name", "routes"]
 
@@ -143,10 +142,7 @@ async def put_handle(request: web.Request) -> web.Response:
         report = await registry.put_handle(
             caller, name, values, overwrite=overwrite, indexes=_indexes(request), mint=mint
         )
-    status = 201 if report.created else 200
-    if report.created and _indexes(request) is None:
-        REGISTRATIONS.labels(normalise_prefix(registry.parse(report.handle).prefix)).inc()
-    return json_response(request, {"responseCode": 1, "handle": report.handle}, status)
+    return json_response(request, {"responseCode": 1, "handle": report.handle}, 201 if report.created else 200)
 
 
 @routes.delete("/api/handles/{handle:.+}")
