@@ -1,7 +1,7 @@
 """Native Handle protocol throughput: UDP and TCP resolutions/s, as a ratio to a bare asyncio echo.
 
-Seeds handles into a temporary SQLite store, starts the real node (``create_app`` lifecycle, so the
-same resolver and cache tiers as ``idnode serve``) in one process with its native listeners, and
+Seeds handles into a temporary SQLite store, starts the real node (``resolver.server.node_app``, so the
+same resolver, cache tiers and native listeners as ``idnode serve``) in one process, and
 drives it from a load generator in another process: asyncio, callback-driven, many requests in flight
 (a window of UDP requests; many TCP connections, each sending its next request when a reply arrives).
 Baseline, measured in the same run with the same load generator: a bare asyncio UDP (and TCP) echo
@@ -103,20 +103,20 @@ async def _serve_control(conn: Connection) -> None:
 
 
 def _node_main(data_dir: str, port: int, conn: Connection) -> None:
-    """The node: the real app's lifecycle (store, registry, resolver, native listeners), no HTTP site."""
+    """The node: the real app's startup (store, registry, resolver, then the native listeners), no HTTP site."""
     os.environ["IDNODE_ADMIN_SECRET"] = SECRET
     _use_uvloop()
     from aiohttp import web
 
     from resolver.config import load_config
-    from resolver.http.app import create_app
+    from resolver.server import node_app
 
     async def main() -> None:
         # One load generator is one client address: its byte budget and connection cap are lifted so
         # every reply is sent whole (the budget is still checked per reply, so its cost is measured).
         limits = {"native_udp_budget": 1 << 40, "native_tcp_max_per_address": 4096}
         config = load_config(env={}, overrides={"data_dir": data_dir, "native_port": port, "prefix": PREFIX, **limits})
-        runner = web.AppRunner(create_app(config))
+        runner = web.AppRunner(node_app(config))
         await runner.setup()
         conn.send("ready")
         await _serve_control(conn)

@@ -142,8 +142,8 @@ async def seed(store_url: str, count: int) -> list[str]:
                 HandleValue(index=3, type="DESC", data="批次 2025-11 / lot 000123".encode()),
             )
             writes.append(HandleWrite(parse_handle(h).key, h, normalise_prefix(NODE), values, MUST_NOT_EXIST))
-        for i in range(0, len(writes), 1000):
-            await registry.write_many(writes[i : i + 1000])
+        for i in range(0, len(writes), 1000):  # straight into the fresh store: no node runs yet
+            await store.write(writes[i : i + 1000], now=registry.clock())
         return handles
     finally:
         await store.close()

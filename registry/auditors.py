@@ -3,6 +3,7 @@ tallies and the admin lists and write nothing. Created, listed and revoked by th
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -15,7 +16,6 @@ from registry.errors import HandleAlreadyExists, HandleNotFound, InvalidRequest
 from registry.model import normalise_prefix
 from registry.namespace import Namespace
 from registry.secretkeys import SecretHasher, generate_secret
-from registry.stores.base import MUST_NOT_EXIST, HandleWrite
 from registry.writes import WriteService
 
 __all__ = ["AUDITOR_NAME", "Auditor", "Auditors"]
@@ -54,15 +54,14 @@ class Auditors:
             admin_value(self.ns.node_admin_handle, valuedata.ALL_PERMS, now),
             await seckey_value(self.hasher, secret, now),
         )
-        write = HandleWrite(hname.key, handle, normalise_prefix(self.ns.node_prefix), values, MUST_NOT_EXIST)
-        (result,) = await self.writes.write_many([write], now=now)
-        if not result.ok:
-            raise HandleAlreadyExists(f"auditor {name} already exists", handle)
+        try:
+            await self.writes.put_handle(caller, hname, values, overwrite=False)
+        except HandleAlreadyExists:
+            raise HandleAlreadyExists(f"auditor {name} already exists", handle) from None
         # The role is granted only once the identity exists (a failure here leaves it without rights).
         identity = f"{SECKEY_INDEX}:{handle}"
         audit = audit_record(self.ns, caller, "auditor.add", identity, {"name": name})
         await self.ns.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor", audit=audit)
-        await self.writes.notify([hname.key])
         return identity, secret
 
     async def list_auditors(self, caller: Caller) -> list[Auditor]:
@@ -106,13 +105,11 @@ class Auditors:
         record = await self.ns.read_record(hname.key)
         if record is None and await self.ns.store.get_meta(role_key) != "auditor":
             raise HandleNotFound(f"no auditor {name}", handle)
+        # The role goes first: from then on the identity reads nothing, whether or not its handle is
+        # still there (roles are read from the store on every request, never cached).
         audit = audit_record(self.ns, caller, "auditor.revoke", f"{SECKEY_INDEX}:{handle}", {"name": name})
         await self.ns.store.set_meta(role_key, "revoked", audit=audit)
-        written = False
         if record is not None:
-            write = HandleWrite(hname.key, record.handle, normalise_prefix(self.ns.node_prefix), None)
-            (result,) = await self.writes.write_many([write])
-            written = result.ok
-        if not written:  # the role changed all the same: cached credentials must go
-            await self.writes.notify([hname.key])
+            with contextlib.suppress(HandleNotFound):  # deleted meanwhile
+                await self.writes.delete(caller, hname)
         return f"{SECKEY_INDEX}:{handle}"

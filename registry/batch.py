@@ -1,35 +1,28 @@
 """Batch registration: validate every item first, then write in one transaction.
 
-Used by the HTTP batch endpoint and by ``idnode import``. Each item goes through the same checks as
-a single write (syntax, namespace, values, template, rights on its prefix) and the same store write
-and counters. ``atomic``: one failing item means nothing is written, and the report lists every
-failing item.
+Used by the HTTP batch endpoint and by ``idnode import``. Items are parsed and checked as they
+arrive and planned by the write service with the same planner as a single write
+(:mod:`registry.write_plan`: default HS_ADMIN, administrators kept on replacement, value-count
+limit); at the end the plan is authorised and written in one store transaction with the same
+counters and events. ``atomic``: one failing item means nothing is written, and the report lists
+every failing item.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from registry import valuedata
-from registry.auth import Caller, has_right
-from registry.errors import (
-    RC_HANDLE_ALREADY_EXISTS,
-    RC_PROTOCOL_ERROR,
-    RC_SUCCESS,
-    HandleError,
-    InvalidRequest,
-    InvalidValue,
-    PermissionDenied,
-)
+from registry.auth import Caller
+from registry.errors import RC_HANDLE_ALREADY_EXISTS, RC_PROTOCOL_ERROR, RC_SUCCESS, HandleError, InvalidRequest
 from registry.jsonvalues import parse_values
-from registry.model import HandleValue, Record, normalise_prefix
-from registry.packing import unpack_record
-from registry.stores.base import MUST_NOT_EXIST, HandleWrite, WriteOutcome
-from registry.templates import TEMPLATE_INDEX
+from registry.model import HandleValue, normalise_prefix
+from registry.stores.base import WriteOutcome
+from registry.write_plan import Mode, WriteRequest
+from registry.writes import WriteService
 
 __all__ = ["BatchFailure", "BatchReport", "BatchValidator", "gc_paused"]
 
@@ -80,7 +73,6 @@ class BatchReport:
     written: bool = False
     atomic: bool = True
     overwrite: bool = False
-    created_by_prefix: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -107,21 +99,16 @@ class BatchReport:
         }
 
 
-@dataclass(slots=True)
-class _Item:
-    position: int
-    handle: str
-    key: str
-    prefix: str  # normalised
-    values: tuple[HandleValue, ...]
-
-
 class BatchValidator:
-    """Collects items one at a time (so a stream never has to be held whole), then writes them."""
+    """Takes items one at a time (so a stream never has to be held whole): parses and checks each,
+    hands it to the write service's :class:`~registry.writes.BatchPlanner` (rights on its prefix,
+    template, secret keys, the plan), and at the end has the plan applied
+    (:meth:`~registry.writes.WriteService.apply`). A bad item is reported at its position without
+    waiting for the rest; what the planner takes is held only as the store write it becomes."""
 
     def __init__(
         self,
-        registry: Any,
+        writes: WriteService,
         caller: Caller,
         *,
         overwrite: bool = False,
@@ -129,22 +116,20 @@ class BatchValidator:
         default_admin: HandleValue | None = None,
     ) -> None:
         """``default_admin``: the HS_ADMIN value new handles without one get (default: the caller's)."""
-        self.registry = registry
+        self.writes = writes
+        self.ns = writes.ns
         self.caller = caller
         self.overwrite = overwrite
         self.max_items = max_items
-        self.items: list[_Item] = []
+        self._now = self.ns.clock()
+        self.planner = writes.plan_batch(caller, now=self._now, default_admin=default_admin)
+        self.positions: list[int] = []  # of each item the planner took
         self.failures: list[BatchFailure] = []
         self.count = 0
-        self._positions: dict[str, int] = {}
+        self._mode = Mode.REPLACE if overwrite else Mode.CREATE
+        self._first: dict[str, int] = {}  # handle key → position of its item
         self._norm: dict[str, str] = {}  # prefix as written → normalised, for prefixes in this namespace
-        self._prefixes: dict[str, int | HandleError | None] = {}  # prefix → enterprise id or the refusal
-        self._limits = registry.settings.value_limits
-        self._now = registry.clock()
-        caller.require_authenticated()
-        self._admin_value = replace(default_admin or registry._default_admin(caller), timestamp=self._now)
-        if caller.role == "auditor":
-            raise PermissionDenied("the auditor identity cannot write")
+        self._limits = self.ns.settings.value_limits
 
     def _fail(self, position: int, handle: str | None, exc: HandleError) -> None:
         self.failures.append(BatchFailure(position, handle, exc.code, exc.message))
@@ -165,157 +150,49 @@ class BatchValidator:
                 raise InvalidRequest('an item is {"handle": "<prefix>/<suffix>", "values": [...]}')
             if "values" not in obj:
                 raise InvalidRequest("item has no values")
-            name = self.registry.parse(text)
+            name = self.ns.parse(text)
             if name.is_prefix_handle:
-                self.registry.require_responsible(name)
+                self.ns.require_responsible(name)
                 raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch")
             prefix = self._norm.get(name.prefix)
             if prefix is None:
-                self.registry.require_responsible(name)  # depends on the prefix alone
+                self.ns.require_responsible(name)  # depends on the prefix alone
                 prefix = self._norm[name.prefix] = normalise_prefix(name.prefix)
-            first = self._positions.get(name.key)
+            first = self._first.get(name.key)
             if first is not None:
                 raise InvalidRequest(f"duplicate of item {first} in this batch")
             values = parse_values(obj["values"], self._limits, timestamp=self._now)
-            known = self._prefixes.get(prefix, ...)
-            if known is ... or isinstance(known, HandleError):
-                await self._check_prefix(name)
-            for v in values:
-                if v.index == TEMPLATE_INDEX:
-                    await self.registry.check_template(name, values, f"item {position}")
-                    break
-            # Plain-text secret keys are hashed in the registry's scrypt pool: the loop stays free.
-            values = await self.registry.hash_secrets(values)
-            prepared = self.registry._prepare(values, self._now)
-            if not self.overwrite:
-                # Only new handles are written: give them the caller's default admin now.
-                prepared = self._with_default_admin(prepared, text)
-            self._positions[name.key] = position
-            self.items.append(_Item(position, text, name.key, prefix, prepared))
+            refusal = await self.planner.add(WriteRequest(name, self._mode, tuple(values)), position)
+            if refusal is not None:
+                raise refusal
+            self._first[name.key] = position
+            self.positions.append(position)
         except HandleError as exc:
             self._fail(position, text, exc)
 
-    def _with_default_admin(self, values: tuple[HandleValue, ...], handle: str) -> tuple[HandleValue, ...]:
-        """A new handle without HS_ADMIN gets the caller's at index 100, as a single PUT does."""
-        admin_index = self._admin_value.index
-        taken = False
-        for v in values:
-            if v.type.upper() == "HS_ADMIN":
-                return values
-            taken = taken or v.index == admin_index
-        if taken:
-            raise InvalidValue(
-                f"no HS_ADMIN given and index {admin_index}, where the default one goes, is taken", handle
-            )
-        return self._checked_count((*values, self._admin_value), handle)
-
-    def _checked_count(self, values: tuple[HandleValue, ...], handle: str) -> tuple[HandleValue, ...]:
-        if len(values) > self._limits.max_values:
-            raise InvalidValue(f"a handle may hold at most {self._limits.max_values} values", handle)
-        return values
-
-    def _replacement(self, item: _Item, current: Record) -> tuple[HandleValue, ...]:
-        """A replacement without HS_ADMIN keeps the record's administrators rather than orphaning
-        it (as a single PUT does); if it had none, the caller's default admin is added."""
-        values = item.values
-        if any(v.type.upper() == "HS_ADMIN" for v in values):
-            return values
-        taken = {v.index for v in values}
-        kept = tuple(v for v in current.values if v.type.upper() == "HS_ADMIN" and v.index not in taken)
-        if not kept:
-            index = self._admin_value.index
-            while index in taken:
-                index += 1
-            kept = (replace(self._admin_value, index=index),)
-        return self._checked_count((*values, *kept), item.handle)
-
-    async def _check_prefix(self, name: Any) -> None:
-        """ADD_HANDLE on the prefix, the enterprise active: checked once per prefix per batch."""
-        prefix = normalise_prefix(name.prefix)
-        known = self._prefixes.get(prefix, ...)
-        if known is ...:
-            try:
-                await self.registry._authorise(self.caller, name, None, [valuedata.ADD_HANDLE])
-                known = await self.registry._check_enterprise(self.caller, name)
-                await self.registry._require_prefix_handle(name)
-            except HandleError as exc:
-                known = exc
-            self._prefixes[prefix] = known
-        if isinstance(known, HandleError):
-            raise type(known)(known.message, name.text, code=known.code)
-
-    def _enterprise(self, prefix: str) -> int | None:
-        known = self._prefixes.get(prefix)
-        return known if isinstance(known, int) else None
-
-    async def _existing(self) -> Mapping[str, Record]:
-        store = self.registry.store
-        out: dict[str, Record] = {}
-        keys = [i.key for i in self.items]
-        for start in range(0, len(keys), 5000):
-            rows = await store.get_many(keys[start : start + 5000])
-            out.update({k: unpack_record(r.packed) for k, r in rows.items()})
-        return out
-
     async def finish(self, *, atomic: bool = True) -> BatchReport:
         report = BatchReport(total=self.count, atomic=atomic, overwrite=self.overwrite)
-        writes: list[HandleWrite] = []
-        kept: list[_Item] = []
-        if self.overwrite or (atomic and self.failures):
-            # Replacing needs each record's own HS_ADMIN; an atomic failure must still list the 101s.
-            existing = await self._existing()
-        else:
-            existing = {}
-        for item in self.items:
-            current = existing.get(item.key)
-            if current is not None and not self.overwrite:
-                self._fail(item.position, item.handle, _exists(item.handle))
+        positions, self.positions = self.positions, []
+        plan = await self.planner.finish(atomic=atomic, failed=bool(self.failures))
+        for position, refusal in zip(positions, plan.refusals, strict=True):
+            if refusal is not None:
+                self._fail(position, refusal.handle, refusal)
+        results = await self.writes.apply(plan)
+        for position, write, result in zip(positions, plan.planned, results, strict=True):
+            if result is None or write is None:
                 continue
-            values = item.values
-            try:
-                if current is not None:
-                    values = self._replacement(item, current)
-                    await self._authorise_replace(item, current, values)
-                elif self.overwrite:
-                    values = self._with_default_admin(values, item.handle)
-            except HandleError as exc:
-                self._fail(item.position, item.handle, exc)
-                continue
-            expect = current.version if current is not None else MUST_NOT_EXIST
-            enterprise = self._enterprise(item.prefix)
-            writes.append(HandleWrite(item.key, item.handle, item.prefix, values, expect, enterprise))
-            kept.append(item)
-        self.items = []
-        if (self.failures and atomic) or not writes:
-            report.failures = self.failures
-            return report
-        results = await self.registry.write_many(writes, atomic=atomic)
-        for item, result in zip(kept, results, strict=True):
-            if result.outcome is WriteOutcome.CREATED:
+            outcome = result.outcome
+            if outcome is WriteOutcome.CREATED:
                 report.created += 1
-                report.created_by_prefix[item.prefix] = report.created_by_prefix.get(item.prefix, 0) + 1
-            elif result.outcome is WriteOutcome.REPLACED:
+            elif outcome is WriteOutcome.REPLACED:
                 report.replaced += 1
-            elif result.outcome is WriteOutcome.EXISTS:
-                self._fail(item.position, item.handle, _exists(item.handle))
-            elif result.outcome is WriteOutcome.NOT_WRITTEN:
-                continue
-            else:
-                self._fail(item.position, item.handle, InvalidRequest("changed by another writer meanwhile; retry"))
+            elif outcome is WriteOutcome.EXISTS:
+                self._fail(position, write.handle, _exists(write.handle))
+            elif outcome is not WriteOutcome.NOT_WRITTEN:
+                self._fail(position, write.handle, InvalidRequest("changed by another writer meanwhile; retry"))
         report.written = report.created + report.replaced > 0
         report.failures = self.failures
         return report
-
-    async def _authorise_replace(self, item: _Item, current: Record, values: tuple[HandleValue, ...]) -> None:
-        from registry.writes import perms_for_change
-
-        if self.caller.node_admin:
-            return
-        perms = perms_for_change(current.values, values)
-        assert self.caller.identity is not None
-        for perm in perms:
-            if not await has_right(self.caller.identity, current, perm, self.registry.read_record):
-                raise PermissionDenied(f"{self.caller.identity} may not change {item.handle}", item.handle)
 
 
 def _exists(handle: str) -> HandleError:

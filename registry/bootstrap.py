@@ -9,10 +9,10 @@ from registry.audit import audit_record
 from registry.auth import Caller
 from registry.callers import require_node_admin
 from registry.errors import HandleNotFound, ServerError
-from registry.model import HandleValue
+from registry.model import HandleValue, Record
 from registry.namespace import Namespace
 from registry.secretkeys import SecretHasher, generate_secret
-from registry.stores.base import MUST_NOT_EXIST, AuditRecord, HandleWrite, WriteOutcome
+from registry.stores.base import MUST_NOT_EXIST, AuditRecord, WriteOutcome
 from registry.writes import WriteService
 
 __all__ = ["NodeBootstrap"]
@@ -44,18 +44,12 @@ class NodeBootstrap:
             ]
             if site_data is not None:
                 values.insert(0, HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now))
-            write = HandleWrite(key, self.ns.node_admin_handle, "0.NA", tuple(values), MUST_NOT_EXIST)
-            (result,) = await self.writes.write_many([write], now=now)
+            result = await self.writes.write_node_prefix_handle(tuple(values), expect=MUST_NOT_EXIST, now=now)
             if result.outcome is WriteOutcome.EXISTS:  # another worker got there first
                 return None
             return generated
         if site_data is not None:
-            site = existing.value_at(SITE_INDEX)
-            if site is None or (site.type.upper() == "HS_SITE" and site.data != site_data):
-                others = tuple(v for v in existing.values if v.index != SITE_INDEX)
-                values = (HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now), *others)
-                write = HandleWrite(key, existing.handle, "0.NA", values, existing.version)
-                await self.writes.write_many([write], now=now)
+            await self._refresh_site(existing, site_data, now)
         return None
 
     async def reset_admin_secret(self, caller: Caller) -> str:
@@ -68,6 +62,21 @@ class NodeBootstrap:
         audit = audit_record(self.ns, caller, "admin.reset-secret", self.ns.node_admin_handle)
         await self.set_node_value(await seckey_value(self.hasher, secret, self.ns.clock()), audit=audit)
         return secret
+
+    async def publish_site(self, site_data: bytes) -> None:
+        """Describe the interfaces this process serves in the prefix handle's HS_SITE (once its
+        listeners are bound); a value of another type an operator put at that index is kept."""
+        existing = await self.ns.read_record(self.ns.node_admin_key)
+        if existing is None:
+            raise HandleNotFound("node prefix handle missing", self.ns.node_admin_handle)
+        await self._refresh_site(existing, site_data, self.ns.clock())
+
+    async def _refresh_site(self, existing: Record, site_data: bytes, now: int) -> None:
+        site = existing.value_at(SITE_INDEX)
+        if site is None or (site.type.upper() == "HS_SITE" and site.data != site_data):
+            others = tuple(v for v in existing.values if v.index != SITE_INDEX)
+            values = (HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now), *others)
+            await self.writes.write_node_prefix_handle(values, expect=existing.version, now=now)
 
     async def set_node_value(self, value: HandleValue, *, audit: AuditRecord | None = None) -> None:
         """Add or replace one value of the node's prefix handle (node key, site); ``audit`` is
@@ -82,8 +91,7 @@ class NodeBootstrap:
             values = tuple(
                 sorted([*(v for v in existing.values if v.index != value.index), value], key=lambda v: v.index)
             )
-            write = HandleWrite(self.ns.node_admin_key, existing.handle, "0.NA", values, existing.version)
-            (result,) = await self.writes.write_many([write], audit=audit)
+            result = await self.writes.write_node_prefix_handle(values, expect=existing.version, audit=audit)
             if result.ok:
                 return
         raise ServerError("could not update the node prefix handle")

@@ -15,7 +15,7 @@ from registry.namespace import Namespace
 from registry.secretkeys import SecretHasher
 from registry.stores.base import ListedHandle
 
-__all__ = ["Callers", "require_node_admin"]
+__all__ = ["Callers", "key_range_end", "require_node_admin"]
 
 
 def require_node_admin(caller: Caller) -> None:
@@ -95,3 +95,34 @@ class Callers:
             left -= len(rows)
             after = rows[-1].position
             yield rows
+
+    async def find_handles(
+        self,
+        caller: Caller,
+        prefix: str,
+        starts_with: str,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """(key, handle) of up to ``limit`` handles under ``prefix`` whose suffix starts with
+        ``starts_with`` (compared as the node compares suffixes), in key order: the first ones, those
+        past the key ``after``, or the last ones before the key ``before``. Rights as :meth:`list_handles`."""
+        norm = await self.require_lister(caller, prefix)
+        start = self.ns.parse(f"{prefix}/{starts_with or 'x'}").key
+        start = start if starts_with else start[:-1]  # "<PREFIX>/" alone: every suffix
+        end = key_range_end(start)
+        rows = await self.ns.store.handles_in_range(norm, start, end, limit, after=after, before=before)
+        return rows if end is not None else [r for r in rows if r[0].startswith(start)]
+
+
+def key_range_end(start: str) -> str | None:
+    """The first string after every string that starts with ``start`` (code point order): its last
+    character moved up by one, skipping the surrogates UTF-8 cannot carry; None past U+10FFFF."""
+    last = ord(start[-1]) + 1
+    if last == 0xD800:
+        last = 0xE000
+    if last > 0x10FFFF:
+        return None
+    return start[:-1] + chr(last)

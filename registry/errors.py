@@ -44,6 +44,7 @@ __all__ = [
     "StoreInUse",
     "StoreTooNew",
     "StoreUnavailable",
+    "TooManyAliases",
     "ValueAlreadyExists",
     "ValuesNotFound",
 ]
@@ -143,6 +144,13 @@ class ValueAlreadyExists(HandleError):
 
 class InvalidValue(HandleError):
     code = RC_INVALID_VALUE
+
+
+class TooManyAliases(HandleError):
+    """An HS_ALIAS chain that loops, or is longer than the node follows (responseCode 6, HTTP 404
+    as HANDLE.NET's proxy answers "Alias chain too long")."""
+
+    code = RC_RECURSION_COUNT_TOO_HIGH
 
 
 class NotResponsible(HandleError):

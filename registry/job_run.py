@@ -115,9 +115,9 @@ async def run_rows(
     def new_chunk() -> _Chunk:
         if kind == "delete":
             return _Chunk(None)
-        # (The write planner's BatchValidator takes the write service: registry.writes.)
+        writes = registry.writes  # the one write service: BatchValidator plans through its BatchPlanner
         return _Chunk(
-            BatchValidator(registry, caller, overwrite=overwrite, max_items=chunk + 1, default_admin=default_admin)
+            BatchValidator(writes, caller, overwrite=overwrite, max_items=chunk + 1, default_admin=default_admin)
         )
 
     def reject(current: _Chunk, line: int, handle: str | None, code: int, message: str) -> None:

@@ -4,6 +4,7 @@ own prefix and prefix handle; moving an enterprise to another promoter and disab
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import replace
 
 from registry.admin_values import ENTERPRISE_PERMS, SITE_INDEX, admin_group_value, admin_value, seckey_value
@@ -140,24 +141,56 @@ class Onboarding:
                 highest = max(highest, int(tail))
         return f"{self.ns.node_prefix}.{highest + 1}"
 
-    async def move_enterprise(self, caller: Caller, enterprise: object, promoter: object) -> Enterprise:
+    async def move_enterprise(
+        self, caller: Caller, enterprise: object, promoter: object, *, effective_at: int | None = None
+    ) -> Enterprise:
+        """Attribute the enterprise to ``promoter`` from ``effective_at`` (UNIX seconds; default now).
+        Never from the past: tallies already made, final reports above all, must stay true."""
         require_node_admin(caller)
+        now = self.ns.clock()
+        if effective_at is not None and effective_at < now:
+            raise InvalidRequest("a move takes effect now or later, never in the past")
         ent = await self.find_enterprise(enterprise)
         prom = await self.find_promoter(promoter)
         if ent.promoter_id == prom.id:
             raise InvalidRequest(f"enterprise {ent.prefix} already belongs to promoter {prom.id}")
-        effective = self.ns.clock()
+        effective = now if effective_at is None else effective_at
         detail = {"from": ent.promoter_id, "to": prom.id, "effective": effective}
         audit = audit_record(self.ns, caller, "enterprise.move", ent.prefix, detail)
         await self.ns.store.move_enterprise(ent.id, prom.id, effective_at=effective, audit=audit)
         return replace(ent, promoter_id=prom.id)
 
-    async def set_enterprise_status(self, caller: Caller, enterprise: object, status: str) -> Enterprise:
+    async def set_enterprise_status(self, caller: Caller, enterprise: object, status: object) -> Enterprise:
         require_node_admin(caller)
-        if status not in ("active", "disabled"):
-            raise InvalidRequest("status must be 'active' or 'disabled'")
+        checked = _status(status)
         ent = await self.find_enterprise(enterprise)
-        action = "enterprise.disable" if status == "disabled" else "enterprise.enable"
+        action = "enterprise.disable" if checked == "disabled" else "enterprise.enable"
         audit = audit_record(self.ns, caller, action, ent.prefix, {"was": ent.status})
-        await self.ns.store.set_enterprise_status(ent.id, status, audit=audit)
-        return replace(ent, status=status)
+        await self.ns.store.set_enterprise_status(ent.id, checked, audit=audit)
+        return replace(ent, status=checked)
+
+    async def update_enterprise(self, caller: Caller, enterprise: object, changes: Mapping[str, object]) -> Enterprise:
+        """Change an enterprise's ``status`` and/or move it to another ``promoter`` (from now on).
+        Everything is checked before anything changes, so a bad half changes nothing."""
+        unknown = set(changes) - {"promoter", "status"}
+        if unknown or not changes:
+            raise InvalidRequest("an enterprise update takes 'promoter' and/or 'status'")
+        require_node_admin(caller)
+        ent = await self.find_enterprise(enterprise)
+        if "status" in changes:
+            _status(changes["status"])
+        if "promoter" in changes:
+            promoter = await self.find_promoter(changes["promoter"])
+            if promoter.id == ent.promoter_id:
+                raise InvalidRequest(f"enterprise {ent.prefix} already belongs to promoter {promoter.id}")
+        if "status" in changes:
+            ent = await self.set_enterprise_status(caller, ent.id, changes["status"])
+        if "promoter" in changes:
+            ent = await self.move_enterprise(caller, ent.id, changes["promoter"])
+        return ent
+
+
+def _status(status: object) -> str:
+    if not isinstance(status, str) or status not in ("active", "disabled"):
+        raise InvalidRequest("status must be 'active' or 'disabled'")
+    return status

@@ -4,11 +4,15 @@ Each part owns one job; :class:`Registry` builds them around one :class:`Namespa
 names callers have always used, each bound to the part that does the work:
 
 - :mod:`registry.namespace`: store, settings, clock, parsing, responsibility, authoritative reads
-- :mod:`registry.writes`: the write service, the only code that changes identifier data
+- :mod:`registry.writes`: the write service, the only code that changes identifier data (planned by
+  :mod:`registry.write_plan`, published as :mod:`registry.write_events`)
 - :mod:`registry.callers`: authentication of callers, read rights, listing handles
 - :mod:`registry.templates_service`: template storage, lookup, versioning and checks
 - :mod:`registry.onboarding`: promoters and enterprises
 - :mod:`registry.auditors`: the bureau's read-only identities
+- :mod:`registry.gs1_prefixes`: the enterprises' GS1 company prefixes
+
+- :mod:`registry.secret_rotation`: new secret keys (an enterprise's own rotation, the operator's reset)
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
 - :mod:`registry.audit`: the audit log of operator actions
 - :mod:`registry.search`: reverse lookup, handles by the values they hold
@@ -16,28 +20,29 @@ names callers have always used, each bound to the part that does the work:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from registry.admin_values import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX, hash_secrets
+from registry.admin_values import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX
 from registry.audit import AuditLog
 from registry.auditors import Auditor, Auditors
 from registry.bootstrap import NodeBootstrap
 from registry.callers import Callers, require_node_admin
-from registry.model import HandleValue
+from registry.gs1_prefixes import Gs1Prefixes
 from registry.namespace import Namespace, NodeSettings, wall_clock
 from registry.onboarding import Onboarding
 from registry.search import ValueSearch
+from registry.secret_rotation import SecretRotation
 from registry.secretkeys import SecretHasher
 from registry.stores.base import HandleStore
 from registry.templates_service import TemplateService
-from registry.writes import ChangeListener, WriteReport, WriteService
+from registry.write_events import KeysListener, keys_subscriber
+from registry.writes import WriteReport, WriteService
 
 __all__ = [
     "ADMIN_INDEX",
     "DEFAULT_HANDLE_ADMIN_PERMS",
     "SECKEY_INDEX",
     "Auditor",
-    "ChangeListener",
     "NodeSettings",
     "Registry",
     "WriteReport",
@@ -62,6 +67,9 @@ class Registry:
         self.callers = Callers(ns, hasher)
         self.onboarding = Onboarding(ns, hasher, writes)
         self.auditors = Auditors(ns, hasher, writes)
+        self.gs1 = Gs1Prefixes(ns, self.onboarding, writes)
+
+        self.secrets = SecretRotation(ns, writes, self.onboarding)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
         self.audit = AuditLog(ns)
         self.search = ValueSearch(ns, self.callers)
@@ -78,18 +86,12 @@ class Registry:
         self.may_read_private = self.callers.may_read_private
         self.list_handles = self.callers.list_handles
         self.handles_from = self.callers.handles_from
+        self.find_handles = self.callers.find_handles
         self.require_node_admin = require_node_admin
-        # Writes (the single writer) and their listeners.
-        self.add_listener = writes.add_listener
+        # Writes (the single writer; batches through writes.plan_batch / writes.apply) and their events.
+        self.subscribe = writes.subscribe
         self.put_handle = writes.put_handle
         self.delete = writes.delete
-        self.write_many = writes.write_many
-        # The write service's checks that registry.batch runs item by item (until one write planner serves both).
-        self._authorise = writes._authorise
-        self._check_enterprise = writes._check_enterprise
-        self._require_prefix_handle = writes._require_prefix_handle
-        self._prepare = writes._prepare
-        self._default_admin = writes._default_admin
         # Templates.
         self.template = self.templates.template
         self.check_template = self.templates.check_template
@@ -102,16 +104,26 @@ class Registry:
         self.add_enterprise = self.onboarding.add_enterprise
         self.move_enterprise = self.onboarding.move_enterprise
         self.set_enterprise_status = self.onboarding.set_enterprise_status
+        self.update_enterprise = self.onboarding.update_enterprise
         self.add_auditor = self.auditors.add_auditor
         self.list_auditors = self.auditors.list_auditors
         self.revoke_auditor = self.auditors.revoke_auditor
+        # GS1 company prefixes (GS1 Digital Link resolution).
+        self.add_gs1_prefix = self.gs1.add_prefix
+        self.list_gs1_prefixes = self.gs1.list_prefixes
+        self.remove_gs1_prefix = self.gs1.remove_prefix
+        self.gs1_owner = self.gs1.owner
+
+        self.rotate_own_secret = self.secrets.rotate_own_secret
+        self.reset_enterprise_secret = self.secrets.reset_enterprise_secret
         self.bootstrap = self.bootstrapper.bootstrap
+        self.publish_site = self.bootstrapper.publish_site
         self.set_node_value = self.bootstrapper.set_node_value
         self.reset_admin_secret = self.bootstrapper.reset_admin_secret
 
-    async def hash_secrets(self, values: Sequence[HandleValue]) -> Sequence[HandleValue]:
-        """Every plain-text HS_SECKEY in ``values`` hashed in the scrypt pool (see :func:`hash_secrets`)."""
-        return await hash_secrets(self.hasher, values)
+    def add_listener(self, listener: KeysListener) -> None:
+        """Call ``listener`` with the changed keys after every commit (a cache's ``invalidate``)."""
+        self.writes.subscribe(keys_subscriber(listener))
 
     def close(self) -> None:
         """Stop the scrypt threads (jobs not started yet are dropped)."""

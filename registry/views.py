@@ -1,5 +1,6 @@
-"""JSON views of the registry's records of people: promoters, enterprises and auditors, as the
-admin API answers and ``idnode … --json`` prints them. Pure functions of the stored objects."""
+"""JSON views of the registry's records of people: promoters, enterprises (and their GS1 company
+prefixes) and auditors, as the admin API answers and ``idnode … --json`` prints them. Pure functions
+of the stored objects."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 from registry.auditors import Auditor
 from registry.model import prefix_handle_of
-from registry.stores.base import Enterprise, Promoter
+from registry.stores.base import Enterprise, Gs1Prefix, Promoter
 
-__all__ = ["auditor_json", "enterprise_json", "iso_time", "promoter_json"]
+__all__ = ["auditor_json", "enterprise_json", "gs1_prefix_json", "iso_time", "promoter_json"]
 
 
 def iso_time(ts: int) -> str:
@@ -37,3 +38,7 @@ def enterprise_json(e: Enterprise) -> dict[str, Any]:
 
 def auditor_json(a: Auditor) -> dict[str, Any]:
     return {"name": a.name, "identity": a.identity, "created": iso_time(a.created_at)}
+
+
+def gs1_prefix_json(p: Gs1Prefix) -> dict[str, Any]:
+    return {"companyPrefix": p.company_prefix, "enterprise": p.enterprise_prefix, "created": iso_time(p.created_at)}

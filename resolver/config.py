@@ -168,6 +168,12 @@ class Config:
         1000,
         "Most rows a job writes in one transaction; its checkpoint is saved after each (and at least every second).",
     )
+    console_idle_timeout: int = _f(
+        1800, "Seconds a web console session may go unused before it ends (the next page asks to sign in again)."
+    )
+    console_session_lifetime: int = _f(
+        43_200, "Seconds a web console session lasts at most from sign-in, however busy (default: 12 hours)."
+    )
 
     @property
     def store_url(self) -> str:
@@ -277,6 +283,8 @@ def _validate(c: Config) -> None:
         "auth_throttle_levels",
         "sessions_per_address",
         "stats_flush_seconds",
+        "console_idle_timeout",
+        "console_session_lifetime",
     )
     for name in positive:
         if getattr(c, name) <= 0:

@@ -1,68 +1,63 @@
-"""The read path: look a handle up through the cache tiers, then the store.
+"""The read path: look a handle up through the cache tiers, then the store, and say which values are served.
 
 Tiers are optional (the embedded defaults keep only the local one; several workers without Redis keep
-none); ``authoritative`` skips them all.
+none); ``authoritative`` skips them all. Which values a caller is served is decided by
+:mod:`registry.read_policy` alone; the Resolver only memoises its answer for the common case.
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from registry.jsonvalues import values_to_json
-from registry.model import Record
-from registry.packing import unpack_record
-from registry.service import Registry
+from registry.model import HandleValue, Record
+from registry.read_policy import ALL_PUBLIC, ValueFilter, public_values, served_values
+from registry.stores.base import StoredHandle
+from resolver.cache.decoded import DecodedRecords
 
-__all__ = ["CacheTier", "Resolver"]
+__all__ = ["CacheTier", "HandleReader", "Resolver"]
 
 
 class CacheTier(Protocol):
-    async def lookup(self, key: str, load: object) -> bytes | None:
+    async def lookup(self, key: str, load: Callable[[str], Awaitable[bytes | None]]) -> bytes | None:
         """Return the packed record for ``key`` (None: no such handle), calling ``load`` on a miss."""
 
 
-class Resolver:
-    """Looks records up for the REST API and the native protocol alike.
+class HandleReader(Protocol):
+    """What the Resolver reads from: a store's ``get`` (a ``HandleStore``, instrumented or not)."""
 
-    Cache hits hand back the same ``bytes`` object each time, so decoded records are memoised by
-    those bytes (``bytes`` caches its own hash): a hit costs a dictionary lookup, not a msgpack
-    decode. Equal bytes always decode to the same record, so the memo can never be stale.
+    async def get(self, key: str) -> StoredHandle | None: ...
+
+
+class Resolver:
+    """Looks records up for the REST API, the native protocol and web resolution alike.
+
+    Decoded records come from :class:`~resolver.cache.decoded.DecodedRecords`, shared with the cache
+    (``records``): a record is unpacked once when it enters the process, a cache hit costs a
+    dictionary lookup. The publicly served values of a record, and their JSON, are kept per record
+    object (keyed by identity; the entry holds the record, so the id cannot be reused meanwhile).
     """
 
-    def __init__(self, registry: Registry, cache: CacheTier | None = None, *, memo_size: int = 20_000) -> None:
-        self.registry = registry
+    def __init__(
+        self,
+        store: HandleReader,
+        cache: CacheTier | None = None,
+        *,
+        records: DecodedRecords | None = None,
+        memo_size: int = 20_000,
+    ) -> None:
+        self.store = store
         self.cache = cache
-        self._memo: OrderedDict[bytes, Record] = OrderedDict()
+        self.records = records if records is not None else DecodedRecords(memo_size)
+        self.decode = self.records.decode
         self._memo_size = memo_size
-        self._public: OrderedDict[int, tuple[Record, str]] = OrderedDict()
-
-    def decode(self, packed: bytes) -> Record:
-        record = self._memo.get(packed)
-        if record is None:
-            record = unpack_record(packed)
-            self._memo[packed] = record
-            if len(self._memo) > self._memo_size:
-                self._memo.popitem(last=False)
-        return record
-
-    def public_values_json(self, record: Record) -> str:
-        """The JSON array of the record's publicly readable values, rendered once per record object
-        (keyed by identity; the entry holds the record, so the id cannot be reused meanwhile)."""
-        entry = self._public.get(id(record))
-        if entry is not None and entry[0] is record:
-            return entry[1]
-        rendered = json.dumps(
-            values_to_json(v for v in record.values if v.public_read), ensure_ascii=False, separators=(",", ":")
-        )
-        self._public[id(record)] = (record, rendered)
-        if len(self._public) > self._memo_size:
-            self._public.popitem(last=False)
-        return rendered
+        self._public: OrderedDict[int, tuple[Record, tuple[HandleValue, ...], str | None]] = OrderedDict()
 
     async def _load(self, key: str) -> bytes | None:
-        row = await self.registry.store.get(key)
+        row = await self.store.get(key)
         return row.packed if row else None
 
     async def lookup(self, key: str, *, authoritative: bool = False) -> Record | None:
@@ -71,3 +66,33 @@ class Resolver:
         else:
             packed = await self.cache.lookup(key, self._load)
         return self.decode(packed) if packed is not None else None
+
+    # -- what is served (registry.read_policy decides; memoised for anonymous, unfiltered reads) ------
+    def served(
+        self, record: Record, *, private_reader: bool = False, request: ValueFilter = ALL_PUBLIC
+    ) -> tuple[HandleValue, ...]:
+        """:func:`registry.read_policy.served_values` of ``record``; the public values of a record
+        are worked out once per record."""
+        if request is ALL_PUBLIC and not private_reader:
+            return self._public_entry(record)[1]
+        return served_values(record.values, private_reader=private_reader, request=request)
+
+    def public_values_json(self, record: Record) -> str:
+        """The JSON array of the values anyone is served, rendered once per record."""
+        entry = self._public.get(id(record))
+        if entry is not None and entry[0] is record and entry[2] is not None:
+            return entry[2]  # the REST hot path: one dictionary lookup
+        values = self._public_entry(record)[1]
+        rendered = json.dumps(values_to_json(values), ensure_ascii=False, separators=(",", ":"))
+        self._public[id(record)] = (record, values, rendered)
+        return rendered
+
+    def _public_entry(self, record: Record) -> tuple[Record, tuple[HandleValue, ...], str | None]:
+        entry = self._public.get(id(record))
+        if entry is not None and entry[0] is record:
+            return entry
+        entry = (record, public_values(record.values), None)
+        self._public[id(record)] = entry
+        if len(self._public) > self._memo_size:
+            self._public.popitem(last=False)
+        return entry

@@ -1,4 +1,11 @@
-"""Run the node: the aiohttp site(s), TLS, graceful shutdown on SIGTERM/SIGINT."""
+"""Run the node: the application with its native listeners, the aiohttp site(s), TLS, workers,
+graceful shutdown on SIGTERM/SIGINT.
+
+The application's startup (:func:`resolver.http.app.create_app`) builds the node's parts; this module
+binds what listens for it: the native Handle protocol's UDP and TCP listeners (:func:`node_app`, once
+the parts are built; a port that cannot be bound only logs a warning) and the HTTP site (:func:`serve`).
+HS_SITE on the node's prefix handle is published once the listeners are bound, listing what was.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,59 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from registry.stores.base import HandleStore
 from resolver.config import Config
-from resolver.http.app import create_app
+from resolver.http.app import create_app, node_site
+from resolver.http.keys import STATE_KEY
 from resolver.http.timeouts import HttpTimeouts, TimedSite
+from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.ops.banner import STARTUP_KEY, StartupFacts, banner
 
-__all__ = ["run", "serve"]
+__all__ = ["node_app", "run", "serve"]
 
 log = logging.getLogger("idnode")
 SHUTDOWN_GRACE = 30.0
+
+
+def node_app(
+    config: Config,
+    store: HandleStore | None = None,
+    *,
+    clock: Callable[[], int] | None = None,
+    publish_site: bool = True,
+) -> web.Application:
+    """The node as ``idnode serve`` runs it: :func:`create_app`'s application whose startup, once the
+    node's parts are built, binds the native UDP/TCP listeners on ``native_port`` (0: none) and
+    publishes HS_SITE listing the interfaces that were bound (unless ``publish_site`` is False);
+    its cleanup closes them before the parts are taken down. Arguments as for ``create_app``."""
+    app = create_app(config, store, clock=clock, publish_site=False)
+
+    async def native_listeners(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE_KEY]
+        assert state.native is not None and state.registry is not None, "the node's parts are built first"
+        native: NativeServer | None = None
+        if config.native_port:
+            native = await start_native_or_warn(state.native, config)
+        app[STARTUP_KEY].native_bound = native is not None if config.native_port else None  # for the banner
+        try:
+            site = node_site(config, native=native is not None)
+            state.native.set_site(site)
+            if publish_site:
+                await state.registry.publish_site(site)
+        except BaseException:
+            if native is not None:
+                await native.close()
+            raise
+        yield
+        if native is not None:
+            await native.close()
+
+    app.cleanup_ctx.append(native_listeners)  # after create_app's: started last, closed first
+    return app
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -34,8 +82,9 @@ async def serve(
     config: Config, *, reuse_port: bool = False, ready: asyncio.Event | None = None, announce: bool = True
 ) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get ``SHUTDOWN_GRACE`` seconds to finish.
+    With ``reuse_port`` (workers) every process binds the HTTP and native ports (SO_REUSEPORT).
     ``announce``: print the banner once serving (a worker leaves it to its supervisor)."""
-    app = create_app(config)
+    app = node_app(config)
     # Access lines come from resolver.http.access (route templates, request ids), never from aiohttp's logger.
     runner = web.AppRunner(
         app,
@@ -94,7 +143,7 @@ async def _bootstrap(config: Config) -> StartupFacts:
     """Create the node's prefix handle once, before the workers start, so one secret is printed:
     running the app's startup and cleanup once does it (prefix handle, signing key). It leaves HS_SITE
     to the workers, which publish the interfaces they actually bind."""
-    app = create_app(dataclasses.replace(config, native_port=0), publish_site=False)
+    app = create_app(dataclasses.replace(config, native_port=0), publish_site=False, background=False)
     runner = web.AppRunner(app)
     await runner.setup()
     await runner.cleanup()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from registry.errors import StoreTooNew
 from registry.model import HandleValue
@@ -20,7 +20,9 @@ __all__ = [
     "Attribution",
     "AuditEntry",
     "AuditRecord",
+    "ConsoleSession",
     "Enterprise",
+    "Gs1Prefix",
     "HandleStore",
     "HandleWrite",
     "JobRecord",
@@ -55,10 +57,10 @@ class WriteOutcome(enum.Enum):
     NOT_WRITTEN = "not_written"  # valid, but an atomic write failed elsewhere so nothing was written
 
 
-@dataclass(frozen=True, slots=True)
-class HandleWrite:
+class HandleWrite(NamedTuple):
     """Put or delete one handle. ``values`` None deletes. ``expect`` is MUST_NOT_EXIST, ANY_VERSION
-    or the version read before (compare-and-set)."""
+    or the version read before (compare-and-set). A named tuple: a batch makes one per item, and a
+    frozen dataclass costs several times as much to build."""
 
     key: str
     handle: str
@@ -250,6 +252,27 @@ def schema_too_new(where: str, found: int, known: int) -> StoreTooNew:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Gs1Prefix:
+    """A GS1 company prefix registered by an enterprise (GS1 Digital Link resolution)."""
+
+    company_prefix: str  # 4 to 12 digits
+    enterprise_id: int
+    enterprise_prefix: str  # the enterprise's handle prefix, e.g. 88.118.8.1001
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A web console session as stored: the SHA-256 of its id is the row's key, never the id itself."""
+
+    identity: str
+    data: str  # JSON of the session's mapping (never a secret key)
+    created_at: int
+    last_seen: int
+    expires_at: int  # absolute expiry
+
+
 @runtime_checkable
 class HandleStore(Protocol):
     """The storage interface. Times are integer UNIX seconds (UTC)."""
@@ -283,6 +306,20 @@ class HandleStore(Protocol):
         """Up to ``limit`` handles under the normalised prefix with their records, in listing order:
         those past ``position`` ``after``, from the handle whose key is ``start`` on (none when
         ``start`` is not a handle under the prefix)."""
+
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """(key, handle) of up to ``limit`` handles under the normalised prefix whose keys lie in
+        [``start``, ``end``) (``end`` None: no upper bound), in key order: the first ones, those past
+        the key ``after``, or the last ones before the key ``before``. Keys compare as code points."""
 
     async def current_version(self) -> int:
         """The highest version any write has used (monotonic over the store's life)."""
@@ -319,6 +356,24 @@ class HandleStore(Protocol):
     ) -> None: ...
     async def attributions(self) -> list[Attribution]: ...
 
+    # -- GS1 company prefixes (registry.gs1_prefixes) ----------------------------------------------
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        """Register a company prefix (checked digits) for the enterprise: (the row, True), or (the
+        row, False) when the enterprise holds it already. HandleAlreadyExists when it, a shorter
+        prefix of it or a longer one starting with it belongs to another enterprise (a GTIN has one
+        owner); InvalidRequest when the enterprise holds ``limit`` already. Serialised with other adds."""
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        """One enterprise's company prefixes (every enterprise's when None), in prefix order."""
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        """Remove the enterprise's company prefix; False when it held no such prefix."""
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        """The longest of ``candidates`` that is registered (one indexed query, for resolution)."""
+
     # -- clause-8 counters -----------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
         """Per enterprise: identifiers created on days [from_day, to_day) (YYYYMMDD, Asia/Shanghai)
@@ -338,6 +393,23 @@ class HandleStore(Protocol):
     async def resolution_prefix_totals(self, from_day: int, to_day: int) -> list[ResolutionCount]:
         """Per prefix and interface, summed over days [from_day, to_day) (rows with day 0); ordered
         by prefix and interface."""
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        """Identifiers of one enterprise created on each day in [from_day, to_day) (YYYYMMDD,
+        Asia/Shanghai) and still present; days without any are left out."""
+
+    # -- web console sessions (resolver.console) -------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        """Create the session ``id_hash`` (created and last seen ``now``) or replace its data and
+        mark it seen ``now`` (its creation and expiry stay)."""
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None: ...
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        """Mark the session seen at ``now`` (idle expiry counts from there)."""
+
+    async def delete_console_session(self, id_hash: str) -> None: ...
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        """Delete sessions past their expiry or last seen before ``idle_before``; how many went."""
 
     # -- metadata templates and idempotent batch replies ------------------------------------------
     async def add_template(

@@ -77,7 +77,9 @@ from registry.stores.base import (
     Attribution,
     AuditEntry,
     AuditRecord,
+    ConsoleSession,
     Enterprise,
+    Gs1Prefix,
     HandleWrite,
     ListedHandle,
     Promoter,
@@ -88,6 +90,7 @@ from registry.stores.base import (
     audit_where,
     schema_too_new,
 )
+from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
 from registry.stores.postgres_jobs import JOBS_DDL, PostgresJobs, insert_audit
 from registry.stores.postgres_values import QUEUE_ROW, VALUES_DDL, PostgresValues
 
@@ -98,6 +101,8 @@ T = TypeVar("T")
 
 # Held (transaction-scoped) while migrations run, so two processes starting together do not race.
 MIGRATION_LOCK = 0x69646E6F6465  # "idnode"
+# Held while a GS1 company prefix is added, so two overlapping ones cannot both pass the check.
+GS1_LOCK = 0x69646E6F6731  # "idnog1"
 
 # The identifiers' table, part of migration 1 (a later change to it is a new migration, not an edit here).
 # ``{table}`` is ``handles``; the benchmarks create their baseline table from the same text.
@@ -218,9 +223,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (
+        5,
+        # GS1 company prefixes of enterprises (GS1 Digital Link resolution).
+        """
+        CREATE TABLE gs1_prefixes (
+            company_prefix TEXT COLLATE "C" PRIMARY KEY,
+            enterprise_id BIGINT NOT NULL REFERENCES enterprises (id),
+            created_at BIGINT NOT NULL
+        );
+        CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
+        """,
+    ),
+    (
         6,
-        # The audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
-        # branches go before it in this list when they are merged.
+        # The audit log (registry.audit).
         """
         CREATE TABLE audit_log (
             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -235,11 +251,26 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX audit_log_target ON audit_log (target, id);
         """,
     ),
-    # Background jobs (registry.jobs): jobs, their files and rejected rows. Numbered 8 in the
-    # renovation (migrations 5 and 7 of other branches go before it when merged).
+    (
+        7,
+        # Console sessions (resolver.console.sessions): only a SHA-256 of each random session id is kept.
+        """
+        CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            identity TEXT NOT NULL,
+            data TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+        CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
+        """,
+    ),
+    # Background jobs (registry.jobs): jobs, their files and rejected rows.
     (8, JOBS_DDL),
     # The reverse-lookup value index (registry.value_index): the queue of written handles (every
-    # existing handle queued, so the node indexes them), value rows, pg_trgm GIN. Numbered 9.
+    # existing handle queued, so the node indexes them), value rows, pg_trgm GIN.
     (9, VALUES_DDL),
 ]
 # The schema version a store is at once every migration above has run (its highest number).
@@ -392,6 +423,10 @@ _EXISTS_MANY = (
     ' SELECT hkey, version FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1) h'
 )
 
+_GS1_SQL = (
+    "SELECT g.company_prefix, g.enterprise_id, e.prefix, g.created_at "
+    "FROM gs1_prefixes g JOIN enterprises e ON e.id = g.enterprise_id"
+)
 _ENTERPRISE_SQL = (
     "SELECT e.id, e.name, e.uscc, e.prefix, e.status, "
     "(SELECT a.promoter_id FROM attributions a WHERE a.enterprise_id = e.id "
@@ -900,6 +935,33 @@ class PostgresStore(PostgresJobs, PostgresValues):
         rows = await self._fetch(_FROM, prefix, after, start, max(0, limit))
         return [ListedHandle(r[0], r[1], bytes(r[2])) for r in rows]
 
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        sql = f'SELECT hkey, handle FROM handles WHERE prefix = $1 AND hkey {op} ($2 COLLATE "C")'
+        args: list[object] = [prefix, low]
+        if end is not None:
+            args.append(end)
+            sql += f' AND hkey < (${len(args)} COLLATE "C")'
+        if before is not None:
+            args.append(before)
+            sql += f' AND hkey < (${len(args)} COLLATE "C") ORDER BY hkey DESC'
+        else:
+            sql += " ORDER BY hkey"
+        args.append(max(0, limit))
+        sql += f" LIMIT ${len(args)}"
+        rows = await self._fetch(sql, *args)
+        found = [(r[0], r[1]) for r in rows]
+        return found[::-1] if before is not None else found
+
     # -- promoters and enterprises -------------------------------------------------------------
     @staticmethod
     def _conflict(exc: asyncpg.UniqueViolationError, **names: str) -> InvalidRequest:
@@ -1025,6 +1087,68 @@ class PostgresStore(PostgresJobs, PostgresValues):
         )
         return [Attribution(*r) for r in rows]
 
+    # -- GS1 company prefixes --------------------------------------------------------------------
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> tuple[Gs1Prefix, bool]:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", GS1_LOCK)
+                rows = await conn.fetch(
+                    f"{_GS1_SQL} WHERE g.company_prefix = ANY($1::text[]) "
+                    "OR (g.company_prefix > $2 AND g.company_prefix < $3) ORDER BY g.company_prefix",
+                    gs1_shorter(company_prefix),
+                    company_prefix,
+                    company_prefix + ":",
+                )
+                found = [Gs1Prefix(*r) for r in rows]
+                gs1_check_conflicts(found, enterprise_id, company_prefix)
+                same = next((p for p in found if p.company_prefix == company_prefix), None)
+                if same is not None:
+                    return same, False
+                held = await conn.fetchval("SELECT count(*) FROM gs1_prefixes WHERE enterprise_id = $1", enterprise_id)
+                gs1_check_limit(held, limit)
+                prefix = await conn.fetchval(
+                    "WITH i AS (INSERT INTO gs1_prefixes (company_prefix, enterprise_id, created_at) "
+                    "VALUES ($1, $2, $3)) SELECT prefix FROM enterprises WHERE id = $2",
+                    company_prefix,
+                    enterprise_id,
+                    now,
+                )
+                attempt.commit_sent = True
+            return Gs1Prefix(company_prefix, enterprise_id, prefix, now), True
+
+        return await self._run(run)
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        if enterprise_id is None:
+            rows = await self._fetch(_GS1_SQL + " ORDER BY g.company_prefix")
+        else:
+            rows = await self._fetch(_GS1_SQL + " WHERE g.enterprise_id = $1 ORDER BY g.company_prefix", enterprise_id)
+        return [Gs1Prefix(*r) for r in rows]
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> bool:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM gs1_prefixes WHERE company_prefix = $1 AND enterprise_id = $2",
+                    company_prefix,
+                    enterprise_id,
+                )
+                attempt.commit_sent = True
+            return status != "DELETE 0"
+
+        return await self._run(run)
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        if not candidates:
+            return None
+        row = await self._fetchrow(
+            f"{_GS1_SQL} WHERE g.company_prefix = ANY($1::text[]) ORDER BY length(g.company_prefix) DESC LIMIT 1",
+            list(candidates),
+        )
+        return Gs1Prefix(*row) if row else None
+
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
         how = rollup.plan(from_day, to_day, before_hour)
@@ -1110,6 +1234,53 @@ class PostgresStore(PostgresJobs, PostgresValues):
             to_day,
         )
         return [ResolutionCount(r[0], 0, r[1], int(r[2]), int(r[3])) for r in rows]
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        rows = await self._fetch(
+            "SELECT day, SUM(delta) FROM registration_counts WHERE enterprise_id = $1 AND day >= $2 AND day < $3 "
+            "GROUP BY day",
+            enterprise_id,
+            from_day,
+            to_day,
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    # -- console sessions ------------------------------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        await self._execute(
+            "INSERT INTO console_sessions (id_hash, identity, data, created_at, last_seen, expires_at) "
+            "VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, "
+            "last_seen = excluded.last_seen",
+            id_hash,
+            identity,
+            data,
+            now,
+            expires_at,
+        )
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None:
+        row = await self._fetchrow(
+            "SELECT identity, data, created_at, last_seen, expires_at FROM console_sessions WHERE id_hash = $1",
+            id_hash,
+        )
+        return ConsoleSession(row[0], row[1], int(row[2]), int(row[3]), int(row[4])) if row else None
+
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        await self._execute("UPDATE console_sessions SET last_seen = $2 WHERE id_hash = $1", id_hash, now)
+
+    async def delete_console_session(self, id_hash: str) -> None:
+        await self._execute("DELETE FROM console_sessions WHERE id_hash = $1", id_hash)
+
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        async def run(conn: asyncpg.Connection, attempt: _Attempt) -> int:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM console_sessions WHERE expires_at <= $1 OR last_seen < $2", now, idle_before
+                )
+                attempt.commit_sent = True
+            return int(status.split()[-1])
+
+        return await self._run(run)
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:

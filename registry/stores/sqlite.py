@@ -35,7 +35,9 @@ from registry.stores.base import (
     Attribution,
     AuditEntry,
     AuditRecord,
+    ConsoleSession,
     Enterprise,
+    Gs1Prefix,
     HandleWrite,
     ListedHandle,
     Promoter,
@@ -46,6 +48,7 @@ from registry.stores.base import (
     audit_where,
     schema_too_new,
 )
+from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
 from registry.stores.sqlite_jobs import JOBS_DDL, SQLiteJobs, insert_audit
 from registry.stores.sqlite_values import VALUES_DDL, SQLiteValues, queue_for_index
 
@@ -136,8 +139,16 @@ MIGRATIONS: list[str] = [
     CREATE TABLE resolution_batches (batch TEXT PRIMARY KEY, added_at INTEGER NOT NULL) WITHOUT ROWID;
     CREATE INDEX resolution_batches_added ON resolution_batches (added_at);
     """,
-    # 6: the audit log (registry.audit). Numbered 6 in the renovation: migrations 4 and 5 of other
-    # branches go before it when they are merged, and this entry stays last (6th) in this list.
+    # 5: GS1 company prefixes of enterprises (GS1 Digital Link resolution).
+    """
+    CREATE TABLE gs1_prefixes (
+        company_prefix TEXT PRIMARY KEY,
+        enterprise_id INTEGER NOT NULL REFERENCES enterprises (id),
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX gs1_prefixes_enterprise ON gs1_prefixes (enterprise_id, company_prefix);
+    """,
+    # 6: the audit log (registry.audit).
     """
     CREATE TABLE audit_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
@@ -146,11 +157,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_action ON audit_log (action, id);
     CREATE INDEX audit_log_target ON audit_log (target, id);
     """,
-    # 8: background jobs (registry.jobs): jobs, their files and rejected rows. Numbered 8 in the
-    # renovation (migrations 5 and 7 of other branches go before it when merged; keep it after them).
+    # 7: console sessions (resolver.console.sessions): only a SHA-256 of each random session id is kept.
+    """
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY, identity TEXT NOT NULL, data TEXT NOT NULL,
+        created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
+    """,
+    # 8: background jobs (registry.jobs): jobs, their files and rejected rows.
     JOBS_DDL,
     # 9: the reverse-lookup value index (registry.value_index): the queue of written handles (every
-    # existing handle queued, so the node indexes them), value rows, FTS5 trigram table. Numbered 9.
+    # existing handle queued, so the node indexes them), value rows, FTS5 trigram table.
     VALUES_DDL,
 ]
 # The schema version a store is at once every migration above has run (``PRAGMA user_version``).
@@ -435,6 +454,32 @@ class SQLiteStore(SQLiteJobs, SQLiteValues):
 
         return await self._read(run)
 
+    async def handles_in_range(
+        self,
+        prefix: str,
+        start: str,
+        end: str | None,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        low, op = (after, ">") if after is not None and after >= start else (start, ">=")
+        sql = f"SELECT hkey, record FROM handles WHERE prefix = ? AND hkey {op} ?"
+        args: list[object] = [prefix, low]
+        if end is not None:
+            sql += " AND hkey < ?"
+            args.append(end)
+        if before is not None:
+            sql += " AND hkey < ? ORDER BY hkey DESC LIMIT ?"
+            args += [before, max(0, limit)]
+        else:
+            sql += " ORDER BY hkey LIMIT ?"
+            args.append(max(0, limit))
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        found = [(r[0], _handle_of(r[1])) for r in rows]
+        return found[::-1] if before is not None else found
+
     # -- promoters and enterprises -------------------------------------------------------------
     async def add_promoter(self, name: str, uscc: str, *, now: int, audit: AuditRecord | None = None) -> Promoter:
         def run(c: sqlite3.Connection) -> Promoter:
@@ -546,6 +591,71 @@ class SQLiteStore(SQLiteJobs, SQLiteValues):
         )
         return [Attribution(*r) for r in rows]
 
+    # -- GS1 company prefixes --------------------------------------------------------------------
+    _GS1_SQL = (
+        "SELECT g.company_prefix, g.enterprise_id, e.prefix, g.created_at "
+        "FROM gs1_prefixes g JOIN enterprises e ON e.id = g.enterprise_id"
+    )
+
+    async def add_gs1_prefix(
+        self, enterprise_id: int, company_prefix: str, *, now: int, limit: int
+    ) -> tuple[Gs1Prefix, bool]:
+        shorter = gs1_shorter(company_prefix)
+
+        def run(c: sqlite3.Connection) -> tuple[Gs1Prefix, bool]:
+            marks = ",".join("?" * len(shorter))
+            rows = c.execute(
+                f"{self._GS1_SQL} WHERE g.company_prefix IN ({marks}) "
+                "OR (g.company_prefix > ? AND g.company_prefix < ?) ORDER BY g.company_prefix",
+                (*shorter, company_prefix, company_prefix + ":"),
+            ).fetchall()
+            found = [Gs1Prefix(*r) for r in rows]
+            gs1_check_conflicts(found, enterprise_id, company_prefix)
+            same = next((p for p in found if p.company_prefix == company_prefix), None)
+            if same is not None:
+                return same, False
+            (held,) = c.execute(
+                "SELECT count(*) FROM gs1_prefixes WHERE enterprise_id = ?", (enterprise_id,)
+            ).fetchone()
+            gs1_check_limit(held, limit)
+            c.execute(
+                "INSERT INTO gs1_prefixes (company_prefix, enterprise_id, created_at) VALUES (?, ?, ?)",
+                (company_prefix, enterprise_id, now),
+            )
+            (prefix,) = c.execute("SELECT prefix FROM enterprises WHERE id = ?", (enterprise_id,)).fetchone()
+            return Gs1Prefix(company_prefix, enterprise_id, prefix, now), True
+
+        async with self._write_lock:
+            return await self._write(run)
+
+    async def list_gs1_prefixes(self, enterprise_id: int | None = None) -> list[Gs1Prefix]:
+        if enterprise_id is None:
+            sql, args = self._GS1_SQL + " ORDER BY g.company_prefix", ()
+        else:
+            sql, args = self._GS1_SQL + " WHERE g.enterprise_id = ? ORDER BY g.company_prefix", (enterprise_id,)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [Gs1Prefix(*r) for r in rows]
+
+    async def remove_gs1_prefix(self, enterprise_id: int, company_prefix: str) -> bool:
+        async with self._write_lock:
+            removed = await self._write(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM gs1_prefixes WHERE company_prefix = ? AND enterprise_id = ?",
+                        (company_prefix, enterprise_id),
+                    ).rowcount
+                )
+            )
+        return removed > 0
+
+    async def find_gs1_prefix(self, candidates: Sequence[str]) -> Gs1Prefix | None:
+        if not candidates:
+            return None
+        marks = ",".join("?" * len(candidates))
+        sql = f"{self._GS1_SQL} WHERE g.company_prefix IN ({marks}) ORDER BY length(g.company_prefix) DESC LIMIT 1"
+        row = await self._read(lambda c: c.execute(sql, tuple(candidates)).fetchone())
+        return Gs1Prefix(*row) if row else None
+
     # -- counters ------------------------------------------------------------------------------
     async def registration_counts(self, from_day: int, to_day: int, before_hour: int) -> Mapping[int, int]:
         how = rollup.plan(from_day, to_day, before_hour)
@@ -625,6 +735,57 @@ class SQLiteStore(SQLiteJobs, SQLiteValues):
         )
         rows = await self._read(lambda c: c.execute(sql, (from_day, to_day)).fetchall())
         return [ResolutionCount(p, 0, i, int(f), int(n)) for p, i, f, n in rows]
+
+    async def registrations_by_day(self, enterprise_id: int, from_day: int, to_day: int) -> Mapping[int, int]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT day, SUM(delta) FROM registration_counts WHERE enterprise_id = ? AND day >= ? AND day < ? "
+                "GROUP BY day",
+                (enterprise_id, from_day, to_day),
+            ).fetchall()
+        )
+        return {int(day): int(n) for day, n in rows}
+
+    # -- console sessions ------------------------------------------------------------------------
+    async def put_console_session(self, id_hash: str, identity: str, data: str, *, now: int, expires_at: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO console_sessions (id_hash, identity, data, created_at, last_seen, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id_hash) DO UPDATE SET data = excluded.data, "
+                    "last_seen = excluded.last_seen",
+                    (id_hash, identity, data, now, now, expires_at),
+                )
+            )
+
+    async def get_console_session(self, id_hash: str) -> ConsoleSession | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT identity, data, created_at, last_seen, expires_at FROM console_sessions WHERE id_hash = ?",
+                (id_hash,),
+            ).fetchone()
+        )
+        return ConsoleSession(*row) if row else None
+
+    async def touch_console_session(self, id_hash: str, *, now: int) -> None:
+        async with self._write_lock:
+            await self._write(
+                lambda c: c.execute("UPDATE console_sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
+            )
+
+    async def delete_console_session(self, id_hash: str) -> None:
+        async with self._write_lock:
+            await self._write(lambda c: c.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def purge_console_sessions(self, *, now: int, idle_before: int) -> int:
+        async with self._write_lock:
+            return await self._write(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen < ?", (now, idle_before)
+                    ).rowcount
+                )
+            )
 
     # -- metadata ------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:

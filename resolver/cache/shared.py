@@ -18,6 +18,7 @@ import socket
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from registry.stores.base import HandleStore
+from resolver.cache.decoded import DecodedRecords
 from resolver.cache.tiered import TieredCache, build_cache
 from resolver.config import Config, ConfigError
 
@@ -137,17 +138,20 @@ async def writer_cache(config: Config, store: HandleStore) -> tuple[Config, Shar
     return dataclasses.replace(config, redis=shared.redis, redis_key_prefix=shared.key_prefix), shared
 
 
-async def node_cache(config: Config, store: HandleStore) -> TieredCache | None:
-    """The node's cache tiers. With ``redis`` the node records its shared cache in the store;
-    without, it uses the one recorded there (if any), so that its writes reach the other nodes."""
+async def node_cache(
+    config: Config, store: HandleStore, *, records: DecodedRecords | None = None
+) -> TieredCache | None:
+    """The node's cache tiers (sharing ``records`` with the Resolver). With ``redis`` the node
+    records its shared cache in the store; without, it uses the one recorded there (if any), so that
+    its writes reach the other nodes."""
     if config.redis:
         await record_shared_cache(store, config)
-        return await build_cache(config, store)
+        return await build_cache(config, store, records=records)
     try:
         settings, shared = await writer_cache(config, store)
     except SharedCacheError as exc:
         raise ConfigError(str(exc)) from None
-    cache = await build_cache(settings, store)
+    cache = await build_cache(settings, store, records=records)
     if shared is not None and cache is not None:
         log.info("no redis setting: using the shared cache %s that the store's nodes recorded", shared.describe())
         if cache.bus is not None and not cache.bus.subscribed:

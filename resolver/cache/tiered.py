@@ -1,7 +1,7 @@
 """The tiered read cache: local LRU ─► Redis ─► store, with correct invalidation.
 
 :class:`TieredCache` implements the Resolver's ``CacheTier`` protocol (``lookup(key, load)``) and
-is registered on the Registry as a change listener (``invalidate(keys)``).
+subscribes to the write service's events (``on_commit``: ``invalidate`` of the changed keys).
 
 Correctness rules, in one place:
 
@@ -30,8 +30,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from registry.packing import PackError, unpack_record
+from registry.model import Record
+from registry.packing import PackError
 from resolver.cache.breaker import CircuitBreaker
+from resolver.cache.decoded import DecodedRecords
 from resolver.cache.invalidation import InvalidationBus
 from resolver.cache.local_tier import MISS, NEGATIVE, LocalTier
 from resolver.cache.redis_tier import FillResult, RedisTier, RedisUnavailable, negative_entry, open_redis
@@ -39,6 +41,7 @@ from resolver.ops import metrics
 
 if TYPE_CHECKING:
     from registry.stores.base import HandleStore
+    from registry.write_events import Commit
     from resolver.config import Config
 
 __all__ = ["CacheStats", "TieredCache", "build_cache", "record_ttl"]
@@ -58,18 +61,14 @@ _COUNT = {
 }
 
 
-def record_ttl(packed: bytes, wall_now: float) -> tuple[int, float]:
-    """(version, seconds a cache may keep it): the shortest relative TTL of the values, also
-    bounded by any absolute expiry. Unreadable bytes give (-1, 0): not cached."""
-    try:
-        record = unpack_record(packed)
-    except PackError:
-        return -1, 0.0
+def record_ttl(record: Record, wall_now: float) -> float:
+    """Seconds a cache may keep ``record``: the shortest relative TTL of its values, also bounded
+    by any absolute expiry."""
     ttl = float(record.max_ttl)
     for v in record.values:
         if v.ttl_absolute:
             ttl = min(ttl, v.ttl - wall_now)
-    return record.version, ttl
+    return ttl
 
 
 @dataclass
@@ -114,6 +113,7 @@ class TieredCache:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         node_id: str | None = None,
+        records: DecodedRecords | None = None,
     ) -> None:
         if redis is not None and current_version is None:
             raise ValueError("a Redis tier needs the store's current_version")
@@ -126,6 +126,9 @@ class TieredCache:
         self.clock = clock
         self.wall = wall
         self.stats = CacheStats()
+        # Packed bytes to records, shared with the Resolver (``records``): the version and TTL a
+        # fill needs come from the record the Resolver then serves, unpacked once.
+        self.records = records if records is not None else DecodedRecords()
         self._current_version = current_version
         self._flights: dict[str, _Flight] = {}
         self._version_read: asyncio.Future[int] | None = None
@@ -198,12 +201,16 @@ class TieredCache:
                         self._fill_local(key, NEGATIVE, self.negative_ttl, ticket)
                         return None
                     if first != b"~":  # a tombstone is a miss
-                        self.stats.redis_hits += 1
-                        _COUNT["redis", "hit"].inc()
-                        if self._local_usable:
-                            _, ttl = record_ttl(raw, self.wall())
-                            self._fill_local(key, raw, ttl, ticket)
-                        return raw
+                        try:
+                            record = self.records.decode(raw)
+                        except PackError:  # not a record (another program's key?): read the store
+                            log.debug("cache: redis entry of %s is not a packed record", key)
+                        else:
+                            self.stats.redis_hits += 1
+                            _COUNT["redis", "hit"].inc()
+                            if self._local_usable:
+                                self._fill_local(key, raw, record_ttl(record, self.wall()), ticket)
+                            return raw
                 _COUNT["redis", "miss"].inc()
         return await self._load(key, load, use_redis)
 
@@ -230,15 +237,21 @@ class TieredCache:
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+        record: Record | None = None
+        if packed is not None:
+            try:
+                record = self.records.decode(packed)
+            except PackError:  # not cacheable; the Resolver's own decode reports it
+                return packed
         accepted = True
         if use_redis and self.clock() - started < SLOW_LOAD:
-            accepted = await self._fill_redis(key, packed, floor)
+            accepted = await self._fill_redis(key, packed, record, floor)
         if accepted:
             if packed is None:
                 self._fill_local(key, NEGATIVE, self.negative_ttl, flight.ticket)
             elif self._local_usable:
-                _, ttl = record_ttl(packed, self.wall())
-                self._fill_local(key, packed, ttl, flight.ticket)
+                assert record is not None
+                self._fill_local(key, packed, record_ttl(record, self.wall()), flight.ticket)
         return packed
 
     async def _version_floor(self) -> int:
@@ -259,18 +272,19 @@ class TieredCache:
         if not read.cancelled():
             read.exception()
 
-    async def _fill_redis(self, key: str, packed: bytes | None, floor: int) -> bool:
-        """Offer the loaded state to Redis; False when Redis holds something newer."""
+    async def _fill_redis(self, key: str, packed: bytes | None, record: Record | None, floor: int) -> bool:
+        """Offer the loaded state (``record``, decoded from ``packed``) to Redis; False when Redis
+        holds something newer."""
         redis = self.redis
         assert redis is not None
-        if packed is None:
+        if packed is None or record is None:  # no such handle: a negative entry
             value, version, ttl = negative_entry(floor), floor, min(self.negative_ttl, self.redis_max_ttl)
             if ttl <= 0:
                 return True
         else:
-            version, ttl = record_ttl(packed, self.wall())
-            value, ttl = packed, min(ttl, self.redis_max_ttl)
-            if ttl <= 0 or version < 0:
+            version = record.version
+            value, ttl = packed, min(record_ttl(record, self.wall()), self.redis_max_ttl)
+            if ttl <= 0:
                 return True  # not cacheable; nothing to refuse
         try:
             result = await redis.fill(key, value, version, ttl)
@@ -319,8 +333,13 @@ class TieredCache:
             _, seq = self._recent.popitem(last=False)
             self._floor = max(self._floor, seq)
 
+    async def on_commit(self, commit: Commit) -> None:
+        """The write-event subscriber: every key a commit changed is invalidated before the write
+        is acknowledged (here, in Redis and in every subscribed process)."""
+        await self.invalidate(commit.keys)
+
     async def invalidate(self, keys: Sequence[str]) -> None:
-        """The Registry listener: called after every committed write with the changed keys."""
+        """Forget ``keys`` here and, through the bus, everywhere (after a committed write)."""
         self.drop_local(keys)
         if self.bus is not None:
             await self.bus.invalidate(keys)
@@ -374,9 +393,14 @@ class TieredCache:
 
 
 async def build_cache(
-    config: Config, store: HandleStore, *, clock: Callable[[], float] = time.monotonic
+    config: Config,
+    store: HandleStore,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    records: DecodedRecords | None = None,
 ) -> TieredCache | None:
-    """The cache the settings ask for (None: no tier at all), started."""
+    """The cache the settings ask for (None: no tier at all), started. ``records``: the decoded
+    records it shares with the Resolver."""
     local: LocalTier | None = None
     if config.cache_local_entries > 0 and config.cache_local_bytes > 0:
         if config.redis or config.workers == 1:
@@ -400,6 +424,7 @@ async def build_cache(
         redis_max_ttl=float(config.cache_redis_max_ttl),
         ack_wait=config.cache_invalidation_wait_ms / 1000,
         clock=clock,
+        records=records,
     )
     await cache.start()
     return cache

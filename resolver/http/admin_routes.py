@@ -1,4 +1,5 @@
-"""Admin API for the node administrator: promoters and enterprises (onboarding, moves, disabling)."""
+"""Admin API for the node administrator: promoters and enterprises (onboarding, moves, disabling),
+the enterprises' GS1 company prefixes (also for their own administrators), auditors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from aiohttp import web
 
 from registry.auth import Caller
 from registry.errors import InvalidRequest, PermissionDenied
-from registry.views import auditor_json, enterprise_json, iso_time, promoter_json
+from registry.views import auditor_json, enterprise_json, gs1_prefix_json, iso_time, promoter_json
 from resolver.http.keys import registry_of
 from resolver.http.web import json_response, read_json, request_caller
 
@@ -84,25 +85,34 @@ async def update_enterprise(request: web.Request) -> web.Response:
     """``{"promoter": …}`` moves the enterprise (from now on); ``{"status": "disabled"|"active"}``."""
     caller = await request_caller(request)
     body = await _object(request)
-    unknown = set(body) - {"promoter", "status"}
-    if unknown or not body:
-        raise InvalidRequest("PATCH takes 'promoter' and/or 'status'")
-    registry = registry_of(request)
-    registry.require_node_admin(caller)
-    ref = request.match_info["ref"]
-    enterprise = await registry.find_enterprise(ref)
-    # Check everything before changing anything, so a bad half of the body changes nothing.
-    if "status" in body and body["status"] not in ("active", "disabled"):
-        raise InvalidRequest("status must be 'active' or 'disabled'")
-    if "promoter" in body:
-        promoter = await registry.find_promoter(body["promoter"])
-        if promoter.id == enterprise.promoter_id:
-            raise InvalidRequest(f"enterprise {enterprise.prefix} already belongs to promoter {promoter.id}")
-    if "status" in body:
-        enterprise = await registry.set_enterprise_status(caller, enterprise.id, body["status"])
-    if "promoter" in body:
-        enterprise = await registry.move_enterprise(caller, enterprise.id, body["promoter"])
+    enterprise = await registry_of(request).update_enterprise(caller, request.match_info["ref"], body)
     return json_response(request, {"responseCode": 1, **enterprise_json(enterprise)})
+
+
+@admin_routes.get("/api/enterprises/{ref}/gs1-prefixes")
+async def list_gs1_prefixes(request: web.Request) -> web.Response:
+    """The enterprise's GS1 company prefixes: its administrator, the node administrator, the auditor."""
+    caller = await request_caller(request)
+    enterprise, prefixes = await registry_of(request).list_gs1_prefixes(caller, request.match_info["ref"])
+    body = {"responseCode": 1, "enterprise": enterprise.prefix, "gs1Prefixes": [gs1_prefix_json(p) for p in prefixes]}
+    return json_response(request, body)
+
+
+@admin_routes.put("/api/enterprises/{ref}/gs1-prefixes/{company_prefix}")
+async def add_gs1_prefix(request: web.Request) -> web.Response:
+    """Register a GS1 company prefix for the enterprise: 201, or 200 when it holds it already."""
+    caller = await request_caller(request)
+    info = request.match_info
+    prefix, created = await registry_of(request).add_gs1_prefix(caller, info["ref"], info["company_prefix"])
+    return json_response(request, {"responseCode": 1, **gs1_prefix_json(prefix)}, 201 if created else 200)
+
+
+@admin_routes.delete("/api/enterprises/{ref}/gs1-prefixes/{company_prefix}")
+async def remove_gs1_prefix(request: web.Request) -> web.Response:
+    caller = await request_caller(request)
+    info = request.match_info
+    removed = await registry_of(request).remove_gs1_prefix(caller, info["ref"], info["company_prefix"])
+    return json_response(request, {"responseCode": 1, "companyPrefix": removed, "removed": True})
 
 
 @admin_routes.post("/api/auditors")

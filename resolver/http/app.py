@@ -14,20 +14,24 @@ from promotion_tracker.routes import BUREAU_PAGES, TRACKER_KEY, TrackerState, tr
 from promotion_tracker.signing import REPORT_KEY_INDEX, REPORT_KEY_TYPE, SigningKeyError, node_signer
 from promotion_tracker.webpages import setup_pages
 from registry import valuedata
+from registry.counts import registrations_by_prefix
 from registry.job_runner import JobRunner
 from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
 from registry.value_index import ValueIndexer
+from resolver.cache.decoded import DecodedRecords
 from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
+from resolver.console.site import CONSOLE_PAGES, setup_console
 from resolver.datadir import prepare_data_dir
 from resolver.http.access import request_context
 from resolver.http.admin_routes import admin_routes
 from resolver.http.api_docs import api_docs_routes
 from resolver.http.audit_routes import audit_routes
 from resolver.http.batch_routes import batch_routes
+from resolver.http.gs1_routes import gs1_routes
 from resolver.http.job_routes import job_routes
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.http.routes import routes
@@ -41,7 +45,6 @@ from resolver.http.web import announce_session, request_caller
 from resolver.labels.routes import setup_labels
 from resolver.native.handler import NativeHandler
 from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
-from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.ops.banner import STARTUP_KEY, StartupFacts
 from resolver.ops.health import health_routes
 from resolver.ops.metrics import (
@@ -52,8 +55,10 @@ from resolver.ops.metrics import (
     business_metrics_handler,
     metrics_handler,
     this_year,
+    write_metrics,
 )
 from resolver.ops.resolutions import ResolutionFlusher
+from resolver.proxy import PROXY_PAGES, add_proxy_routes
 from resolver.resolve import Resolver
 
 __all__ = ["create_app", "node_site"]
@@ -65,7 +70,7 @@ ADMIN_SECRET_ENV = "IDNODE_ADMIN_SECRET"
 def node_site(config: Config, *, native: bool | None = None) -> bytes:
     """The HS_SITE value describing this node's interfaces (RFC 3651 section 3.2.2): the HTTP port
     (the API, and native messages over HTTP), and TCP and UDP on ``native_port`` when ``native``
-    (default: when ``native_port`` is set; the lifecycle says whether they were actually bound)."""
+    (default: when ``native_port`` is set; :mod:`resolver.server` says whether they were actually bound)."""
     try:
         address = ipaddress.ip_address(config.advertise_host or config.host)
     except ValueError:
@@ -108,18 +113,31 @@ async def _no_trigram_index(store: HandleStore) -> bool:
     return bool(check is not None and await check())
 
 
+async def _registrations(tracker: TrackerState) -> dict[str, int]:
+    """Identifiers per enterprise prefix from the store's counters, for /metrics/business."""
+    if tracker.store is None:
+        raise RuntimeError("not started")
+    return await registrations_by_prefix(tracker.store)
+
+
 def create_app(
     config: Config,
     store: HandleStore | None = None,
     *,
     clock: Callable[[], int] | None = None,
     publish_site: bool = True,
+    background: bool = True,
 ) -> web.Application:
-    """Build the application. ``store`` may be passed in (tests); otherwise it is opened from
+    """Build the application. Its startup builds the node's parts (store, registry, cache, resolver,
+    the native protocol's handler in ``NodeState.native``), bootstraps the prefix handle and the
+    report key; it binds no listener of its own (:func:`resolver.server.node_app` adds the native
+    UDP/TCP listeners). ``store`` may be passed in (tests); otherwise it is opened from
     ``config.store_url`` at startup and closed at cleanup. ``clock`` (UNIX seconds) is for tests
-    that need registrations, moves and tallies at chosen times. ``publish_site=False`` leaves the
-    HS_SITE of the prefix handle as it is (the supervisor's one-off bootstrap: its workers publish
-    the interfaces they bind)."""
+    that need registrations, moves and tallies at chosen times. With ``publish_site`` the prefix
+    handle's HS_SITE lists the HTTP interface (what this application serves); ``False`` leaves it
+    as it is (``node_app`` publishes it once the native listeners are bound, and the supervisor's
+    one-off bootstrap leaves it to its workers). ``background``: run this process's share of the
+    jobs and keep the value index up to date (not in the supervisor's one-off bootstrap)."""
     app = web.Application(
         middlewares=[request_context],
         client_max_size=config.max_body_bytes,
@@ -134,6 +152,7 @@ def create_app(
     app.router.add_routes(batch_routes)
     app.router.add_routes(admin_routes)
     app.router.add_routes(template_routes)
+    app.router.add_routes(gs1_routes)  # /01/… (GS1 Digital Link) and /.well-known/gs1resolver
     app.router.add_routes(session_routes)
     setup_labels(app)  # /api/qr/{handle}, /api/labels
     app.router.add_routes(stats_routes)
@@ -141,13 +160,15 @@ def create_app(
     app.router.add_routes(search_routes)  # /hrls/handles: reverse lookup
     app.router.add_routes(audit_routes)  # /api/audit
     app.router.add_routes(tracker_routes)
-    setup_pages(app, BUREAU_PAGES)  # the page templates and catalogues (later pages add theirs here)
+    setup_console(app, clock=clock)  # /console: the web console (its routes, sessions and HTML errors)
+    setup_pages(app, BUREAU_PAGES, PROXY_PAGES, CONSOLE_PAGES)  # every page's templates and catalogues
     app.router.add_routes(health_routes)
     app.router.add_get(METRICS_PATH, metrics_handler())
-    tally_gauges = TallyCollector(lambda: _live_tally(tracker))
+    tally_gauges = TallyCollector(lambda: _live_tally(tracker), lambda: _registrations(tracker))
     app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
     app.router.add_routes(api_docs_routes)
     add_native_http_route(app)  # POST application/x-hdl-message at any path; nothing else
+    add_proxy_routes(app)  # GET / and GET /{prefix}/{suffix} for people: after every other route
     tracker = app[TRACKER_KEY] = TrackerState(authenticate=request_caller, node_prefix=config.prefix)
     if clock is not None:
         tracker.clock = clock
@@ -163,38 +184,33 @@ def create_app(
         opened = InstrumentedStore(store if store is not None else await open_store(config.store_url))
         settings = config.node_settings()
         registry = Registry(opened, settings, clock=clock) if clock else Registry(opened, settings)
-        cache = await node_cache(config, opened)  # None when no tier is configured
+        records = DecodedRecords()  # shared by the cache and the resolver: one unpack per record
+        cache = await node_cache(config, opened, records=records)  # None when no tier is configured
         if cache is not None:
-            registry.add_listener(cache.invalidate)
-        resolver = Resolver(registry, cache)
-        handler = NativeHandler(resolver, registry, b"")
+            registry.subscribe(cache.on_commit)  # first: a write is acknowledged once every node forgot it
+        registry.subscribe(write_metrics(tally_gauges))
+        resolver = Resolver(opened, cache, records=records)
+        # Native messages over HTTP need no listener; resolver.server binds UDP/TCP for this handler
+        # and then describes them in HS_SITE.
+        site = node_site(config, native=False)
+        handler = NativeHandler(resolver, registry, site)
         handler.resolutions = state.resolutions  # one counter for every interface of this process
-        native: NativeServer | None = None
+        secret = os.environ.get(ADMIN_SECRET_ENV) or None
+        facts.generated_secret = await registry.bootstrap(  # printed once by the banner
+            secret, site if publish_site else None
+        )
         try:
-            if config.native_port:  # UDP/TCP Handle protocol; a port that cannot be bound only logs a warning
-                native = await start_native_or_warn(handler, config)
-            facts.native_bound = native is not None if config.native_port else None
-            site = node_site(config, native=native is not None)  # lists only what is bound
-            handler.set_site(site)
-            facts.generated_secret = await registry.bootstrap(  # printed once by the banner
-                os.environ.get(ADMIN_SECRET_ENV) or None, site if publish_site else None
+            signer = await node_signer(opened, config.report_key_file or None)
+        except SigningKeyError as exc:
+            raise ConfigError(f"report_key_file: {exc}") from None
+        await registry.set_node_value(  # replaces the Ed25519 HS_PUBKEY earlier versions put there
+            HandleValue(
+                index=REPORT_KEY_INDEX,
+                type=REPORT_KEY_TYPE,
+                data=signer.public_pem().encode("ascii"),
+                timestamp=registry.clock(),
             )
-            try:
-                signer = await node_signer(opened, config.report_key_file or None)
-            except SigningKeyError as exc:
-                raise ConfigError(f"report_key_file: {exc}") from None
-            await registry.set_node_value(  # replaces the Ed25519 HS_PUBKEY earlier versions put there
-                HandleValue(
-                    index=REPORT_KEY_INDEX,
-                    type=REPORT_KEY_TYPE,
-                    data=signer.public_pem().encode("ascii"),
-                    timestamp=registry.clock(),
-                )
-            )
-        except BaseException:
-            if native is not None:
-                await native.close()
-            raise
+        )
         tracker.store, tracker.signer = opened, signer
         state.throttle = GuessThrottle(
             config.auth_throttle_failures,
@@ -204,7 +220,7 @@ def create_app(
             key_prefix=config.redis_key_prefix,
             timeout=config.redis_timeout_ms / 1000,
         )
-        state.registry, state.resolver = registry, resolver
+        state.registry, state.resolver, state.native = registry, resolver, handler
         app[NATIVE_HTTP_KEY].handler = handler
         flusher = ResolutionFlusher(
             state.resolutions,
@@ -224,7 +240,7 @@ def create_app(
             lease_seconds=config.job_lease_seconds,
             chunk=config.job_chunk_rows,
         )
-        if publish_site:  # a serving app, not the supervisor's one-off bootstrap
+        if background:
             indexer.start()
             jobs.start()
             if await _no_trigram_index(opened):
@@ -234,11 +250,9 @@ def create_app(
         await indexer.close()
         state.jobs = state.indexer = None
         app[NATIVE_HTTP_KEY].handler = None
-        if native is not None:
-            await native.close()
         await flusher.close()  # after the last request: every resolution counted goes to the store
         state.resolution_flusher = None
-        state.registry = state.resolver = None
+        state.registry = state.resolver = state.native = None
         registry.close()
         if state.throttle is not None:
             await state.throttle.close()

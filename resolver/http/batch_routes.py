@@ -23,7 +23,7 @@ from resolver.http.bodies import BodyDecoder, body_coding
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of
 from resolver.http.statuses import http_status
 from resolver.http.web import error_response, flag, request_caller
-from resolver.ops.metrics import BATCH_ITEMS, BATCH_RESULTS, REGISTRATIONS
+from resolver.ops.metrics import BATCH_ITEMS, BATCH_RESULTS
 
 __all__ = ["batch_routes"]
 
@@ -299,7 +299,7 @@ async def _register(
     config = request.app[CONFIG_KEY]
     registry = registry_of(request)
     seen = await registry.store.get_idempotent(scoped) if scoped is not None else None
-    validator = BatchValidator(registry, caller, overwrite=overwrite, max_items=config.batch_max_items)
+    validator = BatchValidator(registry.writes, caller, overwrite=overwrite, max_items=config.batch_max_items)
     body = _Body(request, config.batch_max_bytes)
     stream = _stream(request.content_type, body, config.max_body_bytes)
     with gc_paused():
@@ -331,8 +331,6 @@ async def _register(
     for outcome, n in (("created", report.created), ("replaced", report.replaced), ("failed", report.failed)):
         if n:
             BATCH_RESULTS.labels(outcome).inc(n)
-    for prefix, n in report.created_by_prefix.items():
-        REGISTRATIONS.labels(prefix).inc(n)
     reply = report.to_json()
     code = reply["responseCode"]
     status = 201 if code == RC_SUCCESS and report.created else http_status(code)

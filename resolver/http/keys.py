@@ -1,7 +1,7 @@
 """Typed application keys (aiohttp ``AppKey``) and the per-process node state they point at.
 
-The app freezes before startup, so what startup builds (store, registry, resolver) goes into one
-mutable :class:`NodeState` set at creation time.
+The app freezes before startup, so what startup builds (store, registry, resolver, native handler)
+goes into one mutable :class:`NodeState` set at creation time.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from registry.value_index import ValueIndexer
     from resolver.config import Config
     from resolver.http.throttle import GuessThrottle
+    from resolver.native.handler import NativeHandler
     from resolver.resolve import Resolver
 
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 class NodeState:
     registry: Registry | None = None
     resolver: Resolver | None = None
+    native: NativeHandler | None = None  # the native protocol's handler; resolver.server binds its listeners
     sessions: SessionStore = field(default_factory=SessionStore)
     throttle: GuessThrottle | None = None  # set at startup (it may talk to Redis)
     idempotency_locks: dict[str, tuple[asyncio.Lock, list[int]]] = field(default_factory=dict)  # in-flight keys

@@ -13,12 +13,12 @@ from aiohttp import web
 from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidRequest
 from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
-from registry.model import MAX_INDEX, HandleName, normalise_prefix, prefix_handle_of
+from registry.model import MAX_INDEX, HandleName, prefix_handle_of
+from registry.read_policy import ValueFilter
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
-from resolver.ops.metrics import REGISTRATIONS
 
-__all__ = ["routes"]
+__all__ = ["resolve_name", "routes"]
 
 routes = web.RouteTableDef()
 MAX_PAGE = MAX_U32 // 2  # so that page × pageSize stays within a store's 64-bit offset
@@ -76,43 +76,48 @@ def _limits(request: web.Request) -> ValueLimits:
 
 @routes.get("/api/handles/{handle:.+}")
 async def resolve(request: web.Request) -> web.Response:
-    name = _handle(request)
+    return await resolve_name(request, _handle(request))
+
+
+async def resolve_name(request: web.Request, name: HandleName, interface: str = "rest") -> web.Response:
+    """The answer of ``GET /api/handles/{name}`` with this request's query and credentials (also the
+    JSON that a handle's URL on the node answers with ``Accept: application/json``: ``interface``
+    ``web`` counts it there)."""
     if not request.query_string and "Authorization" not in request.headers:
-        # The hot path (a traceability app resolving a code): public values, rendered once per record.
+        # The hot path (a traceability app resolving a code): what registry.read_policy serves an
+        # anonymous caller without filters, rendered once per record.
         registry_of(request).require_responsible(name)
         resolver = resolver_of(request)
         record = await resolver.lookup(name.key)
-        request.app[STATE_KEY].resolutions.count(name.prefix, "rest", record is not None)
+        request.app[STATE_KEY].resolutions.count(name.prefix, interface, record is not None)
         if record is None:
             raise HandleNotFound("Handle Not Found", name.text)
         handle = json.dumps(name.text, ensure_ascii=False)
         text = f'{{"responseCode":1,"handle":{handle},"values":{resolver.public_values_json(record)}}}'
         return web.Response(text=text, content_type="application/json")
     with _about(name):
-        return await _resolve(request, name)
+        return await _resolve(request, name, interface)
 
 
-async def _resolve(request: web.Request, name: HandleName) -> web.Response:
+async def _resolve(request: web.Request, name: HandleName, interface: str) -> web.Response:
     registry = registry_of(request)
     registry.require_responsible(name)
     caller = await request_caller(request)
-    record = await resolver_of(request).lookup(name.key, authoritative=flag(request, "auth"))
-    request.app[STATE_KEY].resolutions.count(name.prefix, "rest", record is not None)
+    resolver = resolver_of(request)
+    record = await resolver.lookup(name.key, authoritative=flag(request, "auth"))
+    request.app[STATE_KEY].resolutions.count(name.prefix, interface, record is not None)
     if record is None:
         raise HandleNotFound("Handle Not Found", name.text)
-    values = record.values
-    types = request.query.getall("type", [])
-    indexes = {parse_uint(i.strip(), "index", maximum=MAX_INDEX) for i in request.query.getall("index", [])}
-    if types or indexes:
-        values = tuple(v for v in values if v.index in indexes or any(v.type_matches(t) for t in types))
-    if flag(request, "publicOnly") or not await registry.may_read_private(caller, record):
-        values = tuple(v for v in values if v.public_read)
-    else:
-        # RFC 3651 3.1: an administrator reads a non-public value only when it grants ADMIN_READ.
-        values = tuple(v for v in values if v.public_read or v.admin_read)
+    wanted = ValueFilter(
+        types=tuple(request.query.getall("type", [])),
+        indexes=frozenset(parse_uint(i.strip(), "index", maximum=MAX_INDEX) for i in request.query.getall("index", [])),
+        public_only=flag(request, "publicOnly"),
+    )
+    private_reader = not wanted.public_only and await registry.may_read_private(caller, record)
+    values = resolver.served(record, private_reader=private_reader, request=wanted)
     body: dict[str, Any] = {"responseCode": 1, "handle": name.text, "values": values_to_json(values)}
-    if not values and (types or indexes):
-        body["responseCode"] = 200
+    if not values and wanted.selects:
+        body["responseCode"] = 200  # HANDLE.NET: the filters matched no value this caller is served
     return json_response(request, body)
 
 
@@ -137,10 +142,7 @@ async def put_handle(request: web.Request) -> web.Response:
         report = await registry.put_handle(
             caller, name, values, overwrite=overwrite, indexes=_indexes(request), mint=mint
         )
-    status = 201 if report.created else 200
-    if report.created and _indexes(request) is None:
-        REGISTRATIONS.labels(normalise_prefix(registry.parse(report.handle).prefix)).inc()
-    return json_response(request, {"responseCode": 1, "handle": report.handle}, status)
+    return json_response(request, {"responseCode": 1, "handle": report.handle}, 201 if report.created else 200)
 
 
 @routes.delete("/api/handles/{handle:.+}")

@@ -13,6 +13,7 @@ _STATUS = {
     e.RC_SERVER_TOO_BUSY: 503,
     e.RC_SERVER_BACKUP: 503,
     e.RC_PROTOCOL_ERROR: 400,
+    e.RC_RECURSION_COUNT_TOO_HIGH: 404,  # an alias chain that loops or is too long: nothing to be found
     e.RC_HANDLE_NOT_FOUND: 404,
     e.RC_HANDLE_ALREADY_EXISTS: 409,
     e.RC_INVALID_HANDLE: 400,

@@ -3,7 +3,8 @@
 One :class:`NativeHandler` serves the UDP and the TCP listeners: they hand it a request's envelope
 and message bytes (``respond``) and send back the bytes it returns. Resolution goes through the same
 :class:`~resolver.resolve.Resolver` (cache tiers, then the store) as ``GET /api/handles/…``, with the
-same responsibility check and the same type/index filters.
+same responsibility check and the same read policy (:mod:`registry.read_policy`: type and index
+filters, then the values an anonymous caller may read).
 
 Replies follow HANDLE.NET's ``HandleServer``:
 
@@ -11,8 +12,9 @@ Replies follow HANDLE.NET's ``HandleServer``:
   (200: the index/type filters match nothing, or no value is publicly readable), SERVER_NOT_RESP (301:
   not in this node's namespace, answered before any cache or store is touched), INVALID_HANDLE (102),
   SERVER_TOO_BUSY (3: the store is unavailable and nothing is cached) or ERROR (2).
-  Native requests are anonymous here (no challenge-response, no sessions), so only values with the
-  PUBLIC_READ permission are ever sent, whether or not the request set the PO flag.
+  Native requests are anonymous here (no challenge-response, no sessions): what is sent is what
+  :mod:`registry.read_policy` serves an anonymous caller (values with PUBLIC_READ), whether or not
+  the request set the PO flag.
   A handle without a slash names a prefix: ``88.118.8`` is resolved as ``0.NA/88.118.8``.
 - opcode 2 (get-site-info): the node's HS_SITE data.
 - anything else: OPERATION_NOT_SUPPORTED (5); opcode 0: PROTOCOL_ERROR (4). A message that does not
@@ -37,6 +39,8 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from time import perf_counter
 
 from registry.errors import (
     RC_ERROR,
@@ -55,6 +59,7 @@ from registry.errors import (
     StoreUnavailable,
 )
 from registry.model import HandleName, HandleValue
+from registry.read_policy import ALL_PUBLIC, ValueFilter
 from registry.service import Registry
 from registry.valuedata import decode_site
 from resolver.native.codec import (
@@ -85,6 +90,7 @@ from resolver.native.codec import (
     encode_value,
     reply_to,
 )
+from resolver.ops.native_meter import NATIVE
 from resolver.ops.resolutions import ResolutionCounter
 from resolver.resolve import Resolver
 
@@ -130,6 +136,12 @@ class NativeStats:
     truncated: int = 0  # UDP replies cut to a truncated ERROR (too large, or over the address's budget)
     evicted: int = 0  # TCP connections closed to admit a new one (a connection cap was reached)
     idle_closed: int = 0  # TCP connections closed for going without a complete request too long
+
+
+@lru_cache(maxsize=1024)
+def _value_filter(types: tuple[str, ...], indexes: tuple[int, ...]) -> ValueFilter:
+    """The read policy's filter for a request's types and indexes (apps repeat the same few)."""
+    return ValueFilter(types, frozenset(indexes))
 
 
 def _digest_algorithm(version: tuple[int, int]) -> int:
@@ -266,10 +278,11 @@ class NativeHandler:
     async def respond(self, envelope: bytes, payload: bytes) -> bytes | None:
         """The whole reply (envelope and message) to the message ``payload`` that followed the 20
         ``envelope`` bytes, or None when it gets no reply (it is a response, not a request)."""
+        started = perf_counter()
         if self.fast_path:
             parsed = _parse_resolution(envelope, payload)
             if parsed is not None:
-                return await self._respond_fast(envelope, payload, parsed)
+                return await self._respond_fast(envelope, payload, parsed, started)
         if header_is_response(payload):
             self.stats.dropped += 1
             return None
@@ -280,17 +293,25 @@ class NativeHandler:
             opcode = _HEADER_CODES.unpack_from(payload)[0] if len(payload) >= 8 else 0
             env = peek_request(envelope)
             assert env is not None
-            return self.wire(self.protocol_error(env[0], opcode, str(exc)))
-        return self.wire(await self.handle(message))
+            return self._counted(self.wire(self.protocol_error(env[0], opcode, str(exc))), started)
+        return self._counted(self.wire(await self.handle(message)), started)
 
     def refuse(self, raw: bytes, reason: str) -> bytes | None:
         """The PROTOCOL_ERROR reply to a message that cannot even be framed (``raw``: its first bytes),
         or None when no request id can be read or it is a response."""
+        started = perf_counter()
         peeked = peek_request(raw)
         if peeked is None or peeked[2]:
             self.stats.dropped += 1
             return None
-        return self.wire(self.protocol_error(peeked[0], peeked[1], reason))
+        return self._counted(self.wire(self.protocol_error(peeked[0], peeked[1], reason)), started)
+
+    @staticmethod
+    def _counted(wire: bytes, started: float) -> bytes:
+        """``wire``, counted in the native metrics by its opcode and responseCode (as sent)."""
+        opcode, code = _HEADER_CODES.unpack_from(wire, ENVELOPE_SIZE)
+        NATIVE.answered(opcode, code, perf_counter() - started)
+        return wire
 
     # -- replies as messages (the general path) -----------------------------------------------------
     def _expiration(self) -> int:
@@ -392,14 +413,12 @@ class NativeHandler:
         self.resolutions.count(name.prefix, "native", record is not None)
         if record is None:
             return RC_HANDLE_NOT_FOUND, "", None
-        values = record.values
-        if indexes or types:
-            wanted = frozenset(indexes)
-            values = tuple(v for v in values if v.index in wanted or any(v.type_matches(t) for t in types))
-        public = [v for v in values if v.permissions & 0x2]  # PUBLIC_READ
-        if not public:
+        # Native callers are anonymous (no challenge-response here): never a private reader.
+        wanted = _value_filter(types, indexes) if indexes or types else ALL_PUBLIC
+        values = self.resolver.served(record, request=wanted)
+        if not values:
             return RC_VALUES_NOT_FOUND, "", None
-        return RC_SUCCESS, "", values if len(public) == len(values) else tuple(public)
+        return RC_SUCCESS, "", values
 
     # -- the fast path ------------------------------------------------------------------------------
     def _resolution_body(self, handle: str, values: tuple[HandleValue, ...]) -> bytes:
@@ -416,7 +435,7 @@ class NativeHandler:
             self._values_bytes += len(encoded) + len(value.data)
         return encoded
 
-    async def _respond_fast(self, envelope: bytes, payload: bytes, parsed: _Parsed) -> bytes:
+    async def _respond_fast(self, envelope: bytes, payload: bytes, parsed: _Parsed, started: float) -> bytes:
         flags, recursion, end, handle, indexes, types = parsed
         self.stats.requests += 1
         self.stats.fast += 1
@@ -445,6 +464,7 @@ class NativeHandler:
             self.stats.errors += 1
         body = digest + body
         length = HEADER_SIZE + len(body) + 4
+        NATIVE.resolution(code, perf_counter() - started)
         return b"".join(
             (
                 _ENVELOPE.pack(

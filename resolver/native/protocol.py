@@ -44,6 +44,7 @@ from resolver.native.codec import (
 )
 from resolver.native.handler import NativeHandler
 from resolver.native.limits import UdpBudget, address_key
+from resolver.ops.native_meter import NATIVE
 
 __all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
 
@@ -103,6 +104,7 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         log.debug("native udp: %r", exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        NATIVE.datagrams_in += 1
         try:
             self._received(data, addr)
         except Exception as exc:  # a datagram must never take the endpoint down
@@ -165,9 +167,11 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
                 self.handler.stats.truncated += 1
             if len(wire) <= self.packet_size:
                 transport.sendto(wire, addr)
+                NATIVE.datagrams_out += 1
             else:
                 for packet in split_udp(decode_envelope(wire), wire[ENVELOPE_SIZE:], self.packet_size):
                     transport.sendto(packet, addr)
+                    NATIVE.datagrams_out += 1
         except (OSError, CodecError) as exc:
             log.debug("native udp: cannot reply to %s: %r", addr, exc)
 

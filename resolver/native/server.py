@@ -2,9 +2,9 @@
 
 ``start_native`` binds both (with SO_REUSEPORT when the node runs several workers, so they share the
 port) and returns a :class:`NativeServer`; ``close()`` stops accepting, aborts open connections and
-cancels the requests still being answered. ``start_native_or_warn`` is what the app's lifecycle calls:
-when the port cannot be bound (in use, no permission) it logs a warning and the node runs without the
-native protocol, so the HTTP API still starts.
+cancels the requests still being answered. ``start_native_or_warn`` is what :func:`resolver.server.node_app`
+calls: when the port cannot be bound (in use, no permission) it logs a warning and the node runs
+without the native protocol, so the HTTP API still starts.
 
 TCP connections are capped in total (``native_tcp_max_connections``) and per client address
 (``native_tcp_max_per_address``). A new connection is always admitted: at a cap, the connection that
@@ -29,6 +29,7 @@ from resolver.config import Config
 from resolver.native.handler import NativeHandler, NativeStats
 from resolver.native.limits import UdpBudget
 from resolver.native.protocol import TcpNativeProtocol, UdpNativeProtocol
+from resolver.ops.native_meter import NATIVE
 
 __all__ = ["NativeServer", "start_native", "start_native_or_warn"]
 
@@ -43,7 +44,7 @@ class NativeServer:
 
     ``connections`` holds the open TCP connections, the one idle longest first; ``NativeServer.running``
     holds the servers of this process that are open (weakly), so tests and metrics can find the one
-    the app's lifecycle started (``NativeServer.on_port(port)``)."""
+    ``resolver.server.node_app`` started (``NativeServer.on_port(port)``)."""
 
     running: ClassVar[weakref.WeakSet[NativeServer]] = weakref.WeakSet()
 
@@ -86,6 +87,7 @@ class NativeServer:
 
     def _opened(self, conn: TcpNativeProtocol) -> bool:
         if self._closed:
+            NATIVE.refused("closing")
             return False
         group = self._by_address.get(conn.address, ())
         if len(group) >= self.max_per_address:
@@ -94,6 +96,7 @@ class NativeServer:
             self._evict(next(iter(self.connections)))
         self.connections[conn] = None
         self._by_address.setdefault(conn.address, OrderedDict())[conn] = None  # after _evict may drop it
+        NATIVE.tcp_open += 1
         return True
 
     def _progressed(self, conn: TcpNativeProtocol) -> None:
@@ -104,6 +107,7 @@ class NativeServer:
     def _evict(self, conn: TcpNativeProtocol) -> None:
         log.debug("native tcp: connection cap reached; closing the idlest connection, from %s", conn.peer)
         self.handler.stats.evicted += 1
+        NATIVE.refused("cap")
         self._lost(conn)
         if conn.transport is not None:
             conn.transport.abort()
@@ -111,6 +115,7 @@ class NativeServer:
     def _lost(self, conn: TcpNativeProtocol) -> None:
         if conn in self.connections:  # evicted connections are gone already
             del self.connections[conn]
+            NATIVE.tcp_open -= 1
             group = self._by_address[conn.address]
             del group[conn]
             if not group:
@@ -140,8 +145,10 @@ class NativeServer:
             if not self.connections:
                 break
             await asyncio.sleep(0)
+        NATIVE.tcp_open -= len(self.connections)
         self.connections.clear()
         self._by_address.clear()
+        NATIVE.flush()
 
 
 async def start_native(

@@ -22,7 +22,8 @@ __all__ = ["STARTUP_KEY", "StartupFacts", "banner", "secret_notice"]
 
 @dataclass
 class StartupFacts:
-    """What the app's startup learnt that the banner tells (filled in by the app's lifecycle)."""
+    """What the app's startup learnt that the banner tells (filled in by its lifecycle and the native
+    listeners of resolver.server.node_app)."""
 
     generated_secret: str | None = None  # a node administrator secret generated on this start
     native_bound: bool | None = None  # whether this process bound the native port; None: not known here

@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from resolver.http.keys import STATE_KEY
+from resolver.http.keys import STATE_KEY, NodeState
 
-__all__ = ["STORE_PING_TIMEOUT", "health_routes"]
+__all__ = ["STORE_PING_TIMEOUT", "health_routes", "readiness"]
 
 health_routes = web.RouteTableDef()
 STORE_PING_TIMEOUT = 2.0
@@ -30,12 +30,11 @@ async def healthz(request: web.Request) -> web.Response:
     return _reply({"status": "alive"})
 
 
-@health_routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
+async def readiness(state: NodeState) -> tuple[dict[str, Any], int]:
+    """What ``/readyz`` answers, and its status (the console's status page shows the same)."""
     registry, resolver = state.registry, state.resolver
     if registry is None or resolver is None:
-        return _reply({"status": "starting"}, 503)
+        return {"status": "starting"}, 503
     body: dict[str, Any] = {}
     degraded: list[str] = []
     try:
@@ -56,7 +55,13 @@ async def readyz(request: web.Request) -> web.Response:
     if "store" in degraded:
         can_serve = getattr(cache, "can_serve", None)
         if not (callable(can_serve) and can_serve()):
-            return _reply({"status": "unavailable", "degraded": degraded, **body}, 503)
+            return {"status": "unavailable", "degraded": degraded, **body}, 503
     if degraded:
-        return _reply({"status": "degraded", "degraded": degraded, **body})
-    return _reply({"status": "ok", **body})
+        return {"status": "degraded", "degraded": degraded, **body}, 200
+    return {"status": "ok", **body}, 200
+
+
+@health_routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    body, status = await readiness(request.app[STATE_KEY])
+    return _reply(body, status)

@@ -1,16 +1,17 @@
 """Prometheus metrics. Label values are bounded: routes are route templates, never handles.
 
 Two scrape paths. ``/metrics`` is open and holds the operational series (requests, latencies,
-caches, store, Redis, batches, the process). ``/metrics/business`` holds the business figures,
-which are no more public than the tallies they come from: registrations and resolutions per
-enterprise prefix and the clause-8 gauges per promoter (award, eligible enterprises, registrations);
-it takes the same credentials as the tallies (node administrator or auditor, HTTP Basic or a Handle
-session).
+caches, store, Redis, batches, handle changes, the process). ``/metrics/business`` holds the
+business figures, which are no more public than the tallies they come from: registrations and
+resolutions per enterprise prefix and the clause-8 gauges per promoter (award, eligible enterprises,
+registrations); it takes the same credentials as the tallies (node administrator or auditor, HTTP
+Basic or a Handle session).
 
 With ``--workers N`` each worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (set by the
 server before the workers start) and both paths aggregate them (prometheus-client multiprocess
-mode). The clause-8 gauges are computed from the store at scrape time (cached briefly), so every
-worker reports the same numbers.
+mode). The business figures are computed from the store at scrape time (cached briefly), so every
+worker reports the same numbers and every writer counts (``idnode import`` too). Nothing is
+counted in request handlers: :func:`write_metrics` subscribes to the write service's events.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -30,28 +31,37 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from registry.auth import Caller
 from registry.errors import PermissionDenied
+from registry.write_events import Commit, Subscriber
+from registry.write_plan import Change
 
 __all__ = [
     "BATCH_ITEMS",
     "CACHE_REQUESTS",
+    "HANDLE_CHANGES",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
+    "NATIVE_DATAGRAMS",
+    "NATIVE_LATENCY",
+    "NATIVE_REQUESTS",
+    "NATIVE_TCP_CONNECTIONS",
+    "NATIVE_TCP_REFUSED",
     "REDIS_BREAKER",
     "REDIS_ERRORS",
-    "REGISTRATIONS",
     "RESOLUTIONS",
     "RESOLUTION_MISSES",
+    "SCRAPE_HOOKS",
     "STORE_ERRORS",
     "STORE_LATENCY",
     "InstrumentedStore",
     "business_metrics_handler",
     "metrics_handler",
     "record_request",
+    "write_metrics",
 ]
 
 MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -88,7 +98,11 @@ BATCH_ITEMS = Histogram(
 BATCH_RESULTS = Counter(
     "idnode_batch_item_outcomes_total", "Batch items by outcome (created, replaced, failed).", ["outcome"]
 )
-REGISTRATIONS = Counter("idnode_registrations_total", "Identifiers created, by enterprise prefix.", ["prefix"])
+HANDLE_CHANGES = Counter(
+    "idnode_handle_changes_total",
+    "Handles created, replaced and deleted by this node's writes (its write events), by change.",
+    ["change"],
+)
 # Added by resolver.ops.resolutions at each flush (not per request); prefix labels bounded there.
 RESOLUTIONS = Counter(
     "idnode_resolutions_total",
@@ -101,10 +115,41 @@ RESOLUTION_MISSES = Counter(
     ["interface", "prefix"],
 )
 
+# The native Handle protocol (UDP, TCP, and its messages over HTTP). Counted into plain ints on the
+# hot path and added here in one flush (resolver.ops.native_meter): labels are bounded (known
+# opcodes, else "other"; the responseCodes the node sends).
+NATIVE_REQUESTS = Counter(
+    "idnode_native_requests_total",
+    "Native Handle protocol requests answered, by opcode and responseCode.",
+    ["opcode", "code"],
+)
+NATIVE_LATENCY = Histogram(
+    "idnode_native_request_duration_seconds",
+    "Native Handle protocol requests: from the whole message received to its reply built, by opcode.",
+    ["opcode"],
+    buckets=(0.0001, 0.00025, *_LATENCY_BUCKETS),
+)
+NATIVE_DATAGRAMS = Counter(
+    "idnode_native_udp_datagrams_total", "Native UDP datagrams received (in) and sent (out).", ["direction"]
+)
+NATIVE_TCP_CONNECTIONS = Gauge(
+    "idnode_native_tcp_connections", "Open native TCP connections.", multiprocess_mode="livesum"
+)
+NATIVE_TCP_REFUSED = Counter(
+    "idnode_native_tcp_connections_refused_total",
+    "Native TCP connections closed by the node's limits: the idlest one at a connection cap (cap), or "
+    "one that arrived while the listeners were closing (closing).",
+    ["reason"],
+)
+
 METRICS_PATH = "/metrics"
 BUSINESS_PATH = "/metrics/business"
 
+# Called before every scrape: counts kept as plain ints in this process are added to the series.
+SCRAPE_HOOKS: list[Callable[[], None]] = []
+
 TALLY_TTL = 60.0
+REGISTRATIONS_TTL = 5.0  # other workers' and processes' writes show within this; this process's at once
 
 
 def route_of(request: web.Request) -> str:
@@ -139,8 +184,12 @@ def record_request(request: web.Request, status: int, seconds: float) -> None:
 
 
 class TallyCollector:
-    """Per promoter: eligible enterprises, registrations and current award of a live tally for this
-    calendar year; per enterprise prefix: registrations. Computed at most every ``TALLY_TTL`` s."""
+    """The business figures computed from the store at scrape time. Per promoter: eligible
+    enterprises, registrations and current award of a live tally for this calendar year; per
+    enterprise prefix: registrations this year (computed at most every ``TALLY_TTL`` s). Per
+    enterprise prefix: identifiers registered, all time, from the store's exact registration
+    counters (``registrations``; at most every ``REGISTRATIONS_TTL`` s, and afresh after a write
+    of this process), so ``idnode import`` and every other writer count."""
 
     FAMILIES = frozenset(
         {
@@ -148,20 +197,43 @@ class TallyCollector:
             "idnode_promoter_registrations",
             "idnode_promoter_award_yuan",
             "idnode_enterprise_registrations",
+            "idnode_registrations",
         }
     )
 
-    def __init__(self, compute: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(
+        self,
+        compute: Callable[[], Awaitable[Any]],
+        registrations: Callable[[], Awaitable[Mapping[str, int]]] | None = None,
+    ) -> None:
         self._compute = compute
         self._cached: Any = None
         self._at = 0.0
+        self._registrations = registrations
+        self._counts: Mapping[str, int] | None = None
+        self._counts_at = 0.0
+
+    def registrations_changed(self) -> None:
+        """This process wrote handles: read the counters again at the next scrape."""
+        self._counts_at = -REGISTRATIONS_TTL
 
     async def refresh(self) -> None:
-        if self._cached is None or time.monotonic() - self._at > TALLY_TTL:
+        """Recompute what is due; a failure is raised once both parts were tried."""
+        failure: Exception | None = None
+        now = time.monotonic()
+        if self._registrations is not None and (self._counts is None or now - self._counts_at > REGISTRATIONS_TTL):
+            try:
+                self._counts = await self._registrations()
+                self._counts_at = now
+            except Exception as exc:  # the store is down; the tally will say so too
+                failure = exc
+        if self._cached is None or now - self._at > TALLY_TTL:
             self._cached = await self._compute()
             self._at = time.monotonic()
+        if failure is not None:
+            raise failure
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Any]:
         tally = self._cached
         eligible = GaugeMetricFamily(
             "idnode_promoter_eligible_enterprises",
@@ -179,6 +251,11 @@ class TallyCollector:
             "Registrations per enterprise prefix (live tally, this year).",
             labels=["prefix"],
         )
+        total = CounterMetricFamily(
+            "idnode_registrations",
+            "Identifiers registered under each enterprise prefix, all time, net of deletions (the store's counters).",
+            labels=["prefix"],
+        )
         if tally is not None:
             for pt in tally.promoters:
                 label = [str(pt.promoter.id)]
@@ -187,13 +264,27 @@ class TallyCollector:
                 award.add_metric(label, pt.award.award_yuan)
                 for row in pt.enterprises:
                     ent.add_metric([row.prefix], row.registrations)
-        yield from (eligible, regs, award, ent)
+        for prefix, n in sorted((self._counts or {}).items()):
+            total.add_metric([prefix], n)
+        yield from (eligible, regs, award, ent, total)
+
+
+def write_metrics(tally: TallyCollector | None) -> Subscriber:
+    """The write-event subscriber of the metrics: counts the handles each commit changed and has
+    the registration counters read again after a creation or deletion."""
+
+    async def on_commit(commit: Commit) -> None:
+        counts = commit.counts()
+        for change, n in counts.items():
+            HANDLE_CHANGES.labels(change.value).inc(n)
+        if tally is not None and (Change.CREATED in counts or Change.DELETED in counts):
+            tally.registrations_changed()
+
+    return on_commit
 
 
 # Families (names without _total) served only on /metrics/business.
-BUSINESS_FAMILIES = frozenset(
-    {"idnode_registrations", "idnode_resolutions", "idnode_resolutions_not_found", *TallyCollector.FAMILIES}
-)
+BUSINESS_FAMILIES = frozenset({"idnode_resolutions", "idnode_resolutions_not_found", *TallyCollector.FAMILIES})
 
 
 class _Part:
@@ -210,6 +301,8 @@ class _Part:
 
 
 def _exposition(business: bool) -> bytes:
+    for hook in SCRAPE_HOOKS:
+        hook()
     if MULTIPROC:
         source: Any = MultiProcessCollector(None)
     else:
@@ -252,7 +345,7 @@ def business_metrics_handler(
                 extra = CollectorRegistry(auto_describe=False)
                 extra.register(tally)  # type: ignore[arg-type]
                 body += generate_latest(extra)
-            except Exception:  # the counters still go out when the store is down
+            except Exception:  # the store is down: its figures are left out, the error counted
                 STORE_ERRORS.labels("tally").inc()
         return _reply(body)
 

@@ -1,9 +1,12 @@
 """deploy/: every file parses, and what the files reference exists in the code: the command, ports,
-HTTP paths, IDNODE_* settings and the metric names in the dashboard and the Prometheus rules."""
+HTTP paths, IDNODE_* settings and the metric names in the dashboard and the Prometheus rules. The
+files are also built and run for real by deploy/ci/containers.sh (a CI step after the test suite);
+tests/deploy/test_ci_files.py checks that script's own files."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 import shlex
@@ -26,8 +29,25 @@ SETTINGS = {"IDNODE_" + f.name.upper() for f in dataclasses.fields(Config)} | {"
 HTTP_PORT, NATIVE_PORT = DEFAULTS.port, DEFAULTS.native_port
 
 
+class ComposeLoader(yaml.SafeLoader):
+    """YAML with the Compose merge tags (!override, !reset) an override file may use."""
+
+
+for _tag in ("!override", "!reset"):
+    ComposeLoader.add_constructor(
+        _tag,
+        lambda loader, node: (
+            loader.construct_mapping(node, deep=True)
+            if isinstance(node, yaml.MappingNode)
+            else loader.construct_sequence(node, deep=True)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_scalar(node)
+        ),
+    )
+
+
 def load_yaml(path: Path) -> list[Any]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
+    return [doc for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=ComposeLoader) if doc is not None]
 
 
 def k8s_docs() -> list[dict[str, Any]]:
@@ -50,6 +70,19 @@ def dockerfile() -> list[tuple[str, str]]:
         if line and not line.startswith("#"):
             word, _, rest = line.partition(" ")
             out.append((word.upper(), rest.strip()))
+    return out
+
+
+def dockerfile_froms() -> list[str]:
+    """The FROM images, with the ARG defaults declared before the first FROM filled in."""
+    lines = dockerfile()
+    first = next(n for n, (i, _) in enumerate(lines) if i == "FROM")
+    defaults = dict(a.split("=", 1) for i, a in lines[:first] if i == "ARG" and "=" in a)
+    out = []
+    for i, a in lines:
+        if i == "FROM":
+            image = a.split()[0]
+            out.append(re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], image))
     return out
 
 
@@ -131,8 +164,7 @@ def test_dockerfile_command_exists_in_the_cli() -> None:
 
 def test_dockerfile_base_user_ports_and_healthcheck(app_paths: set[str]) -> None:
     lines = dockerfile()
-    froms = [a for i, a in lines if i == "FROM"]
-    assert all(a.startswith("python:3.11-slim") for a in froms)
+    assert dockerfile_froms() == ["python:3.11-slim", "python:3.11-slim"]
     user = [a for i, a in lines if i == "USER"][-1]
     assert user.split(":")[0] not in ("root", "0")
     exposed = {p for i, a in lines if i == "EXPOSE" for p in a.split()}
@@ -195,6 +227,23 @@ def test_compose_services_ports_and_mounts() -> None:
                 assert (DEPLOY / source).exists(), source
     nginx = (DEPLOY / "nginx/nginx.conf").read_text()
     assert f"idnode-1:{HTTP_PORT}" in nginx and f"idnode-2:{HTTP_PORT}" in nginx
+
+
+def test_deployments_set_where_clients_reach_them() -> None:
+    """HS_SITE must name the deployment's public address (clients following it would otherwise be
+    sent to 127.0.0.1), and the node must know its public URL: compose takes both from the operator,
+    with no default; the Kubernetes ConfigMap sets both (to documentation values to replace)."""
+    (compose,) = load_yaml(DEPLOY / "docker-compose.yml")
+    for name in ("idnode-1", "idnode-2"):
+        env = compose["services"][name]["environment"]
+        for key in ("IDNODE_ADVERTISE_HOST", "IDNODE_PUBLIC_BASE_URL"):
+            assert env[key].startswith("${" + key + ":?"), (name, key, env[key])
+    (configmap,) = k8s_kind("ConfigMap")
+    data = configmap["data"]
+    assert load_config(env=dict(data)).advertise_host == data["IDNODE_ADVERTISE_HOST"]
+    assert ipaddress.ip_address(data["IDNODE_ADVERTISE_HOST"]).is_global is False  # a placeholder
+    assert load_config(env=dict(data)).public_base_url == data["IDNODE_PUBLIC_BASE_URL"].rstrip("/")
+    assert data["IDNODE_PUBLIC_BASE_URL"].startswith("https://")
 
 
 def test_prometheus_scrapes_both_replicas_on_the_metrics_path(app_paths: set[str]) -> None:

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from registry.days import day_number, day_start, hour_of
-from registry.errors import InvalidRequest, StoreUnavailable
+from registry.errors import HandleAlreadyExists, InvalidRequest, StoreUnavailable
 from registry.model import HandleValue, Record, Reference
 from registry.packing import pack_record, unpack_record
 from registry.stores import open_store
@@ -26,6 +26,7 @@ from registry.stores.base import (
     MUST_NOT_EXIST,
     RESOLUTION_BATCH_DAYS,
     Attribution,
+    Gs1Prefix,
     HandleStore,
     HandleWrite,
     ResolutionCount,
@@ -586,6 +587,90 @@ async def test_enterprises(store: HandleStore) -> None:
     with pytest.raises(InvalidRequest):
         await store.move_enterprise(e.id, 99, effective_at=NOW + 200)  # no such promoter
     assert len(await store.attributions()) == 4
+
+
+# -- GS1 company prefixes ------------------------------------------------------------------------
+async def test_gs1_prefixes(store: HandleStore) -> None:
+    a = await store.add_promoter("A", USCC_A, now=NOW)
+    e = await store.add_enterprise("Factory", USCC_E, P, a.id, prefix_write(P), now=NOW)
+    f = await store.add_enterprise("Mill", USCC_F, Q, a.id, prefix_write(Q), now=NOW)
+    assert await store.list_gs1_prefixes() == [] and await store.find_gs1_prefix(["6901234"]) is None
+
+    mine = Gs1Prefix("6901234", e.id, P, NOW)
+    assert await store.add_gs1_prefix(e.id, "6901234", now=NOW, limit=3) == (mine, True)
+    # Registering it again changes nothing (and keeps the first time).
+    assert await store.add_gs1_prefix(e.id, "6901234", now=NOW + 9, limit=3) == (mine, False)
+    # The same enterprise may hold a prefix inside its own.
+    inner = Gs1Prefix("69012345", e.id, P, NOW + 1)
+    assert await store.add_gs1_prefix(e.id, "69012345", now=NOW + 1, limit=3) == (inner, True)
+
+    async def refused(company_prefix: str, message: str) -> None:
+        with pytest.raises(HandleAlreadyExists) as err:
+            await store.add_gs1_prefix(f.id, company_prefix, now=NOW, limit=3)
+        assert err.value.message == message
+
+    # A GTIN has one owner: another enterprise may not take the prefix, a shorter one or a longer one.
+    await refused("6901234", "GS1 company prefix 6901234 is registered by another enterprise")
+    overlap = "overlaps {}, registered by another enterprise: a GTIN has one owner"
+    await refused("690123", f"GS1 company prefix 690123 {overlap.format('6901234')}")
+    await refused("690123456789", f"GS1 company prefix 690123456789 {overlap.format('6901234')}")
+    # Neighbours are not overlaps (":" sorts right after "9", "69012339" right before).
+    theirs = [await store.add_gs1_prefix(f.id, p, now=NOW + 2, limit=3) for p in ("6901235", "69012339")]
+    assert [created for _, created in theirs] == [True, True]
+
+    assert await store.list_gs1_prefixes(e.id) == [mine, inner]
+    assert [p.company_prefix for p in await store.list_gs1_prefixes()] == ["69012339", "6901234", "69012345", "6901235"]
+    assert await store.list_gs1_prefixes(99) == []
+
+    # Resolution: the longest registered candidate wins.
+    assert await store.find_gs1_prefix(["690123456789", "69012345", "6901234", "690123"]) == inner
+    assert await store.find_gs1_prefix(["690123499999", "6901234"]) == mine
+    found = await store.find_gs1_prefix(["6901235"])
+    assert found is not None and (found.enterprise_id, found.enterprise_prefix) == (f.id, Q)
+    assert await store.find_gs1_prefix(["5012345"]) is None and await store.find_gs1_prefix([]) is None
+
+    # At most ``limit`` per enterprise; an existing one is still answered at the limit.
+    assert await store.add_gs1_prefix(e.id, "6902000", now=NOW, limit=3) == (Gs1Prefix("6902000", e.id, P, NOW), True)
+    with pytest.raises(InvalidRequest) as limit_err:
+        await store.add_gs1_prefix(e.id, "6903000", now=NOW, limit=3)
+    assert limit_err.value.message == "an enterprise may register at most 3 GS1 company prefixes"
+    assert await store.add_gs1_prefix(e.id, "6902000", now=NOW, limit=3) == (Gs1Prefix("6902000", e.id, P, NOW), False)
+
+    # Removing: only the enterprise's own; then the other enterprise may take it.
+    assert await store.remove_gs1_prefix(f.id, "6901234") is False
+    assert await store.remove_gs1_prefix(e.id, "69012345") is True
+    assert await store.remove_gs1_prefix(e.id, "69012345") is False
+    assert await store.remove_gs1_prefix(e.id, "6901234") is True
+    assert await store.find_gs1_prefix(["69012345", "6901234"]) is None
+    assert await store.add_gs1_prefix(f.id, "690123", now=NOW + 3, limit=3) == (
+        Gs1Prefix("690123", f.id, Q, NOW + 3),
+        True,
+    )
+    with pytest.raises(InvalidRequest):
+        await store.add_gs1_prefix(99, "5012345", now=NOW, limit=3)  # no such enterprise
+    assert await store.find_gs1_prefix(["5012345"]) is None
+
+
+async def test_concurrent_overlapping_gs1_prefixes_have_one_owner(store_url: str) -> None:
+    """Two stores (two processes) add overlapping prefixes for two enterprises at once: one wins."""
+    first, second = await open_store(store_url), await open_store(store_url)
+    try:
+        a = await first.add_promoter("A", USCC_A, now=NOW)
+        e = await first.add_enterprise("Factory", USCC_E, P, a.id, prefix_write(P), now=NOW)
+        f = await first.add_enterprise("Mill", USCC_F, Q, a.id, prefix_write(Q), now=NOW)
+        for n in range(10):
+            short, long = f"69{n:02d}123", f"69{n:02d}1234"
+            results = await asyncio.gather(
+                first.add_gs1_prefix(e.id, short, now=NOW, limit=100),
+                second.add_gs1_prefix(f.id, long, now=NOW, limit=100),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(r, HandleAlreadyExists) for r in results) == 1, results
+            owners = {p.enterprise_id for p in await first.list_gs1_prefixes() if p.company_prefix.startswith(short)}
+            assert len(owners) == 1
+    finally:
+        await first.close()
+        await second.close()
 
 
 # -- metadata ------------------------------------------------------------------------------------

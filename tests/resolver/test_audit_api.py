@@ -140,3 +140,23 @@ async def test_reading_the_log(node):
     for query in ("?limit=0", "?limit=1001", "?since=yesterday", "?before=0", "?before=²"):
         r = await node.get(f"/api/audit{query}", headers=ADMIN)
         assert r.status == 400 and (await r.json())["responseCode"] == 4, query
+
+
+async def test_secret_rotations_are_recorded_with_the_new_key_never(node):
+    """The console's "rotate my key" and "reset an enterprise's key" (registry.secret_rotation)."""
+    await ok(await node.post("/api/promoters", json={"name": "P", "uscc": make_uscc(1, "92")}, headers=ADMIN), 201)
+    ent = await ok(
+        await node.post("/api/enterprises", json={"name": "E", "uscc": make_uscc(1), "promoter": 1}, headers=ADMIN), 201
+    )
+    registry = node.app[STATE_KEY].registry
+    assert registry is not None
+    _, reset = await registry.reset_enterprise_secret(
+        await registry.caller_of(Identity.parse(NODE_ADMIN)), ent["prefix"]
+    )
+    rotated = await registry.rotate_own_secret(await registry.caller_of(Identity.parse(ent["admin"])))
+    log = await entries(node, "?limit=2")
+    assert [(e["action"], e["target"], e["actor"]) for e in log] == [
+        ("secret.rotate", ent["admin"], ent["admin"]),
+        ("enterprise.reset-secret", ent["admin"], NODE_ADMIN),
+    ]
+    assert reset not in str(log) and rotated not in str(log)

@@ -108,7 +108,7 @@ async def nodes(tmp_path, redis_prefix, redis) -> AsyncIterator[Callable[..., Aw
         made.append(cache)
         registry.add_listener(cache.invalidate)
         admin = await registry.caller_for(f"300:0.NA/{NODE}", ADMIN_SECRET)
-        return Node(registry, cache, Resolver(registry, cache), admin)
+        return Node(registry, cache, Resolver(registry.store, cache), admin)
 
     yield make
     for cache in made:
@@ -436,16 +436,17 @@ async def test_status_reports_tiers(nodes):
 
 
 async def test_a_batch_write_invalidates_every_key_on_every_node(nodes, redis, redis_prefix):
-    from registry.stores.base import MUST_NOT_EXIST, HandleWrite
+    from registry.batch import BatchValidator
 
     a, b = await nodes(), await nodes()
     keys = [f"88.118.8/batch-{i}" for i in range(3000)]
     assert not any(await asyncio.gather(*(b.url(k) for k in keys)))  # "not found" cached in both tiers
     assert b.cache.redis is not None and b.cache.redis.batcher.batches >= 3  # at most 1,000 keys a MGET
-    value = HandleValue(index=1, type="URL", data=b"https://example.com/batch")
-    writes = [HandleWrite(k, k, NODE, (value,), MUST_NOT_EXIST) for k in keys]
-    results = await a.registry.write_many(writes)
-    assert all(r.ok for r in results)
+    batch = BatchValidator(a.registry.writes, a.admin, max_items=len(keys))  # one commit, one event list
+    for k in keys:
+        await batch.add({"handle": k, "values": [{"index": 1, "type": "URL", "data": "https://example.com/batch"}]})
+    report = await batch.finish()
+    assert report.created == len(keys) and not report.failures
     assert set(await asyncio.gather(*(b.url(k) for k in keys))) == {"https://example.com/batch"}
     assert a.cache.bus is not None and a.cache.bus.ack_timeouts == 0
 

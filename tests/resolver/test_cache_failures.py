@@ -264,7 +264,7 @@ async def test_a_silent_redis_costs_one_timeout_not_one_per_request(tmp_path, re
     )
     cache = TieredCache(local=None, redis=tier, current_version=store.current_version)
     await cache.start(wait=0)
-    resolver = Resolver(registry, cache)
+    resolver = Resolver(registry.store, cache)
     try:
         started = time.monotonic()
         for _ in range(200):
@@ -377,7 +377,7 @@ async def test_resolve_and_invalidate_through_redis_cluster(redis_cluster, tmp_p
         await cache.start(wait=5)
         caches.append(cache)
         registry.add_listener(cache.invalidate)
-        return registry, Resolver(registry, cache), cache
+        return registry, Resolver(registry.store, cache), cache
 
     try:
         (reg_a, res_a, cache_a), (reg_b, res_b, cache_b) = await node(True), await node(False)

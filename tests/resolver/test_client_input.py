@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from registry.errors import RC_SUCCESS
 from registry.model import parse_handle
 from resolver.config import load_config
-from resolver.http.app import create_app
 from resolver.http.keys import STATE_KEY
 from resolver.native.codec import (
     ENVELOPE_SIZE,
@@ -33,6 +32,7 @@ from resolver.native.codec import (
     encode_message,
     make_request,
 )
+from resolver.server import node_app
 from tests.conftest import ADMIN_SECRET, free_port
 from tests.resolver.conftest import NODE_ADMIN, NODE_PREFIX, basic, make_uscc
 
@@ -407,7 +407,7 @@ async def test_latest_absolute_ttl_is_stored_and_resolves_natively(tmp_path, mon
     port = free_port()
     store = config_overrides.get("store", f"sqlite:///{tmp_path}/idnode.db")
     config = load_config(env={}, overrides={"data_dir": str(tmp_path), "store": store, "native_port": port})
-    async with TestClient(TestServer(create_app(config))) as client:
+    async with TestClient(TestServer(node_app(config))) as client:
         h = f"{NODE_PREFIX}/ttl-native"
         value = {**URL_VALUE, "ttl": "2106-02-07T06:28:15Z"}
         r = await client.put(f"/api/handles/{h}", json={"values": [value]}, headers=basic(NODE_ADMIN, ADMIN_SECRET))

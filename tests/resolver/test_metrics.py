@@ -379,3 +379,61 @@ async def test_business_figures_need_admin_or_auditor_credentials(tmp_path) -> N
                 assert not [n for n, _ in samples if n.startswith("idnode_http_")]  # only business here
     finally:
         node.stop()
+
+
+async def test_rows_of_idnode_import_count_in_the_registration_metric(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Registrations on /metrics/business come from the store's exact counters, not from request
+    handlers: rows that ``idnode import`` writes from another process count beside the API's. The
+    node's own write events feed ``idnode_handle_changes_total`` (its prefix handle, the enterprise's,
+    the batch), never the import's."""
+    from tests.nodeproc import IDNODE, NodeProcess
+    from tests.resolver.conftest import make_uscc
+
+    data = tmp_path / "data"
+    node = NodeProcess(data).wait_ready()
+    admin = basic(f"300:0.NA/{NODE_PREFIX}", ADMIN_SECRET)
+    try:
+        async with aiohttp.ClientSession(base_url=node.url) as http:
+
+            async def call(method: str, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+                async with http.request(method, path, headers=headers, **kw) as r:
+                    return r.status, await r.text()
+
+            status, text = await call("POST", "/api/promoters", admin, json={"name": "P", "uscc": make_uscc(3, "92")})
+            assert status == 201, text
+            body = {"name": "E", "uscc": make_uscc(3), "promoter": json.loads(text)["id"]}
+            status, text = await call("POST", "/api/enterprises", admin, json=body)
+            assert status == 201, text
+            prefix = json.loads(text)["prefix"]
+            status, text = await call(
+                "POST", "/api/handles", {**admin, **NDJSON}, data=ndjson(prefix, ["api-1", "api-2"])
+            )
+            assert status == 201, text
+
+            async def registered() -> float:
+                status, text = await call("GET", "/metrics/business", admin)
+                assert status == 200, text
+                return val(parse(text), "idnode_registrations_total", prefix=prefix)
+
+            assert await registered() == 2
+            rows = tmp_path / "rows.ndjson"
+            rows.write_text(
+                "".join(json.dumps({"suffix": f"cli-{n}", "values": [url_value(n)]}) + "\n" for n in range(5))
+            )
+            done = subprocess.run(
+                [IDNODE, "import", str(rows), "--data-dir", str(data), "--enterprise-prefix", prefix],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            # Another process wrote: this node reads the counters again within REGISTRATIONS_TTL.
+            deadline = time.monotonic() + 60
+            while (seen := await registered()) != 7 and time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+            assert seen == 7
+            status, text = await call("GET", "/metrics")
+            assert status == 200
+            assert val(parse(text), "idnode_handle_changes_total", change="created") == 4
+    finally:
+        node.stop()

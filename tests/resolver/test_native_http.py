@@ -132,7 +132,8 @@ def test_other_routes_are_unaffected(node: NodeProcess) -> None:
 
     assert status_of("GET", "/healthz") == 200
     assert status_of("GET", f"/api/handles/{ITEM}") == 200
-    assert status_of("POST", "/0.NA%2F88.118.8", b"{}") == 404  # JSON to a handle path: as before
+    assert status_of("POST", "/0.NA%2F88.118.8", b"{}") == 405  # JSON to a handle path: it takes GET (the proxy)
     assert status_of("POST", f"/api/handles/{ITEM}", b"{}") == 405  # a route without POST: as before
-    assert status_of("GET", "/0.NA%2F88.118.8", None, HDL_MIME) == 404  # only POST takes native messages
+    assert status_of("GET", "/0.NA%2F88.118.8", None, HDL_MIME) == 200  # GET is the proxy's page, not a message
+    assert status_of("GET", "/no-handle-here", None, HDL_MIME) == 404  # only POST takes native messages
     assert status_of("POST", "/api/sessions", b"") in (200, 201)  # a JSON POST route works as before

@@ -39,7 +39,7 @@ from registry.model import HandleValue, Reference
 from registry.stores.base import MUST_NOT_EXIST, HandleWrite
 from registry.valuedata import PROTO_TCP, PROTO_UDP, decode_site
 from resolver.config import Config, load_config
-from resolver.http.app import create_app, node_site
+from resolver.http.app import node_site
 from resolver.http.keys import STATE_KEY
 from resolver.native.codec import (
     DEFAULT_REQUEST_FLAGS,
@@ -69,6 +69,7 @@ from resolver.native.codec import (
 )
 from resolver.native.handler import NativeHandler
 from resolver.native.server import NativeServer, start_native
+from resolver.server import node_app
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, NODE_PREFIX, basic
 
@@ -198,7 +199,7 @@ async def node(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     monkeypatch.setenv("IDNODE_ADMIN_SECRET", ADMIN_SECRET)
     port = free_port()
     config = node_config(tmp_path, port)
-    async with TestClient(TestServer(create_app(config))) as client:
+    async with TestClient(TestServer(node_app(config))) as client:
         native = NativeServer.on_port(port)
         assert native is not None, "the app did not start the native listeners"
         loop = asyncio.get_running_loop()
@@ -620,7 +621,7 @@ async def test_port_in_use_only_warns(tmp_path: Any, monkeypatch: pytest.MonkeyP
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind((LOOPBACK, port))
-        async with TestClient(TestServer(create_app(node_config(tmp_path, port)))) as client:
+        async with TestClient(TestServer(node_app(node_config(tmp_path, port)))) as client:
             assert NativeServer.on_port(port) is None
             r = await client.get(f"/api/handles/{NODE_HANDLE}")
             assert r.status == 200  # the HTTP API runs on
@@ -631,7 +632,7 @@ async def test_native_port_zero_disables(tmp_path: Any, monkeypatch: pytest.Monk
     monkeypatch.setenv("IDNODE_ADMIN_SECRET", ADMIN_SECRET)
     before = set(NativeServer.running)
     config = node_config(tmp_path, 0)
-    async with TestClient(TestServer(create_app(config))):
+    async with TestClient(TestServer(node_app(config))):
         assert set(NativeServer.running) == before
     ports = {(i.protocol, i.port) for i in decode_site(node_site(config)).servers[0].interfaces}
     assert not any(proto in (PROTO_TCP, PROTO_UDP) for proto, _ in ports)
@@ -657,8 +658,8 @@ class _ThreadNode:
         self.loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
-        runner = web.AppRunner(create_app(self.config))
-        await runner.setup()  # runs the lifecycle: store, registry, resolver, native listeners
+        runner = web.AppRunner(node_app(self.config))
+        await runner.setup()  # runs the lifecycle: store, registry, resolver, then the native listeners
         self._stop = asyncio.Event()
         self.native = NativeServer.on_port(self.config.native_port)
         if self.native is not None:

@@ -7,10 +7,11 @@ Adding a route: describe it in ``resolver/http/openapi.json`` (path, method, par
 status it answers), and, if it is registered with ``"*"`` (any method), list the methods its
 handler takes in ``WILDCARD_METHODS``.
 
-One route is a catch-all: native Handle messages over HTTP (``resolver.native.http``) match ``POST``
-at any path, but only with ``Content-Type: application/x-hdl-message``. It is routed as ``POST
-/{handle}`` and described so; every other request goes on to the other routes, whose 404 and 405
-answers the document describes as before (tested below).
+Two routes share the canonical path ``/{handle}``. Native Handle messages over HTTP
+(``resolver.native.http``) match ``POST`` at any path, but only with ``Content-Type:
+application/x-hdl-message``; a handle's URL for people (``resolver.proxy``) matches ``GET`` (and HEAD)
+at paths whose first segment is a handle prefix. Every other request goes on to the other routes, whose
+404 and 405 answers the document describes as before (tested below).
 """
 
 from __future__ import annotations
@@ -84,11 +85,13 @@ NATIVE_PATH = "/{handle}"
 
 def test_native_catch_all_is_described_by_its_content_type(app: web.Application) -> None:
     """The catch-all route is the document's ``POST /{handle}``, which takes and answers only native
-    messages: a client reading the document cannot take it for a JSON API at every path."""
-    (route,) = [r for r in app.router.routes() if r.resource is not None and r.resource.canonical == NATIVE_PATH]
-    assert route.method == "POST"
+    messages: a client reading the document cannot take it for a JSON API at every path. ``GET`` at the
+    same path is the proxy's (pages, redirects, JSON and linksets of a handle)."""
+    routed = [r for r in app.router.routes() if r.resource is not None and r.resource.canonical == NATIVE_PATH]
+    assert sorted(r.method for r in routed) == ["GET", "HEAD", "POST"]
     item = spec()["paths"][NATIVE_PATH]
-    assert [m for m in METHODS if m in item] == ["post"]
+    assert [m for m in METHODS if m in item] == ["get", "post"]
+    assert "text/html" in item["get"]["responses"]["200"]["content"]
     operation = item["post"]
     assert set(operation["requestBody"]["content"]) == {HDL_MIME_TYPE}
     assert set(operation["responses"]["200"]["content"]) == {HDL_MIME_TYPE}
@@ -100,8 +103,9 @@ def test_native_catch_all_is_described_by_its_content_type(app: web.Application)
     [
         ("POST", "/healthz", "application/json", 405),  # a documented path without POST
         ("POST", "/api/promotion/public-key", "application/json", 405),
-        ("PUT", "/0.NA%2F88.118.8", HDL_MIME_TYPE, 404),  # only POST carries native messages
-        ("POST", "/0.NA%2F88.118.8", "application/json", 404),  # a JSON POST to a handle path
+        ("PUT", "/0.NA%2F88.118.8", HDL_MIME_TYPE, 405),  # only POST carries native messages; a handle's path takes GET
+        ("POST", "/0.NA%2F88.118.8", "application/json", 405),  # a JSON POST to a handle path
+        ("POST", "/not-a-handle", "application/json", 404),  # a JSON POST to a path nothing serves
         ("POST", "/healthz", HDL_MIME_TYPE, 400),  # a native message at any path (too short here)
     ],
 )
@@ -109,9 +113,9 @@ async def test_requests_beside_the_catch_all_answer_as_documented(
     client: TestClient, method: str, path: str, content_type: str, status: int
 ) -> None:
     document = spec()
-    described = document["paths"].get(path, {})
-    if status == 405:
-        assert method.lower() not in described and described, "a path the document has, without this method"
+    if status == 405:  # a path the document has (a handle's path is its /{handle}), without this method
+        described = document["paths"].get(path) or document["paths"][NATIVE_PATH]
+        assert method.lower() not in described or (method == "POST" and content_type != HDL_MIME_TYPE)
     r = await client.request(method, path, data=b"{}", headers={"Content-Type": content_type})
     assert r.status == status, await r.text()
     assert r.content_type == "application/json"

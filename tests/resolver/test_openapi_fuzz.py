@@ -37,8 +37,8 @@ integers, where the schema allows them and, in negative cases, where it does not
 
 Answers the document describes but random requests seldom provoke (415, a guesser's 401s then 429,
 JSONP with credentials, a request line over 8,190 bytes, CSV/XLSX tallies, the pages' HTML errors,
-an oversized native message) are made by hand in ``test_answers_generated_requests_rarely_reach``
-and checked with the same checks.
+an oversized native message, a handle's URL asked for a linkset or JSON by ``Accept``) are made by
+hand in ``test_answers_generated_requests_rarely_reach`` and checked with the same checks.
 
 A failure prints the request as a curl command line. The summary (requests and statuses per
 identity and operation) is printed by the last test: ``pytest -rA tests/resolver/test_openapi_fuzz.py``.
@@ -85,6 +85,7 @@ NODE_PREFIX_HANDLE = "0.NA/88.118.8"
 NODE_ADMIN = f"300:{NODE_PREFIX_HANDLE}"
 ENTERPRISE = "88.118.8.1001"  # the first enterprise prefix the node allocates
 KNOWN_HANDLES = [f"{ENTERPRISE}/SKU-{n}" for n in range(1, 13)]
+GS1_PREFIX, GTIN = "6901234", "06901234567892"  # the enterprise's GS1 company prefix and a GTIN of it
 MAX_EXAMPLES = 25  # per operation and identity in the fuzzing phase
 SEED = 20261204
 NASTY_STRINGS = [
@@ -290,8 +291,8 @@ def _send(url: str, method: str, body: object, headers: dict[str, str] | None) -
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A node with data to hit: promoter 1, enterprise 1 (88.118.8.1001), identifiers, a template
-    and an auditor."""
+    """A node with data to hit: promoter 1, enterprise 1 (88.118.8.1001) with a GS1 company prefix,
+    identifiers (one of them a GTIN's), a template and an auditor."""
     proc = NodeProcess(tmp_path_factory.mktemp("openapi-fuzz"), env=NODE_ENV).wait_ready()
     admin = IDENTITIES["node-admin"]
     try:
@@ -301,6 +302,9 @@ def node(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
         template = {"id": "sku-basic", "fields": [{"index": 2001, "name": "batch", "type": "BATCH_NO"}]}
         _send(f"{proc.url}/api/templates", "POST", template, admin)
         _send(f"{proc.url}/api/auditors", "POST", {"name": "baiyun"}, admin)
+        _send(f"{proc.url}/api/enterprises/{ENTERPRISE}/gs1-prefixes/{GS1_PREFIX}", "PUT", None, admin)
+        gs1_item = {"values": [{"index": 1, "type": "URL", "data": "https://trace.example.com/gtin"}]}
+        _send(f"{proc.url}/api/handles/{ENTERPRISE}/01/{GTIN}", "PUT", gs1_item, admin)
         for n, handle in enumerate(KNOWN_HANDLES):
             values = [
                 {"index": 1, "type": "URL", "data": f"https://trace.example.com/{n}"},
@@ -464,6 +468,40 @@ def test_answers_generated_requests_rarely_reach(node: NodeProcess) -> None:
     assert _explicit(node, "/api/sessions/this", "GET", new_id).status_code == 200
     r = _explicit(node, "/api/sessions/this", "DELETE", new_id)
     assert r.status_code == 200 and r.json() == {"sessionId": state["sessionId"], "authenticated": False}
+
+    # A handle's URL as people and apps ask for it: redirect, page, linkset, JSON; errors as pages and as JSON.
+    proxy, by_hand = "/{handle}", {"handle": sku}
+    r = _explicit(node, proxy, "GET", {}, path_parameters=by_hand)
+    assert r.status_code == 302 and _header(r, "Location") == "https://trace.example.com/0"
+    r = _explicit(node, proxy, "GET", {}, path_parameters=by_hand, query={"noredirect": ""})
+    assert r.status_code == 200 and _header(r, "Content-Type").startswith("text/html")
+    r = _explicit(node, proxy, "GET", {"Accept": "application/linkset+json"}, path_parameters=by_hand)
+    assert r.status_code == 200 and r.json()["linkset"][0]["describedby"] == [{"href": "https://trace.example.com/0"}]
+    unknown = {"handle": quote(f"{ENTERPRISE}/no-such-code", safe="")}
+    r = _explicit(node, proxy, "GET", {"Accept": "application/json"}, path_parameters=unknown)
+    assert r.status_code == 404 and r.json()["responseCode"] == 100
+    r = _explicit(node, proxy, "GET", {}, path_parameters={"handle": quote("86.100.1/X", safe="")})
+    assert r.status_code == 400 and _header(r, "Content-Type").startswith("text/html")
+    r = _explicit(node, "/", "GET", {}, query={"hdl": f"{ENTERPRISE}/by-hand", "noredirect": "1"})
+    assert r.status_code == 303 and _header(r, "Location") == f"/{ENTERPRISE}/by-hand?noredirect"
+
+    # GS1 Digital Link: a redirect, refusals as pages and as JSON, a CORS preflight, the description.
+    gs1 = {"ref": ENTERPRISE, "company_prefix": GS1_PREFIX}
+    r = _explicit(node, "/api/enterprises/{ref}/gs1-prefixes/{company_prefix}", "PUT", admin, path_parameters=gs1)
+    assert r.status_code in (200, 201)  # the fuzzing may have removed it
+    gs1_item = {"values": [{"index": 1, "type": "URL", "data": "https://trace.example.com/gtin"}]}
+    r = _explicit(node, path_handle, "PUT", admin, path_parameters={"handle": f"{ENTERPRISE}/01/{GTIN}"}, body=gs1_item)
+    assert r.status_code in (200, 201)
+    r = _explicit(node, "/01/{gtin}/{qualifiers}", "GET", {}, path_parameters={"gtin": GTIN, "qualifiers": "10"})
+    assert r.status_code == 400 and _header(r, "Content-Type").startswith("text/html")
+    r = _explicit(node, "/01/{gtin}", "GET", {}, path_parameters={"gtin": GTIN})
+    assert r.status_code == 302 and _header(r, "Location") == "https://trace.example.com/gtin"
+    r = _explicit(node, "/01/{gtin}", "GET", {"Accept": "application/json"}, path_parameters={"gtin": "05012345678900"})
+    assert r.status_code == 404 and r.json()["responseCode"] == 100
+    r = _explicit(node, "/01/{gtin}", "OPTIONS", {}, path_parameters={"gtin": GTIN})
+    assert r.status_code == 204 and _header(r, "Access-Control-Allow-Origin") == "*"
+    r = _explicit(node, "/.well-known/gs1resolver", "GET", {})
+    assert r.status_code == 200 and r.json()["resolverRoot"] == node.url
 
     # A job: queued (202), read back (200) with its rejected rows (JSON and CSV); a file too large (413);
     # the reverse lookup finds the identifiers; the audit log has their onboarding.

@@ -1,0 +1,195 @@
+"""The console's wiring: its routes, its session middleware, how its pages are rendered and how its
+errors reach a browser (HTML pages, never JSON).
+
+:func:`setup_console` (called once by ``resolver.http.app.create_app``) adds the routes of
+:mod:`resolver.console.signin`, :mod:`resolver.console.enterprise` and
+:mod:`resolver.console.operator`, and one middleware that does nothing outside ``/console``: inside,
+it runs aiohttp-session with :class:`~resolver.console.sessions.ConsoleSessionStorage`, turns every
+error into a page in the person's language (403, 404, 405, 429 with ``Retry-After``, 503, …),
+remembers a ``?lang=`` choice in a cookie, and marks every answer ``no-store`` with a content
+security policy that allows no scripts, no frames and forms only to this site.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp_session import session_middleware
+from babel.dates import format_timedelta
+
+from promotion_tracker.webpages import LOCALES, PageSources, negotiate_locale, render_page
+from promotion_tracker.webpages.locales import babel_locale
+from registry.errors import HandleError, ServerError
+from registry.stores.base import HandleStore
+from resolver.console.forms import N_
+from resolver.console.guard import SignedIn
+from resolver.console.sessions import ConsoleSessionStorage
+from resolver.http.keys import CONFIG_KEY, STATE_KEY
+from resolver.http.statuses import http_status
+from resolver.http.throttle import TooManyFailures
+
+__all__ = ["CONSOLE_KEY", "CONSOLE_PAGES", "ConsoleState", "console_state", "render", "setup_console"]
+
+log = logging.getLogger("idnode.console")
+CONSOLE_PAGES = PageSources(Path(__file__).parent / "templates", Path(__file__).parent / "locale")
+PREFIX = "/console"
+LANG_COOKIE_AGE = 365 * 86400
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+# The headline of an error page by status (English message ids; the catalogue translates them).
+HEADLINES = {
+    400: N_("The request could not be answered"),
+    401: N_("Please sign in"),
+    403: N_("Not allowed"),
+    404: N_("Page not found"),
+    405: N_("Not allowed this way"),
+    409: N_("Already there"),
+    413: N_("Too large"),
+    415: N_("Not a form of this console"),
+    429: N_("Too many attempts"),
+    503: N_("Busy or unavailable"),
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ConsoleState:
+    storage: ConsoleSessionStorage
+    sessions: Callable[..., Awaitable[web.StreamResponse]]  # aiohttp-session's middleware
+    clock: Callable[[], int]
+
+
+CONSOLE_KEY: web.AppKey[ConsoleState] = web.AppKey("console", ConsoleState)
+
+
+def console_state(request: web.Request) -> ConsoleState:
+    return request.app[CONSOLE_KEY]
+
+
+def _clock() -> int:
+    return int(time.time())
+
+
+def setup_console(app: web.Application, *, clock: Callable[[], int] | None = None) -> None:
+    """Add the console's routes and its middleware to ``app`` (before it starts). The page templates
+    and catalogues are :data:`CONSOLE_PAGES`, passed to ``setup_pages`` with the others'."""
+    from resolver.console.enterprise import enterprise_routes
+    from resolver.console.operator import operator_routes
+    from resolver.console.signin import signin_routes
+
+    config = app[CONFIG_KEY]
+
+    def store() -> HandleStore:
+        registry = app[STATE_KEY].registry
+        if registry is None:
+            raise ServerError("node not started")
+        return registry.store
+
+    storage = ConsoleSessionStorage(
+        store,
+        idle=config.console_idle_timeout,
+        lifetime=config.console_session_lifetime,
+        clock=clock or _clock,
+    )
+    app[CONSOLE_KEY] = ConsoleState(storage, session_middleware(storage), clock or _clock)
+    app.router.add_routes(signin_routes)
+    app.router.add_routes(enterprise_routes)
+    app.router.add_routes(operator_routes)
+    app.middlewares.append(console_pages)
+
+
+@web.middleware
+async def console_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outside ``/console``: straight through. Inside: sessions, HTML errors, headers."""
+    path = request.path
+    if path != PREFIX and not path.startswith(PREFIX + "/"):
+        return await handler(request)
+
+    async def pages(req: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(req)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_page(req, exc.status, "")
+        except HandleError as exc:
+            return _handle_error_page(req, exc)
+
+    try:
+        response = await console_state(request).sessions(request, pages)
+    except web.HTTPException as exc:
+        exc.headers.update(SECURITY_HEADERS)
+        raise
+    except HandleError as exc:  # the session store failed while the session was saved
+        response = _handle_error_page(request, exc)
+    except Exception:
+        log.exception("console error on %s %s", request.method, request.path)
+        response = error_page(request, 500, "internal error; the node's log has the details")
+    response.headers.update(SECURITY_HEADERS)
+    lang = request.query.get("lang")
+    if lang in LOCALES and request.cookies.get("lang") != lang and isinstance(response, web.Response):
+        response.set_cookie("lang", lang, path="/", max_age=LANG_COOKIE_AGE, samesite="Lax", httponly=True)
+    return response
+
+
+def _handle_error_page(request: web.Request, exc: HandleError) -> web.Response:
+    if isinstance(exc, TooManyFailures):
+        return error_page(request, 429, exc.message, retry_after=exc.retry_after)
+    status = http_status(exc.code)
+    retry = getattr(exc, "retry_after", None)
+    return error_page(request, status, exc.message, retry_after=retry if status == 503 else None)
+
+
+def error_page(request: web.Request, status: int, message: str, *, retry_after: int | None = None) -> web.Response:
+    """An error as a page: a headline in the page's language, the detail and a way back."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    locale = negotiate_locale(request)
+    context = {
+        "status": status,
+        "headline": HEADLINES.get(status, N_("Something went wrong") if status >= 500 else HEADLINES[400]),
+        "message": message,
+        "wait": format_timedelta(retry_after or 0, threshold=1.5, locale=babel_locale(locale)),
+        "me": None,
+        "nav": "",
+        "csrf": "",
+    }
+    return render_page(request, "console/error.html", context, status=status, headers=headers)
+
+
+def render(
+    request: web.Request,
+    template: str,
+    context: dict[str, Any],
+    me: SignedIn | None,
+    *,
+    status: int = 200,
+    nav: str = "",
+) -> web.Response:
+    """A console page: ``context`` plus who is signed in (for the menu) and the form token."""
+    full = {"me": _me(me), "nav": nav, "csrf": me.csrf if me is not None else "", **context}
+    return render_page(request, template, full, status=status)
+
+
+def _me(me: SignedIn | None) -> dict[str, Any] | None:
+    if me is None:
+        return None
+    return {
+        "identity": str(me.identity),
+        "role": me.role,
+        "prefix": me.enterprise.prefix if me.enterprise is not None else "",
+        "name": me.enterprise.name if me.enterprise is not None else "",
+    }
