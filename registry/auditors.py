@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from registry import valuedata
 from registry.admin_values import SECKEY_INDEX, admin_value, seckey_value
+from registry.audit import audit_record
 from registry.auth import Caller
 from registry.callers import require_node_admin
 from registry.errors import HandleAlreadyExists, HandleNotFound, InvalidRequest
@@ -58,8 +59,10 @@ class Auditors:
         except HandleAlreadyExists:
             raise HandleAlreadyExists(f"auditor {name} already exists", handle) from None
         # The role is granted only once the identity exists (a failure here leaves it without rights).
-        await self.ns.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor")
-        return f"{SECKEY_INDEX}:{handle}", secret
+        identity = f"{SECKEY_INDEX}:{handle}"
+        audit = audit_record(self.ns, caller, "auditor.add", identity, {"name": name})
+        await self.ns.store.set_meta(f"role:{hname.key}:{SECKEY_INDEX}", "auditor", audit=audit)
+        return identity, secret
 
     async def list_auditors(self, caller: Caller) -> list[Auditor]:
         """The bureau's identities in force: handles ``<node prefix>/auditor/<name>`` holding the role."""
@@ -104,7 +107,8 @@ class Auditors:
             raise HandleNotFound(f"no auditor {name}", handle)
         # The role goes first: from then on the identity reads nothing, whether or not its handle is
         # still there (roles are read from the store on every request, never cached).
-        await self.ns.store.set_meta(role_key, "revoked")
+        audit = audit_record(self.ns, caller, "auditor.revoke", f"{SECKEY_INDEX}:{handle}", {"name": name})
+        await self.ns.store.set_meta(role_key, "revoked", audit=audit)
         if record is not None:
             with contextlib.suppress(HandleNotFound):  # deleted meanwhile
                 await self.writes.delete(caller, hname)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from registry import valuedata
 from registry.admin_values import SITE_INDEX, admin_group_value, admin_value, seckey_value
+from registry.audit import audit_record
 from registry.auth import Caller
 from registry.callers import require_node_admin
 from registry.errors import HandleNotFound, ServerError
 from registry.model import HandleValue, Record
 from registry.namespace import Namespace
 from registry.secretkeys import SecretHasher, generate_secret
-from registry.stores.base import MUST_NOT_EXIST, WriteOutcome
+from registry.stores.base import MUST_NOT_EXIST, AuditRecord, WriteOutcome
 from registry.writes import WriteService
 
 __all__ = ["NodeBootstrap"]
@@ -55,10 +56,11 @@ class NodeBootstrap:
         """Replace the node administrator's secret key (HS_SECKEY at index 300 of the node's prefix
         handle) with a new generated one, returned to be shown once; only its hash is stored. The
         write goes through the write service, so caches and remembered credential checks drop the
-        old key on every node that hears of it."""
+        old key on every node that hears of it. Recorded in the audit log with the write."""
         require_node_admin(caller)
         secret = generate_secret()
-        await self.set_node_value(await seckey_value(self.hasher, secret, self.ns.clock()))
+        audit = audit_record(self.ns, caller, "admin.reset-secret", self.ns.node_admin_handle)
+        await self.set_node_value(await seckey_value(self.hasher, secret, self.ns.clock()), audit=audit)
         return secret
 
     async def publish_site(self, site_data: bytes) -> None:
@@ -76,8 +78,9 @@ class NodeBootstrap:
             values = (HandleValue(index=SITE_INDEX, type="HS_SITE", data=site_data, timestamp=now), *others)
             await self.writes.write_node_prefix_handle(values, expect=existing.version, now=now)
 
-    async def set_node_value(self, value: HandleValue) -> None:
-        """Add or replace one value of the node's prefix handle (node key, site)."""
+    async def set_node_value(self, value: HandleValue, *, audit: AuditRecord | None = None) -> None:
+        """Add or replace one value of the node's prefix handle (node key, site); ``audit`` is
+        recorded with the write."""
         for _ in range(8):
             existing = await self.ns.read_record(self.ns.node_admin_key)
             if existing is None:
@@ -88,7 +91,7 @@ class NodeBootstrap:
             values = tuple(
                 sorted([*(v for v in existing.values if v.index != value.index), value], key=lambda v: v.index)
             )
-            result = await self.writes.write_node_prefix_handle(values, expect=existing.version)
+            result = await self.writes.write_node_prefix_handle(values, expect=existing.version, audit=audit)
             if result.ok:
                 return
         raise ServerError("could not update the node prefix handle")

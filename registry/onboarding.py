@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from registry.admin_values import ENTERPRISE_PERMS, SITE_INDEX, admin_group_value, admin_value, seckey_value
+from registry.audit import audit_record
 from registry.auth import Caller
 from registry.callers import require_node_admin
 from registry.errors import InvalidHandle, InvalidRequest
@@ -50,7 +51,9 @@ class Onboarding:
 
     async def add_promoter(self, caller: Caller, name: object, uscc: object) -> Promoter:
         require_node_admin(caller)
-        return await self.ns.store.add_promoter(self._name(name), self._uscc(uscc), now=self.ns.clock())
+        name_, uscc_ = self._name(name), self._uscc(uscc)
+        audit = audit_record(self.ns, caller, "promoter.add", uscc_, {"name": name_})
+        return await self.ns.store.add_promoter(name_, uscc_, now=self.ns.clock(), audit=audit)
 
     async def find_promoter(self, ref: object) -> Promoter:
         """By id (an int or a short string of ASCII digits) or by credit code (18 characters, which
@@ -105,7 +108,11 @@ class Onboarding:
                 values.insert(0, replace(site, timestamp=now))
             hname = parse_handle(handle)
             write = HandleWrite(hname.key, handle, "0.NA", tuple(values), MUST_NOT_EXIST)
-            enterprise = await self.writes.create_enterprise(name_, uscc_, prefix_, promoter_.id, write, now=now)
+            detail = {"name": name_, "uscc": uscc_, "promoter": promoter_.id}
+            audit = audit_record(self.ns, caller, "enterprise.add", prefix_, detail)
+            enterprise = await self.writes.create_enterprise(
+                name_, uscc_, prefix_, promoter_.id, write, now=now, audit=audit
+            )
         return enterprise, secret
 
     def _check_enterprise_prefix(self, prefix: object) -> str:
@@ -147,14 +154,19 @@ class Onboarding:
         prom = await self.find_promoter(promoter)
         if ent.promoter_id == prom.id:
             raise InvalidRequest(f"enterprise {ent.prefix} already belongs to promoter {prom.id}")
-        await self.ns.store.move_enterprise(ent.id, prom.id, effective_at=now if effective_at is None else effective_at)
+        effective = now if effective_at is None else effective_at
+        detail = {"from": ent.promoter_id, "to": prom.id, "effective": effective}
+        audit = audit_record(self.ns, caller, "enterprise.move", ent.prefix, detail)
+        await self.ns.store.move_enterprise(ent.id, prom.id, effective_at=effective, audit=audit)
         return replace(ent, promoter_id=prom.id)
 
     async def set_enterprise_status(self, caller: Caller, enterprise: object, status: object) -> Enterprise:
         require_node_admin(caller)
         checked = _status(status)
         ent = await self.find_enterprise(enterprise)
-        await self.ns.store.set_enterprise_status(ent.id, checked)
+        action = "enterprise.disable" if checked == "disabled" else "enterprise.enable"
+        audit = audit_record(self.ns, caller, action, ent.prefix, {"was": ent.status})
+        await self.ns.store.set_enterprise_status(ent.id, checked, audit=audit)
         return replace(ent, status=checked)
 
     async def update_enterprise(self, caller: Caller, enterprise: object, changes: Mapping[str, object]) -> Enterprise:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from registry.admin_values import SECKEY_INDEX
+from registry.audit import audit_record
 from registry.auth import Caller
 from registry.callers import require_node_admin
 from registry.errors import HandleNotFound, PermissionDenied
@@ -39,16 +40,17 @@ class SecretRotation:
         identity = caller.require_authenticated()
         if caller.role == "auditor":
             raise PermissionDenied("the auditor identity cannot write; the node administrator issues a new one")
-        return await self._replace(caller, identity.handle, identity.index)
+        return await self._replace(caller, identity.handle, identity.index, "secret.rotate")
 
     async def reset_enterprise_secret(self, caller: Caller, enterprise: object) -> tuple[Enterprise, str]:
         """The node administrator gives an enterprise's administrator identity (``300:0.NA/<prefix>``)
         a new key. Returns the enterprise and the key, shown once."""
         require_node_admin(caller)
         found = await self.onboarding.find_enterprise(enterprise)
-        return found, await self._replace(caller, prefix_handle_of(found.prefix), SECKEY_INDEX)
+        handle = prefix_handle_of(found.prefix)
+        return found, await self._replace(caller, handle, SECKEY_INDEX, "enterprise.reset-secret")
 
-    async def _replace(self, caller: Caller, handle: str, index: int) -> str:
+    async def _replace(self, caller: Caller, handle: str, index: int, action: str) -> str:
         name = self.ns.parse(handle)
         record = await self.ns.read_record(name.key)
         current = record.value_at(index) if record is not None else None
@@ -57,5 +59,8 @@ class SecretRotation:
         secret = generate_secret()
         # The same value (index, permissions, TTL) with the new key in plain text: the write service
         # hashes it in the scrypt pool before anything is stored.
-        await self.writes.put_handle(caller, name, [replace(current, data=secret.encode("ascii"))], indexes=[index])
+        # Recorded in the audit log with the write (the key itself never).
+        audit = audit_record(self.ns, caller, action, f"{index}:{handle}")
+        new = [replace(current, data=secret.encode("ascii"))]
+        await self.writes.put_handle(caller, name, new, indexes=[index], audit=audit)
         return secret

@@ -15,6 +15,7 @@ names callers have always used, each bound to the part that does the work:
 - :mod:`registry.secret_rotation`: new secret keys (an enterprise's own rotation, the operator's reset)
 - :mod:`registry.bootstrap`: the node's own prefix handle and node values
 - :mod:`registry.audit`: the audit log of operator actions
+- :mod:`registry.search`: reverse lookup, handles by the values they hold
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from registry.callers import Callers, require_node_admin
 from registry.gs1_prefixes import Gs1Prefixes
 from registry.namespace import Namespace, NodeSettings, wall_clock
 from registry.onboarding import Onboarding
+from registry.search import ValueSearch
 from registry.secret_rotation import SecretRotation
 from registry.secretkeys import SecretHasher
 from registry.stores.base import HandleStore
@@ -70,6 +72,7 @@ class Registry:
         self.secrets = SecretRotation(ns, writes, self.onboarding)
         self.bootstrapper = NodeBootstrap(ns, hasher, writes)
         self.audit = AuditLog(ns)
+        self.search = ValueSearch(ns, self.callers)
         self.authenticator = self.callers.authenticator
 
         # Reading and the namespace.

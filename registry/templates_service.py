@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from registry import valuedata
+from registry.audit import audit_record
 from registry.auth import Caller, has_right
 from registry.errors import HandleAlreadyExists, HandleNotFound, InvalidRequest, InvalidValue, PermissionDenied
 from registry.inputs import lookup_text, shown
@@ -99,7 +100,11 @@ class TemplateService:
                 raise HandleNotFound(f"no template {template_id}; POST /api/templates creates it")
             version = previous.version + 1 if previous else 1
             template = template_from_json(body, id=template_id, version=version, scope=scope, previous=previous)
-            await self.ns.store.add_template(scope, template_id, version, template.fields_json(), now=self.ns.clock())
+            action = "template.create" if version == 1 else "template.version"
+            audit = audit_record(self.ns, caller, action, f"{template_id}@{version}", {"prefix": scope or None})
+            await self.ns.store.add_template(
+                scope, template_id, version, template.fields_json(), now=self.ns.clock(), audit=audit
+            )
             self._templates.clear()
         return template
 

@@ -36,7 +36,7 @@ from registry.model import NA_PREFIX, HandleName, HandleValue, Record, normalise
 from registry.namespace import Namespace
 from registry.packing import unpack_record
 from registry.secretkeys import SecretHasher
-from registry.stores.base import Enterprise, Gs1Prefix, HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import AuditRecord, Enterprise, Gs1Prefix, HandleWrite, WriteOutcome, WriteResult
 from registry.templates import TEMPLATE_INDEX
 from registry.templates_service import TemplateService
 from registry.write_events import Commit, Subscriber
@@ -95,11 +95,17 @@ class WriteService:
         self._subscribers.append(subscriber)
 
     async def _commit(
-        self, writes: Sequence[HandleWrite], *, atomic: bool = True, now: int | None = None
+        self,
+        writes: Sequence[HandleWrite],
+        *,
+        atomic: bool = True,
+        now: int | None = None,
+        audit: AuditRecord | None = None,
     ) -> list[WriteResult]:
-        """The one call of ``store.write``; then the subscribers hear what changed."""
+        """The one call of ``store.write``; then the subscribers hear what changed. ``audit``: the
+        administrative change these writes make, stored in their transaction (registry.audit)."""
         now = self.ns.clock() if now is None else now
-        results = await self.ns.store.write(writes, now=now, atomic=atomic)
+        results = await self.ns.store.write(writes, now=now, atomic=atomic, audit=audit)
         await self._publish(Commit(writes, results))
         return results
 
@@ -205,8 +211,10 @@ class WriteService:
         overwrite: bool = True,
         indexes: Sequence[int] | None = None,
         mint: bool = False,
+        audit: AuditRecord | None = None,
     ) -> WriteReport:
-        """Create or replace a handle (``indexes`` None), or add/replace only the given values."""
+        """Create or replace a handle (``indexes`` None), or add/replace only the given values.
+        ``audit``: the administrative change this is (a secret reset), stored in its transaction."""
         self.require_writer(caller)
         if mint:
             name = self.ns.parse(name.text + uuid.uuid4().hex)
@@ -216,7 +224,7 @@ class WriteService:
             request = WriteRequest(name, Mode.REPLACE if overwrite else Mode.CREATE, hashed)
         else:
             request = WriteRequest(name, Mode.MERGE, hashed, tuple(indexes), keep_existing=not overwrite)
-        plan, result = await self._write_one(caller, request)
+        plan, result = await self._write_one(caller, request, audit)
         return WriteReport(name.text, plan.change is Change.CREATED or plan.new_index, result.version)
 
     async def delete(self, caller: Caller, name: HandleName, indexes: Sequence[int] | None = None) -> WriteReport:
@@ -227,7 +235,9 @@ class WriteService:
         _, result = await self._write_one(caller, WriteRequest(name, mode, indexes=tuple(indexes or ())))
         return WriteReport(name.text, False, result.version)
 
-    async def _write_one(self, caller: Caller, request: WriteRequest) -> tuple[WritePlan, WriteResult]:
+    async def _write_one(
+        self, caller: Caller, request: WriteRequest, audit: AuditRecord | None = None
+    ) -> tuple[WritePlan, WriteResult]:
         """Read, plan, authorise and commit; again (compare-and-set) when another writer won."""
         name = request.name
         for _ in range(8):
@@ -240,7 +250,7 @@ class WriteService:
                 await self.templates.check_template(name, plan.values, request.where)
             if current is None and not name.is_prefix_handle:
                 await self._require_prefix_handle(name)
-            (result,) = await self._commit([plan.write(enterprise_id)])
+            (result,) = await self._commit([plan.write(enterprise_id)], audit=audit)
             if result.ok:
                 return plan, result
             if result.outcome is WriteOutcome.EXISTS and request.mode is Mode.CREATE:
@@ -281,22 +291,36 @@ class WriteService:
 
     # -- the node's own prefix handle; enterprises ---------------------------------------------------
     async def write_node_prefix_handle(
-        self, values: tuple[HandleValue, ...], *, expect: int, now: int | None = None
+        self,
+        values: tuple[HandleValue, ...],
+        *,
+        expect: int,
+        now: int | None = None,
+        audit: AuditRecord | None = None,
     ) -> WriteResult:
         """Create (``expect`` MUST_NOT_EXIST) or rewrite (``expect`` the version read) the node's own
         prefix handle, which defines the node administrator: written by the node itself at start-up
-        (HS_ADMIN, secret key, HS_SITE) and for its report key, not on a caller's behalf."""
+        (HS_ADMIN, secret key, HS_SITE) and for its report key, not on a caller's behalf. ``audit``:
+        the administrative change it makes (a secret reset), stored in its transaction."""
         write = HandleWrite(self.ns.node_admin_key, self.ns.node_admin_handle, "0.NA", values, expect)
-        (result,) = await self._commit([write], now=now)
+        (result,) = await self._commit([write], now=now, audit=audit)
         return result
 
     async def create_enterprise(
-        self, name: str, uscc: str, prefix: str, promoter_id: int, write: HandleWrite, *, now: int
+        self,
+        name: str,
+        uscc: str,
+        prefix: str,
+        promoter_id: int,
+        write: HandleWrite,
+        *,
+        now: int,
+        audit: AuditRecord | None = None,
     ) -> Enterprise:
-        """Record an enterprise and create its prefix handle (``write``) in one transaction."""
+        """Record an enterprise and create its prefix handle (``write``) in one transaction (with ``audit``)."""
         if not write.key.startswith(f"0.NA/{self.ns.node_prefix_norm}."):
             raise ServerError(f"an enterprise prefix handle lies under the node prefix, not {write.handle}")
-        enterprise = await self.ns.store.add_enterprise(name, uscc, prefix, promoter_id, write, now=now)
+        enterprise = await self.ns.store.add_enterprise(name, uscc, prefix, promoter_id, write, now=now, audit=audit)
         await self._publish(Commit([write], [WriteResult(WriteOutcome.CREATED)]))
         return enterprise
 

@@ -152,6 +152,22 @@ class Config:
     stats_metric_prefixes: int = _f(
         100, "Prefixes per worker with their own label in idnode_resolutions_total; the rest count as 'other'."
     )
+    job_max_bytes: int = _f(
+        209_715_200,
+        "Largest file a job takes (POST /api/jobs), in bytes, after any gzip; a larger one is answered 413.",
+    )
+    job_workers: int = _f(
+        2, "Jobs each worker process runs at once, in the background; 0: none here (other processes of the store do)."
+    )
+    job_lease_seconds: int = _f(
+        30,
+        "How long a running job stays claimed without its runner renewing the claim: after a crash the job resumes "
+        "from its checkpoint (on any process of the store, or the restarted node) once this has passed.",
+    )
+    job_chunk_rows: int = _f(
+        1000,
+        "Most rows a job writes in one transaction; its checkpoint is saved after each (and at least every second).",
+    )
     console_idle_timeout: int = _f(
         1800, "Seconds a web console session may go unused before it ends (the next page asks to sign in again)."
     )
@@ -304,6 +320,14 @@ def _validate(c: Config) -> None:
     for name in limits:
         if getattr(c, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if not 0 <= c.job_workers <= 64:
+        raise ConfigError("job_workers must be between 0 and 64")
+    if c.job_max_bytes <= 0:
+        raise ConfigError("job_max_bytes must be positive")
+    if not 3 <= c.job_lease_seconds <= 3600:
+        raise ConfigError("job_lease_seconds must be between 3 and 3600")
+    if not 1 <= c.job_chunk_rows <= 100_000:
+        raise ConfigError("job_chunk_rows must be between 1 and 100000")
     if c.stats_flush_seconds > 3600:
         raise ConfigError("stats_flush_seconds must be at most 3600 (counts wait in memory until flushed)")
     if not 492 <= c.native_udp_max_reply <= 262_144:

@@ -143,7 +143,7 @@ async def _bootstrap(config: Config) -> StartupFacts:
     """Create the node's prefix handle once, before the workers start, so one secret is printed:
     running the app's startup and cleanup once does it (prefix handle, signing key). It leaves HS_SITE
     to the workers, which publish the interfaces they actually bind."""
-    app = create_app(dataclasses.replace(config, native_port=0), publish_site=False)
+    app = create_app(dataclasses.replace(config, native_port=0), publish_site=False, background=False)
     runner = web.AppRunner(app)
     await runner.setup()
     await runner.cleanup()

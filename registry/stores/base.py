@@ -19,15 +19,19 @@ __all__ = [
     "LIST_BUCKET",
     "Attribution",
     "AuditEntry",
+    "AuditRecord",
     "ConsoleSession",
     "Enterprise",
     "Gs1Prefix",
     "HandleStore",
     "HandleWrite",
+    "JobRecord",
+    "JobReject",
     "ListedHandle",
     "Promoter",
     "ResolutionCount",
     "StoredHandle",
+    "ValueCondition",
     "WriteOutcome",
     "WriteResult",
     "audit_where",
@@ -149,6 +153,82 @@ class AuditEntry:
     detail: str  # a JSON object, never a secret
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry to store with the change it records, in the change's transaction
+    (registry.audit.audit_record builds and checks it)."""
+
+    at: int
+    actor: str
+    action: str
+    target: str
+    source: str
+    detail: str  # a JSON object
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A background job as the store keeps it (registry.jobs): what it does, how far it got, who runs it.
+
+    ``line`` and ``offset`` are its checkpoint: every row of the file up to ``line`` (ending at byte
+    ``offset``) has been written and counted. ``runner`` holds it until ``lease_until``."""
+
+    id: str
+    seq: int  # orders the jobs (newest last); set by the store
+    kind: str  # import | replace | delete
+    prefix: str  # as the caller gave it (an enterprise prefix or the node's)
+    owner: str  # the identity that submitted it
+    state: str  # queued | running | done | failed
+    fmt: str  # csv | ndjson | xlsx | lines
+    options: str  # JSON: template, columns
+    file_sha256: str
+    file_bytes: int
+    file_parts: int
+    total: int | None = None
+    processed: int = 0
+    created: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    present: int = 0
+    absent: int = 0
+    rejected: int = 0
+    line: int = 0
+    offset: int = 0
+    error: str | None = None
+    created_at: int = 0
+    started_at: int | None = None
+    updated_at: int = 0
+    finished_at: int | None = None
+    runner: str | None = None
+    lease_until: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobReject:
+    """A row a job rejected: its line in the file, the handle it named (if any) and why."""
+
+    line: int
+    handle: str | None
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValueCondition:
+    """One term of a reverse lookup: values of ``type`` (upper case) whose folded text equals
+    ``exact``, or else starts with ``prefix`` and matches ``glob`` / ``like`` (``pattern``, with
+    ``*`` for any run of characters, in SQLite's GLOB and SQL's LIKE syntax); ``infix``: the pattern
+    starts with a wildcard, so the trigram index is searched (registry.value_index.condition)."""
+
+    type: str
+    pattern: str
+    exact: str | None
+    prefix: str
+    glob: str
+    like: str
+    infix: bool
+
+
 def audit_where(
     before_id: int | None, action: str | None, target: str | None, since: int | None, mark: Callable[[int], str]
 ) -> tuple[str, list[object]]:
@@ -210,8 +290,12 @@ class HandleStore(Protocol):
     async def exists_many(self, keys: Sequence[str]) -> dict[str, int]:
         """Map each existing key to its version."""
 
-    async def write(self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True) -> list[WriteResult]:
-        """Apply writes in one transaction. atomic: any failed expectation rolls everything back."""
+    async def write(
+        self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True, audit: AuditRecord | None = None
+    ) -> list[WriteResult]:
+        """Apply writes in one transaction. atomic: any failed expectation rolls everything back.
+        ``audit``: stored in the same transaction when anything was written. Every handle written
+        is queued for the value index (registry.value_index) in that transaction too."""
 
     async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """(total under the normalised prefix, the handles of page ``page``); cost independent of page."""
@@ -241,23 +325,35 @@ class HandleStore(Protocol):
         """The highest version any write has used (monotonic over the store's life)."""
 
     # -- promoters and enterprises ---------------------------------------------------------------
-    async def add_promoter(self, name: str, uscc: str, *, now: int) -> Promoter: ...
+    async def add_promoter(self, name: str, uscc: str, *, now: int, audit: AuditRecord | None = None) -> Promoter: ...
     async def list_promoters(self) -> list[Promoter]: ...
     async def get_promoter(self, ref: int | str) -> Promoter | None:
         """By id (int) or credit code (str)."""
 
     async def add_enterprise(
-        self, name: str, uscc: str, prefix: str, promoter_id: int, prefix_write: HandleWrite, *, now: int
+        self,
+        name: str,
+        uscc: str,
+        prefix: str,
+        promoter_id: int,
+        prefix_write: HandleWrite,
+        *,
+        now: int,
+        audit: AuditRecord | None = None,
     ) -> Enterprise:
-        """Create the enterprise, its attribution and its prefix handle in one transaction."""
+        """Create the enterprise, its attribution and its prefix handle (and ``audit``) in one transaction."""
 
     async def list_enterprises(self) -> list[Enterprise]: ...
     async def get_enterprise(self, ref: int | str) -> Enterprise | None:
         """By id (int), or by prefix or credit code (str)."""
 
     async def enterprise_prefixes(self) -> list[str]: ...
-    async def move_enterprise(self, enterprise_id: int, promoter_id: int, *, effective_at: int) -> None: ...
-    async def set_enterprise_status(self, enterprise_id: int, status: str) -> None: ...
+    async def move_enterprise(
+        self, enterprise_id: int, promoter_id: int, *, effective_at: int, audit: AuditRecord | None = None
+    ) -> None: ...
+    async def set_enterprise_status(
+        self, enterprise_id: int, status: str, *, audit: AuditRecord | None = None
+    ) -> None: ...
     async def attributions(self) -> list[Attribution]: ...
 
     # -- GS1 company prefixes (registry.gs1_prefixes) ----------------------------------------------
@@ -316,8 +412,10 @@ class HandleStore(Protocol):
         """Delete sessions past their expiry or last seen before ``idle_before``; how many went."""
 
     # -- metadata templates and idempotent batch replies ------------------------------------------
-    async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:
-        """Store a template version; InvalidRequest if (scope, id, version) exists."""
+    async def add_template(
+        self, scope: str, template_id: str, version: int, body: str, *, now: int, audit: AuditRecord | None = None
+    ) -> None:
+        """Store a template version (and ``audit``); InvalidRequest if (scope, id, version) exists."""
 
     async def get_template(self, scope: str, template_id: str, version: int | None) -> tuple[int, str] | None:
         """(version, body) of that version, or of the latest when ``version`` is None."""
@@ -349,6 +447,67 @@ class HandleStore(Protocol):
 
     # -- small key/value metadata (node key, schema version) -------------------------------------
     async def get_meta(self, key: str) -> str | None: ...
-    async def set_meta(self, key: str, value: str) -> None: ...
+    async def set_meta(self, key: str, value: str, *, audit: AuditRecord | None = None) -> None: ...
     async def add_meta(self, key: str, value: str) -> str:
         """Store ``value`` unless ``key`` has one already; return the value stored."""
+
+    # -- background jobs (registry.jobs) -----------------------------------------------------------
+    async def add_job_part(self, job_id: str, seq: int, data: bytes) -> None:
+        """Keep part ``seq`` (from 0) of a job's file, before the job itself is added."""
+
+    async def job_part(self, job_id: str, seq: int) -> bytes | None: ...
+    async def add_job(self, job: JobRecord, *, audit: AuditRecord) -> JobRecord:
+        """Add a queued job (its parts are stored already) with ``audit``; the job with its ``seq``."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+    async def list_jobs(
+        self, *, prefix: str | None, owner: str | None, limit: int, before_seq: int | None = None
+    ) -> list[JobRecord]:
+        """Newest first: at most ``limit``, of ``prefix`` and/or ``owner`` when given, older than ``before_seq``."""
+
+    async def find_job(self, kind: str, prefix: str, file_sha256: str, options: str) -> JobRecord | None:
+        """The newest job of this kind, prefix, file and options, in any state."""
+
+    async def unfinished_jobs(self, prefix: str) -> int:
+        """How many jobs of ``prefix`` are queued or running."""
+
+    async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
+        """A failed job queued again, from its checkpoint, with its file stored again in ``parts`` parts."""
+
+    async def claim_job(self, runner: str, *, now: int, lease_until: int) -> JobRecord | None:
+        """Take the oldest job that is queued, or running under a lease that ran out: it is ``runner``'s
+        (state running) until ``lease_until``."""
+
+    async def renew_job(self, job_id: str, runner: str, *, lease_until: int) -> bool:
+        """Extend ``runner``'s lease; False when the job is no longer its own."""
+
+    async def save_job_progress(self, job: JobRecord, rejects: Sequence[JobReject], *, lease_until: int) -> bool:
+        """Store a job's checkpoint and counts (those of ``job``) and the rows it rejected meanwhile (a
+        row rejected again replaces its earlier entry), in one transaction, if ``job.runner`` still
+        holds it; False otherwise (nothing is stored)."""
+
+    async def finish_job(self, job: JobRecord, *, audit: AuditRecord) -> bool:
+        """Record the end of a job (state done or failed, counts, error) with ``audit`` and drop its
+        file, if ``job.runner`` still holds it."""
+
+    async def release_job(self, job_id: str, runner: str, *, now: int) -> bool:
+        """Give a running job back to the queue (the node is stopping): another runner resumes it."""
+
+    async def job_rejects(self, job_id: str, *, after_line: int, limit: int) -> list[JobReject]:
+        """The rows a job rejected, in line order, past ``after_line``."""
+
+    # -- the value index (registry.value_index) ----------------------------------------------------
+    async def value_index_backlog(self) -> int:
+        """How many written handles wait to be (re)indexed."""
+
+    async def index_values(self, limit: int, entries: Callable[[bytes], list[tuple[int, str, str]]]) -> int:
+        """(Re)index up to ``limit`` queued handles as they are now, in one transaction: a handle's
+        index rows become ``entries(packed record)`` — (value number, TYPE, folded text) — or none
+        when it is gone. Returns how many were taken from the queue (0: none waits, or another
+        process is indexing)."""
+
+    async def search_values(
+        self, conditions: Sequence[ValueCondition], prefixes: Sequence[str] | None, limit: int, offset: int
+    ) -> list[bytes]:
+        """Packed records of the handles having, for each condition, an indexed value meeting it, under
+        one of ``prefixes`` (normalised; None: any), in listing order: ``limit`` from ``offset``."""

@@ -76,6 +76,7 @@ from registry.stores.base import (
     RESOLUTION_BATCH_DAYS,
     Attribution,
     AuditEntry,
+    AuditRecord,
     ConsoleSession,
     Enterprise,
     Gs1Prefix,
@@ -90,6 +91,8 @@ from registry.stores.base import (
     schema_too_new,
 )
 from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
+from registry.stores.postgres_jobs import JOBS_DDL, PostgresJobs, insert_audit
+from registry.stores.postgres_values import QUEUE_ROW, VALUES_DDL, PostgresValues
 
 __all__ = ["HANDLES_COPY_COLUMNS", "HANDLES_DDL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -264,6 +267,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
         """,
     ),
+    # Background jobs (registry.jobs): jobs, their files and rejected rows.
+    (8, JOBS_DDL),
+    # The reverse-lookup value index (registry.value_index): the queue of written handles (every
+    # existing handle queued, so the node indexes them), value rows, pg_trgm GIN.
+    (9, VALUES_DDL),
 ]
 # The schema version a store is at once every migration above has run (its highest number).
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
@@ -308,8 +316,15 @@ HANDLES_COPY_COLUMNS = [
 def _apply_sql(deletes: bool, replaces: bool, inserts: bool, ids: bool, buckets: bool, counters: bool) -> str:
     """The one statement that applies a checked call, with only the parts it needs. Placeholders are
     ``@name``; :func:`_numbered` turns them into ``$n``."""
-    ctes: list[str] = []
-    counts: list[str] = []
+    # Every handle written waits for the value index (registry.value_index), queued in this transaction:
+    # a queue row holds the ids of up to QUEUE_ROW handles (a row per handle cost a batch a fifth more).
+    ctes: list[str] = [
+        "q AS (INSERT INTO value_index_queue (hids, prefixes)"
+        " SELECT array_agg(u.h ORDER BY u.o), array_agg(u.p ORDER BY u.o)"
+        " FROM unnest(@q_hids::bigint[], @q_prefixes::text[]) WITH ORDINALITY u(h, p, o)"
+        f" GROUP BY (u.o - 1) / {QUEUE_ROW} RETURNING 1)"
+    ]
+    counts: list[str] = ["(SELECT count(*) FROM q) AS queued"]
     if deletes:
         ctes.append("d AS (DELETE FROM handles WHERE hkey = ANY(@del_keys::text[]) RETURNING 1)")
         counts.append("(SELECT count(*) FROM d) AS deleted")
@@ -602,7 +617,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction left open; this store takes no session advisory locks, LISTENs or cursors."""
 
 
-class PostgresStore:
+class PostgresStore(PostgresJobs, PostgresValues):
     """The production store. ``url`` is ``postgresql://user[:password]@host[:port]/database``."""
 
     def __init__(
@@ -711,12 +726,14 @@ class PostgresStore:
 
         return await self._run(run)
 
-    async def _execute(self, sql: str, *args: Any) -> None:
-        """One write statement in its own transaction (so a connection lost before COMMIT is retried)."""
+    async def _execute(self, sql: str, *args: Any, audit: AuditRecord | None = None) -> None:
+        """One write statement (and ``audit``) in its own transaction (so a connection lost before
+        COMMIT is retried)."""
 
         async def run(conn: asyncpg.Connection, attempt: _Attempt) -> None:
             async with conn.transaction():
                 await conn.execute(sql, *args)
+                await insert_audit(conn, audit)
                 attempt.commit_sent = True
 
         await self._run(run)
@@ -769,7 +786,9 @@ class PostgresStore:
         row = await self._fetchrow("SELECT version FROM idnode_state")
         return int(row[0]) if row else 0
 
-    async def write(self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True) -> list[WriteResult]:
+    async def write(
+        self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True, audit: AuditRecord | None = None
+    ) -> list[WriteResult]:
         keys = [w.key for w in writes]
         if len(set(keys)) != len(keys):
             raise InvalidRequest("the same handle appears more than once in one write")
@@ -784,6 +803,7 @@ class PostgresStore:
                 if not isinstance(plan, _Plan):
                     raise _NotWritten(plan)  # rolls back the version increment
                 results = await self._apply(conn, writes, records, have, plan, version, next_id, now)
+                await insert_audit(conn, audit)
                 attempt.commit_sent = True
             return results
 
@@ -827,6 +847,9 @@ class PostgresStore:
         }
         buckets: dict[tuple[str, int], int] = {}
         counts: dict[tuple[int, int], int] = {}
+        queued = [(have[i].id, have[i].prefix) for i in (*plan.deletes, *plan.replaces)]
+        queued += [(next_id + i, writes[i].prefix) for i in plan.creates]
+        args["q_hids"], args["q_prefixes"] = [h for h, _ in queued], [p for _, p in queued]
         if plan.deletes:
             args["del_keys"] = [writes[i].key for i in plan.deletes]
             for i in plan.deletes:
@@ -947,7 +970,7 @@ class PostgresStore:
             return InvalidRequest(f"conflicting data: {exc}")
         return InvalidRequest(template.format(**names))
 
-    async def add_promoter(self, name: str, uscc: str, *, now: int) -> Promoter:
+    async def add_promoter(self, name: str, uscc: str, *, now: int, audit: AuditRecord | None = None) -> Promoter:
         async def run(conn: asyncpg.Connection, attempt: _Attempt) -> Promoter:
             async with conn.transaction():
                 if await conn.fetchval("SELECT 1 FROM promoters WHERE uscc = $1", uscc):
@@ -961,6 +984,7 @@ class PostgresStore:
                     )
                 except asyncpg.UniqueViolationError as exc:  # a concurrent insert won
                     raise self._conflict(exc, uscc=uscc) from None
+                await insert_audit(conn, audit)
                 attempt.commit_sent = True
             return Promoter(pid, name, uscc, now)
 
@@ -976,7 +1000,15 @@ class PostgresStore:
         return Promoter(*row) if row else None
 
     async def add_enterprise(
-        self, name: str, uscc: str, prefix: str, promoter_id: int, prefix_write: HandleWrite, *, now: int
+        self,
+        name: str,
+        uscc: str,
+        prefix: str,
+        promoter_id: int,
+        prefix_write: HandleWrite,
+        *,
+        now: int,
+        audit: AuditRecord | None = None,
     ) -> Enterprise:
         writes = [prefix_write]
         records = _Records(writes)
@@ -1012,6 +1044,7 @@ class PostgresStore:
                     now,
                 )
                 await self._apply(conn, writes, records, have, plan, version, next_id, now)
+                await insert_audit(conn, audit)
                 attempt.commit_sent = True
             return Enterprise(eid, name, uscc, prefix, "active", promoter_id, now)
 
@@ -1034,16 +1067,19 @@ class PostgresStore:
         rows = await self._fetch("SELECT prefix FROM enterprises ORDER BY id")
         return [r[0] for r in rows]
 
-    async def move_enterprise(self, enterprise_id: int, promoter_id: int, *, effective_at: int) -> None:
+    async def move_enterprise(
+        self, enterprise_id: int, promoter_id: int, *, effective_at: int, audit: AuditRecord | None = None
+    ) -> None:
         await self._execute(
             "INSERT INTO attributions (enterprise_id, promoter_id, effective_at) VALUES ($1, $2, $3)",
             enterprise_id,
             promoter_id,
             effective_at,
+            audit=audit,
         )
 
-    async def set_enterprise_status(self, enterprise_id: int, status: str) -> None:
-        await self._execute("UPDATE enterprises SET status = $1 WHERE id = $2", status, enterprise_id)
+    async def set_enterprise_status(self, enterprise_id: int, status: str, *, audit: AuditRecord | None = None) -> None:
+        await self._execute("UPDATE enterprises SET status = $1 WHERE id = $2", status, enterprise_id, audit=audit)
 
     async def attributions(self) -> list[Attribution]:
         rows = await self._fetch(
@@ -1264,7 +1300,9 @@ class PostgresStore:
         return await self._run(run)
 
     # -- templates and idempotency -------------------------------------------------------------
-    async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:
+    async def add_template(
+        self, scope: str, template_id: str, version: int, body: str, *, now: int, audit: AuditRecord | None = None
+    ) -> None:
         async def run(conn: asyncpg.Connection, attempt: _Attempt) -> None:
             async with conn.transaction():
                 status = await conn.execute(
@@ -1276,9 +1314,10 @@ class PostgresStore:
                     body,
                     now,
                 )
+                if status.endswith(" 0"):
+                    raise InvalidRequest(f"template {template_id} version {version} already exists")
+                await insert_audit(conn, audit)
                 attempt.commit_sent = True
-            if status.endswith(" 0"):
-                raise InvalidRequest(f"template {template_id} version {version} already exists")
 
         await self._run(run)
 
@@ -1353,9 +1392,10 @@ class PostgresStore:
         )
         return [AuditEntry(*r) for r in rows]
 
-    async def set_meta(self, key: str, value: str) -> None:
+    async def set_meta(self, key: str, value: str, *, audit: AuditRecord | None = None) -> None:
         await self._execute(
             "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             key,
             value,
+            audit=audit,
         )

@@ -34,6 +34,7 @@ from registry.stores.base import (
     RESOLUTION_BATCH_DAYS,
     Attribution,
     AuditEntry,
+    AuditRecord,
     ConsoleSession,
     Enterprise,
     Gs1Prefix,
@@ -48,6 +49,8 @@ from registry.stores.base import (
     schema_too_new,
 )
 from registry.stores.gs1_rules import gs1_check_conflicts, gs1_check_limit, gs1_shorter
+from registry.stores.sqlite_jobs import JOBS_DDL, SQLiteJobs, insert_audit
+from registry.stores.sqlite_values import VALUES_DDL, SQLiteValues, queue_for_index
 
 __all__ = ["HANDLES_DDL", "LOCK_SUFFIX", "SCHEMA_VERSION", "SQLiteStore", "database_file"]
 
@@ -163,6 +166,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
     CREATE INDEX console_sessions_seen ON console_sessions (last_seen);
     """,
+    # 8: background jobs (registry.jobs): jobs, their files and rejected rows.
+    JOBS_DDL,
+    # 9: the reverse-lookup value index (registry.value_index): the queue of written handles (every
+    # existing handle queued, so the node indexes them), value rows, FTS5 trigram table.
+    VALUES_DDL,
 ]
 # The schema version a store is at once every migration above has run (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -187,7 +195,7 @@ def database_file(url: str) -> str | None:
     return None if path == ":memory:" else os.path.abspath(path)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteJobs, SQLiteValues):
     """The embedded store. ``url`` is ``sqlite:///path.db`` (relative), ``sqlite:////abs.db`` or a
     bare path; ``sqlite://:memory:`` keeps everything in memory (tests)."""
 
@@ -396,9 +404,17 @@ class SQLiteStore:
             lambda c: int(c.execute("SELECT value FROM meta WHERE key = 'write_seq'").fetchone()[0])
         )
 
-    async def write(self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True) -> list[WriteResult]:
+    async def write(
+        self, writes: Sequence[HandleWrite], *, now: int, atomic: bool = True, audit: AuditRecord | None = None
+    ) -> list[WriteResult]:
+        def run(c: sqlite3.Connection) -> list[WriteResult]:
+            results = _apply(c, writes, now, atomic)
+            if audit is not None and any(r.ok for r in results):
+                insert_audit(c, audit)
+            return results
+
         async with self._write_lock:
-            return await self._write(lambda c: _apply(c, writes, now, atomic))
+            return await self._write(run)
 
     async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         def run(c: sqlite3.Connection) -> tuple[int, list[str]]:
@@ -465,11 +481,12 @@ class SQLiteStore:
         return found[::-1] if before is not None else found
 
     # -- promoters and enterprises -------------------------------------------------------------
-    async def add_promoter(self, name: str, uscc: str, *, now: int) -> Promoter:
+    async def add_promoter(self, name: str, uscc: str, *, now: int, audit: AuditRecord | None = None) -> Promoter:
         def run(c: sqlite3.Connection) -> Promoter:
             if c.execute("SELECT 1 FROM promoters WHERE uscc = ?", (uscc,)).fetchone():
                 raise InvalidRequest(f"a promoter with credit code {uscc} already exists")
             cur = c.execute("INSERT INTO promoters (name, uscc, created_at) VALUES (?, ?, ?)", (name, uscc, now))
+            insert_audit(c, audit)
             return Promoter(cur.lastrowid, name, uscc, now)
 
         async with self._write_lock:
@@ -489,7 +506,15 @@ class SQLiteStore:
         return Promoter(*row) if row else None
 
     async def add_enterprise(
-        self, name: str, uscc: str, prefix: str, promoter_id: int, prefix_write: HandleWrite, *, now: int
+        self,
+        name: str,
+        uscc: str,
+        prefix: str,
+        promoter_id: int,
+        prefix_write: HandleWrite,
+        *,
+        now: int,
+        audit: AuditRecord | None = None,
     ) -> Enterprise:
         def run(c: sqlite3.Connection) -> Enterprise:
             if c.execute("SELECT 1 FROM enterprises WHERE uscc = ?", (uscc,)).fetchone():
@@ -509,6 +534,7 @@ class SQLiteStore:
             (result,) = _apply(c, [prefix_write], now, True)
             if not result.ok:
                 raise InvalidRequest(f"prefix handle 0.NA/{prefix} already exists")
+            insert_audit(c, audit)
             return Enterprise(eid, name, uscc, prefix, "active", promoter_id, now)
 
         async with self._write_lock:
@@ -536,21 +562,26 @@ class SQLiteStore:
         rows = await self._read(lambda c: c.execute("SELECT prefix FROM enterprises ORDER BY id").fetchall())
         return [r[0] for r in rows]
 
-    async def move_enterprise(self, enterprise_id: int, promoter_id: int, *, effective_at: int) -> None:
+    async def move_enterprise(
+        self, enterprise_id: int, promoter_id: int, *, effective_at: int, audit: AuditRecord | None = None
+    ) -> None:
         def run(c: sqlite3.Connection) -> None:
             c.execute(
                 "INSERT INTO attributions (enterprise_id, promoter_id, effective_at) VALUES (?, ?, ?)",
                 (enterprise_id, promoter_id, effective_at),
             )
+            insert_audit(c, audit)
 
         async with self._write_lock:
             await self._write(run)
 
-    async def set_enterprise_status(self, enterprise_id: int, status: str) -> None:
+    async def set_enterprise_status(self, enterprise_id: int, status: str, *, audit: AuditRecord | None = None) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE enterprises SET status = ? WHERE id = ?", (status, enterprise_id))
+            insert_audit(c, audit)
+
         async with self._write_lock:
-            await self._write(
-                lambda c: c.execute("UPDATE enterprises SET status = ? WHERE id = ?", (status, enterprise_id))
-            )
+            await self._write(run)
 
     async def attributions(self) -> list[Attribution]:
         rows = await self._read(
@@ -766,7 +797,9 @@ class SQLiteStore:
             return await self._write(lambda c: _add_meta(c, key, value))
 
     # -- templates and idempotency ---------------------------------------------------------------
-    async def add_template(self, scope: str, template_id: str, version: int, body: str, *, now: int) -> None:
+    async def add_template(
+        self, scope: str, template_id: str, version: int, body: str, *, now: int, audit: AuditRecord | None = None
+    ) -> None:
         def run(c: sqlite3.Connection) -> None:
             if c.execute(
                 "SELECT 1 FROM templates WHERE scope = ? AND id = ? AND version = ?", (scope, template_id, version)
@@ -776,6 +809,7 @@ class SQLiteStore:
                 "INSERT INTO templates (scope, id, version, body, created_at) VALUES (?, ?, ?, ?, ?)",
                 (scope, template_id, version, body, now),
             )
+            insert_audit(c, audit)
 
         async with self._write_lock:
             await self._write(run)
@@ -838,15 +872,16 @@ class SQLiteStore:
         rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [AuditEntry(*r) for r in rows]
 
-    async def set_meta(self, key: str, value: str) -> None:
-        async with self._write_lock:
-            await self._write(
-                lambda c: c.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
+    async def set_meta(self, key: str, value: str, *, audit: AuditRecord | None = None) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
             )
+            insert_audit(c, audit)
+
+        async with self._write_lock:
+            await self._write(run)
 
 
 def _add_meta(c: sqlite3.Connection, key: str, value: str) -> str:
@@ -890,6 +925,7 @@ def _apply(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int, atomi
         return [r or WriteResult(WriteOutcome.NOT_WRITTEN) for r in results]
     version = int(c.execute("UPDATE meta SET value = value + 1 WHERE key = 'write_seq' RETURNING value").fetchone()[0])
     day_now, hour_now = day_number(now), hour_of(now)
+    written: list[int] = []  # handle ids, for the value index
     counts: dict[tuple[int, int], int] = {}
     buckets: dict[tuple[str, int], int] = {}
     inserts: list[tuple] = []
@@ -899,6 +935,7 @@ def _apply(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int, atomi
             hid, prefix, eid, created_at = c.execute(
                 "DELETE FROM handles WHERE hkey = ? RETURNING id, prefix, enterprise_id, created_at", (w.key,)
             ).fetchone()
+            written.append(hid)
             bk = (prefix, hid // LIST_BUCKET)
             buckets[bk] = buckets.get(bk, 0) - 1
             if eid is not None:
@@ -908,10 +945,11 @@ def _apply(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int, atomi
             continue
         packed = pack_record(Record(handle=w.handle, values=w.values, version=version))
         if w.key in current:
-            c.execute(
-                "UPDATE handles SET record = ?, version = ?, updated_at = ? WHERE hkey = ?",
+            (hid,) = c.execute(
+                "UPDATE handles SET record = ?, version = ?, updated_at = ? WHERE hkey = ? RETURNING id",
                 (packed, version, now, w.key),
-            )
+            ).fetchone()
+            written.append(hid)
             results[i] = WriteResult(WriteOutcome.REPLACED, version)
             continue
         inserts.append((w.key, w.prefix, w.enterprise_id, now, now, version, packed))
@@ -928,8 +966,10 @@ def _apply(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int, atomi
             rows,
         )
         for row in rows:
+            written.append(row[0])
             bk = (row[2], row[0] // LIST_BUCKET)
             buckets[bk] = buckets.get(bk, 0) + 1
+    queue_for_index(c, written)
     if buckets:
         c.executemany(
             "INSERT INTO list_buckets (prefix, bucket, n) VALUES (?, ?, ?) "

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
+from registry.audit import set_source
 from registry.auth import Caller, Identity
 from registry.errors import HandleError, StoreUnavailable
 from registry.model import prefix_handle_of
@@ -32,6 +33,7 @@ __all__ = [
     "CACHE",
     "EXIT_CODES_HELP",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_REJECTED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
@@ -56,6 +58,7 @@ EXIT_FAILED = 1  # refused or failed: the message says why; nothing (more) was d
 EXIT_USAGE = 2  # a usage error: unknown command or flag, a bad value, bad settings (click's own code)
 EXIT_REJECTED = 3  # finished, but some rows were rejected (idnode import: they are listed)
 EXIT_UNREACHABLE = 4  # the store or the shared cache cannot be reached or used
+EXIT_INTERRUPTED = 130  # interrupted (Ctrl-C): idnode import saved its checkpoint and printed how to resume
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  done
@@ -63,6 +66,7 @@ Exit codes:
   2  usage error: unknown command or flag, a bad value, bad settings
   3  finished, but some rows were rejected (idnode import)
   4  the store or the shared cache cannot be reached or used
+  130  interrupted by Ctrl-C (idnode import prints the command that resumes)
 """
 
 # The settings flags of the commands that use the store, and of those that also tell the shared cache.
@@ -171,6 +175,7 @@ def run_admin(config: Config, work: Callable[[Registry, Caller], Awaitable[T]], 
     :func:`writer_cache`), so that they drop what it changes."""
 
     async def go() -> T:
+        set_source(cli_source())  # what this command changes is recorded as coming from here
         try:
             prepare_data_dir(config)
         except OSError as exc:

@@ -71,21 +71,8 @@ def admin_reset_secret(config: Config, yes: bool) -> None:
     if not yes:
         click.confirm(f"Replace the secret key of {identity}? Every client using the old one is refused", abort=True)
 
-    async def work(registry: Any, caller: Any) -> str:
-        secret = await registry.reset_admin_secret(caller)
-        try:
-            await registry.audit.append(
-                str(caller.identity),
-                "admin.reset-secret",
-                registry.node_admin_handle,
-                source=cli_source(),
-                detail={"identity": identity},
-            )
-        except HandleError as exc:  # the key is replaced all the same: show it, and say what is missing
-            warn(f"the reset could not be recorded in the audit log: {exc.message}")
-        return secret
-
-    secret = run_admin(config, work, writes=True)
+    # The registry records the reset in the audit log, in the transaction that replaces the key.
+    secret = run_admin(config, lambda registry, caller: registry.reset_admin_secret(caller), writes=True)
     click.echo(secret_notice(config, secret))
     click.echo(f"identity {identity}   (as curl -u and pyhandle send it: {encoded})")
 

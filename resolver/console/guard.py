@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp_session import Session, get_session
 
+from registry.audit import set_source
 from registry.auth import Caller, Identity
 from registry.errors import InvalidCredential, InvalidRequest, PermissionDenied
 from registry.model import NA_PREFIX
@@ -32,6 +33,7 @@ from registry.stores.base import Enterprise
 from resolver.console.sessions import is_secure
 from resolver.http.keys import CONFIG_KEY, registry_of
 from resolver.http.public_url import public_base_url
+from resolver.http.web import request_address
 
 __all__ = [
     "ENTERPRISE",
@@ -126,6 +128,7 @@ async def signed_in(request: web.Request) -> SignedIn | None:
     except (PermissionDenied, InvalidCredential):  # the key changed, the identity went, or its role
         session.invalidate()
         return None
+    set_source(request_address(request))  # what this person changes is in the audit log as from there
     return SignedIn(caller, role, enterprise, session)
 
 

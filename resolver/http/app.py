@@ -15,10 +15,12 @@ from promotion_tracker.signing import REPORT_KEY_INDEX, REPORT_KEY_TYPE, Signing
 from promotion_tracker.webpages import setup_pages
 from registry import valuedata
 from registry.counts import registrations_by_prefix
+from registry.job_runner import JobRunner
 from registry.model import HandleValue
 from registry.service import Registry
 from registry.stores import open_store
 from registry.stores.base import HandleStore
+from registry.value_index import ValueIndexer
 from resolver.cache.decoded import DecodedRecords
 from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
@@ -27,10 +29,13 @@ from resolver.datadir import prepare_data_dir
 from resolver.http.access import request_context
 from resolver.http.admin_routes import admin_routes
 from resolver.http.api_docs import api_docs_routes
+from resolver.http.audit_routes import audit_routes
 from resolver.http.batch_routes import batch_routes
 from resolver.http.gs1_routes import gs1_routes
+from resolver.http.job_routes import job_routes
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, NodeState
 from resolver.http.routes import routes
+from resolver.http.search_routes import search_routes
 from resolver.http.session_routes import session_routes
 from resolver.http.sessions import SessionStore
 from resolver.http.stats_routes import stats_routes
@@ -102,6 +107,12 @@ async def _live_tally(tracker: TrackerState):  # type: ignore[no-untyped-def]
     return await compute_tally(tracker.store, start, end, None, tracker.policy, now=now)
 
 
+async def _no_trigram_index(store: HandleStore) -> bool:
+    """PostgreSQL without pg_trgm (the migration goes on without its index)."""
+    check = getattr(store, "trigram_index_missing", None)
+    return bool(check is not None and await check())
+
+
 async def _registrations(tracker: TrackerState) -> dict[str, int]:
     """Identifiers per enterprise prefix from the store's counters, for /metrics/business."""
     if tracker.store is None:
@@ -115,6 +126,7 @@ def create_app(
     *,
     clock: Callable[[], int] | None = None,
     publish_site: bool = True,
+    background: bool = True,
 ) -> web.Application:
     """Build the application. Its startup builds the node's parts (store, registry, cache, resolver,
     the native protocol's handler in ``NodeState.native``), bootstraps the prefix handle and the
@@ -124,7 +136,8 @@ def create_app(
     that need registrations, moves and tallies at chosen times. With ``publish_site`` the prefix
     handle's HS_SITE lists the HTTP interface (what this application serves); ``False`` leaves it
     as it is (``node_app`` publishes it once the native listeners are bound, and the supervisor's
-    one-off bootstrap leaves it to its workers)."""
+    one-off bootstrap leaves it to its workers). ``background``: run this process's share of the
+    jobs and keep the value index up to date (not in the supervisor's one-off bootstrap)."""
     app = web.Application(
         middlewares=[request_context],
         client_max_size=config.max_body_bytes,
@@ -143,6 +156,9 @@ def create_app(
     app.router.add_routes(session_routes)
     setup_labels(app)  # /api/qr/{handle}, /api/labels
     app.router.add_routes(stats_routes)
+    app.router.add_routes(job_routes)  # /api/jobs: files run as background jobs
+    app.router.add_routes(search_routes)  # /hrls/handles: reverse lookup
+    app.router.add_routes(audit_routes)  # /api/audit
     app.router.add_routes(tracker_routes)
     setup_console(app, clock=clock)  # /console: the web console (its routes, sessions and HTML errors)
     setup_pages(app, BUREAU_PAGES, PROXY_PAGES, CONSOLE_PAGES)  # every page's templates and catalogues
@@ -216,7 +232,23 @@ def create_app(
         )
         flusher.start()
         state.resolution_flusher = flusher
+        indexer = state.indexer = ValueIndexer(opened)
+        jobs = state.jobs = JobRunner(
+            registry,
+            os.path.join(config.data_dir, "jobs"),
+            workers=config.job_workers,
+            lease_seconds=config.job_lease_seconds,
+            chunk=config.job_chunk_rows,
+        )
+        if background:
+            indexer.start()
+            jobs.start()
+            if await _no_trigram_index(opened):
+                log.warning("the store has no trigram index (pg_trgm): searches by *part* read the whole value table")
         yield
+        await jobs.close()  # running jobs write the chunk they read and go back to the queue
+        await indexer.close()
+        state.jobs = state.indexer = None
         app[NATIVE_HTTP_KEY].handler = None
         await flusher.close()  # after the last request: every resolution counted goes to the store
         state.resolution_flusher = None

@@ -16,7 +16,9 @@ from resolver.http.sessions import SessionStore
 from resolver.ops.resolutions import ResolutionCounter, ResolutionFlusher
 
 if TYPE_CHECKING:
+    from registry.job_runner import JobRunner
     from registry.service import Registry
+    from registry.value_index import ValueIndexer
     from resolver.config import Config
     from resolver.http.throttle import GuessThrottle
     from resolver.native.handler import NativeHandler
@@ -34,6 +36,8 @@ class NodeState:
     # Resolutions per prefix and interface: count(name.prefix, "rest" | "native" | "web", found).
     resolutions: ResolutionCounter = field(default_factory=ResolutionCounter)
     resolution_flusher: ResolutionFlusher | None = None  # set at startup (it writes to the store)
+    jobs: JobRunner | None = None  # the background jobs of this process (set at startup)
+    indexer: ValueIndexer | None = None  # keeps the reverse-lookup index up to date (set at startup)
 
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config")

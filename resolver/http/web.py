@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from registry.audit import set_source
 from registry.auth import ANONYMOUS, Caller, Identity
 from registry.errors import AuthenticationNeeded, HandleError, InvalidCredential, InvalidRequest, ServerError
 from registry.inputs import decode_json
@@ -243,6 +244,8 @@ async def request_caller(request: web.Request) -> Caller:
     header = request.headers.get("Authorization")
     if not header:
         return ANONYMOUS
+    # What this request changes is recorded in the audit log as coming from its client.
+    set_source(request_address(request))
     scheme, _, param = header.strip().partition(" ")
     if scheme.lower() not in ("basic", "handle"):
         raise InvalidCredential("unsupported authorization scheme; use Basic or Handle")

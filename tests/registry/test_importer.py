@@ -24,6 +24,7 @@ from registry.model import normalise_prefix, parse_handle, prefix_handle_of
 from registry.service import NodeSettings, Registry
 from registry.stores import open_store
 from resolver.cli import main
+from resolver.cli.common import EXIT_FAILED
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import make_uscc
 
@@ -213,18 +214,21 @@ async def test_imported_handles_are_administered_by_the_enterprise(store_url, tm
 
 
 async def test_resume_after_an_interruption(node, tmp_path):
+    """A chunk is ``chunk`` rows of the file, rejected ones included: the checkpoint is a line."""
     registry, ent = node
     rows: list[Any] = [url_row(n) for n in range(25)]
     rows[14] = "not json"  # a rejected row in the second chunk
     path = write_ndjson(tmp_path / "big.ndjson", rows)
     caller = node_admin()
     with pytest.raises(KeyboardInterrupt):
-        await import_file(registry, caller, path, prefix=ent.prefix, fmt="ndjson", chunk=10, progress=Interrupt(2))
+        await import_file(
+            registry, caller, path, prefix=ent.prefix, fmt="ndjson", chunk=10, seconds=3600, progress=Interrupt(2)
+        )
     assert os.path.exists(path + ".idnode-progress")
-    assert await counts(registry) == {ent.id: 20}
+    assert await counts(registry) == {ent.id: 19}
 
-    summary = await import_file(registry, caller, path, prefix=ent.prefix, fmt="ndjson", chunk=10)
-    assert summary.resumed_from_line == 21  # 20 items and the bad line
+    summary = await import_file(registry, caller, path, prefix=ent.prefix, fmt="ndjson", chunk=10, seconds=3600)
+    assert summary.resumed_from_line == 20  # 19 items and the bad line
     assert (summary.rows, summary.created, summary.already_present, summary.failed) == (25, 24, 0, 1)
     assert len(await handles_under(registry, ent.prefix)) == 24
     assert await counts(registry) == {ent.id: 24}
@@ -252,13 +256,13 @@ async def test_resume_when_the_checkpoint_was_not_saved(node, tmp_path, monkeypa
 
     monkeypatch.setattr(importer.os, "replace", flaky_replace)
     with pytest.raises(KeyboardInterrupt):
-        await import_file(registry, node_admin(), path, prefix=ent.prefix, fmt="ndjson", chunk=10)
+        await import_file(registry, node_admin(), path, prefix=ent.prefix, fmt="ndjson", chunk=10, seconds=3600)
     monkeypatch.setattr(importer.os, "replace", real_replace)
-    assert await counts(registry) == {ent.id: 20}
+    assert await counts(registry) == {ent.id: 18}
 
-    summary = await import_file(registry, node_admin(), path, prefix=ent.prefix, fmt="ndjson", chunk=10)
-    assert summary.resumed_from_line == 11
-    assert (summary.created, summary.already_present, summary.failed) == (18, 10, 2), summary
+    summary = await import_file(registry, node_admin(), path, prefix=ent.prefix, fmt="ndjson", chunk=10, seconds=3600)
+    assert summary.resumed_from_line == 10
+    assert (summary.created, summary.already_present, summary.failed) == (19, 9, 2), summary
     assert await counts(registry) == {ent.id: 28}
     assert len(await handles_under(registry, ent.prefix)) == 28
     assert sorted(r["line"] for r in rejects_of(path)) == [4, 14]
@@ -366,9 +370,14 @@ def test_cli_csv_with_template_columns_and_url(cli_node, tmp_path):
 
 
 def test_cli_csv_without_template(cli_node, tmp_path):
+    """A column that is neither URL nor a template field is refused, unless --column maps it."""
     url, ent = cli_node
     path = write_csv(tmp_path / "plain.csv", ["suffix", "url", "COLOUR"], [["c-1", "https://e.com/c", "red"]])
-    r = cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"])
+    r = CliRunner().invoke(main, ["import", path, "--store", url, "--enterprise-prefix", ent["prefix"]])
+    assert r.exit_code == EXIT_FAILED, r.output
+    assert "column 'COLOUR' is not known: map it with --column COLOUR=TYPE[@INDEX]" in r.output
+    assert run(url, counts) == {}
+    r = cli("import", path, "--store", url, "--enterprise-prefix", ent["prefix"], "--column", "COLOUR=COLOUR")
     assert r.exit_code == 0, r.output
     assert "created 1" in r.output
 

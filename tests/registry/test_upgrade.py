@@ -79,6 +79,33 @@ async def test_a_release_0_1_0_store_upgrades_in_place_with_nothing_lost(old_sto
     assert user_version(old_store) == sqlite.SCHEMA_VERSION  # opening again changes nothing
 
 
+async def test_the_upgrade_queues_every_handle_for_the_value_index(old_store):
+    """Migration 9 queues the release's handles: once the indexer has run, reverse lookup finds them."""
+    from registry.value_index import ValueIndexer
+
+    store = await open_store(f"sqlite:///{old_store}")
+    try:
+        assert await store.value_index_backlog() == len(MANIFEST["handles"])
+        assert await ValueIndexer(store).run_once() == len(MANIFEST["handles"])
+        registry = Registry(store)
+        admin = await registry.caller_of(Identity.parse(NODE_ADMIN))
+        found = await registry.search.search(
+            admin, {"URL": "https://trace.example.com/*"}, prefix=None, page=0, limit=1000
+        )
+        urls = {
+            handle
+            for handle, record in MANIFEST["handles"].items()
+            if any(
+                v[1] == "URL" and bytes.fromhex(v[2]).startswith(b"https://trace.example.com/")
+                for v in record["values"]
+            )
+        }
+        assert urls and {h.upper() for h in found} == {h.upper() for h in urls}
+        registry.close()
+    finally:
+        await store.close()
+
+
 async def test_the_upgraded_store_serves_its_final_report_byte_for_byte_and_takes_writes(old_store, monkeypatch):
     monkeypatch.setenv("IDNODE_ADMIN_SECRET", "not-used: the store has its admin")
     config = load_config(
