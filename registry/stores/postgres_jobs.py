@@ -15,8 +15,10 @@ from typing import Any
 import asyncpg
 
 from registry.stores.base import AuditRecord, JobRecord, JobReject
+from registry.stores.postgres_audit import insert_audit
+from registry.stores.postgres_part import PostgresPart
 
-__all__ = ["JOBS_DDL", "PostgresJobs", "insert_audit"]
+__all__ = ["JOBS_DDL", "PostgresJobs"]
 
 JOBS_DDL = """
         CREATE TABLE jobs (
@@ -51,7 +53,6 @@ _PROGRESS = (
     "total = $1, processed = $2, created = $3, replaced = $4, deleted = $5, present = $6, absent = $7, "
     "rejected = $8, line = $9, byte_offset = $10, updated_at = $11"
 )
-_AUDIT = "INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES ($1, $2, $3, $4, $5, $6)"
 
 
 def _progress(job: JobRecord) -> tuple[Any, ...]:
@@ -70,26 +71,12 @@ def _progress(job: JobRecord) -> tuple[Any, ...]:
     )
 
 
-async def insert_audit(conn: asyncpg.Connection, audit: AuditRecord | None) -> None:
-    """Store ``audit`` in the caller's transaction (nothing when None)."""
-    if audit is not None:
-        await conn.execute(_AUDIT, audit.at, audit.actor, audit.action, audit.target, audit.source, audit.detail)
-
-
 def _job(row: asyncpg.Record | None) -> JobRecord | None:
     return JobRecord(*row) if row else None
 
 
-Work = Callable[[asyncpg.Connection, Any], Awaitable[Any]]
-
-
-class PostgresJobs:
+class PostgresJobs(PostgresPart):
     """Job rows, parts and rejects (``registry.stores.base.HandleStore``'s job methods)."""
-
-    # Provided by PostgresStore.
-    _run: Callable[[Work], Awaitable[Any]]
-    _fetch: Callable[..., Awaitable[list[asyncpg.Record]]]
-    _fetchrow: Callable[..., Awaitable[asyncpg.Record | None]]
 
     async def _in_transaction(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         async def run(conn: asyncpg.Connection, attempt: Any) -> Any:

@@ -6,15 +6,16 @@ A mixin of :class:`registry.stores.sqlite.SQLiteStore` (its ``_read``, ``_write`
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Any, TypeVar
 
 from registry.stores.base import AuditRecord, JobRecord, JobReject
+from registry.stores.sqlite_audit import insert_audit
+from registry.stores.sqlite_part import SQLitePart
 
-__all__ = ["JOBS_DDL", "SQLiteJobs", "insert_audit"]
+__all__ = ["JOBS_DDL", "SQLiteJobs"]
 
 T = TypeVar("T")
 
@@ -69,30 +70,12 @@ def _progress(job: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def insert_audit(c: sqlite3.Connection, audit: AuditRecord | None) -> None:
-    """Store ``audit`` in the caller's transaction (nothing when None)."""
-    if audit is not None:
-        c.execute(
-            "INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (audit.at, audit.actor, audit.action, audit.target, audit.source, audit.detail),
-        )
-
-
 def _job(row: tuple[Any, ...] | None) -> JobRecord | None:
     return JobRecord(*row) if row else None
 
 
-class SQLiteJobs:
+class SQLiteJobs(SQLitePart):
     """Job rows, parts and rejects (``registry.stores.base.HandleStore``'s job methods)."""
-
-    # Provided by SQLiteStore.
-    _read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
-    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
-    _write_lock: asyncio.Lock
-
-    async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self._write_lock:
-            return await self._write(fn)
 
     async def add_job_part(self, job_id: str, seq: int, data: bytes) -> None:
         await self._writing(
