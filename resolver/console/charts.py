@@ -12,8 +12,10 @@ from registry.days import day_of
 __all__ = ["CHART_DAYS", "Bar", "DayChart", "day_chart"]
 
 CHART_DAYS = 30
-WIDTH, HEIGHT = 900, 180  # the SVG's user units; the page scales it to the screen
-TOP, BOTTOM = 16, 22  # room for the values above the bars and the dates below
+WIDTH, HEIGHT = 900, 200  # the SVG's user units; the page scales it to the screen
+# Room for the values above the bars and the dates below: on a phone the 900 units shrink to about
+# 340 px, so the labels are drawn 28 units high there (console.css) to be 10-11 px on the screen.
+TOP, BOTTOM = 30, 38
 
 
 @dataclass(frozen=True)
