@@ -39,7 +39,13 @@ def _detail(text: str) -> str:
         return text
     if not isinstance(body, dict) or not body:
         return ""
-    return ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}" for k, v in body.items())
+    return ", ".join(f"{k}: {_shown(v)}" for k, v in body.items())
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _row(e: AuditEntry) -> dict[str, Any]:
