@@ -18,7 +18,7 @@ from resolver.console.guard import SignedIn
 from resolver.console.operator_common import me_operator
 from resolver.console.signin import read_form
 from resolver.console.site import render
-from resolver.console.template_form import TemplateForm, blank_rows, form_of_template, read_template_form
+from resolver.console.template_form import MAX_ROWS, TemplateForm, blank_rows, form_of_template, read_template_form
 from resolver.http.keys import registry_of
 
 __all__ = ["template_routes"]
@@ -98,7 +98,8 @@ def _form_page(
 
 def _more_rows(form: TemplateForm) -> TemplateForm:
     """The form as sent with one more blank row (the "another field" button), nothing checked."""
-    form.rows.extend(blank_rows(1))
+    if len(form.rows) < MAX_ROWS:
+        form.rows.extend(blank_rows(1))
     form.errors = {}
     return form
 
