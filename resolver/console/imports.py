@@ -64,8 +64,12 @@ def _runner(request: web.Request) -> Any:
     return runner
 
 
-def _mebibytes(n: int) -> str:
-    return f"{n / (1 << 20):.1f}".removesuffix(".0")
+def size_text(n: int) -> str:
+    """Bytes as a person reads them: ``200 MiB``, ``4 KiB``, ``900 B``."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + " " + unit
+    return f"{n} B"
 
 
 # -- the form and the list -----------------------------------------------------------------------
@@ -82,7 +86,7 @@ async def _page(
         "templates": [
             {"ref": f"{t.id}@{t.version}", "id": t.id, "fields": [f.name for f in active_fields(t)]} for t in templates
         ],
-        "limit_mib": _mebibytes(request.app[CONFIG_KEY].job_max_bytes),
+        "limit": size_text(request.app[CONFIG_KEY].job_max_bytes),
         "file_types": FILE_TYPES,
         "error": error,
         "detail": detail,
@@ -154,7 +158,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if request.content_type != "multipart/form-data":
         raise web.HTTPUnsupportedMediaType(reason="an import is sent from the console's upload form")
     limit = request.app[CONFIG_KEY].job_max_bytes
-    too_large = N_("The file is larger than %(n)s MiB, the most this node takes. Split it into smaller files.")
+    too_large = N_("The file is larger than %(n)s, the most this node takes. Split it into smaller files.")
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
         await _drain(request)
         return await _page(request, me, error=too_large, status=413)

@@ -64,7 +64,11 @@ def _suffixes(post: Mapping[str, Any]) -> list[str]:
 async def make_labels(request: web.Request) -> web.StreamResponse:
     """``suffix`` (repeated: the checked identifiers) or ``from`` and ``count`` (a run), and ``layout``."""
     me = await _me(request)
-    post = await read_form(request, me)
+    too_many = N_("At most %(n)s labels a sheet: check fewer identifiers.")
+    try:
+        post = await read_form(request, me)
+    except web.HTTPRequestEntityTooLarge:  # more fields than a form may have: far more than a sheet holds
+        return _page(request, me, error=too_many, status=413)
     assert me.enterprise is not None
     prefix = me.enterprise.prefix
     layout_name = post.get("layout")
@@ -73,7 +77,7 @@ async def make_labels(request: web.Request) -> web.StreamResponse:
     layout = layout_named(layout_name)
     chosen = _suffixes(post)
     if len(chosen) > MAX_LABELS:
-        return _page(request, me, error=N_("At most %(n)s labels a sheet: check fewer identifiers."), status=400)
+        return _page(request, me, error=too_many, status=400)
     state = request.app[LABELS_KEY]
     if state.sheets.locked():
         raise ServerBusy(f"{SHEETS_AT_ONCE} label sheets are being made; try again shortly", retry_after=5)

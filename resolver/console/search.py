@@ -109,7 +109,7 @@ async def search_page(request: web.Request) -> web.Response:
         "layouts": LAYOUT_NAMES,
         "max_labels": MAX_LABELS,
     }
-    return render(request, "console/search.html", context, me, nav="search")
+    return render(request, "console/search.html", context, me, status=400 if error else 200, nav="search")
 
 
 async def _value_page(registry: Any, me: SignedIn, kind: str, value: str, prefix: str, page: int) -> list[str]:
