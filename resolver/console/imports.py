@@ -24,6 +24,7 @@ from aiohttp import BodyPartReader, web
 
 from registry.errors import HandleError, HandleNotFound, InvalidRequest, PermissionDenied
 from registry.jobs import JobOptions, job_file, job_json
+from registry.model import normalise_prefix
 from registry.private_files import private_dir
 from registry.stores.base import JobRecord
 from resolver.console.enterprise import templates_for
@@ -182,8 +183,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
         except _TooLarge:
             await _drain(request)
             return await _page(request, me, error=too_large, status=413)
-        except (ValueError, AssertionError):
-            raise InvalidRequest("the form could not be read") from None
+        except (HandleError, web.HTTPException):
+            raise
+        except Exception:  # a malformed multipart body: aiohttp's parser raises several kinds
+            raise InvalidRequest("the upload form could not be read") from None
         if not tokens_match(fields.get("csrf"), me.csrf):
             raise CrossSiteRequest("the form's security token is missing or wrong; reload the page and try again")
         if not path or size == 0:
@@ -231,7 +234,7 @@ async def _job(request: web.Request, me: SignedIn) -> JobRecord:
         job = await _runner(request).jobs.get(me.caller, job_id)
     except PermissionDenied:
         job = None
-    if job is None or job.prefix != me.enterprise.prefix:
+    if job is None or normalise_prefix(job.prefix) != normalise_prefix(me.enterprise.prefix):
         raise HandleNotFound(f"no job {job_id[:40]} of prefix {me.enterprise.prefix}")
     return job
 

@@ -184,6 +184,12 @@ async def test_files_that_cannot_be_imported_get_a_page_saying_why(node: Node) -
             assert r.status == 400 and "请选择列出的模板之一" in await r.text()
         async with http.post(node.url("/console/imports"), data={"csrf": csrf}) as r:
             assert r.status == 415 and r.content_type == "text/html"  # not the upload form
+        for content_type, body in (
+            ("multipart/form-data", b"x"),  # no boundary
+            ("multipart/form-data; boundary=zz", b"--zz\r\nbroken"),
+        ):
+            async with http.post(node.url("/console/imports"), data=body, headers={"Content-Type": content_type}) as r:
+                assert r.status == 400 and r.content_type == "text/html", body
     finally:
         await http.close()
 
