@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from resolver.http.keys import STATE_KEY
 from resolver.ops import job_metrics
+from tests.deploy.test_deploy_files import known_metric_names
 from tests.resolver.test_metrics import Samples, delta, scrape, val
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -28,6 +29,12 @@ GTIN = "06901234567892"  # company prefix 6901234
 @pytest.fixture
 def config_overrides() -> dict[str, Any]:
     return {"job_workers": 0}  # the test starts the job runner itself, once it has seen the queue
+
+
+def assert_all_known(samples: Samples) -> None:
+    """What a real scrape shows is what the dashboard's check knows the code exports."""
+    shown = {name for name, _ in samples if name.startswith("idnode_")}
+    assert shown <= known_metric_names(), sorted(shown - known_metric_names())
 
 
 async def put_url(client: TestClient, handle: str, target: str, headers: dict[str, str]) -> None:
@@ -76,6 +83,7 @@ async def test_web_resolver_series(client: TestClient, onboard: Callable[..., An
     assert delta(before, after, "idnode_gs1_resolutions_total", outcome="resolved") == 2
     assert delta(before, after, "idnode_gs1_resolutions_total", outcome="not_found") == 1
     assert delta(before, after, "idnode_gs1_resolutions_total", outcome="invalid") == 1
+    assert_all_known(after)
 
 
 async def test_qr_codes_and_label_sheets(client: TestClient, onboard: Callable[..., Any]) -> None:
@@ -101,6 +109,7 @@ async def test_qr_codes_and_label_sheets(client: TestClient, onboard: Callable[.
     assert delta(before, after, "idnode_labels_total") == 5 + 2
     assert delta(before, after, "idnode_label_sheet_duration_seconds_count") == 2
     assert delta(before, after, "idnode_label_sheet_duration_seconds_sum") > 0
+    assert_all_known(after)
 
 
 def jobs_now(samples: Samples, state: str, kind: str = "import") -> float:
@@ -127,6 +136,7 @@ async def test_jobs_queued_running_rows_and_ends(
     rows.append(",https://trace.example.com/no-suffix")  # rejected
     csv = ("\n".join(rows) + "\n").encode()
     before = await scrape(client)
+    business_before = await scrape(client, "/metrics/business", admin)
 
     # Jobs queued on a node that runs none yet: the gauge reads the store.
     r = await client.post(f"/api/jobs?prefix={prefix}", data=csv, headers={**headers, "Content-Type": "text/csv"})
@@ -153,8 +163,11 @@ async def test_jobs_queued_running_rows_and_ends(
     assert (job["state"], job["created"], job["present"], job["rejected"]) == ("done", 39, 1, 1), job
     assert (await wait_for(client, failed_url, other["headers"]))["state"] == "failed"
     after = await scrape(client)
+    business_after = await scrape(client, "/metrics/business", admin)
 
     assert delta(before, after, "idnode_job_rows_total", kind="import", outcome="created") == 39
+    # Registrations are the store's counts: a job's rows count as the API's do.
+    assert delta(business_before, business_after, "idnode_registrations_total", prefix=prefix) == 39
     assert delta(before, after, "idnode_job_rows_total", kind="import", outcome="present") == 1
     assert delta(before, after, "idnode_job_rows_total", kind="import", outcome="rejected") == 1
     assert delta(before, after, "idnode_jobs_finished_total", kind="import", state="done") == 1
@@ -165,3 +178,4 @@ async def test_jobs_queued_running_rows_and_ends(
     assert jobs_now(after, "running") == jobs_now(before, "running")
     for kind in ("import", "replace", "delete"):  # every kind and state has a series, 0 or not
         assert ("idnode_jobs", (("kind", kind), ("state", "queued"))) in after
+    assert_all_known(after)
