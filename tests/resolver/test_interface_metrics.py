@@ -179,3 +179,30 @@ async def test_jobs_queued_running_rows_and_ends(
     for kind in ("import", "replace", "delete"):  # every kind and state has a series, 0 or not
         assert ("idnode_jobs", (("kind", kind), ("state", "queued"))) in after
     assert_all_known(after)
+
+
+class _DownStore:
+    async def list_jobs(self, **_: Any) -> list[Any]:
+        from registry.errors import StoreUnavailable
+
+        raise StoreUnavailable("the store is down")
+
+
+async def test_a_scrape_answers_while_the_job_table_cannot_be_read() -> None:
+    """The jobs gauge is left out and the failure counted; the rest of /metrics is served."""
+    from aiohttp.test_utils import make_mocked_request
+    from prometheus_client import REGISTRY
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from resolver.ops.metrics import metrics_handler
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("idnode_store_errors_total", {"operation": "jobs"}) or 0.0
+
+    before = failures()
+    handler = metrics_handler([job_metrics.JobStateCollector(lambda: _DownStore())])
+    reply = await handler(make_mocked_request("GET", "/metrics"))
+    assert reply.status == 200 and isinstance(reply.body, bytes)
+    names = {f.name for f in text_string_to_metric_families(reply.body.decode())}
+    assert "idnode_http_requests" in names and "idnode_jobs" not in names
+    assert failures() == before + 1
