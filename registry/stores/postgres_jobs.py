@@ -155,6 +155,10 @@ class PostgresJobs:
         )
         return int(row[0]) if row else 0
 
+    async def job_counts(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {state: int(n) for state, n in rows}
+
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         async def work(conn: asyncpg.Connection) -> bool:
             status = await conn.execute(

@@ -146,6 +146,10 @@ class SQLiteJobs:
         sql = "SELECT COUNT(*) FROM jobs WHERE prefix = ? AND state IN ('queued', 'running')"
         return int((await self._read(lambda c: c.execute(sql, (prefix,)).fetchone()))[0])
 
+    async def job_counts(self) -> dict[str, int]:
+        sql = "SELECT state, COUNT(*) FROM jobs GROUP BY state"
+        return {state: int(n) for state, n in await self._read(lambda c: c.execute(sql).fetchall())}
+
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             cur = c.execute(

@@ -96,7 +96,7 @@ async def make_labels(request: web.Request) -> web.StreamResponse:
             except InvalidRequest:
                 return _page(request, me, error=N_("How many labels: a number from 1 to %(n)s."), status=400)
             async with state.sheets:
-                pdf = await _make_sheet(request, me.caller, prefix, start, count, layout, None)
+                pdf, _labels = await _make_sheet(request, me.caller, prefix, start, count, layout, None)
     except (HandleNotFound, InvalidHandle) as exc:
         return _page(request, me, error=N_("No labels were made:"), detail=exc.message, status=http_status(exc.code))
     except HandleError as exc:
