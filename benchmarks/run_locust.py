@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -241,9 +243,9 @@ def run_profile(
     stats = out / "final_stats.json"
     stats.unlink(missing_ok=True)
     full_env = {
+        **p.env,  # the profile's tunables; the caller's environment and ``env`` override them
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
-        **p.env,
         **(env or {}),
         "IDNODE_BENCH_SEED": str(seed_file),
         "IDNODE_BENCH_STATS": str(stats),
@@ -262,6 +264,53 @@ def run_profile(
 
 
 # -- the report ----------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its descendants so far, from /proc (0 where there is none):
+    the node's cost per request stays comparable when other programs share the cores."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        times[child] = (int(fields[11]) + int(fields[12])) / tick
+    tree, total = {pid}, 0.0
+    for child in sorted(parents):  # children have larger ids, except after wrap-around (then undercounted)
+        if child in tree or parents[child] in tree:
+            tree.add(child)
+            total += times.get(child, 0.0)
+    return total
+
+
+def per_second(out: Path) -> dict[str, Any]:
+    """From Locust's history (a row a second: users, total requests so far): the busiest second and,
+    when the user count changed during the run (a load shape), the mean requests/s at the peak count."""
+    try:
+        with (out / "locust_stats_history.csv").open(newline="") as f:
+            rows = [(int(r["User Count"]), int(r["Total Request Count"])) for r in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError):
+        return {}
+    steps = [(users, now - before) for (_, before), (users, now) in itertools.pairwise(rows) if users]
+    if not steps:
+        return {}
+    busiest = max(steps, key=lambda s: s[1])
+    peak = max(users for users, _ in steps)
+    at_peak = [n for users, n in steps if users == peak]
+    return {"busiest_second": busiest[1], "busiest_second_users": busiest[0], "peak_users": peak,
+            "rps_at_peak_users": round(sum(at_peak) / len(at_peak), 1)}  # fmt: skip
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -294,7 +343,6 @@ def summarise(out: Path, meta: dict[str, Any], final: dict[str, Any], problems: 
     verdict = "pass" if not problems else "FAIL"
     summary = {**meta, "total": total, "per_type": per_type, "errors": final["errors"], "verdict": verdict,
                "problems": problems}  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     m = meta["machine"]
     node = (
         f"store {meta['store']}, Redis {meta['redis'] or 'none'}, {meta['workers']} worker(s); "
@@ -304,6 +352,15 @@ def summarise(out: Path, meta: dict[str, Any], final: dict[str, Any], problems: 
     load = f"{meta['users']} users (spawn rate {meta['spawn_rate']}/s) for {meta['duration']} s"
     if meta["profile"] == "mixed":
         load += f"; Zipf s={meta['zipf_s']}, {meta['unknown_share']:.0%} unknown codes"
+    seconds = per_second(out)
+    summary["per_second"] = seconds
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    busiest = (
+        f"; busiest second {seconds['busiest_second']:,} requests ({seconds['busiest_second_users']} users), "
+        f"{seconds['rps_at_peak_users']:,} requests/s on average while all {seconds['peak_users']} users ran"
+        if seconds
+        else ""
+    )
     lines = [
         f"# Locust run {meta['started']}: profile `{meta['profile']}`",
         "",
@@ -311,10 +368,13 @@ def summarise(out: Path, meta: dict[str, Any], final: dict[str, Any], problems: 
         "(node and Locust share it)",
         f"- Node: {node}",
         f"- Load: {load}",
+        f"- Machine load average (1, 5, 15 min) {meta['load_average']['before']} before, "
+        f"{meta['load_average']['after']} after; node CPU {meta['node_cpu_seconds']} s, "
+        f"{meta['node_cpu_ms_per_request']} ms a request",
         f"- Criterion: {meta['criterion']}",
         f"- Verdict: **{verdict}**" + "".join(f"\n  - {p}" for p in problems),
         "",
-        f"**{total['rps']:,} requests/s, {total['requests']:,} requests, {total['failures']} failures**",
+        f"**{total['rps']:,} requests/s, {total['requests']:,} requests, {total['failures']} failures**{busiest}",
         "",
         "| request type | requests | failures | req/s | p50 ms | p95 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -387,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
             count = len(seeded["handles"]) + len(seeded["landing"])
             print(f"bench: seeded {count:,} handles in {seeded['seed_seconds']} s; "
                   f"profile {p.name}: {users} users for {duration} s", flush=True)  # fmt: skip
+            load_before, cpu_before = load_average(), cpu_seconds(node.proc.pid)
             code, final = run_profile(p, node, seed_file, out, users=users, spawn_rate=spawn_rate, duration=duration)
+            node_cpu, load_after = cpu_seconds(node.proc.pid) - cpu_before, load_average()
         finally:
             stop_node(node.proc)
             print(f"bench: node stopped (exit {node.proc.returncode})", flush=True)
@@ -415,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         "zipf_s": float(os.environ.get("IDNODE_BENCH_ZIPF_S", "1.1")),
         "unknown_share": float(os.environ.get("IDNODE_BENCH_UNKNOWN", "0.05")),
         "wall_seconds": round(time.perf_counter() - t0, 1),
+        "load_average": {"before": load_before, "after": load_after},
+        "node_cpu_seconds": round(node_cpu, 1),
+        "node_cpu_ms_per_request": round(1000 * node_cpu / max(1, final["total"]["requests"]), 2),
     }
     summarise(out, meta, final, problems)
     print((out / "summary.md").read_text())

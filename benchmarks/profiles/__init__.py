@@ -51,7 +51,7 @@ class Profile:
     seed: SeedPlan = field(default_factory=SeedPlan)
     native: bool = False  # the node's native UDP/TCP listener on (with no per-address UDP budget)
     expected: tuple[str, ...] = ()  # request names (prefixes) that must each have been made at least once
-    env: dict[str, str] = field(default_factory=dict)  # profile tunables passed to Locust (overridable)
+    env: dict[str, str] = field(default_factory=dict)  # tunables for Locust; the environment overrides them
 
     @property
     def criterion(self) -> str:
@@ -74,7 +74,7 @@ PROFILES: dict[str, Profile] = {
             name="scan-campaign",
             summary="a promotion day: bursts of phone scans (302 redirects, landing pages) and QR images",
             locustfile=HERE / "scan_campaign.py",
-            users=200,
+            users=400,
             spawn_rate=100,
             seed=SeedPlan(handles=20_000, rich=True, landing=2_000),
             expected=("scan → 302", "scan → landing page", "scan unknown", "QR "),
@@ -96,7 +96,7 @@ PROFILES: dict[str, Profile] = {
             spawn_rate=10,
             seed=SeedPlan(handles=20_000, enterprises=4),
             expected=("batch (", "job submit", "job poll", "job to done", "resolve during import"),
-            env={"IDNODE_BENCH_BATCH_ROWS": "100000", "IDNODE_BENCH_JOB_ROWS": "50000"},
+            env={"IDNODE_BENCH_BATCH_ROWS": "100000", "IDNODE_BENCH_JOB_ROWS": "20000"},
         ),
         Profile(
             name="bureau",
