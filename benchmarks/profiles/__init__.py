@@ -125,7 +125,7 @@ PROFILES: dict[str, Profile] = {
             spawn_rate=25,
             seed=SeedPlan(handles=20_000, rich=True),
             native=True,
-            expected=("UDP resolve", "UDP resolve type=URL", "UDP resolve unknown"),
+            expected=("resolve", "resolve type=URL", "resolve index=1", "resolve unknown"),
         ),
     )
 }

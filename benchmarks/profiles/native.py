@@ -98,21 +98,21 @@ class NativeClient(User):
     @task(14)
     def resolve(self) -> None:
         self._exchange(
-            ResolutionRequest(_CODES.draw(self.rng)), "UDP resolve", RC_SUCCESS,
+            ResolutionRequest(_CODES.draw(self.rng)), "resolve", RC_SUCCESS,
             lambda body: isinstance(body, ResolutionResponse) and len(body.values) >= 3,
         )  # fmt: skip
 
     @task(4)
     def resolve_url(self) -> None:
         self._exchange(
-            ResolutionRequest(_CODES.draw(self.rng), (), ("URL",)), "UDP resolve type=URL", RC_SUCCESS,
+            ResolutionRequest(_CODES.draw(self.rng), (), ("URL",)), "resolve type=URL", RC_SUCCESS,
             lambda body: isinstance(body, ResolutionResponse) and [v.type for v in body.values] == ["URL"],
         )  # fmt: skip
 
     @task(1)
     def resolve_index(self) -> None:
         self._exchange(
-            ResolutionRequest(_CODES.draw(self.rng), (1,)), "UDP resolve index=1", RC_SUCCESS,
+            ResolutionRequest(_CODES.draw(self.rng), (1,)), "resolve index=1", RC_SUCCESS,
             lambda body: isinstance(body, ResolutionResponse) and [v.index for v in body.values] == [1],
         )  # fmt: skip
 
@@ -120,4 +120,4 @@ class NativeClient(User):
     def resolve_unknown(self) -> None:
         prefix = self.rng.choice(ENTERPRISES)["prefix"]
         handle = f"{prefix}/UNKNOWN-{uuid.uuid4().hex[:12]}"
-        self._exchange(ResolutionRequest(handle), "UDP resolve unknown (100)", RC_HANDLE_NOT_FOUND)
+        self._exchange(ResolutionRequest(handle), "resolve unknown (100)", RC_HANDLE_NOT_FOUND)
