@@ -48,3 +48,14 @@ def test_profile_runs_clean(name: str, bench_node: tuple[Node, Path], tmp_path: 
     assert check(p, final) == [], f"{name}: {final['errors']}; made {made}"
     assert code == 0
     assert final["total"]["requests"] > 0 and final["total"]["failures"] == 0
+
+
+def test_the_criterion_fails_on_a_failure_or_a_missing_kind() -> None:
+    p = PROFILES["traceability-app"]
+    row = {"method": "GET", "requests": 10, "failures": 0}
+    clean = {"total": {"requests": 40, "failures": 0}, "per_type": [{**row, "name": k + " x"} for k in p.expected]}
+    assert check(p, clean) == []
+    failed = {**clean, "total": {"requests": 40, "failures": 1}}
+    assert check(p, failed) == ["1 of 40 requests failed"]
+    missing = {**clean, "per_type": clean["per_type"][1:]}
+    assert check(p, missing) == [f"no request of the kind {p.expected[0]!r} was made"]
