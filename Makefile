@@ -24,15 +24,18 @@ test: $(STAMP)  ## the whole suite against real PostgreSQL and Redis (see tests/
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# Locust load test (benchmarks/README.md): a node on the embedded defaults in a temporary directory,
-# or on PostgreSQL/Redis with BENCH_STORE=postgresql://… BENCH_REDIS=redis://…; report and summary
-# in benchmarks/results/. BENCH_DURATION (s), BENCH_USERS and BENCH_WORKERS change the load.
-BENCH_DURATION ?= 60
-BENCH_USERS ?= 100
+# Locust load test (benchmarks/README.md): one load profile (PROFILE=mixed, scan-campaign, traceability-app,
+# enterprise-import, bureau, native) against a node on the embedded defaults in a temporary directory, or on
+# PostgreSQL/Redis with BENCH_STORE=postgresql://… BENCH_REDIS=redis://…; report and summary in
+# benchmarks/results/<profile>/. Fails when the profile's criterion does. BENCH_DURATION (s), BENCH_USERS
+# and BENCH_SPAWN_RATE override the profile's documented load; BENCH_WORKERS the node's worker processes.
+PROFILE ?= mixed
 BENCH_WORKERS ?= 1
-bench: $(STAMP)  ## load test, under two minutes: make bench [BENCH_STORE=… BENCH_REDIS=…]
-	$(BIN)/python -m benchmarks.run_locust --duration $(BENCH_DURATION) --users $(BENCH_USERS) \
-	  --workers $(BENCH_WORKERS) $(if $(BENCH_STORE),--store '$(BENCH_STORE)') $(if $(BENCH_REDIS),--redis '$(BENCH_REDIS)')
+bench: $(STAMP)  ## load test of one profile, about two minutes: make bench [PROFILE=scan-campaign] [BENCH_STORE=…]
+	$(BIN)/python -m benchmarks.run_locust --profile $(PROFILE) --workers $(BENCH_WORKERS) \
+	  $(if $(BENCH_DURATION),--duration $(BENCH_DURATION)) $(if $(BENCH_USERS),--users $(BENCH_USERS)) \
+	  $(if $(BENCH_SPAWN_RATE),--spawn-rate $(BENCH_SPAWN_RATE)) \
+	  $(if $(BENCH_STORE),--store '$(BENCH_STORE)') $(if $(BENCH_REDIS),--redis '$(BENCH_REDIS)')
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,89 +9,35 @@
 - ``Bureau``: the district bureau pulling the clause-8 tallies with its auditor identity.
 - ``Prometheus``: scrapes ``/metrics`` every few seconds.
 
-The node and the seed (handles, enterprises' and the auditor's credentials) come from
+This is the ``mixed`` profile (``make bench``); the others are in ``benchmarks/profiles/``. The node
+and the seed (handles, enterprises' and the auditor's credentials) come from
 ``benchmarks/run_locust.py``, which writes a JSON seed file and passes its path in
-``IDNODE_BENCH_SEED``. Tunables (environment): ``IDNODE_BENCH_ZIPF_S`` (default 1.1),
-``IDNODE_BENCH_UNKNOWN`` (share of unknown codes, default 0.05), ``IDNODE_BENCH_BATCH`` (items per
-batch, default 200).
+``IDNODE_BENCH_SEED``; ``benchmarks/profiles/common.py`` reads it and writes the final statistics.
+Tunables (environment): ``IDNODE_BENCH_ZIPF_S`` (default 1.1), ``IDNODE_BENCH_UNKNOWN`` (share of
+unknown codes, default 0.05), ``IDNODE_BENCH_BATCH`` (items per batch, default 200).
 """
 
 from __future__ import annotations
 
-import base64
-import bisect
 import datetime as dt
 import itertools
 import json
 import os
 import random
 import uuid
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from locust import FastHttpUser, between, constant, events, task
+from locust import FastHttpUser, between, constant, task
 
-SEED_PATH = os.environ.get("IDNODE_BENCH_SEED", "")
-STATS_PATH = os.environ.get("IDNODE_BENCH_STATS", "")
-ZIPF_S = float(os.environ.get("IDNODE_BENCH_ZIPF_S", "1.1"))
-UNKNOWN_SHARE = float(os.environ.get("IDNODE_BENCH_UNKNOWN", "0.05"))
+from benchmarks.profiles.common import ENTERPRISES, HANDLES, RUN, SEED, UNKNOWN_SHARE, Zipf, basic
+
 BATCH_ITEMS = int(os.environ.get("IDNODE_BENCH_BATCH", "200"))
-
-
-def _load_seed() -> dict[str, Any]:
-    if not SEED_PATH:
-        raise SystemExit("IDNODE_BENCH_SEED is not set: run the load test with `make bench` (benchmarks/run_locust.py)")
-    return json.loads(Path(SEED_PATH).read_text(encoding="utf-8"))
-
-
-SEED = _load_seed()
-HANDLES: list[str] = SEED["handles"]
-ENTERPRISES: list[dict[str, str]] = SEED["enterprises"]
-RUN = SEED["run_id"]
-# Zipf over the population: rank r (1-based) has weight 1 / r**s. The seed list is already shuffled,
-# so the popular handles are spread over the enterprises.
-_CUMULATIVE = list(itertools.accumulate(1.0 / (r**ZIPF_S) for r in range(1, len(HANDLES) + 1)))
+_ZIPF = Zipf(HANDLES)
 _enterprise_turn = itertools.count()
 
 
-@events.quitting.add_listener
-def _final_stats(environment: Any, **_: Any) -> None:
-    """The final numbers per request type (Locust's CSV is rewritten periodically and may miss the
-    last second), for run_locust.py's summary."""
-    if not STATS_PATH or environment.stats is None:
-        return
-
-    def row(entry: Any) -> dict[str, Any]:
-        return {
-            "method": entry.method or "",
-            "name": entry.name,
-            "requests": entry.num_requests,
-            "failures": entry.num_failures,
-            "rps": round(entry.total_rps, 1),
-            "avg_ms": round(entry.avg_response_time, 2),
-            "max_ms": round(entry.max_response_time or 0, 1),
-            **{f"p{p}_ms": entry.get_response_time_percentile(p / 100) for p in (50, 95, 99)},
-        }
-
-    stats = environment.stats
-    body = {
-        "per_type": [row(e) for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method or ""))],
-        "total": row(stats.total),
-        "errors": [
-            {"name": e.name, "error": str(e.error), "occurrences": e.occurrences} for e in stats.errors.values()
-        ],
-    }
-    Path(STATS_PATH).write_text(json.dumps(body, indent=2))
-
-
 def zipf_handle(rng: random.Random) -> str:
-    return HANDLES[bisect.bisect_left(_CUMULATIVE, rng.random() * _CUMULATIVE[-1])]
-
-
-def basic(identity: str, secret: str) -> dict[str, str]:
-    token = base64.b64encode(f"{quote(identity, safe='')}:{secret}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    return _ZIPF.draw(rng)
 
 
 def url_value(where: str) -> dict[str, Any]:
@@ -207,7 +153,12 @@ class Bureau(FastHttpUser):
             f"/api/promotion/tallies?{self.period}&format=csv", headers=self.auth, name="bureau tallies (CSV)",
             catch_response=True,
         ) as r:  # fmt: skip
-            if r.status_code == 200 and (r.text or "").startswith("promoter_id"):
+            # UTF-8 with a byte-order mark (the header row is Chinese by default) and the signed JSON's SHA-256
+            if (
+                r.status_code == 200
+                and (r.content or b"").startswith(b"\xef\xbb\xbf")
+                and r.headers.get("X-Report-SHA256")
+            ):
                 r.success()
             else:
                 r.failure(f"CSV tallies answered {r.status_code}")

@@ -97,13 +97,14 @@ class AuditLog:
         action: str | None = None,
         target: str | None = None,
         since: int | None = None,
+        actor: str | None = None,
     ) -> list[AuditEntry]:
         """Newest first: at most ``limit`` (1 to MAX_PAGE); ``before_id`` pages back from an
-        entry; ``action``, ``target`` and ``since`` (UNIX seconds) narrow the list."""
+        entry; ``action``, ``target``, ``actor`` (an identity) and ``since`` (UNIX seconds) narrow the list."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
         if before_id is not None and before_id < 1:
             raise InvalidRequest("before must be a positive entry id")
         return await self.ns.store.list_audit(
-            limit=limit, before_id=before_id, action=action, target=target, since=since
+            limit=limit, before_id=before_id, action=action, target=target, since=since, actor=actor
         )

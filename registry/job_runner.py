@@ -8,6 +8,9 @@ counts stored after every chunk (only while the lease is still this runner's), s
 every node sharing the store sees its progress, and after a crash another runner — or the same
 node, restarted — resumes it from the checkpoint once the lease has run out. Stopping the node
 ends each job after the chunk being read and gives it back to the queue at once.
+
+An ``observer`` (:class:`registry.job_events.JobObserver`; the node's metrics) hears of the rows
+each stored checkpoint adds, by outcome, and of every job's end.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from registry.audit import audit_record, set_source
 from registry.auth import Identity
 from registry.errors import HandleError, StoreUnavailable
+from registry.job_events import JobObserver, row_counts
 from registry.job_run import Tally, enterprise_admin, run_rows
 from registry.jobs import JobService, job_file
 from registry.private_files import private_dir
@@ -56,6 +60,7 @@ class JobRunner:
         lease_seconds: int = 30,
         chunk: int = 1000,
         chunk_seconds: float = 1.0,
+        observer: JobObserver | None = None,
     ) -> None:
         self.registry = registry
         self.jobs = JobService(registry)
@@ -65,6 +70,8 @@ class JobRunner:
         self.lease_seconds = lease_seconds
         self.chunk = chunk
         self.chunk_seconds = chunk_seconds
+        self.observer = observer
+        self._observed: dict[str, Tally] = {}  # per running job: the counts the observer heard of
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stops: dict[str, asyncio.Event] = {}
@@ -114,6 +121,7 @@ class JobRunner:
     def _done(self, job_id: str) -> None:
         self.running.pop(job_id, None)
         self._stops.pop(job_id, None)
+        self._observed.pop(job_id, None)
         self._wake.set()  # a slot is free
 
     async def close(self) -> None:
@@ -174,6 +182,7 @@ class JobRunner:
         tally = Tally(
             **{f.name: getattr(job, f.name) for f in dataclasses.fields(Tally)},
         )
+        self._observed[job.id] = dataclasses.replace(tally)
         finished = False
         try:
             path = await self._file(job)
@@ -230,6 +239,17 @@ class JobRunner:
         progress = dataclasses.replace(job, updated_at=now, **dataclasses.asdict(tally))
         if not await self.store.save_job_progress(progress, rejects, lease_until=now + self.lease_seconds):
             raise _LeaseLost
+        self._observe_rows(job, tally)
+
+    def _observe_rows(self, job: JobRecord, tally: Tally) -> None:
+        """Tell the observer of the rows stored since it last heard of this job."""
+        seen = self._observed.get(job.id)
+        if self.observer is None or seen is None:
+            return
+        counts = row_counts(seen, tally)
+        if counts:
+            self._observed[job.id] = dataclasses.replace(tally)
+            self.observer.rows(job.kind, counts)
 
     async def _finish(self, job: JobRecord, tally: Tally, state: str, error: str | None) -> None:
         now = self.registry.clock()
@@ -248,6 +268,9 @@ class JobRunner:
             return
         if ended:
             log.info("job %s %s: %s", job.id, state, counts)
+            if self.observer is not None:
+                self._observe_rows(job, tally)
+                self.observer.ended(job.kind, state, max(0, now - (job.started_at or now)))
 
 
 class _Failed(Exception):

@@ -12,6 +12,8 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +92,21 @@ async def sqlite_store(tmp_path) -> AsyncIterator:  # type: ignore[no-untyped-de
     store = await open_store(f"sqlite:///{tmp_path}/idnode.db")
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """A headless Chromium (Debian's, driven by Playwright) for the test; tests/browser.py launches it."""
+    from tests.browser import chromium  # Playwright is imported by the browser tests only
+
+    async with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where a browser test keeps its screenshots: ``IDNODE_SCREENSHOTS=DIR``, else a temporary directory."""
+    keep = os.environ.get("IDNODE_SCREENSHOTS")
+    out = Path(keep) if keep else tmp_path / "shots"
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -230,12 +230,23 @@ class ValueCondition:
 
 
 def audit_where(
-    before_id: int | None, action: str | None, target: str | None, since: int | None, mark: Callable[[int], str]
+    before_id: int | None,
+    action: str | None,
+    target: str | None,
+    since: int | None,
+    mark: Callable[[int], str],
+    actor: str | None = None,
 ) -> tuple[str, list[object]]:
     """The WHERE clause of an audit-log query and its arguments; ``mark(n)`` is the n-th placeholder."""
     terms: list[str] = []
     args: list[object] = []
-    conditions = (("id", "<", before_id), ("action", "=", action), ("target", "=", target), ("at", ">=", since))
+    conditions = (
+        ("id", "<", before_id),
+        ("action", "=", action),
+        ("target", "=", target),
+        ("at", ">=", since),
+        ("actor", "=", actor),  # no index: read newest first until a page is full, as the log is small
+    )
     for column, op, value in conditions:
         if value is not None:
             args.append(value)
@@ -441,9 +452,10 @@ class HandleStore(Protocol):
         action: str | None = None,
         target: str | None = None,
         since: int | None = None,
+        actor: str | None = None,
     ) -> list[AuditEntry]:
         """Entries newest first: at most ``limit``, with ids below ``before_id`` (the next page),
-        of one ``action`` and ``target`` when given, at or after ``since``."""
+        of one ``action``, ``target`` and ``actor`` when given, at or after ``since``."""
 
     # -- small key/value metadata (node key, schema version) -------------------------------------
     async def get_meta(self, key: str) -> str | None: ...
@@ -470,6 +482,9 @@ class HandleStore(Protocol):
 
     async def unfinished_jobs(self, prefix: str) -> int:
         """How many jobs of ``prefix`` are queued or running."""
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs there are in each state (states without jobs are left out)."""
 
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         """A failed job queued again, from its checkpoint, with its file stored again in ``parts`` parts."""

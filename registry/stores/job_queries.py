@@ -20,6 +20,7 @@ __all__ = [
     "CLAIM",
     "CLAIMABLE",
     "COLUMNS",
+    "COUNTS",
     "DROP_PARTS",
     "FIND",
     "FINISH",
@@ -51,6 +52,7 @@ INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
 PART = "SELECT data FROM job_parts WHERE job_id = ? AND seq = ?"
 GET = f"{_SELECT} WHERE id = ?"
 FIND = f"{_SELECT} WHERE file_sha256 = ? AND kind = ? AND prefix = ? AND options = ? ORDER BY seq DESC LIMIT 1"
+COUNTS = "SELECT state, COUNT(*) FROM jobs GROUP BY state"
 UNFINISHED = "SELECT COUNT(*) FROM jobs WHERE prefix = ? AND state IN ('queued', 'running')"
 REQUEUE = (
     "UPDATE jobs SET state = 'queued', error = NULL, finished_at = NULL, file_parts = ?, updated_at = ?, "

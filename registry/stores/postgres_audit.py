@@ -51,8 +51,9 @@ class PostgresAudit(PostgresPart):
         action: str | None = None,
         target: str | None = None,
         since: int | None = None,
+        actor: str | None = None,
     ) -> list[AuditEntry]:
-        where, args = audit_where(before_id, action, target, since, lambda n: f"${n}")
+        where, args = audit_where(before_id, action, target, since, lambda n: f"${n}", actor)
         rows = await self._fetch(
             f"SELECT id, at, actor, action, target, source, detail FROM audit_log{where} "
             f"ORDER BY id DESC LIMIT ${len(args) + 1}",

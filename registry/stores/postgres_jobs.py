@@ -108,6 +108,10 @@ class PostgresJobs(PostgresPart):
         row = await self._fetchrow(n(q.UNFINISHED), prefix)
         return int(row[0]) if row else 0
 
+    async def job_counts(self) -> dict[str, int]:
+        rows = await self._fetch(q.COUNTS)
+        return {state: int(n) for state, n in rows}
+
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         async def work(conn: asyncpg.Connection) -> bool:
             status = await conn.execute(n(q.REQUEUE), parts, now, job_id)

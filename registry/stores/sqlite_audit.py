@@ -45,8 +45,9 @@ class SQLiteAudit(SQLitePart):
         action: str | None = None,
         target: str | None = None,
         since: int | None = None,
+        actor: str | None = None,
     ) -> list[AuditEntry]:
-        where, args = audit_where(before_id, action, target, since, lambda n: "?")
+        where, args = audit_where(before_id, action, target, since, lambda n: "?", actor)
         sql = f"SELECT id, at, actor, action, target, source, detail FROM audit_log{where} ORDER BY id DESC LIMIT ?"
         rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [AuditEntry(*r) for r in rows]

@@ -86,6 +86,9 @@ class SQLiteJobs(SQLitePart):
     async def unfinished_jobs(self, prefix: str) -> int:
         return int((await self._read(lambda c: c.execute(q.UNFINISHED, (prefix,)).fetchone()))[0])
 
+    async def job_counts(self) -> dict[str, int]:
+        return {state: int(n) for state, n in await self._read(lambda c: c.execute(q.COUNTS).fetchall())}
+
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             cur = c.execute(q.REQUEUE, (parts, now, job_id))

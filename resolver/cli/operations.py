@@ -86,6 +86,7 @@ def audit() -> None:
 @audit.command("list")
 @click.option("--action", default=None, help="Only this action, e.g. admin.reset-secret.")
 @click.option("--target", default=None, help="Only actions on this target.")
+@click.option("--actor", default=None, help="Only actions of this identity, e.g. 300:0.NA/88.118.8.")
 @click.option("--since", default=None, metavar="YYYY-MM-DD", help="Only actions on or after this day (UTC).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Most entries shown.")
 @click.option("--before", "before_id", type=click.IntRange(min=1), help="Entries older than this id (the next page).")
@@ -95,6 +96,7 @@ def audit_list(
     config: Config,
     action: str | None,
     target: str | None,
+    actor: str | None,
     since: str | None,
     limit: int,
     before_id: int | None,
@@ -109,7 +111,9 @@ def audit_list(
             raise click.BadParameter("a day as YYYY-MM-DD", param_hint="--since") from None
     entries = run_admin(
         config,
-        lambda r, c: r.audit.entries(limit=limit, before_id=before_id, action=action, target=target, since=start),
+        lambda r, c: r.audit.entries(
+            limit=limit, before_id=before_id, action=action, target=target, since=start, actor=actor
+        ),
     )
     rows = [{**dataclasses.asdict(e), "at": _utc(e.at), "detail": json.loads(e.detail)} for e in entries]
     if as_json:

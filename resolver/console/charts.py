@@ -12,8 +12,11 @@ from registry.days import day_of
 __all__ = ["CHART_DAYS", "Bar", "DayChart", "day_chart"]
 
 CHART_DAYS = 30
-WIDTH, HEIGHT = 900, 180  # the SVG's user units; the page scales it to the screen
-TOP, BOTTOM = 16, 22  # room for the values above the bars and the dates below
+WIDTH, HEIGHT = 900, 200  # the SVG's user units; the page scales it to the screen
+# Room for the values above the bars and the dates below: on a phone the 900 units shrink to about
+# 340 px, so the labels are drawn 28 units high there (console.css) to be 10-11 px on the screen.
+TOP, BOTTOM = 30, 38
+SIDE = 30  # room at either end, so the first and last dates are not cut off
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def day_chart(counts: Mapping[int, int], last_day: dt.date, days: int = CHART_DA
     values = [max(0, counts.get(day_of(d), 0)) for d in span]
     peak = max(values, default=0)
     room = HEIGHT - TOP - BOTTOM
-    step = WIDTH / days
+    step = (WIDTH - 2 * SIDE) / days
     bars = []
     for i, (day, value) in enumerate(zip(span, values, strict=True)):
         height = room * value / peak if peak else 0.0
@@ -52,7 +55,7 @@ def day_chart(counts: Mapping[int, int], last_day: dt.date, days: int = CHART_DA
             Bar(
                 day=day,
                 value=value,
-                x=round(i * step + step * 0.15, 2),
+                x=round(SIDE + i * step + step * 0.15, 2),
                 y=round(HEIGHT - BOTTOM - height, 2),
                 width=round(step * 0.7, 2),
                 height=round(height, 2),

@@ -1,5 +1,7 @@
-"""The enterprise administrator's pages: dashboard, identifiers (list, register, view, edit,
-delete), the QR code and label sheets of them, and the administrator's own secret key.
+"""The enterprise administrator's pages: identifiers (list, register, view, edit, delete), the QR
+code of one, and the administrator's own secret key. The dashboard is :mod:`resolver.console.dashboard`,
+imports :mod:`~resolver.console.imports`, search :mod:`~resolver.console.search` and label sheets
+:mod:`~resolver.console.labels`.
 
 Every identifier is named by its suffix under the signed-in enterprise's own prefix, so no page can
 reach another enterprise's; every write goes through the registry's write service as the API's
@@ -9,20 +11,17 @@ templates are checked there too). Page contexts are plain dicts; the HTML is in 
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from aiohttp import web
 
 from registry import valuedata
-from registry.days import SHANGHAI, day_of
 from registry.errors import HandleAlreadyExists, HandleError, HandleNotFound, InvalidHandle
 from registry.model import HandleName, HandleValue, Record, normalise_prefix
 from registry.read_policy import served_values
 from registry.service import Registry
 from registry.templates import TEMPLATE_INDEX, Template, is_template_id, parse_template_ref
-from resolver.console.charts import CHART_DAYS, day_chart
 from resolver.console.forms import (
     N_,
     URL_INDEX,
@@ -34,11 +33,12 @@ from resolver.console.forms import (
 )
 from resolver.console.guard import ENTERPRISE, SignedIn, key_print
 from resolver.console.signin import read_form, require
-from resolver.console.site import console_state, render
+from resolver.console.site import render
 from resolver.http.keys import CONFIG_KEY, registry_of
 from resolver.http.public_url import handle_url, public_base_url
 from resolver.http.statuses import http_status
 from resolver.labels.layouts import DEFAULT_LAYOUT, LAYOUTS
+from resolver.labels.routes import MAX_LABELS
 
 __all__ = ["enterprise_routes"]
 
@@ -57,10 +57,6 @@ async def _me(request: web.Request) -> SignedIn:
 def _prefix(me: SignedIn) -> str:
     assert me.enterprise is not None
     return me.enterprise.prefix
-
-
-def _today(request: web.Request) -> dt.date:
-    return dt.datetime.fromtimestamp(console_state(request).clock(), SHANGHAI).date()
 
 
 # -- templates ------------------------------------------------------------------------------------
@@ -90,7 +86,7 @@ async def _template_of(registry: Registry, prefix: str, record: Record) -> Templ
     return own or await registry.template("", template_id, version)
 
 
-def _template_json(t: Template) -> dict[str, Any]:
+def template_json(t: Template) -> dict[str, Any]:
     return {
         "id": t.id,
         "version": t.version,
@@ -112,26 +108,6 @@ def _template_json(t: Template) -> dict[str, Any]:
             for f in active_fields(t)
         ],
     }
-
-
-# -- dashboard ------------------------------------------------------------------------------------
-@enterprise_routes.get("/console/dashboard")
-async def dashboard(request: web.Request) -> web.Response:
-    me = await _me(request)
-    registry = registry_of(request)
-    enterprise = me.enterprise
-    assert enterprise is not None
-    total, _ = await registry.list_handles(me.caller, enterprise.prefix, 0, 0)
-    today = _today(request)
-    first = today - dt.timedelta(days=CHART_DAYS - 1)
-    counts = await registry.store.registrations_by_day(enterprise.id, day_of(first), day_of(today) + 1)
-    context = {
-        "enterprise": enterprise,
-        "total": total,
-        "chart": day_chart(counts, today),
-        "templates": [_template_json(t) for t in await templates_for(registry, enterprise.prefix)],
-    }
-    return render(request, "console/dashboard.html", context, me, nav="dashboard")
 
 
 # -- the list -------------------------------------------------------------------------------------
@@ -173,6 +149,7 @@ async def identifiers(request: web.Request) -> web.Response:
         "layouts": LAYOUT_NAMES,
         "prefix": prefix,
         "done": request.query.get("done", ""),
+        "max_labels": MAX_LABELS,
     }
     return render(request, "console/identifiers.html", context, me, nav="identifiers")
 
@@ -264,8 +241,8 @@ def _form_page(
 ) -> web.Response:
     context = {
         "form": form,
-        "template": _template_json(template) if template is not None else None,
-        "templates": [_template_json(t) for t in templates],
+        "template": template_json(template) if template is not None else None,
+        "templates": [template_json(t) for t in templates],
         "editing": editing,
         "prefix": _prefix(me),
         "error": error,

@@ -1,6 +1,7 @@
 """The operator's (node administrator's) pages: promoters, enterprises (onboarding with the credit
 code checked in the form, disabling and enabling, moves to another promoter from a date, a new
-secret key), the bureau's auditor identities, and the node's status.
+secret key) and the bureau's auditor identities. The node's templates, the audit log and the status
+page are in ``operator_templates``, ``operator_audit`` and ``operator_status``.
 
 Every change goes through the same registry services the admin API uses (``registry.onboarding``,
 ``registry.auditors``, ``registry.secret_rotation``), as the signed-in node administrator. A new
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -22,25 +22,24 @@ from registry.inputs import is_uint_text
 from registry.model import prefix_handle_of
 from registry.stores.base import Attribution
 from registry.uscc import InvalidUSCC, normalize_uscc
-from registry.views import iso_time
 from resolver.console.forms import N_, FormErrors, text_field
-from resolver.console.guard import OPERATOR, SignedIn
-from resolver.console.signin import read_form, require
+from resolver.console.guard import SignedIn
+from resolver.console.operator_common import me_operator, when
+from resolver.console.signin import read_form
 from resolver.console.site import console_state, render
-from resolver.http.keys import STATE_KEY, registry_of
-from resolver.ops.health import readiness
+from resolver.http.keys import registry_of
 
 __all__ = ["operator_routes"]
 
 operator_routes = web.RouteTableDef()
 
 
-async def _me(request: web.Request) -> SignedIn:
-    return await require(request, OPERATOR)
-
-
-def _when(ts: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, dt.UTC)
+async def _posted(request: web.Request, fields: dict[str, int]) -> tuple[SignedIn, dict[str, str]]:
+    """The operator and the form they sent (origin and token checked): each named field as
+    stripped text of at most its length ("" when longer, so the page reports it)."""
+    me = await me_operator(request)
+    post = await read_form(request, me)
+    return me, {name: text_field(post, name, limit) for name, limit in fields.items()}
 
 
 def _in_force(attributions: list[Attribution], now: int) -> dict[int, int]:
@@ -81,7 +80,7 @@ async def _promoters_page(
         if e.promoter_id is not None:
             counts[e.promoter_id] = counts.get(e.promoter_id, 0) + 1
     promoters = [
-        {"id": p.id, "name": p.name, "uscc": p.uscc, "created": _when(p.created_at), "enterprises": counts.get(p.id, 0)}
+        {"id": p.id, "name": p.name, "uscc": p.uscc, "created": when(p.created_at), "enterprises": counts.get(p.id, 0)}
         for p in await store.list_promoters()
     ]
     context = {
@@ -96,15 +95,13 @@ async def _promoters_page(
 
 @operator_routes.get("/console/promoters")
 async def promoters(request: web.Request) -> web.Response:
-    me = await _me(request)
+    me = await me_operator(request)
     return await _promoters_page(request, me, {}, {})
 
 
 @operator_routes.post("/console/promoters")
 async def add_promoter(request: web.Request) -> web.StreamResponse:
-    me = await _me(request)
-    post = await read_form(request, me)
-    form = {"name": text_field(post, "name", 300), "uscc": text_field(post, "uscc", 40)}
+    me, form = await _posted(request, {"name": 300, "uscc": 40})
     errors: FormErrors = {}
     _check_name(form["name"], errors)
     uscc = _check_uscc(form["uscc"], errors)
@@ -151,7 +148,7 @@ async def _enterprises_page(
 
 @operator_routes.get("/console/enterprises")
 async def enterprises(request: web.Request) -> web.Response:
-    me = await _me(request)
+    me = await me_operator(request)
     return await _enterprises_page(request, me, {}, {})
 
 
@@ -164,14 +161,7 @@ def _secret_page(
 
 @operator_routes.post("/console/enterprises")
 async def onboard(request: web.Request) -> web.StreamResponse:
-    me = await _me(request)
-    post = await read_form(request, me)
-    form = {
-        "name": text_field(post, "name", 300),
-        "uscc": text_field(post, "uscc", 40),
-        "promoter": text_field(post, "promoter", 20),
-        "prefix": text_field(post, "prefix", 100),
-    }
+    me, form = await _posted(request, {"name": 300, "uscc": 40, "promoter": 20, "prefix": 100})
     errors: FormErrors = {}
     _check_name(form["name"], errors)
     uscc = _check_uscc(form["uscc"], errors)
@@ -221,7 +211,7 @@ async def _enterprise_page(
     history = [
         {
             "promoter": names.get(a.promoter_id, str(a.promoter_id)),
-            "from": _when(a.effective_at),
+            "from": when(a.effective_at),
             "later": a.effective_at > now,
         }
         for a in attributions
@@ -233,7 +223,7 @@ async def _enterprise_page(
         "enterprise": enterprise,
         "identity": f"300:{prefix_handle_of(enterprise.prefix)}",
         "promoter": names.get(in_force or 0, ""),
-        "created": _when(enterprise.created_at),
+        "created": when(enterprise.created_at),
         "history": history,
         "promoters": [(p.id, f"{p.id} · {p.name}") for p in promoters if p.id != enterprise.promoter_id],
         "in_force": in_force,
@@ -247,16 +237,14 @@ async def _enterprise_page(
 
 @operator_routes.get("/console/enterprises/{id}")
 async def enterprise(request: web.Request) -> web.Response:
-    me = await _me(request)
+    me = await me_operator(request)
     return await _enterprise_page(request, me)
 
 
 @operator_routes.post("/console/enterprises/{id}/status")
 async def set_status(request: web.Request) -> web.StreamResponse:
-    me = await _me(request)
-    post = await read_form(request, me)
-    ent_id = _enterprise_id(request)
-    status = text_field(post, "status", 20)
+    me, form = await _posted(request, {"status": 20})
+    ent_id, status = _enterprise_id(request), form["status"]
     try:
         await registry_of(request).set_enterprise_status(me.caller, ent_id, status)
     except InvalidRequest as exc:
@@ -282,14 +270,11 @@ def _effective(text: str, now: int) -> int | None:
 
 @operator_routes.post("/console/enterprises/{id}/move")
 async def move(request: web.Request) -> web.StreamResponse:
-    me = await _me(request)
-    post = await read_form(request, me)
-    ent_id = _enterprise_id(request)
-    date = text_field(post, "from", 20)
+    me, form = await _posted(request, {"from": 20, "promoter": 20})
+    ent_id, date, promoter = _enterprise_id(request), form["from"], form["promoter"]
     registry = registry_of(request)
     try:
         effective = _effective(date, console_state(request).clock())
-        promoter = text_field(post, "promoter", 20)
         if not is_uint_text(promoter):
             raise InvalidRequest("choose the promoter to move to")
         await registry.move_enterprise(me.caller, ent_id, int(promoter), effective_at=effective)
@@ -300,7 +285,7 @@ async def move(request: web.Request) -> web.StreamResponse:
 
 @operator_routes.post("/console/enterprises/{id}/secret")
 async def reset_secret(request: web.Request) -> web.Response:
-    me = await _me(request)
+    me = await me_operator(request)
     await read_form(request, me)
     ent_id = _enterprise_id(request)
     found, secret = await registry_of(request).reset_enterprise_secret(me.caller, ent_id)
@@ -314,7 +299,7 @@ async def _auditors_page(
 ) -> web.Response:
     auditors = await registry_of(request).list_auditors(me.caller)
     context = {
-        "auditors": [{"name": a.name, "identity": a.identity, "created": _when(a.created_at)} for a in auditors],
+        "auditors": [{"name": a.name, "identity": a.identity, "created": when(a.created_at)} for a in auditors],
         "form": form,
         "errors": errors,
         "done": request.query.get("done", ""),
@@ -324,15 +309,13 @@ async def _auditors_page(
 
 @operator_routes.get("/console/auditors")
 async def auditors(request: web.Request) -> web.Response:
-    me = await _me(request)
+    me = await me_operator(request)
     return await _auditors_page(request, me, {}, {})
 
 
 @operator_routes.post("/console/auditors")
 async def add_auditor(request: web.Request) -> web.Response:
-    me = await _me(request)
-    post = await read_form(request, me)
-    form = {"name": text_field(post, "name", 40)}
+    me, form = await _posted(request, {"name": 40})
     try:
         identity, secret = await registry_of(request).add_auditor(me.caller, form["name"])
     except HandleError as exc:
@@ -343,40 +326,7 @@ async def add_auditor(request: web.Request) -> web.Response:
 
 @operator_routes.post("/console/auditors/{name}/revoke")
 async def revoke_auditor(request: web.Request) -> web.StreamResponse:
-    me = await _me(request)
+    me = await me_operator(request)
     await read_form(request, me)
     await registry_of(request).revoke_auditor(me.caller, request.match_info["name"])
     raise web.HTTPSeeOther("/console/auditors?done=revoked")
-
-
-# -- status ---------------------------------------------------------------------------------------
-@operator_routes.get("/console/status")
-async def status(request: web.Request) -> web.Response:
-    me = await _me(request)
-    state = request.app[STATE_KEY]
-    body, http_status = await readiness(state)
-    registry = registry_of(request)
-    cache = body.get("cache") or {}
-    local = cache.get("local") or {}
-    context = {
-        "ready": body.get("status", "unavailable"),
-        "ready_status": http_status,
-        "degraded": body.get("degraded", []),
-        "store": body.get("store", ""),
-        "store_error": body.get("store_error", ""),
-        "store_kind": urlsplit(registry.store.url).scheme or "sqlite",
-        "prefix": registry.node_prefix,
-        "cache": {
-            "configured": bool(cache),
-            "redis": cache.get("redis", ""),
-            "breaker": cache.get("breaker", ""),
-            "invalidation": cache.get("invalidation", ""),
-            "local_enabled": local.get("enabled", False),
-            "local_entries": local.get("entries", 0),
-            "local_bytes": local.get("bytes", 0),
-        },
-        "promoters": len(await registry.store.list_promoters()),
-        "enterprises": len(await registry.store.list_enterprises()),
-        "checked": iso_time(console_state(request).clock()),
-    }
-    return render(request, "console/status.html", context, me, nav="status")

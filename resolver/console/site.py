@@ -2,8 +2,9 @@
 errors reach a browser (HTML pages, never JSON).
 
 :func:`setup_console` (called once by ``resolver.http.app.create_app``) adds the routes of
-:mod:`resolver.console.signin`, :mod:`resolver.console.enterprise` and
-:mod:`resolver.console.operator`, and one middleware that does nothing outside ``/console``: inside,
+:mod:`resolver.console.signin`, :mod:`resolver.console.enterprise`, :mod:`resolver.console.operator`
+and the operator's ``operator_templates``, ``operator_audit`` and ``operator_status``, and one
+middleware that does nothing outside ``/console``: inside,
 it runs aiohttp-session with :class:`~resolver.console.sessions.ConsoleSessionStorage`, turns every
 error into a page in the person's language (403, 404, 405, 429 with ``Retry-After``, 503, …),
 remembers a ``?lang=`` choice in a cookie, and marks every answer ``no-store`` with a content
@@ -87,9 +88,17 @@ def _clock() -> int:
 def setup_console(app: web.Application, *, clock: Callable[[], int] | None = None) -> None:
     """Add the console's routes and its middleware to ``app`` (before it starts). The page templates
     and catalogues are :data:`CONSOLE_PAGES`, passed to ``setup_pages`` with the others'."""
+    from resolver.console.dashboard import dashboard_routes
     from resolver.console.enterprise import enterprise_routes
+    from resolver.console.imports import import_routes
+    from resolver.console.labels import console_label_routes
     from resolver.console.operator import operator_routes
+    from resolver.console.operator_audit import audit_routes
+    from resolver.console.operator_status import status_routes
+    from resolver.console.operator_templates import template_routes
+    from resolver.console.search import search_routes
     from resolver.console.signin import signin_routes
+    from resolver.ops.recent_errors import install as keep_recent_errors
 
     config = app[CONFIG_KEY]
 
@@ -108,7 +117,15 @@ def setup_console(app: web.Application, *, clock: Callable[[], int] | None = Non
     app[CONSOLE_KEY] = ConsoleState(storage, session_middleware(storage), clock or _clock)
     app.router.add_routes(signin_routes)
     app.router.add_routes(enterprise_routes)
+    app.router.add_routes(dashboard_routes)
+    app.router.add_routes(import_routes)
+    app.router.add_routes(search_routes)
+    app.router.add_routes(console_label_routes)
     app.router.add_routes(operator_routes)
+    app.router.add_routes(template_routes)  # the operator's: node templates
+    app.router.add_routes(audit_routes)  # the operator's: the audit log
+    app.router.add_routes(status_routes)  # the operator's: the node's status
+    keep_recent_errors()  # the status page's recent warnings and errors
     app.middlewares.append(console_pages)
 
 

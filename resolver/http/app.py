@@ -47,6 +47,7 @@ from resolver.native.handler import NativeHandler
 from resolver.native.http import NATIVE_HTTP_KEY, add_native_http_route
 from resolver.ops.banner import STARTUP_KEY, StartupFacts
 from resolver.ops.health import health_routes
+from resolver.ops.job_metrics import JOB_METER, JobStateCollector
 from resolver.ops.metrics import (
     BUSINESS_PATH,
     METRICS_PATH,
@@ -163,7 +164,8 @@ def create_app(
     setup_console(app, clock=clock)  # /console: the web console (its routes, sessions and HTML errors)
     setup_pages(app, BUREAU_PAGES, PROXY_PAGES, CONSOLE_PAGES)  # every page's templates and catalogues
     app.router.add_routes(health_routes)
-    app.router.add_get(METRICS_PATH, metrics_handler())
+    job_states = JobStateCollector(lambda: state.registry.store if state.registry is not None else None)
+    app.router.add_get(METRICS_PATH, metrics_handler([job_states]))
     tally_gauges = TallyCollector(lambda: _live_tally(tracker), lambda: _registrations(tracker))
     app.router.add_get(BUSINESS_PATH, business_metrics_handler(tally_gauges, request_caller))
     app.router.add_routes(api_docs_routes)
@@ -239,6 +241,7 @@ def create_app(
             workers=config.job_workers,
             lease_seconds=config.job_lease_seconds,
             chunk=config.job_chunk_rows,
+            observer=JOB_METER,
         )
         if background:
             indexer.start()

@@ -1,5 +1,5 @@
 """``GET /api/audit``: the audit log (registry.audit), newest first, for the node administrator and the
-bureau's auditors. ``since`` (an ISO 8601 instant), ``action``, ``target`` narrow it; ``limit`` and
+bureau's auditors. ``since`` (an ISO 8601 instant), ``action``, ``target``, ``actor`` narrow it; ``limit`` and
 ``before`` (an entry id; a full page names the next one in ``next``) page through it."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ async def audit_log(request: web.Request) -> web.Response:
         action=query.get("action") or None,
         target=query.get("target") or None,
         since=since,
+        actor=query.get("actor") or None,
     )
     body: dict[str, Any] = {"responseCode": 1, "entries": [entry_json(e) for e in entries]}
     if len(entries) == limit:

@@ -27,6 +27,7 @@ from registry.model import HandleName
 from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
 from resolver.http.public_url import public_base_url
 from resolver.http.web import flag
+from resolver.ops.metrics import GS1_RESOLUTIONS
 from resolver.proxy.answer import answer_error, answer_handle
 from resolver.proxy.linkset import GS1_VOCABULARY
 from resolver.proxy.negotiation import wanted
@@ -38,6 +39,10 @@ gs1_routes = web.RouteTableDef()
 WELL_KNOWN = "/.well-known/gs1resolver"
 LINKSET_CONTEXT = "https://ref.gs1.org/standards/resolver/linkset-context"
 _ANY_ORIGIN = {"Access-Control-Allow-Origin": "*"}
+# Bound once (resolver.ops.metrics): a link resolved to a handle, to none, or refused as malformed.
+_RESOLVED = GS1_RESOLUTIONS.labels("resolved")
+_NOT_FOUND = GS1_RESOLUTIONS.labels("not_found")
+_INVALID = GS1_RESOLUTIONS.labels("invalid")
 _PREFLIGHT = {
     **_ANY_ORIGIN,
     "Allow": "GET, HEAD, OPTIONS",
@@ -72,9 +77,11 @@ async def resolve_digital_link(request: web.Request) -> web.StreamResponse:
     try:
         name = await _handle_of(request)
     except HandleError as exc:
+        (_NOT_FOUND if isinstance(exc, HandleNotFound) else _INVALID).inc()
         refusal = answer_error(request, exc, wanted(request.headers.get("Accept")))
         refusal.headers.update(_ANY_ORIGIN)
         return refusal
+    _RESOLVED.inc()
     response = await answer_handle(request, name)
     if not response.prepared:
         response.headers.update(_ANY_ORIGIN)

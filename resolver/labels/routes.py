@@ -7,6 +7,9 @@ A label sheet lists identifiers, so it takes the rights of listing them (the pre
 the node administrator). Codes are made on worker threads; a process renders at most
 ``SHEETS_AT_ONCE`` sheets at a time (503 with Retry-After beyond), each of at most ``MAX_LABELS``
 labels, read from the store ``CHUNK`` records at a time.
+
+Metrics (resolver.ops.metrics): codes served by format, made or from the cache; sheets made, their
+labels and the seconds each took.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 from collections import OrderedDict
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -34,6 +38,7 @@ from resolver.labels.fonts import unicode_font
 from resolver.labels.layouts import Layout, layout_named
 from resolver.labels.qr import MAX_SCALE, make_qr, png_bytes, svg_bytes
 from resolver.labels.sheet import Label, LabelSheet
+from resolver.ops.metrics import LABEL_SHEET_SECONDS, LABEL_SHEETS, LABELS, QR_CODES
 
 __all__ = ["LABELS_KEY", "LabelsState", "label_routes", "setup_labels"]
 
@@ -50,6 +55,8 @@ CODE_MAX_AGE = 3600  # seconds a browser or CDN may keep a code
 FORMATS = {"svg": "image/svg+xml", "png": "image/png"}
 MAX_FIELD_NAME = 64
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# (format, made for the request) -> its counter child, bound once
+_CODES = {(kind, made): QR_CODES.labels(kind, str(made).lower()) for kind in FORMATS for made in (True, False)}
 
 
 @dataclass
@@ -65,9 +72,11 @@ class LabelsState:
         body = self.made.get(key)
         if body is not None:
             self.made.move_to_end(key)
+            _CODES[kind, False].inc()
             return body
         async with self.codes:
             body = await asyncio.to_thread(_render, url, kind, scale, title)
+        _CODES[kind, True].inc()
         if len(body) <= CODE_CACHE_MAX_BYTES:
             self.made[key] = body
             if len(self.made) > CODE_CACHE_ENTRIES:
@@ -175,7 +184,11 @@ async def label_sheet(request: web.Request) -> web.Response:
     if state.sheets.locked():
         raise ServerBusy(f"{SHEETS_AT_ONCE} label sheets are being made; try again shortly", retry_after=5)
     async with state.sheets:
-        pdf = await _make_sheet(request, caller, prefix, start, count, layout, field_name)
+        started = time.perf_counter()
+        pdf, labels = await _make_sheet(request, caller, prefix, start, count, layout, field_name)
+        LABEL_SHEET_SECONDS.observe(time.perf_counter() - started)
+    LABEL_SHEETS.inc()
+    LABELS.inc(labels)
     headers = {
         "Content-Disposition": f'inline; filename="labels-{_FILENAME_UNSAFE.sub("_", prefix)}.pdf"',
         "Cache-Control": "no-store",
@@ -191,8 +204,9 @@ async def _make_sheet(
     count: int,
     layout: Layout,
     field_name: str | None,
-) -> bytes:
-    """Read the handles chunk by chunk and lay each chunk out on a worker thread; the PDF at the end."""
+) -> tuple[bytes, int]:
+    """Read the handles chunk by chunk and lay each chunk out on a worker thread; the PDF at the end
+    and how many labels it holds."""
     registry = registry_of(request)
     config = request.app[CONFIG_KEY]
     base = public_base_url(config)
@@ -207,4 +221,4 @@ async def _make_sheet(
             await asyncio.to_thread(sheet.add, labels)
     if sheet.count == 0:
         raise HandleNotFound(f"no handles under {prefix} to print", prefix)
-    return await asyncio.to_thread(sheet.finish)
+    return await asyncio.to_thread(sheet.finish), sheet.count

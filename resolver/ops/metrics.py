@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -42,14 +42,22 @@ from registry.write_plan import Change
 __all__ = [
     "BATCH_ITEMS",
     "CACHE_REQUESTS",
+    "GS1_RESOLUTIONS",
     "HANDLE_CHANGES",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
+    "JOBS_FINISHED",
+    "JOB_DURATION",
+    "JOB_ROWS",
+    "LABELS",
+    "LABEL_SHEETS",
+    "LABEL_SHEET_SECONDS",
     "NATIVE_DATAGRAMS",
     "NATIVE_LATENCY",
     "NATIVE_REQUESTS",
     "NATIVE_TCP_CONNECTIONS",
     "NATIVE_TCP_REFUSED",
+    "QR_CODES",
     "REDIS_BREAKER",
     "REDIS_ERRORS",
     "RESOLUTIONS",
@@ -57,7 +65,12 @@ __all__ = [
     "SCRAPE_HOOKS",
     "STORE_ERRORS",
     "STORE_LATENCY",
+    "WEB_ERROR_PAGES",
+    "WEB_LANDING_PAGES",
+    "WEB_LINKSETS",
+    "WEB_REDIRECTS",
     "InstrumentedStore",
+    "ScrapeCollector",
     "business_metrics_handler",
     "metrics_handler",
     "record_request",
@@ -140,6 +153,54 @@ NATIVE_TCP_REFUSED = Counter(
     "Native TCP connections closed by the node's limits: the idlest one at a connection cap (cap), or "
     "one that arrived while the listeners were closing (closing).",
     ["reason"],
+)
+
+# The web resolver (resolver.proxy, resolver.labels, GS1 Digital Link). Each outcome is counted
+# by one pre-bound child (one increment on the hot path): the modules bind theirs at import.
+WEB_REDIRECTS = Counter(
+    "idnode_web_redirects_total",
+    "Web resolver redirects by status: 302 to a handle's target, 303 from the home page's form.",
+    ["status"],
+)
+WEB_LANDING_PAGES = Counter("idnode_web_landing_pages_total", "Landing pages of handles served, by language.", ["lang"])
+WEB_LINKSETS = Counter("idnode_web_linksets_total", "Linksets (application/linkset+json) of handles served.")
+WEB_ERROR_PAGES = Counter(
+    "idnode_web_error_pages_total", "Error pages for people at handles' URLs (and GS1 links), by status.", ["status"]
+)
+GS1_RESOLUTIONS = Counter(
+    "idnode_gs1_resolutions_total",
+    "GS1 Digital Link requests: resolved to a handle (answered by the proxy), not_found, invalid.",
+    ["outcome"],
+)
+QR_CODES = Counter(
+    "idnode_qr_codes_total",
+    "QR codes served by format; rendered=true when made for the request, false from the code cache.",
+    ["format", "rendered"],
+)
+LABEL_SHEETS = Counter("idnode_label_sheets_total", "PDF label sheets made.")
+LABELS = Counter("idnode_labels_total", "Labels on the PDF label sheets made.")
+LABEL_SHEET_SECONDS = Histogram(
+    "idnode_label_sheet_duration_seconds",
+    "Time to make one PDF label sheet (reading the handles, laying out, the PDF).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+
+# Jobs (registry.job_runner): the runner's events, counted by resolver.ops.job_metrics; the queued
+# and running jobs are read from the store at scrape time (JobStateCollector there).
+JOBS_FINISHED = Counter(
+    "idnode_jobs_finished_total", "Jobs finished, by kind and state (done, failed).", ["kind", "state"]
+)
+JOB_ROWS = Counter(
+    "idnode_job_rows_total",
+    "Rows the jobs of this node processed, by kind and outcome (created, replaced, deleted, present, "
+    "absent, rejected); rate() is rows per second.",
+    ["kind", "outcome"],
+)
+JOB_DURATION = Histogram(
+    "idnode_job_duration_seconds",
+    "Jobs finished: seconds from first started to finished (resumptions included), by kind and state.",
+    ["kind", "state"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
 )
 
 METRICS_PATH = "/metrics"
@@ -318,11 +379,32 @@ def _reply(body: bytes) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def metrics_handler() -> Callable[[web.Request], Awaitable[web.Response]]:
-    """``/metrics``: the operational series, open to any scraper."""
+class ScrapeCollector(Protocol):
+    """Operational families read at scrape time (from the store): ``refresh`` before ``collect``."""
+
+    name: str  # the operation STORE_ERRORS counts when refresh fails
+
+    async def refresh(self) -> None: ...
+    def collect(self) -> Iterable[Any]: ...
+
+
+def metrics_handler(collectors: Sequence[ScrapeCollector] = ()) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``/metrics``: the operational series, open to any scraper; with the families of
+    ``collectors`` (each left out, and its failure counted, while the store is down)."""
 
     async def metrics(request: web.Request) -> web.Response:
-        return _reply(_exposition(business=False))
+        body = _exposition(business=False)
+        if collectors:
+            extra = CollectorRegistry(auto_describe=False)
+            for collector in collectors:
+                try:
+                    await collector.refresh()
+                except Exception:  # the store is down: /readyz says so; the scrape still answers
+                    STORE_ERRORS.labels(collector.name).inc()
+                    continue
+                extra.register(collector)  # type: ignore[arg-type]
+            body += generate_latest(extra)
+        return _reply(body)
 
     return metrics
 

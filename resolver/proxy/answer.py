@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from multidict import MultiMapping
+from prometheus_client import Counter
 
-from promotion_tracker.webpages import negotiate_locale, render_page
+from promotion_tracker.webpages import LOCALES, negotiate_locale, render_page
 from registry.auth import Caller
 from registry.errors import (
     HandleError,
@@ -47,6 +48,7 @@ from registry.templates import TEMPLATE_INDEX, TEMPLATE_TYPE, Template, parse_te
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.routes import resolve_name
 from resolver.http.web import error_response, flag, request_address, request_caller
+from resolver.ops.metrics import WEB_ERROR_PAGES, WEB_LANDING_PAGES, WEB_LINKSETS, WEB_REDIRECTS
 from resolver.proxy.linkset import linkset
 from resolver.proxy.locations import MAX_LOCATT
 from resolver.proxy.memo import RecordMemo
@@ -63,6 +65,19 @@ MAX_LOCATT_LENGTH = 255
 MAX_URLAPPEND = 2048
 PAGE_VARY = "Accept, Accept-Language, Cookie"
 PRIVATE = {"Cache-Control": "private, no-store"}  # pages showing what only these credentials may read
+
+# Each outcome's counter child, bound once: the hot paths pay one increment (resolver.ops.metrics).
+_REDIRECTED = WEB_REDIRECTS.labels("302")
+_LANDING = {locale: WEB_LANDING_PAGES.labels(locale) for locale in LOCALES}
+_LINKSET = WEB_LINKSETS
+_ERROR_PAGES: dict[int, Counter] = {}
+
+
+def _error_page_counter(status: int) -> Counter:
+    child = _ERROR_PAGES.get(status)
+    if child is None:
+        child = _ERROR_PAGES[status] = WEB_ERROR_PAGES.labels(str(status))
+    return child
 
 
 @dataclass(frozen=True)
@@ -232,6 +247,7 @@ async def _answer(request: web.Request, name: HandleName, kind: Wanted) -> web.S
                 if appended is None:
                     raise InvalidRequest("urlappend would make the target no http(s) URL of the same host")
                 target = appended
+            _REDIRECTED.inc()
             return web.Response(status=302, headers={"Location": target, "Vary": "Accept"})
     return await _page(request, view, alias_of)
 
@@ -255,6 +271,7 @@ async def _linkset(request: web.Request, view: View) -> web.Response:
         if view.shared:
             state.linksets.put(view.record, body, anchor)
     headers = {"Vary": "Accept"} if view.shared else {"Vary": "Accept", **PRIVATE}
+    _LINKSET.inc()
     return web.Response(body=body, content_type=LINKSET_TYPE, headers=headers)
 
 
@@ -307,6 +324,7 @@ async def _page(request: web.Request, view: View, alias_of: str | None) -> web.R
     if view.shared:
         body = state.pages.get(view.record, variant)
         if body is not None:
+            _LANDING[locale].inc()
             return _html(body, locale)
     facts = await _facts(request, view)
     context = landing_context(
@@ -321,6 +339,7 @@ async def _page(request: web.Request, view: View, alias_of: str | None) -> web.R
     response = render_page(request, "proxy/landing.html", context, headers=headers)
     if view.shared and isinstance(response.body, bytes):
         state.pages.put(view.record, response.body, variant)
+    _LANDING[locale].inc()
     return response
 
 
@@ -339,4 +358,5 @@ def answer_error(request: web.Request, exc: HandleError, kind: Wanted) -> web.Re
     for header in ("WWW-Authenticate", "Retry-After"):
         for value in reply.headers.getall(header, []):
             page.headers.add(header, value)
+    _error_page_counter(page.status).inc()
     return page

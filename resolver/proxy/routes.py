@@ -22,6 +22,7 @@ from registry.model import HandleName
 from resolver.http.keys import CONFIG_KEY, registry_of
 from resolver.http.public_url import handle_path
 from resolver.http.web import flag
+from resolver.ops.metrics import WEB_REDIRECTS
 from resolver.proxy.answer import PROXY_KEY, ProxyState, answer_error, answer_handle
 from resolver.proxy.negotiation import wanted
 from resolver.proxy.pages import home_context
@@ -32,6 +33,7 @@ HANDLE_PATH = "/{handle}"  # the canonical route (shared with native messages ov
 _PREFIX_LIKE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)*|0\.[Nn][Aa])", re.ASCII)
 _ENCODED_SLASH = re.compile(r"%2[Ff]")
 MAX_ENTERED = 300  # characters of an identifier typed into the home page's form
+_FORM_REDIRECTED = WEB_REDIRECTS.labels("303")  # bound once (resolver.ops.metrics)
 
 
 class HandlePathResource(web.DynamicResource):
@@ -91,6 +93,7 @@ async def home(request: web.Request) -> web.Response:
         context = home_context(prefix, entered=entered, noredirect=noredirect, code=exc.code, message=exc.message)
         return render_page(request, "proxy/home.html", context, status=400, headers={"Cache-Control": "no-store"})
     location = handle_path(name.text) + ("?noredirect" if noredirect else "")
+    _FORM_REDIRECTED.inc()
     return web.Response(status=303, headers={"Location": location})
 
 

@@ -5,41 +5,16 @@ files for looking at them."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
 from promotion_tracker.signing import verify_document
 from tests.conftest import ADMIN_SECRET
 from tests.promotion_tracker.bureau_data import CAPS, PERIOD, SNAPSHOT, bureau  # noqa: F401 (fixture)
 from tests.resolver.conftest import NODE_ADMIN
 
-CHROMIUM = "/usr/bin/chromium"
 A4_WIDTH = 794  # CSS pixels at 96 dpi
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    keep = os.environ.get("IDNODE_SCREENSHOTS")
-    out = Path(keep) if keep else tmp_path / "shots"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert shutil.which("chromium") == CHROMIUM, "Debian's chromium must be installed (.ci/run installs it)"
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _context(browser: Browser, locale: str) -> BrowserContext:

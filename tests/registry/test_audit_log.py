@@ -38,7 +38,8 @@ async def test_pages_and_filters(log):
     made = []
     for n in range(7):
         action = "store.backup" if n % 2 else "admin.reset-secret"
-        made.append(await log.append("300:0.NA/88.118.8", action, f"target-{n % 3}", source=CLI))
+        actor = "300:0.NA/88.118.8" if n < 5 else "300:0.NA/88.118.8.1001"
+        made.append(await log.append(actor, action, f"target-{n % 3}", source=CLI))
     newest_first = list(reversed(made))
     page1 = await log.entries(limit=3)
     page2 = await log.entries(limit=3, before_id=page1[-1].id)
@@ -55,6 +56,9 @@ async def test_pages_and_filters(log):
     both = await log.entries(action="admin.reset-secret", target="target-0")
     assert [e.id for e in both] == [made[6].id, made[0].id]
     assert await log.entries(action="no.such-action") == []
+    assert [e.id for e in await log.entries(actor="300:0.NA/88.118.8.1001")] == [made[6].id, made[5].id]
+    mine = await log.entries(actor="300:0.NA/88.118.8", action="store.backup")
+    assert [e.id for e in mine] == [made[3].id, made[1].id]
 
 
 @pytest.mark.parametrize(

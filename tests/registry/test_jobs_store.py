@@ -57,6 +57,7 @@ async def test_claims_leases_progress_and_the_end(store):
     assert second is not None and second.id == job(2).id
     assert await store.claim_job("runner-c", now=NOW + 10, lease_until=NOW + 40) is None  # both held
     assert await store.unfinished_jobs("88.118.8.1001") == 2
+    assert await store.job_counts() == {"running": 2}
 
     progress = dataclasses.replace(first, total=10, processed=4, created=3, rejected=1, line=5, offset=80)
     rejects = [JobReject(3, "88.118.8.1001/x", 202, "bad value")]
@@ -103,6 +104,7 @@ async def test_a_failed_job_is_queued_again_from_its_checkpoint(store):
     assert claimed is not None
     failed = dataclasses.replace(claimed, state="failed", error="boom", line=7, processed=6, finished_at=NOW)
     assert await store.finish_job(failed, audit=audit("job.failed", claimed.id))
+    assert await store.job_counts() == {"failed": 1}
     assert not await store.requeue_job("f" * 32, parts=1, now=NOW, audit=audit("job.resume", "x"))
     assert await store.requeue_job(claimed.id, parts=3, now=NOW + 1, audit=audit("job.resume", claimed.id))
     assert not await store.requeue_job(claimed.id, parts=3, now=NOW + 1, audit=audit("job.resume", claimed.id))

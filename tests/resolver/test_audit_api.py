@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -128,6 +129,8 @@ async def test_reading_the_log(node):
     assert len(rest) == 4 and "next" not in await (await node.get("/api/audit?limit=10", headers=ADMIN)).json()
     assert [e["target"] for e in await entries(node, f"?target={make_uscc(3, '92')}")] == [make_uscc(3, "92")]
     assert len(await entries(node, "?action=promoter.add")) == 7 and await entries(node, "?action=store.backup") == []
+    assert len(await entries(node, f"?actor={quote(NODE_ADMIN)}&action=promoter.add")) == 7
+    assert await entries(node, "?actor=300:0.NA/88.118.8.1001") == []
     assert (
         await entries(node, "?since=9000-01-01") == [] and len(await entries(node, "?since=2000-01-01T00:00:00Z")) == 7
     )

@@ -277,6 +277,8 @@ def test_reset_secret_asks_replaces_the_key_and_is_audited(store):
     plain = run("audit", "list", "--store", store).output
     assert "admin.reset-secret" in plain and "0.NA/88.118.8" in plain
     assert run("audit", "list", "--store", store, "--action", "store.backup").output.strip() == "no entries"
+    assert run("audit", "list", "--store", store, "--actor", "300:0.NA/88.118.8.1001").output.strip() == "no entries"
+    assert "admin.reset-secret" in run("audit", "list", "--store", store, "--actor", NODE_ADMIN).output
     assert run("audit", "list", "--store", store, "--since", "2025-02-30").exit_code == EXIT_USAGE
 
 

@@ -292,8 +292,8 @@ async def test_metrics_aggregate_the_workers(two_workers) -> None:  # type: igno
     # A new connection per request, so SO_REUSEPORT spreads them over the workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
 
-        async def get(path: str) -> tuple[int, str]:
-            async with http.get(base + path) as r:
+        async def get(path: str, accept: str = "*/*") -> tuple[int, str]:
+            async with http.get(base + path, headers={"Accept": accept}, allow_redirects=False) as r:
                 return r.status, await r.text()
 
         deadline = time.monotonic() + 60
@@ -309,6 +309,9 @@ async def test_metrics_aggregate_the_workers(two_workers) -> None:  # type: igno
         for i in range(n):
             status, _ = await get(f"/api/handles/{NODE_PREFIX}/multiprocess-{i}")
             assert status == 404
+            # The web resolver's counters: children bound at import (303) and on first use (404 pages).
+            assert (await get(f"/?hdl={NODE_PREFIX}/multiprocess-{i}"))[0] == 303
+            assert (await get(f"/{NODE_PREFIX}/multiprocess-{i}", "text/html"))[0] == 404
         per_worker = _counts_by_pid(prom_dir, RESOLVE, "GET", "404")
         assert sum(per_worker.values()) == n
         assert len([c for c in per_worker.values() if c > 0]) == 2, per_worker  # both workers answered some
@@ -318,6 +321,9 @@ async def test_metrics_aggregate_the_workers(two_workers) -> None:  # type: igno
             samples = parse(text)
             assert val(samples, "idnode_http_requests_total", route=RESOLVE, method="GET", status="404") == n
             assert val(samples, "idnode_http_request_duration_seconds_count", route=RESOLVE, method="GET") == n
+            assert val(samples, "idnode_web_redirects_total", status="303") == n
+            assert val(samples, "idnode_web_error_pages_total", status="404") == n
+            assert ("idnode_jobs", (("kind", "import"), ("state", "queued"))) in samples  # read from the store
             assert_no_handle_in_labels(samples, [f"{NODE_PREFIX}/multiprocess-{i}" for i in range(n)])
 
 

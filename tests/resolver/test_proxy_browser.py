@@ -4,13 +4,9 @@ the home page and its form, an unknown identifier. Set IDNODE_SCREENSHOTS=DIR to
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
 from tests.resolver.proxy_data import (
     ENTERPRISE_NAME,
@@ -22,27 +18,7 @@ from tests.resolver.proxy_data import (
     node,  # noqa: F401 (fixture)
 )
 
-CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    keep = os.environ.get("IDNODE_SCREENSHOTS")
-    out = Path(keep) if keep else tmp_path / "shots"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert shutil.which("chromium") == CHROMIUM, "Debian's chromium must be installed (.ci/run installs it)"
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _phone(browser: Browser, locale: str) -> BrowserContext:

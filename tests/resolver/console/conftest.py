@@ -1,11 +1,9 @@
 """A node for the console's browser tests: served in this process on a real socket, with a clock the
 tests move, a promoter, two enterprises (A with a template of its own), and Chromium (Debian's, driven
-by Playwright). ``IDNODE_SCREENSHOTS=DIR`` keeps the screenshots."""
+by Playwright: the shared ``browser`` and ``shots`` fixtures of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,14 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
 from resolver.config import load_config
 from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, basic, make_uscc
 
-CHROMIUM = "/usr/bin/chromium"
 TEMPLATE = {
     "id": "furniture",
     "description": "Furniture 家具",
@@ -91,25 +88,6 @@ async def node(
         )
         await _post(client, "/api/templates", {**TEMPLATE, "prefix": a["prefix"]}, basic(a["admin"], a["secret"]))
         yield Node(client, clock, a, b, promoter)
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    keep = os.environ.get("IDNODE_SCREENSHOTS")
-    out = Path(keep) if keep else tmp_path / "shots"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert shutil.which("chromium") == CHROMIUM, "Debian's chromium must be installed (.ci/run installs it)"
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def new_page(browser: Browser, locale: str = "zh-CN", width: int = 1280) -> tuple[BrowserContext, Page]:

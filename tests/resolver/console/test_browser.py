@@ -84,7 +84,7 @@ async def test_an_enterprise_registers_finds_edits_deletes_and_rotates_its_key(
     assert "共 4 个标识" in await page.inner_text("#count")
     await page.fill("#f-q", "CHAIR-000")
     await _submit(page, "#search")
-    found = await page.locator("#identifiers tbody td:first-child").all_inner_texts()
+    found = await page.locator("#identifiers tbody td:nth-child(2)").all_inner_texts()
     assert found == ["CHAIR-0002", "CHAIR-0003", "CHAIR-0004"]
     await page.screenshot(path=str(shots / "console-list.png"), full_page=True)
     await page.goto(node.url("/console/dashboard"))

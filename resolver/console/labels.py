@@ -1,0 +1,134 @@
+"""QR label sheets from the console: the PDF of :mod:`resolver.labels` for the identifiers checked in a
+list or search results, or for a run of them in registration order from one suffix on, made for the
+signed-in enterprise under its own prefix. A POST with the form's token (no browser password prompt:
+the console session is the credential); it changes nothing. At most ``MAX_LABELS`` labels a sheet,
+as ``GET /api/labels``; a larger print run is several sheets, each from the suffix after the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from registry.errors import HandleError, HandleNotFound, InvalidHandle, InvalidRequest, ServerBusy
+from registry.inputs import parse_uint
+from resolver.console.enterprise import LAYOUT_NAMES, MAX_SUFFIX
+from resolver.console.forms import N_
+from resolver.console.guard import ENTERPRISE, SignedIn
+from resolver.console.signin import read_form, require
+from resolver.console.site import render
+from resolver.http.keys import CONFIG_KEY, registry_of
+from resolver.http.public_url import handle_url, public_base_url
+from resolver.http.statuses import http_status
+from resolver.labels.fonts import unicode_font
+from resolver.labels.layouts import LAYOUTS, layout_named
+from resolver.labels.routes import LABELS_KEY, MAX_LABELS, SHEETS_AT_ONCE, _make_sheet
+from resolver.labels.sheet import Label, LabelSheet
+
+__all__ = ["console_label_routes"]
+
+console_label_routes = web.RouteTableDef()
+
+
+async def _me(request: web.Request) -> SignedIn:
+    me = await require(request, ENTERPRISE)
+    assert me.enterprise is not None
+    return me
+
+
+def _page(request: web.Request, me: SignedIn, *, error: str = "", detail: str = "", status: int = 200) -> web.Response:
+    context = {
+        "layouts": LAYOUT_NAMES,
+        "max_labels": MAX_LABELS,
+        "error": error,
+        "detail": detail,
+    }
+    return render(request, "console/labels.html", context, me, status=status, nav="labels")
+
+
+@console_label_routes.get("/console/labels")
+async def labels_page(request: web.Request) -> web.Response:
+    return _page(request, await _me(request))
+
+
+def _suffixes(post: Mapping[str, Any]) -> list[str]:
+    getall = getattr(post, "getall", None)
+    values = getall("suffix", []) if getall is not None else []
+    return [v for v in values if isinstance(v, str)]
+
+
+@console_label_routes.post("/console/labels")
+async def make_labels(request: web.Request) -> web.StreamResponse:
+    """``suffix`` (repeated: the checked identifiers) or ``from`` and ``count`` (a run), and ``layout``."""
+    me = await _me(request)
+    too_many = N_("At most %(n)s labels a sheet: check fewer identifiers.")
+    try:
+        post = await read_form(request, me)
+    except web.HTTPRequestEntityTooLarge:  # more fields than a form may have: far more than a sheet holds
+        return _page(request, me, error=too_many, status=413)
+    assert me.enterprise is not None
+    prefix = me.enterprise.prefix
+    layout_name = post.get("layout")
+    if not isinstance(layout_name, str) or layout_name not in LAYOUTS:
+        return _page(request, me, error=N_("Choose one of the sheets listed."), status=400)
+    layout = layout_named(layout_name)
+    chosen = _suffixes(post)
+    if len(chosen) > MAX_LABELS:
+        return _page(request, me, error=too_many, status=400)
+    state = request.app[LABELS_KEY]
+    if state.sheets.locked():
+        raise ServerBusy(f"{SHEETS_AT_ONCE} label sheets are being made; try again shortly", retry_after=5)
+    try:
+        if chosen:
+            async with state.sheets:
+                pdf = await _selected_sheet(request, me, prefix, chosen, layout_name)
+        else:
+            start = post.get("from")
+            start = start.strip() if isinstance(start, str) and start.strip() else None
+            if start is not None and len(start) > MAX_SUFFIX:
+                raise InvalidHandle("the suffix is too long", None)
+            raw_count = post.get("count")
+            try:
+                count = parse_uint(str(raw_count or "").strip(), "count", minimum=1, maximum=MAX_LABELS)
+            except InvalidRequest:
+                return _page(request, me, error=N_("How many labels: a number from 1 to %(n)s."), status=400)
+            async with state.sheets:
+                pdf, _labels = await _make_sheet(request, me.caller, prefix, start, count, layout, None)
+    except (HandleNotFound, InvalidHandle) as exc:
+        return _page(request, me, error=N_("No labels were made:"), detail=exc.message, status=http_status(exc.code))
+    except HandleError as exc:
+        if isinstance(exc, ServerBusy):
+            raise
+        return _page(request, me, error=N_("No labels were made:"), detail=exc.message, status=http_status(exc.code))
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in prefix)
+    headers = {"Content-Disposition": f'attachment; filename="labels-{safe}.pdf"'}
+    return web.Response(body=pdf, content_type="application/pdf", headers=headers)
+
+
+async def _selected_sheet(request: web.Request, me: SignedIn, prefix: str, suffixes: list[str], layout: str) -> bytes:
+    """The labels of the chosen identifiers, in the order given (each once; ones deleted since are left out)."""
+    registry = registry_of(request)
+    config = request.app[CONFIG_KEY]
+    base = public_base_url(config)
+    sheet = LabelSheet(layout_named(layout), f"idnode labels {prefix}", lambda: unicode_font(config.label_font))
+    seen: set[str] = set()
+    labels = []
+    for suffix in suffixes:
+        if not suffix or len(suffix) > MAX_SUFFIX or suffix in seen:
+            continue
+        seen.add(suffix)
+        try:
+            name = registry.parse(f"{prefix}/{suffix}")
+        except InvalidHandle:
+            continue
+        record = await registry.read_record(name.key)
+        if record is not None:
+            labels.append(Label(record.handle, handle_url(base, record.handle)))
+    if not labels:
+        raise HandleNotFound(f"none of the chosen identifiers is registered under {prefix}", prefix)
+    for start in range(0, len(labels), 100):
+        await asyncio.to_thread(sheet.add, labels[start : start + 100])
+    return await asyncio.to_thread(sheet.finish)
