@@ -120,7 +120,8 @@ async def postgres_baseline(url: str, rows: list[tuple[Any, ...]]) -> float:
     import asyncpg
 
     from registry.days import day_number
-    from registry.stores.postgres import HANDLES_COPY_COLUMNS, HANDLES_DDL
+    from registry.stores.postgres import HANDLES_DDL
+    from registry.stores.postgres_handle_writes import HANDLES_COPY_COLUMNS
 
     conn = await asyncpg.connect(url)
     try:

@@ -34,7 +34,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.resolve_cache import ADMIN_SECRET, NODE, cpu_seconds, run_aiohttp, run_wrk, start_servers, stop_servers
+from benchmarks.resolve_cache import (
+    ADMIN_SECRET,
+    NODE,
+    cpu_seconds,
+    load_arguments,
+    run_aiohttp,
+    run_wrk,
+    start_servers,
+    stop_servers,
+)
 
 MODES = ("json", "redirect", "page", "linkset")
 TARGETS = {"redirect": 0.8, "page": 0.5}
@@ -115,14 +124,7 @@ def _warm(port: int, paths: list[str], headers: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--processes", type=int, default=1, help="server processes (default 1)")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per mode and round")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load per mode and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds through all modes; medians are reported")
-    parser.add_argument("--handles", type=int, default=1000)
-    parser.add_argument("--loadgen", choices=["auto", "wrk", "aiohttp"], default="auto")
+    load_arguments(parser, duration=8.0, warmup=2.0)
     args = parser.parse_args(argv)
     loadgen = args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "aiohttp")
     # The aiohttp load generator sends no Accept header: the linkset runs need wrk.

@@ -8,7 +8,10 @@ of connections, one after the other:
   (the baseline: what aiohttp alone costs on this machine);
 - ``local``: idnode, local tier on (and Redis, as in production): every lookup is a local hit;
 - ``redis``: idnode, local tier off, Redis on: every lookup is a Redis hit (coalesced MGETs);
-- ``store``: idnode without any cache tier: every lookup reads the store (SQLite).
+- ``store``: idnode without any cache tier: every lookup reads the store (SQLite). It serves a store
+  of its own, seeded alike: a node started with ``redis`` records its Redis in the store it serves
+  (``resolver/cache/shared.py``), and a node without ``redis`` on that store would use it, so on the
+  store the ``local`` and ``redis`` modes serve, this mode measured Redis hits.
 
 Requests pick one of ``--handles`` registered handles at random; caches are warmed before the
 measured window. Prints requests/s, the ratio to ``bare``, p50 and p99 latency, and the cache
@@ -257,17 +260,22 @@ def cache_stats(port: int) -> dict[str, Any]:
 
 
 # -- main ----------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def load_arguments(parser: argparse.ArgumentParser, *, duration: float, warmup: float) -> None:
+    """The options of a run of servers under load (this benchmark's and ``proxy_resolve``'s)."""
     parser.add_argument("--processes", type=int, default=1, help="server processes per mode (default 1)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per mode")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load per mode")
+    parser.add_argument("--duration", type=float, default=duration, help="seconds measured per mode and round")
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds of warm-up load per mode and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds through all modes; medians are reported")
     parser.add_argument("--handles", type=int, default=1000)
-    parser.add_argument("--redis", default=os.environ.get("IDNODE_TEST_REDIS", "redis://127.0.0.1:6379"))
     parser.add_argument("--loadgen", choices=["auto", "wrk", "aiohttp"], default="auto")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    load_arguments(parser, duration=10.0, warmup=3.0)
+    parser.add_argument("--redis", default=os.environ.get("IDNODE_TEST_REDIS", "redis://127.0.0.1:6379"))
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
     args = parser.parse_args(argv)
     loadgen = args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "aiohttp")
@@ -277,8 +285,12 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="idnode-bench-"))
     store_url = f"sqlite:///{work}/idnode.db"
+    # Never opened by a node with Redis, so it records no shared cache (see the module docstring).
+    uncached_url = f"sqlite:///{work}/uncached/idnode.db"
     prefix = f"idnode-bench:{uuid.uuid4().hex[:8]}:"
     handles = asyncio.run(seed(store_url, args.handles))
+    if "store" in modes:
+        asyncio.run(seed(uncached_url, args.handles))
     paths_file = work / "paths.txt"
     paths_file.write_text("".join(f"/api/handles/{h}\n" for h in handles), encoding="utf-8")
     paths = [f"/api/handles/{h}" for h in handles]
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         "bare": {},
         "local": {**base, "redis": args.redis, "redis_key_prefix": prefix},
         "redis": {**base, "redis": args.redis, "redis_key_prefix": prefix, "cache_local_entries": 0},
-        "store": {**base, "redis": "", "cache_local_entries": 0},
+        "store": {"data_dir": f"{work}/uncached", "store": uncached_url, "redis": "", "cache_local_entries": 0},
     }
 
     def load(port: int, duration: float) -> dict[str, float]:
@@ -322,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     stop_servers(procs)
                 runs[mode].append(r)
+                if mode == "store" and (r["stats"].get("redis_hits") or r["stats"].get("local_hits")):
+                    raise RuntimeError(f"the store mode hit a cache tier: {r['stats']}")
                 print(
                     f"  round {round_no} {mode:<6} {r['rps']:>9.0f} req/s  p50 {r['p50']:6.2f} ms  "
                     f"p99 {r['p99']:6.2f} ms  server CPU {r['cpu_us']:5.0f} us/request",

@@ -31,7 +31,9 @@ from typing import Any
 import asyncpg
 
 from registry.model import HandleValue, parse_handle
-from registry.stores import open_store, postgres, sqlite
+from registry.stores import open_store
+from registry.stores import postgres_handle_writes as postgres
+from registry.stores import sqlite_handle_writes as sqlite
 from registry.stores.base import MUST_NOT_EXIST, HandleStore, HandleWrite, ValueCondition
 from registry.value_index import ValueIndexer, condition
 

@@ -35,6 +35,7 @@ from registry.job_run import Tally, enterprise_admin, run_rows
 from registry.jobs import JobService, job_file
 from registry.private_files import private_dir
 from registry.stores.base import JobRecord, JobReject
+from registry.tasks import cancel_and_wait
 
 __all__ = ["JobRunner"]
 
@@ -133,11 +134,8 @@ class JobRunner:
             _, late = await asyncio.wait(list(self.running.values()), timeout=STOP_WAIT)
             for task in late:
                 task.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     # -- one job ---------------------------------------------------------------------------------
     async def _heartbeat(self, job: JobRecord, stop: asyncio.Event) -> None:
@@ -228,9 +226,7 @@ class JobRunner:
             await self._finish(job, tally, "failed", f"internal error ({type(exc).__name__}); see the node's log")
             finished = True
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await cancel_and_wait(heartbeat)
             if not finished:
                 with contextlib.suppress(HandleError):
                     await self.store.release_job(job.id, self.runner_id, now=self.registry.clock())

@@ -36,6 +36,7 @@ from registry.errors import HandleError, InvalidRequest
 from registry.model import Record
 from registry.packing import unpack_record
 from registry.stores.base import HandleStore, ValueCondition
+from registry.tasks import cancel_and_wait
 from registry.valuedata import SITE_TYPES
 
 __all__ = [
@@ -191,8 +192,5 @@ class ValueIndexer:
             self._wake.clear()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -13,12 +13,13 @@ One process indexes at a time (a transaction-scoped advisory lock); the others s
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
 from registry.stores.base import ValueCondition
+from registry.stores.postgres_part import PostgresPart
 
 __all__ = ["INDEXER_LOCK", "QUEUE_ROW", "VALUES_DDL", "PostgresValues"]
 
@@ -53,8 +54,6 @@ VALUES_DDL = """
         END $$;
 """
 
-Work = Callable[[asyncpg.Connection, Any], Awaitable[Any]]
-
 
 def _term(cond: ValueCondition, args: list[Any], prefixes: Sequence[str] | None) -> str:
     """The SELECT of the (handle id, prefix) pairs meeting one condition."""
@@ -77,14 +76,10 @@ def _term(cond: ValueCondition, args: list[Any], prefixes: Sequence[str] | None)
     return f"SELECT hid, prefix FROM handle_values WHERE {like}{where}"
 
 
-class PostgresValues:
+class PostgresValues(PostgresPart):
     """``registry.stores.base.HandleStore``'s value-index methods."""
 
     _unanalysed: int  # handles indexed by this process since the index was last tidied
-    # Provided by PostgresStore.
-    _run: Callable[[Work], Awaitable[Any]]
-    _fetch: Callable[..., Awaitable[list[asyncpg.Record]]]
-    _fetchrow: Callable[..., Awaitable[asyncpg.Record | None]]
 
     async def value_index_backlog(self) -> int:
         row = await self._fetchrow("SELECT COALESCE(SUM(cardinality(hids)), 0) FROM value_index_queue")

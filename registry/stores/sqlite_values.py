@@ -11,12 +11,12 @@ text separated by commas (a row per handle cost a batch's store write a sixth mo
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from registry.stores.base import ValueCondition
+from registry.stores.sqlite_part import SQLitePart
 
 __all__ = ["QUEUE_ROW", "VALUES_DDL", "SQLiteValues", "queue_for_index"]
 
@@ -62,13 +62,8 @@ def _term(cond: ValueCondition, args: list[Any], prefixes: Sequence[str] | None)
     )
 
 
-class SQLiteValues:
+class SQLiteValues(SQLitePart):
     """``registry.stores.base.HandleStore``'s value-index methods."""
-
-    # Provided by SQLiteStore.
-    _read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
-    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
-    _write_lock: asyncio.Lock
 
     async def value_index_backlog(self) -> int:
         sql = "SELECT COALESCE(SUM(length(hids) - length(replace(hids, ',', '')) + 1), 0) FROM value_index_queue"

@@ -40,6 +40,7 @@ from registry.days import SHANGHAI, day_number, day_start
 from registry.model import normalise_prefix
 from registry.resolution_stats import INTERFACES, counted_prefix
 from registry.stores.base import HandleStore, ResolutionCount
+from registry.tasks import cancel_and_wait
 from resolver.ops.metrics import RESOLUTION_MISSES, RESOLUTIONS
 
 __all__ = ["OTHER_LABEL", "PrefixLabels", "ResolutionCounter", "ResolutionFlusher"]
@@ -142,11 +143,8 @@ class ResolutionFlusher:
 
     async def close(self) -> None:
         """Stop the periodic flush and flush what is left (for up to ``CLOSE_TIMEOUT`` seconds)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._last_flush(), CLOSE_TIMEOUT)
         if self.unsaved():

@@ -169,6 +169,7 @@ async def test_a_postgresql_store_upgraded_to_the_value_index_queues_its_handles
     from registry.model import Record
     from registry.packing import pack_record, unpack_record
     from registry.stores import postgres
+    from registry.stores.postgres_handle_writes import HANDLES_COPY_COLUMNS
 
     monkeypatch.setattr(postgres, "MIGRATIONS", [(n, sql) for n, sql in postgres.MIGRATIONS if n < 9])
     monkeypatch.setattr(postgres, "SCHEMA_VERSION", 8)
@@ -184,18 +185,7 @@ async def test_a_postgresql_store_upgraded_to_the_value_index_queues_its_handles
         await conn.copy_records_to_table(
             "handles",
             records=rows,
-            columns=[
-                "prefix",
-                "id",
-                "hkey",
-                "handle",
-                "enterprise_id",
-                "created_at",
-                "created_day",
-                "updated_at",
-                "version",
-                "record",
-            ],
+            columns=HANDLES_COPY_COLUMNS,
         )
     finally:
         await conn.close()
