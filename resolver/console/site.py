@@ -1,10 +1,7 @@
-"""The console's wiring: its routes, its session middleware, how its pages are rendered and how its
-errors reach a browser (HTML pages, never JSON).
+"""What every console page shares: its state, how pages are rendered and how errors reach a browser
+(HTML pages, never JSON). The page modules import this one; :mod:`resolver.console.app` wires them.
 
-:func:`setup_console` (called once by ``resolver.http.app.create_app``) adds the routes of
-:mod:`resolver.console.signin`, :mod:`resolver.console.enterprise`, :mod:`resolver.console.operator`
-and the operator's ``operator_templates``, ``operator_audit`` and ``operator_status``, and one
-middleware that does nothing outside ``/console``: inside,
+:func:`console_pages` is the one middleware, and it does nothing outside ``/console``: inside,
 it runs aiohttp-session with :class:`~resolver.console.sessions.ConsoleSessionStorage`, turns every
 error into a page in the person's language (403, 404, 405, 429 with ``Retry-After``, 503, …),
 remembers a ``?lang=`` choice in a cookie, and marks every answer ``no-store`` with a content
@@ -21,21 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp_session import session_middleware
 from babel.dates import format_timedelta
 
 from promotion_tracker.webpages import LOCALES, PageSources, negotiate_locale, render_page
 from promotion_tracker.webpages.locales import babel_locale
-from registry.errors import HandleError, ServerError
-from registry.stores.base import HandleStore
+from registry.errors import HandleError
 from resolver.console.forms import N_
 from resolver.console.guard import SignedIn
 from resolver.console.sessions import ConsoleSessionStorage
-from resolver.http.keys import CONFIG_KEY, STATE_KEY
 from resolver.http.statuses import http_status
 from resolver.http.throttle import TooManyFailures
 
-__all__ = ["CONSOLE_KEY", "CONSOLE_PAGES", "ConsoleState", "console_state", "render", "setup_console"]
+__all__ = ["CONSOLE_KEY", "CONSOLE_PAGES", "ConsoleState", "clock_now", "console_state", "render"]
 
 log = logging.getLogger("idnode.console")
 CONSOLE_PAGES = PageSources(Path(__file__).parent / "templates", Path(__file__).parent / "locale")
@@ -81,52 +75,8 @@ def console_state(request: web.Request) -> ConsoleState:
     return request.app[CONSOLE_KEY]
 
 
-def _clock() -> int:
+def clock_now() -> int:
     return int(time.time())
-
-
-def setup_console(app: web.Application, *, clock: Callable[[], int] | None = None) -> None:
-    """Add the console's routes and its middleware to ``app`` (before it starts). The page templates
-    and catalogues are :data:`CONSOLE_PAGES`, passed to ``setup_pages`` with the others'."""
-    from resolver.console.dashboard import dashboard_routes
-    from resolver.console.enterprise import enterprise_routes
-    from resolver.console.imports import import_routes
-    from resolver.console.labels import console_label_routes
-    from resolver.console.operator import operator_routes
-    from resolver.console.operator_audit import audit_routes
-    from resolver.console.operator_status import status_routes
-    from resolver.console.operator_templates import template_routes
-    from resolver.console.search import search_routes
-    from resolver.console.signin import signin_routes
-    from resolver.ops.recent_errors import install as keep_recent_errors
-
-    config = app[CONFIG_KEY]
-
-    def store() -> HandleStore:
-        registry = app[STATE_KEY].registry
-        if registry is None:
-            raise ServerError("node not started")
-        return registry.store
-
-    storage = ConsoleSessionStorage(
-        store,
-        idle=config.console_idle_timeout,
-        lifetime=config.console_session_lifetime,
-        clock=clock or _clock,
-    )
-    app[CONSOLE_KEY] = ConsoleState(storage, session_middleware(storage), clock or _clock)
-    app.router.add_routes(signin_routes)
-    app.router.add_routes(enterprise_routes)
-    app.router.add_routes(dashboard_routes)
-    app.router.add_routes(import_routes)
-    app.router.add_routes(search_routes)
-    app.router.add_routes(console_label_routes)
-    app.router.add_routes(operator_routes)
-    app.router.add_routes(template_routes)  # the operator's: node templates
-    app.router.add_routes(audit_routes)  # the operator's: the audit log
-    app.router.add_routes(status_routes)  # the operator's: the node's status
-    keep_recent_errors()  # the status page's recent warnings and errors
-    app.middlewares.append(console_pages)
 
 
 @web.middleware

@@ -24,7 +24,8 @@ from registry.value_index import ValueIndexer
 from resolver.cache.decoded import DecodedRecords
 from resolver.cache.shared import node_cache
 from resolver.config import Config, ConfigError
-from resolver.console.site import CONSOLE_PAGES, setup_console
+from resolver.console.app import setup_console
+from resolver.console.site import CONSOLE_PAGES
 from resolver.datadir import prepare_data_dir
 from resolver.http.access import request_context
 from resolver.http.admin_routes import admin_routes
