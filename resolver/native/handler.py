@@ -26,9 +26,12 @@ and later, SHA-1 before, as HANDLE.NET's ``AbstractResponse.takeDigestOfRequest`
 
 Two paths produce the same bytes. The general one decodes with :mod:`resolver.native.codec` and
 builds :class:`~resolver.native.codec.Message` replies. The fast one covers the hot case, a plain
-resolution request (no credential, not encrypted), reading and writing the wire layout directly and
-reusing the encodings of values it has seen; anything it does not recognise goes the general way.
-The tests hold the two to identical output.
+resolution request (no credential, not encrypted), reading the wire layout directly and answering
+from reply templates (:mod:`resolver.native.replies`: per record object and request body, with the
+ids, versions, flags, recursion count and expiration patched in); anything it does not recognise
+goes the general way. The tests hold the two to identical output. ``respond_now`` is the fast path
+without waiting: the listeners call it in their receive callback and only start a task (``respond``)
+when it cannot answer there, i.e. when the record is not in the process's own cache tier.
 """
 
 from __future__ import annotations

@@ -6,15 +6,18 @@ Neither ever raises out of a callback, logs above debug level, or holds an unbou
 anything:
 
 - UDP: a request spread over several datagrams is reassembled by a bounded
-  :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock); at most
-  ``max_inflight`` requests are being answered at once (further datagrams are dropped, as a busy
-  server's socket buffer would); replies over one 512-byte packet go out as numbered packets. A reply
+  :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock). A
+  request the handler can answer at once (``respond_now``: a local cache hit) is answered in
+  ``datagram_received``; for the others at most ``max_inflight`` tasks are answering at once (further
+  datagrams are dropped, as a busy server's socket buffer would); replies over one 512-byte packet
+  go out as numbered packets. A reply
   message over ``max_reply`` bytes, or one that would overdraw the source address's
   :class:`~resolver.native.limits.UdpBudget`, is sent as a one-datagram truncated ERROR reply
   (:func:`~resolver.native.codec.truncated_reply`): the client asks again over TCP. So a forged
   source address gets at most a few KB per request and a bounded number of bytes per second.
 - TCP: frames are a 20-byte envelope then exactly ``length`` message bytes (at most 262,144). Several
-  requests may follow each other on one connection; they are answered in order. Reading pauses while
+  requests may follow each other on one connection; they are answered in order (at once, in
+  ``data_received``, when nothing is queued before them and the handler can). Reading pauses while
   the answers are behind (bounded queue and buffer) or the peer is not reading its replies. A
   connection that makes no progress (no complete request, no reply written) for ``idle_timeout``
   seconds is aborted: bytes that never complete a request are no progress. An envelope announcing
@@ -51,6 +54,7 @@ __all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
 log = logging.getLogger("idnode.native")
 
 _SEQ_AND_LENGTH = struct.Struct(">II")  # envelope bytes 12..20: sequence number, message length
+_LENGTH = struct.Struct(">I")  # envelope bytes 16..20: message length
 _ADDRESS_KEYS_MAX = 65_536  # source addresses whose budget key is remembered (cleared whole when full)
 
 
@@ -279,8 +283,29 @@ class TcpNativeProtocol(asyncio.Protocol):
         self._writable.set()
 
     def data_received(self, data: bytes) -> None:
-        if self._fatal or self._eof or self.transport is None:
+        transport = self.transport
+        if self._fatal or self._eof or transport is None:
             return
+        if not self._buf and self._envelope is None and self._worker is None and not self._queue:
+            # Nothing pending: one whole request answered at once (a cache hit) skips the buffer.
+            size = len(data)
+            if (
+                size >= ENVELOPE_SIZE
+                and size == ENVELOPE_SIZE + _LENGTH.unpack_from(data, 16)[0]
+                and self._writable.is_set()
+                and not transport.is_closing()
+            ):
+                try:
+                    wire = self.handler.respond_now(data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:])
+                except Exception as exc:
+                    self.handler.stats.internal += 1
+                    log.debug("native tcp: unexpected error answering %s: %r", self.peer, exc)
+                    self._abort()
+                    return
+                if wire is not None:
+                    self._touch()
+                    transport.write(wire)
+                    return
         self._buf += data
         try:
             self._frame()
