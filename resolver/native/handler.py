@@ -125,7 +125,8 @@ _DIGEST_NAMES = {HASH_MD5: "md5", HASH_SHA1: "sha1", HASH_SHA256: "sha256"}
 _NO_CREDENTIAL = b"\0\0\0\0"
 _FAST_MAX_FILTERS = 64  # requests with more indexes or types take the general path
 _NAME_CACHE_MAX = 65_536
-QUERY_CACHE_MAX = 65_536  # request bodies remembered (cleared whole when full: client handles vary)
+QUERY_CACHE_MAX = 32_768  # request bodies remembered (cleared whole when full: client handles vary)
+QUERY_BODY_MAX = 512  # bytes of a request body remembered (a handle and a few filters)
 _FLAGS_CACHE_MAX = 4096  # distinct request flags / envelope versions remembered (cleared whole when full)
 
 _Flags = tuple[bytes, bool, bool]  # the reply's header bytes 8..16, digest wanted (RD), authoritative (AT)
@@ -540,9 +541,10 @@ class NativeHandler:
         else:
             wanted = _value_filter(types, indexes) if indexes or types else ALL_PUBLIC
             query = Query(body, handle, name.key, name.prefix, wanted)
-        if len(self._queries) >= QUERY_CACHE_MAX:
-            self._queries.clear()
-        self._queries[body] = query
+        if len(body) <= QUERY_BODY_MAX:  # (a larger one is read again each time: memory stays bounded)
+            if len(self._queries) >= QUERY_CACHE_MAX:
+                self._queries.clear()
+            self._queries[body] = query
         return query
 
     def _outcome(self, query: Query, record: Record | None) -> Template:

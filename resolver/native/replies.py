@@ -27,15 +27,18 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from registry.model import Record
 from registry.read_policy import ValueFilter
 from resolver.native.codec import HEADER_SIZE, OC_RESOLUTION
 
-__all__ = ["RECORDS_MAX", "TEMPLATES_PER_RECORD", "Query", "Template", "Templates", "text_bytes"]
+__all__ = ["RECORDS_MAX", "TEMPLATES_PER_RECORD", "TEMPLATE_BYTES_MAX", "Query", "Template", "Templates", "text_bytes"]
 
 RECORDS_MAX = 20_000  # records whose templates are kept (oldest first out), as DecodedRecords
 TEMPLATES_PER_RECORD = 32  # distinct queries kept per record (its entry starts afresh beyond)
+TEMPLATE_BYTES_MAX = 32 * 1024 * 1024  # request and reply bytes held by all templates
+_TEMPLATE_OVERHEAD = 200  # rough bookkeeping bytes of one template (objects, dict slot)
 
 _U32 = struct.Struct(">I")
 _TWO_U32 = struct.Struct(">II")
@@ -79,12 +82,17 @@ class Query:
 
 
 class Templates:
-    """At most ``size`` records' templates, the oldest record first out; see the module's docstring."""
+    """The templates of at most ``size`` records, holding at most ``max_bytes`` of reply bodies; the
+    oldest record first out. See the module's docstring."""
 
-    def __init__(self, size: int = RECORDS_MAX) -> None:
+    def __init__(self, size: int = RECORDS_MAX, max_bytes: int = TEMPLATE_BYTES_MAX) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.built = 0  # templates made (memo misses)
-        self._records: OrderedDict[int, tuple[Record, dict[bytes, Template]]] = OrderedDict()
+        # id(record) -> [record, request body -> template, bytes of those templates]; the entry holds
+        # the record, so its id is not reused meanwhile
+        self._records: OrderedDict[int, list[Any]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -93,20 +101,36 @@ class Templates:
         entry = self._records.get(id(record))
         if entry is None or entry[0] is not record:
             return None
-        return entry[1].get(body)
+        return entry[1].get(body)  # type: ignore[no-any-return]
 
     def put(self, record: Record, body: bytes, template: Template) -> Template:
         self.built += 1
+        size = len(body) + len(template.tail) + _TEMPLATE_OVERHEAD
+        if size > self.max_bytes:
+            return template  # not kept
         entry = self._records.get(id(record))
         if entry is None or entry[0] is not record:
-            entry = (record, {})
-            self._records[id(record)] = entry  # the entry holds the record: its id is not reused meanwhile
-            if len(self._records) > self.size:
-                self._records.popitem(last=False)
+            if entry is not None:  # a record gone, whose id was taken again
+                self._drop(id(record))
+            entry = self._records[id(record)] = [record, {}, 0]
         elif len(entry[1]) >= TEMPLATES_PER_RECORD:
+            self.bytes -= entry[2]
             entry[1].clear()
+            entry[2] = 0
+        old = entry[1].get(body)
+        if old is not None:
+            self.bytes -= len(body) + len(old.tail) + _TEMPLATE_OVERHEAD
+            entry[2] -= len(body) + len(old.tail) + _TEMPLATE_OVERHEAD
         entry[1][body] = template
+        entry[2] += size
+        self.bytes += size
+        while len(self._records) > self.size or self.bytes > self.max_bytes:
+            self._drop(next(iter(self._records)))
         return template
+
+    def _drop(self, key: int) -> None:
+        self.bytes -= self._records.pop(key)[2]
 
     def clear(self) -> None:
         self._records.clear()
+        self.bytes = 0
