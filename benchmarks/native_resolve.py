@@ -429,9 +429,10 @@ def main(args: argparse.Namespace) -> None:
     print()
     print("server CPU per reply: user + system time of the server process over the run, divided by its replies")
     print("ceiling: a bare asyncio server sending the node's replies pre-encoded (the bound of a Python handler)")
+    print("CPU ratio: echo CPU / idnode CPU, the rate ratio where the server, not the load generator, is the limit")
     print(
         f"{'':5}{'echo':>12}{'ceiling':>12}{'idnode':>12}{'ceiling/echo':>14}{'idnode/echo':>13}"
-        f"   {'echo CPU':>10}{'ceiling CPU':>13}{'idnode CPU':>12}"
+        f"   {'echo CPU':>10}{'ceiling CPU':>13}{'idnode CPU':>12}{'CPU ratio':>11}"
     )
     for mode in ("udp", "tcp"):
         rate = [statistics.median(run[i]["rate"] for run in runs[mode]) for i in range(3)]
@@ -440,7 +441,7 @@ def main(args: argparse.Namespace) -> None:
         print(
             f"{mode.upper():5}{rate[0]:10,.0f}/s{rate[1]:10,.0f}/s{rate[2]:10,.0f}/s"
             f"{rate[1] / rate[0]:13.2f}x{rate[2] / rate[0]:12.2f}x"
-            f"   {cpu[0]:7.1f} us{cpu[1]:10.1f} us{cpu[2]:9.1f} us{target}"
+            f"   {cpu[0]:7.1f} us{cpu[1]:10.1f} us{cpu[2]:9.1f} us{cpu[0] / cpu[2]:10.2f}x{target}"
         )
     print("(medians over the rounds)")
 
