@@ -17,13 +17,17 @@ from registry.model import HandleValue, Record
 from registry.read_policy import ALL_PUBLIC, ValueFilter, public_values, served_values
 from registry.stores.base import StoredHandle
 from resolver.cache.decoded import DecodedRecords
+from resolver.cache.local_tier import MISS
 
-__all__ = ["CacheTier", "HandleReader", "Resolver"]
+__all__ = ["MISS", "CacheTier", "HandleReader", "Resolver"]
 
 
 class CacheTier(Protocol):
     async def lookup(self, key: str, load: Callable[[str], Awaitable[bytes | None]]) -> bytes | None:
         """Return the packed record for ``key`` (None: no such handle), calling ``load`` on a miss."""
+
+    def cached(self, key: str) -> bytes | object | None:
+        """The process's own tier's answer, without awaiting: packed bytes, None or ``MISS``."""
 
 
 class HandleReader(Protocol):
@@ -66,6 +70,18 @@ class Resolver:
         else:
             packed = await self.cache.lookup(key, self._load)
         return self.decode(packed) if packed is not None else None
+
+    def cached(self, key: str) -> Record | object | None:
+        """The record from the process's own cache tier, without awaiting: the record, None (a
+        cached "no such handle"), or :data:`~resolver.cache.local_tier.MISS` (then ``lookup``).
+        Raises :class:`registry.packing.PackError` for cached bytes that are not a record."""
+        cache = self.cache
+        if cache is None:
+            return MISS
+        packed = cache.cached(key)
+        if packed is None or packed is MISS:
+            return packed
+        return self.decode(packed)  # type: ignore[arg-type]
 
     # -- what is served (registry.read_policy decides; memoised for anonymous, unfiltered reads) ------
     def served(

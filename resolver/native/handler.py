@@ -26,9 +26,12 @@ and later, SHA-1 before, as HANDLE.NET's ``AbstractResponse.takeDigestOfRequest`
 
 Two paths produce the same bytes. The general one decodes with :mod:`resolver.native.codec` and
 builds :class:`~resolver.native.codec.Message` replies. The fast one covers the hot case, a plain
-resolution request (no credential, not encrypted), reading and writing the wire layout directly and
-reusing the encodings of values it has seen; anything it does not recognise goes the general way.
-The tests hold the two to identical output.
+resolution request (no credential, not encrypted), reading the wire layout directly and answering
+from reply templates (:mod:`resolver.native.replies`: per record object and request body, with the
+ids, versions, flags, recursion count and expiration patched in); anything it does not recognise
+goes the general way. The tests hold the two to identical output. ``respond_now`` is the fast path
+without waiting: the listeners call it in their receive callback and only start a task (``respond``)
+when it cannot answer there, i.e. when the record is not in the process's own cache tier.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from registry.errors import (
     InvalidValue,
     StoreUnavailable,
 )
-from registry.model import HandleName, HandleValue
+from registry.model import HandleName, HandleValue, Record
 from registry.read_policy import ALL_PUBLIC, ValueFilter
 from registry.service import Registry
 from registry.valuedata import decode_site
@@ -90,9 +93,10 @@ from resolver.native.codec import (
     encode_value,
     reply_to,
 )
+from resolver.native.replies import Query, Template, Templates, text_bytes
 from resolver.ops.native_meter import NATIVE
 from resolver.ops.resolutions import ResolutionCounter
-from resolver.resolve import Resolver
+from resolver.resolve import MISS, Resolver
 
 __all__ = ["MESSAGE_TTL", "NativeHandler", "NativeStats", "header_is_response", "peek_request"]
 
@@ -105,10 +109,12 @@ _MSG_NOT_SUPPORTED = "this node answers resolution and get-site-info only; use t
 _MSG_INTERNAL = "Internal Error"
 _MSG_UNENCODABLE = "the response cannot be encoded as a Handle protocol message (too large?); use the HTTP API"
 
-_ENVELOPE = struct.Struct(">BBBBIIII")  # versions, flags | suggested major, suggested minor, session, request, seq, len
 _ENVELOPE_IDS = struct.Struct(">BBBBII")
 _HEADER = struct.Struct(">IIIHBBII")  # opcode, rc, flags, site serial, recursion, reserved, expiration, body length
 _HEADER_CODES = struct.Struct(">II")
+_TWO_U32 = _HEADER_CODES
+_FLAGS_SERIAL_RECURSION = struct.Struct(">IHB")  # header bytes 8..15 (the reserved byte after them)
+_RESOLUTION_REQUEST = _HEADER_CODES.pack(OC_RESOLUTION, RC_RESERVED)  # a request's first header bytes
 _U32 = struct.Struct(">I")
 _ENV_CP_EC = 0xC0  # compressed / encrypted envelope flags: never on the fast path
 _AT = int(OpFlag.AT)
@@ -119,6 +125,12 @@ _DIGEST_NAMES = {HASH_MD5: "md5", HASH_SHA1: "sha1", HASH_SHA256: "sha256"}
 _NO_CREDENTIAL = b"\0\0\0\0"
 _FAST_MAX_FILTERS = 64  # requests with more indexes or types take the general path
 _NAME_CACHE_MAX = 65_536
+QUERY_CACHE_MAX = 32_768  # request bodies remembered (cleared whole when full: client handles vary)
+QUERY_BODY_MAX = 512  # bytes of a request body remembered (a handle and a few filters)
+_FLAGS_CACHE_MAX = 4096  # distinct request flags / envelope versions remembered (cleared whole when full)
+
+_Flags = tuple[bytes, bool, bool]  # the reply's header bytes 8..16, digest wanted (RD), authoritative (AT)
+_Version = tuple[bytes, bytes, str]  # the reply envelope's bytes 0..4, digest algorithm byte and name
 _VALUE_CACHE_MAX = 16_384
 _VALUE_CACHE_BYTES = 16 * 1024 * 1024
 
@@ -134,6 +146,7 @@ class NativeStats:
     dropped: int = 0  # datagrams / frames dropped without a reply
     internal: int = 0  # unexpected exceptions (answered with ERROR)
     truncated: int = 0  # UDP replies cut to a truncated ERROR (too large, or over the address's budget)
+    immediate: int = 0  # of the fast ones, answered in the listener's callback (no task: a cache hit)
     evicted: int = 0  # TCP connections closed to admit a new one (a connection cap was reached)
     idle_closed: int = 0  # TCP connections closed for going without a complete request too long
 
@@ -152,9 +165,19 @@ def _digest_algorithm(version: tuple[int, int]) -> int:
     return HASH_MD5  # HANDLE.NET's pre-2.1 "old format" digest is MD5 (without the algorithm byte)
 
 
-def _text(text: str) -> bytes:
-    raw = text.encode("utf-8")
-    return _U32.pack(len(raw)) + raw
+def _error_text(message: str) -> bytes | None:
+    """An error reply's body, or None when the message cannot be encoded (lone surrogates)."""
+    try:
+        return text_bytes(message)
+    except UnicodeEncodeError:
+        return None
+
+
+_NOT_FOUND = Template(RC_HANDLE_NOT_FOUND, text_bytes(""))
+_VALUES_NOT_FOUND = Template(RC_VALUES_NOT_FOUND, text_bytes(""))
+_INTERNAL = Template(RC_ERROR, text_bytes(_MSG_INTERNAL))
+_UNENCODABLE = Template(RC_ERROR, text_bytes(_MSG_UNENCODABLE))
+_STORE_UNAVAILABLE = Template(RC_SERVER_TOO_BUSY, text_bytes("store unavailable"))
 
 
 def peek_request(raw: bytes) -> tuple[Envelope, int, bool] | None:
@@ -180,23 +203,22 @@ def header_is_response(payload: bytes) -> bool:
     return len(payload) >= 8 and _HEADER_CODES.unpack_from(payload)[1] != RC_RESERVED
 
 
-_Parsed = tuple[int, int, int, str, tuple[int, ...], tuple[str, ...]]  # flags, recursion, end, handle, idx, types
-
-
-def _parse_resolution(envelope: bytes, payload: bytes) -> _Parsed | None:
-    """The fast path's reader: a plain resolution request (opcode 1, no credential, not encrypted or
-    compressed, well formed), or None for anything else (the general path decides what it is)."""
+def _plain_resolution(envelope: bytes, payload: bytes) -> int | None:
+    """The fast path's header check: where the body of a plain resolution request ends (opcode 1,
+    no credential, not encrypted or compressed, the body length consistent), or None for anything
+    else (the general path decides what it is)."""
     size = len(payload)
-    if size < HEADER_SIZE + 12 or envelope[2] & _ENV_CP_EC:
+    if size < HEADER_SIZE + 12 or not payload.startswith(_RESOLUTION_REQUEST) or envelope[2] & _ENV_CP_EC:
         return None
-    opcode, rc, flags, _serial, recursion, _reserved, _expiration, body_length = _HEADER.unpack_from(payload)
-    end = HEADER_SIZE + body_length
-    if (
-        opcode != OC_RESOLUTION
-        or rc != RC_RESERVED
-        or not (end == size or (end + 4 == size and payload.endswith(_NO_CREDENTIAL)))
-    ):
-        return None
+    end = HEADER_SIZE + _U32.unpack_from(payload, 20)[0]
+    if end == size or (end + 4 == size and payload.endswith(_NO_CREDENTIAL)):
+        return end
+    return None
+
+
+def _parse_body(payload: bytes, end: int) -> tuple[str, tuple[int, ...], tuple[str, ...]] | None:
+    """The fast path's reader of a resolution request body (handle, indexes, types), or None when it
+    is not well formed (or has more filters than the fast path takes)."""
     unpack = _U32.unpack_from
     length = unpack(payload, HEADER_SIZE)[0]
     pos = HEADER_SIZE + 4
@@ -237,7 +259,7 @@ def _parse_resolution(envelope: bytes, payload: bytes) -> _Parsed | None:
         types = tuple(found)
     if pos != end:
         return None
-    return flags, recursion, end, handle, indexes, types
+    return handle, indexes, types
 
 
 class NativeHandler:
@@ -261,10 +283,15 @@ class NativeHandler:
         self.fast_path = fast_path
         self.stats = NativeStats()
         self.resolutions = ResolutionCounter()  # the app's lifecycle gives it the node's counter
+        self._flags: dict[bytes, _Flags] = {}  # request header bytes 8..16 -> the reply's
+        self._versions: dict[bytes, _Version] = {}  # request envelope bytes 0..4 -> the reply's
+        self._expires_for, self._expires = -1, b""  # the second the expiration bytes were made for
         self.set_site(site_data)
         self._names: dict[str, tuple[HandleName | None, str]] = {}  # text -> (name, error or "" or not-homed)
         self._values: dict[HandleValue, bytes] = {}
         self._values_bytes = 0
+        self._queries: dict[bytes, Query] = {}  # request body bytes -> what it asks
+        self.templates = Templates()  # replies per record and request body
 
     def set_site(self, site_data: bytes) -> None:
         """The HS_SITE data get-site-info answers with (and whose serial replies carry)."""
@@ -273,16 +300,18 @@ class NativeHandler:
             self.site_serial = decode_site(site_data).serial & 0xFFFF
         except InvalidValue:
             self.site_serial = 0
+        self._flags.clear()  # they carry the serial
 
     # -- the listeners' entry points ----------------------------------------------------------------
     async def respond(self, envelope: bytes, payload: bytes) -> bytes | None:
         """The whole reply (envelope and message) to the message ``payload`` that followed the 20
         ``envelope`` bytes, or None when it gets no reply (it is a response, not a request)."""
         started = perf_counter()
-        if self.fast_path:
-            parsed = _parse_resolution(envelope, payload)
-            if parsed is not None:
-                return await self._respond_fast(envelope, payload, parsed, started)
+        end = _plain_resolution(envelope, payload) if self.fast_path else None
+        if end is not None:
+            query = self._query(payload, end)
+            if query is not None:
+                return await self._respond_fast(envelope, payload, end, query, started)
         if header_is_response(payload):
             self.stats.dropped += 1
             return None
@@ -421,8 +450,131 @@ class NativeHandler:
         return RC_SUCCESS, "", values
 
     # -- the fast path ------------------------------------------------------------------------------
+    def respond_now(self, envelope: bytes, payload: bytes) -> bytes | None:
+        """The reply to a request that can be answered without waiting for anything, else None (then
+        ``respond``): a plain resolution request (not authoritative) whose handle is invalid, not in
+        this node's namespace, or in the process's own cache tier. The listeners call it in their
+        receive callback, so a cache hit costs no task. The bytes are those ``respond`` would send."""
+        started = perf_counter()
+        end = _plain_resolution(envelope, payload) if self.fast_path else None
+        if end is None:
+            return None
+        flags = self._flags.get(payload[8:16]) or self._request_flags(payload)
+        if flags[2]:  # authoritative: past the caches
+            return None
+        query = self._queries.get(payload[HEADER_SIZE:end]) or self._query(payload, end)
+        if query is None:
+            return None
+        template = query.error
+        if template is None:
+            try:
+                record = self.resolver.cached(query.key)
+            except Exception:  # cached bytes that do not unpack: respond() answers as it always does
+                return None
+            if record is MISS:
+                return None
+            if record is None:
+                NATIVE.local_negative += 1  # idnode_cache_requests_total, counted in bulk
+            else:
+                NATIVE.local_hits += 1
+            template = self._outcome(query, record)  # type: ignore[arg-type]
+        self.stats.immediate += 1
+        return self._reply(envelope, payload, end, flags, template, started)
+
+    async def _respond_fast(self, envelope: bytes, payload: bytes, end: int, query: Query, started: float) -> bytes:
+        flags = self._flags.get(payload[8:16]) or self._request_flags(payload)
+        template = query.error
+        if template is None:
+            try:
+                record = await self.resolver.lookup(query.key, authoritative=flags[2])
+            except StoreUnavailable:
+                template = _STORE_UNAVAILABLE
+            except HandleError as exc:
+                code = exc.code if exc.code not in (RC_RESERVED, RC_SUCCESS) else RC_ERROR
+                body = _error_text(exc.message)
+                template = Template(code, body) if body is not None else self._internal()
+            except Exception as exc:
+                log.debug("native: error answering a resolution of %r: %r", query.handle, exc)
+                template = self._internal()
+            else:
+                template = self._outcome(query, record)
+        return self._reply(envelope, payload, end, flags, template, started)
+
+    def _internal(self) -> Template:
+        self.stats.internal += 1
+        return _INTERNAL
+
+    def _request_flags(self, payload: bytes) -> _Flags:
+        """The reply's header bytes 8..16 for a request's (its op flags, with the site serial and the
+        recursion count), whether to digest the request, whether it is authoritative; memoised."""
+        key = payload[8:16]
+        flags, _serial, recursion = _FLAGS_SERIAL_RECURSION.unpack(key[:7])
+        entry = (
+            _FLAGS_SERIAL_RECURSION.pack((flags & _REPLY_COPIED) | _REC, self.site_serial, recursion) + b"\0",
+            bool(flags & _RD),
+            bool(flags & _AT),
+        )
+        if len(self._flags) >= _FLAGS_CACHE_MAX:
+            self._flags.clear()
+        self._flags[key] = entry
+        return entry
+
+    def _query(self, payload: bytes, end: int) -> Query | None:
+        """What the request body ``payload[24:end]`` asks (memoised by those bytes), or None when the
+        fast path does not read it."""
+        body = payload[HEADER_SIZE:end]
+        query = self._queries.get(body)
+        if query is not None:
+            return query
+        parsed = _parse_body(payload, end)
+        if parsed is None:
+            return None
+        handle, indexes, types = parsed
+        name, problem = self._name(handle)
+        if name is None or problem:
+            error = _error_text(problem)
+            if error is None:  # the general path answers it
+                return None
+            query = Query(
+                body, handle, error=Template(RC_INVALID_HANDLE if name is None else RC_SERVER_NOT_RESP, error)
+            )
+        else:
+            wanted = _value_filter(types, indexes) if indexes or types else ALL_PUBLIC
+            query = Query(body, handle, name.key, name.prefix, wanted)
+        if len(body) <= QUERY_BODY_MAX:  # (a larger one is read again each time: memory stays bounded)
+            if len(self._queries) >= QUERY_CACHE_MAX:
+                self._queries.clear()
+            self._queries[body] = query
+        return query
+
+    def _outcome(self, query: Query, record: Record | None) -> Template:
+        """The reply to ``query`` when the lookup found ``record`` (None: no such handle), counted in
+        the resolution statistics; from ``templates`` when it was made before."""
+        self.resolutions.count(query.prefix, "native", record is not None)
+        if record is None:
+            return _NOT_FOUND
+        template = self.templates.get(record, query.body)
+        if template is not None:
+            return template
+        try:
+            # Native callers are anonymous (no challenge-response here): never a private reader.
+            values = self.resolver.served(record, request=query.wanted or ALL_PUBLIC)
+            if not values:
+                return self.templates.put(record, query.body, _VALUES_NOT_FOUND)
+            body = self._resolution_body(query.handle, values)
+            if HEADER_SIZE + len(body) + 4 > MAX_MESSAGE:
+                raise CodecError(f"a {len(body)}-byte body exceeds the message limit")
+        except CodecError as exc:  # a value that cannot be encoded
+            log.debug("native: cannot encode the values of %r: %s", query.handle, exc)
+            self.stats.internal += 1
+            return _UNENCODABLE
+        except Exception as exc:
+            log.debug("native: error answering a resolution of %r: %r", query.handle, exc)
+            return self._internal()
+        return self.templates.put(record, query.body, Template(RC_SUCCESS, body))
+
     def _resolution_body(self, handle: str, values: tuple[HandleValue, ...]) -> bytes:
-        return b"".join([_text(handle), _U32.pack(len(values)), *[self._value_bytes(v) for v in values]])
+        return b"".join([text_bytes(handle), _U32.pack(len(values)), *[self._value_bytes(v) for v in values]])
 
     def _value_bytes(self, value: HandleValue) -> bytes:
         encoded = self._values.get(value)
@@ -435,52 +587,44 @@ class NativeHandler:
             self._values_bytes += len(encoded) + len(value.data)
         return encoded
 
-    async def _respond_fast(self, envelope: bytes, payload: bytes, parsed: _Parsed, started: float) -> bytes:
-        flags, recursion, end, handle, indexes, types = parsed
-        self.stats.requests += 1
-        self.stats.fast += 1
-        major, minor, env_flags, suggest_minor, session, request_id = _ENVELOPE_IDS.unpack_from(envelope)
+    def _reply(
+        self, envelope: bytes, payload: bytes, end: int, flags: _Flags, template: Template, started: float
+    ) -> bytes:
+        """The whole reply: ``template`` under the request's ids, version, flags and recursion count,
+        the expiration, and the request digest when asked for, as ``reply_to`` and the codec write it."""
+        stats = self.stats
+        stats.requests += 1
+        stats.fast += 1
+        version = self._versions.get(envelope[:4]) or self._version(envelope)
+        now = int(self.clock())
+        if now != self._expires_for:
+            self._expires_for, self._expires = now, _U32.pack((now + MESSAGE_TTL) & 0xFFFFFFFF)
+        if flags[1]:  # RD: the request's digest goes before the body
+            digest = version[1] + hashlib.new(version[2], payload[:end]).digest()
+            if HEADER_SIZE + len(digest) + len(template.body) + 4 > MAX_MESSAGE:
+                stats.internal += 1
+                template = _UNENCODABLE
+            body = digest + template.body
+            seq_length = _TWO_U32.pack(0, HEADER_SIZE + len(body) + 4)
+            tail = _U32.pack(len(body)) + body + _NO_CREDENTIAL
+        else:
+            seq_length, tail = template.seq_length, template.tail
+        code = template.code
+        if code != RC_SUCCESS:
+            stats.errors += 1
+        NATIVE.resolution(code, perf_counter() - started)
+        return b"".join((version[0], envelope[4:12], seq_length, template.codes, flags[0], self._expires, tail))
+
+    def _version(self, envelope: bytes) -> _Version:
+        """The reply envelope's first four bytes for a request's (the lower of the client's suggested
+        version and ours, then ours), and the digest algorithm byte and name of that version."""
+        key = envelope[:4]
+        major, minor, env_flags, suggest_minor = key
         suggested = (env_flags & 0x03, suggest_minor) if env_flags & 0x03 else (major, minor)
         version = min(suggested, self.version)
-        try:
-            code, text, values = await self._resolve(handle, indexes, types, bool(flags & _AT))
-            body = _text(text) if values is None else self._resolution_body(handle, values)
-        except CodecError as exc:  # a value that cannot be encoded
-            self.stats.internal += 1
-            log.debug("native: cannot encode the reply to request %d: %s", request_id, exc)
-            code, body = RC_ERROR, _text(_MSG_UNENCODABLE)
-        except Exception as exc:
-            self.stats.internal += 1
-            log.debug("native: error answering request %d: %r", request_id, exc)
-            code, body = RC_ERROR, _text(_MSG_INTERNAL)
-        digest = b""
-        if flags & _RD:
-            algorithm = _digest_algorithm(version)
-            digest = bytes([algorithm]) + hashlib.new(_DIGEST_NAMES[algorithm], payload[:end]).digest()
-        if HEADER_SIZE + len(digest) + len(body) + 4 > MAX_MESSAGE:
-            self.stats.internal += 1
-            code, body = RC_ERROR, _text(_MSG_UNENCODABLE)
-        if code != RC_SUCCESS:
-            self.stats.errors += 1
-        body = digest + body
-        length = HEADER_SIZE + len(body) + 4
-        NATIVE.resolution(code, perf_counter() - started)
-        return b"".join(
-            (
-                _ENVELOPE.pack(
-                    version[0], version[1], self.version[0], self.version[1], session, request_id, 0, length
-                ),
-                _HEADER.pack(
-                    OC_RESOLUTION,
-                    code,
-                    (flags & _REPLY_COPIED) | _REC,
-                    self.site_serial,
-                    recursion,
-                    0,
-                    self._expiration(),
-                    len(body),
-                ),
-                body,
-                _NO_CREDENTIAL,
-            )
-        )
+        algorithm = _digest_algorithm(version)
+        entry = (bytes((*version, *self.version)), bytes([algorithm]), _DIGEST_NAMES[algorithm])
+        if len(self._versions) >= _FLAGS_CACHE_MAX:
+            self._versions.clear()
+        self._versions[key] = entry
+        return entry

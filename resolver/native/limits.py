@@ -43,7 +43,7 @@ class UdpBudget:
     def __init__(self, rate: int, *, max_addresses: int = 65_536) -> None:
         self.rate = rate
         self.max_addresses = max_addresses
-        self._left: dict[str, tuple[float, float]] = {}  # key -> (bytes left, when)
+        self._left: dict[str, list[float]] = {}  # key -> [bytes left, when] (updated in place)
 
     def __len__(self) -> int:
         return len(self._left)
@@ -57,23 +57,25 @@ class UdpBudget:
         if entry is None:
             if len(self._left) >= self.max_addresses:
                 self._prune(now)
+            entry = self._left[key] = [float(rate), now]
             left = float(rate)
         else:
             left = entry[0] + (now - entry[1]) * rate
             if left > rate:
                 left = float(rate)
+        entry[1] = now
         if size > left:
-            self._left[key] = (left, now)
+            entry[0] = left
             return False
-        self._left[key] = (left - size, now)
+        entry[0] = left - size
         return True
 
     def charge(self, key: str, size: int, now: float) -> None:
         """Take ``size`` bytes whether or not the budget holds them (the small truncated replies); the
         debt is at most one second's worth, so an address recovers a second after a flood ends."""
         if self.rate > 0 and not self.spend(key, size, now):
-            left, _ = self._left[key]
-            self._left[key] = (max(left - size, -float(self.rate)), now)
+            entry = self._left[key]
+            entry[0] = max(entry[0] - size, -float(self.rate))
 
     def _prune(self, now: float) -> None:
         rate = self.rate

@@ -6,15 +6,18 @@ Neither ever raises out of a callback, logs above debug level, or holds an unbou
 anything:
 
 - UDP: a request spread over several datagrams is reassembled by a bounded
-  :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock); at most
-  ``max_inflight`` requests are being answered at once (further datagrams are dropped, as a busy
-  server's socket buffer would); replies over one 512-byte packet go out as numbered packets. A reply
+  :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock). A
+  request the handler can answer at once (``respond_now``: a local cache hit) is answered in
+  ``datagram_received``; for the others at most ``max_inflight`` tasks are answering at once (further
+  datagrams are dropped, as a busy server's socket buffer would); replies over one 512-byte packet
+  go out as numbered packets. A reply
   message over ``max_reply`` bytes, or one that would overdraw the source address's
   :class:`~resolver.native.limits.UdpBudget`, is sent as a one-datagram truncated ERROR reply
   (:func:`~resolver.native.codec.truncated_reply`): the client asks again over TCP. So a forged
   source address gets at most a few KB per request and a bounded number of bytes per second.
 - TCP: frames are a 20-byte envelope then exactly ``length`` message bytes (at most 262,144). Several
-  requests may follow each other on one connection; they are answered in order. Reading pauses while
+  requests may follow each other on one connection; they are answered in order (at once, in
+  ``data_received``, when nothing is queued before them and the handler can). Reading pauses while
   the answers are behind (bounded queue and buffer) or the peer is not reading its replies. A
   connection that makes no progress (no complete request, no reply written) for ``idle_timeout``
   seconds is aborted: bytes that never complete a request are no progress. An envelope announcing
@@ -51,6 +54,8 @@ __all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
 log = logging.getLogger("idnode.native")
 
 _SEQ_AND_LENGTH = struct.Struct(">II")  # envelope bytes 12..20: sequence number, message length
+_LENGTH = struct.Struct(">I")  # envelope bytes 16..20: message length
+_ADDRESS_KEYS_MAX = 65_536  # source addresses whose budget key is remembered (cleared whole when full)
 
 
 # ---------------------------------------------------------------------------------------------- UDP
@@ -83,6 +88,7 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         self._expiry_interval = max(0.5, reassembly_timeout / 2)
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self._keys: dict[Any, str] = {}  # source address -> address_key()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expiry: asyncio.TimerHandle | None = None
 
@@ -106,6 +112,12 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         NATIVE.datagrams_in += 1
         try:
+            size = len(data)
+            if size >= ENVELOPE_SIZE and _SEQ_AND_LENGTH.unpack_from(data, 12) == (0, size - ENVELOPE_SIZE):
+                wire = self.handler.respond_now(data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:])
+                if wire is not None:  # answered here (a cache hit): no task
+                    self._send(wire, addr)
+                    return
             self._received(data, addr)
         except Exception as exc:  # a datagram must never take the endpoint down
             self.handler.stats.internal += 1
@@ -119,15 +131,21 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
 
     def _received(self, data: bytes, addr: Any) -> None:
         size = len(data)
-        if size < ENVELOPE_SIZE or len(self.tasks) >= self.max_inflight:
+        if size < ENVELOPE_SIZE:
             self.handler.stats.dropped += 1
             return
         loop = self._loop
         assert loop is not None
         sequence, length = _SEQ_AND_LENGTH.unpack_from(data, 12)
         if sequence == 0 and length == size - ENVELOPE_SIZE:  # the whole message in this datagram
+            if len(self.tasks) >= self.max_inflight:  # (datagram_received tried to answer it at once)
+                self.handler.stats.dropped += 1
+                return
             envelope, payload = data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:]
         else:
+            if len(self.tasks) >= self.max_inflight:
+                self.handler.stats.dropped += 1
+                return
             try:
                 whole = self.reassembler.add(addr, data, loop.time())
             except CodecError as exc:
@@ -140,6 +158,14 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         task = loop.create_task(self._answer(envelope, payload, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _address_key(self, addr: Any) -> str:
+        """:func:`~resolver.native.limits.address_key`, memoised per source address."""
+        key = address_key(addr)
+        if len(self._keys) >= _ADDRESS_KEYS_MAX:
+            self._keys.clear()
+        self._keys[addr] = key
+        return key
 
     async def _answer(self, envelope: bytes, payload: bytes, addr: Any) -> None:
         try:
@@ -156,10 +182,12 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
             return
         assert self._loop is not None
         try:
-            size = len(wire) - ENVELOPE_SIZE
-            chunk = self.packet_size - ENVELOPE_SIZE
-            on_wire = size + ENVELOPE_SIZE * max(1, -(-size // chunk))
-            key, now = address_key(addr), self._loop.time()
+            on_wire = len(wire)
+            size = on_wire - ENVELOPE_SIZE
+            if on_wire > self.packet_size:  # an envelope on every packet
+                on_wire = size + ENVELOPE_SIZE * -(-size // (self.packet_size - ENVELOPE_SIZE))
+            key = self._keys.get(addr) or self._address_key(addr)
+            now = self._loop.time()
             if size > self.max_reply or not self.budget.spend(key, on_wire, now):
                 why = "is too large for UDP" if size > self.max_reply else "is over this address's UDP budget"
                 wire = truncated_reply(wire, f"the {size}-byte reply {why}; ask over TCP")
@@ -255,8 +283,29 @@ class TcpNativeProtocol(asyncio.Protocol):
         self._writable.set()
 
     def data_received(self, data: bytes) -> None:
-        if self._fatal or self._eof or self.transport is None:
+        transport = self.transport
+        if self._fatal or self._eof or transport is None:
             return
+        if not self._buf and self._envelope is None and self._worker is None and not self._queue:
+            # Nothing pending: one whole request answered at once (a cache hit) skips the buffer.
+            size = len(data)
+            if (
+                size >= ENVELOPE_SIZE
+                and size == ENVELOPE_SIZE + _LENGTH.unpack_from(data, 16)[0]
+                and self._writable.is_set()
+                and not transport.is_closing()
+            ):
+                try:
+                    wire = self.handler.respond_now(data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:])
+                except Exception as exc:
+                    self.handler.stats.internal += 1
+                    log.debug("native tcp: unexpected error answering %s: %r", self.peer, exc)
+                    self._abort()
+                    return
+                if wire is not None:
+                    self._touch()
+                    transport.write(wire)
+                    return
         self._buf += data
         try:
             self._frame()
@@ -321,11 +370,19 @@ class TcpNativeProtocol(asyncio.Protocol):
             length = self._length
             if len(buf) < length:
                 break
-            self._queue.append((self._envelope, bytes(buf[:length])))
+            envelope, payload = self._envelope, bytes(buf[:length])
             del buf[:length]
-            self._queued_bytes += length
             self._envelope = None
             self._touch()
+            if self._worker is None and not self._queue and self._writable.is_set():
+                wire = self.handler.respond_now(envelope, payload)  # nothing before it: answer it now
+                if wire is not None:
+                    transport = self.transport
+                    if transport is not None and not transport.is_closing():
+                        transport.write(wire)
+                    continue
+            self._queue.append((envelope, payload))
+            self._queued_bytes += length
         self._flow()
 
     def _flow(self) -> None:

@@ -45,6 +45,8 @@ class NativeMeter:
         "bounds",
         "datagrams_in",
         "datagrams_out",
+        "local_hits",
+        "local_negative",
         "tcp_open",
     )
 
@@ -53,6 +55,8 @@ class NativeMeter:
         self.datagrams_in = 0
         self.datagrams_out = 0
         self.tcp_open = 0  # open now (a level, not a count since the flush)
+        self.local_hits = 0  # local cache tier hits (and cached "no such handle") of replies sent at once
+        self.local_negative = 0
         self._requests: dict[tuple[int, int], int] = {}  # (opcode or _OTHER, responseCode) -> count
         self._latency: dict[int, list[Any]] = {}  # opcode -> [count per bucket ..., +Inf count, sum]
         self._resolution_codes: dict[int, int] = {}  # the fast path's: responseCode -> count (opcode 1)
@@ -143,6 +147,10 @@ class NativeMeter:
         if self.datagrams_out:
             self._child(metrics.NATIVE_DATAGRAMS, "out").inc(self.datagrams_out)
             self.datagrams_out = 0
+        for result, count in (("hit", self.local_hits), ("negative", self.local_negative)):
+            if count:
+                self._child(metrics.CACHE_REQUESTS, "local", result).inc(count)
+        self.local_hits = self.local_negative = 0
         refused, self._refused = self._refused, {}
         for reason, count in refused.items():
             self._child(metrics.NATIVE_TCP_REFUSED, reason).inc(count)

@@ -142,6 +142,34 @@ async def test_requests_latency_and_datagrams_are_counted(node: tuple[TestClient
     assert delta(before, after, "idnode_native_udp_datagrams_total", direction="out") == len(udp)  # one each
 
 
+async def test_replies_sent_at_once_are_counted_as_cache_hits(node: tuple[TestClient, Config]) -> None:
+    """Resolutions answered from the local cache tier in the receive callback are counted in bulk: as
+    requests, in the latency histogram and as local-tier hits (and cached "no such handle")."""
+    client, config = node
+    port = config.native_port
+    missing = f"{NODE_PREFIX}/no-such-cached"
+    for handle in (NODE_HANDLE, missing):  # in the local tier from now on
+        await _udp(port, resolution(handle))
+    before = await scrape(client)
+    for _ in range(3):
+        assert (await _udp(port, resolution(NODE_HANDLE))).header.response_code == RC_SUCCESS
+    for _ in range(2):
+        assert (await _udp(port, resolution(missing))).header.response_code == RC_HANDLE_NOT_FOUND
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(encode_message(resolution(NODE_HANDLE, request_id=9)))
+        assert (await _read_frame(reader)).header.response_code == RC_SUCCESS
+    finally:
+        writer.close()
+    after = await scrape(client)
+    assert delta(before, after, "idnode_cache_requests_total", tier="local", result="hit") == 4
+    assert delta(before, after, "idnode_cache_requests_total", tier="local", result="negative") == 2
+    assert delta(before, after, "idnode_cache_requests_total", tier="local", result="miss") == 0
+    assert delta(before, after, REQUESTS, opcode="1", code=str(RC_SUCCESS)) == 4
+    assert delta(before, after, REQUESTS, opcode="1", code=str(RC_HANDLE_NOT_FOUND)) == 2
+    assert delta(before, after, f"{LATENCY}_count", opcode="1") == 6
+
+
 def _buckets(samples: Samples, opcode: str) -> list[float]:
     found = [
         (float(dict(labels)["le"]), value)

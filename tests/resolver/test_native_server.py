@@ -347,6 +347,33 @@ async def test_non_public_values_never_sent(node: Node) -> None:
     assert b"internal-note" not in raw
 
 
+async def test_cache_hits_are_answered_at_once_and_a_write_is_seen(node: Node) -> None:
+    """A resolution whose record is in the local tier is answered in the listener's receive callback
+    (no task), from the reply template of that record and query, with this request's ids patched in;
+    the next resolution after a write serves the new record, over both transports."""
+    await node.create(ITEM, ITEM_VALUES)
+    stats = node.native.stats
+    found = node.state.resolutions._found["native"]
+    for ask in (node.udp, node.tcp):
+        first = await ask(resolution(ITEM, request_id=7, types=("URL",)))
+        immediate, counted = stats.immediate, found.get(NODE_PREFIX, 0)
+        again = await ask(resolution(ITEM, request_id=8, session_id=3, types=("URL",)))
+        assert stats.immediate == immediate + 1  # answered at once: a cache hit
+        assert found.get(NODE_PREFIX, 0) == counted + 1  # and counted in the resolution statistics
+        assert (again.envelope.request_id, again.envelope.session_id) == (8, 3)
+        assert again.body == first.body and set(by_index(again)) == {1}
+        assert not node.native.inflight
+    await node.create(ITEM, [url(1, "https://example.com/moved"), *ITEM_VALUES[1:]])
+    for ask in (node.udp, node.tcp, node.udp):
+        assert by_index(await ask(resolution(ITEM, types=("URL",))))[1].data == b"https://example.com/moved"
+        private = await ask(resolution(ITEM, indexes=(3,)))  # templates hold public values only
+        assert private.header.response_code == RC_VALUES_NOT_FOUND
+    # Authoritative requests never take the cache's answer.
+    immediate = stats.immediate
+    assert by_index(await node.udp(resolution(ITEM, op_flags=DEFAULT_REQUEST_FLAGS | OpFlag.AT)))[1]
+    assert stats.immediate == immediate
+
+
 async def test_get_site_info(node: Node) -> None:
     expected = decode_site(node_site(node.config))
     for ask in (node.udp, node.tcp):
@@ -901,6 +928,12 @@ def test_fast_path_answers_exactly_as_the_codec_path(
     got = node.run(fast.respond(envelope, payload))
     assert got == node.run(slow.respond(envelope, payload))
     assert fast.stats.fast == 1 and slow.stats.fast == 0
+    # Answered at once (from the cache tier, or without a lookup), the reply is the same bytes, from
+    # a template made by respond() or now, and again from that template.
+    for _ in range(2):
+        now = node.call(lambda: fast.respond_now(envelope, payload))
+        assert now is None or now == got
+    event(f"answered at once: {now is not None}")
     reply = decode_payload(decode_envelope(got), got[ENVELOPE_SIZE:])
     event(f"responseCode {reply.header.response_code}, digest {reply.digest is not None}")
     assert (reply.envelope.session_id, reply.envelope.request_id) == ids
