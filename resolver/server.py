@@ -21,6 +21,7 @@ from aiohttp import web
 
 from registry.stores.base import HandleStore
 from resolver.config import Config
+from resolver.http import hot_path
 from resolver.http.app import create_app, node_site
 from resolver.http.keys import STATE_KEY
 from resolver.http.timeouts import HttpTimeouts, TimedSite
@@ -94,6 +95,7 @@ async def serve(
         lingering_time=min(10.0, config.http_body_timeout),  # draining a body answered early (401, 413)
     )
     await runner.setup()
+    hot_path.install(runner)  # anonymous resolves answered from ready replies
     site = TimedSite(
         runner,
         config.host,

@@ -59,6 +59,7 @@ _COUNT = {
     for tier in ("local", "redis")
     for result in ("hit", "negative", "miss")
 }
+_HIT = _COUNT["local", "hit"]
 
 
 def record_ttl(record: Record, wall_now: float) -> float:
@@ -213,6 +214,26 @@ class TieredCache:
                             return raw
                 _COUNT["redis", "miss"].inc()
         return await self._load(key, load, use_redis)
+
+    def local_packed(self, key: str) -> bytes | None:
+        """The packed record the local tier would answer ``key`` with now (None: it would not), for
+        rendering a reply once (:mod:`resolver.http.hot_path`); nothing is counted."""
+        local = self.local if self._local_usable else None
+        if local is None:
+            return None
+        hit = local.get(key, self.clock())
+        return hit if isinstance(hit, bytes) else None
+
+    def local_hit(self, key: str, packed: bytes) -> bool:
+        """A local-tier hit on ``key`` if it still holds ``packed`` (the record a ready reply was
+        rendered from), counted as :meth:`lookup` counts one; False: the reply is stale, or the tier
+        is not in use (nothing counted)."""
+        local = self.local
+        if local is None or not self._local_usable or not local.holds(key, packed, self.clock()):
+            return False
+        self.stats.local_hits += 1
+        _HIT.inc()
+        return True
 
     async def _load(self, key: str, load: Loader, use_redis: bool) -> bytes | None:
         """One store load per key at a time; later misses of the key wait for it."""

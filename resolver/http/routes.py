@@ -15,6 +15,7 @@ from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
 from registry.model import MAX_INDEX, HandleName, prefix_handle_of
 from registry.read_policy import ValueFilter
+from resolver.http.hot_path import remember
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
 
@@ -94,6 +95,8 @@ async def resolve_name(request: web.Request, name: HandleName, interface: str = 
             raise HandleNotFound("Handle Not Found", name.text)
         handle = json.dumps(name.text, ensure_ascii=False)
         text = f'{{"responseCode":1,"handle":{handle},"values":{resolver.public_values_json(record)}}}'
+        if interface == "rest":
+            remember(request, name, record, text)  # resolver.http.hot_path answers the next one
         return web.Response(text=text, content_type="application/json")
     with _about(name):
         return await _resolve(request, name, interface)

@@ -1,0 +1,93 @@
+"""The resolve hot path: a local-tier hit answered from ready bytes before any routing.
+
+A traceability app resolving a code sends ``GET /api/handles/{handle}`` with no credentials and no
+query string. The first such request for a handle goes the whole way (router, middleware, the
+route in :mod:`resolver.http.routes`), which renders the reply into
+:class:`~resolver.http.ready_replies.ReadyReplies` by raw request target when the record came from
+the local cache tier. Later ones are answered here, in front of the application: one dictionary
+lookup by raw target, a check that the local tier still holds the very record the reply was
+rendered from (so invalidations, expiry and eviction retire it), then the counters the full path
+keeps (the cache's hit counter, the resolution counter, the HTTP request counter and latency) and
+the same headers (``Content-Type``, ``X-Request-Id``, an acceptable incoming id echoed). ``HEAD``
+is answered the same way (aiohttp leaves the body out). Anything else, including any request with
+an ``Authorization`` header or a query string, goes through the application unchanged.
+
+Off when the access log is on (its line needs the full path's bookkeeping) and when the node has
+no local tier (nothing is ever rendered then).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from registry.model import HandleName, Record
+from resolver.http.keys import CONFIG_KEY, STATE_KEY
+from resolver.http.ready_replies import Ready
+from resolver.ops.logs import sane_request_id
+from resolver.ops.metrics import _children
+
+__all__ = ["ROUTE", "front", "install", "remember"]
+
+ROUTE = "/api/handles/{handle}"  # the route template the full path counts these requests under
+_JSON = "application/json; charset=utf-8"
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def remember(request: web.Request, name: HandleName, record: Record, body: str) -> None:
+    """Keep ``body`` (the anonymous, unfiltered reply about ``record``) for the request's raw target,
+    if the record is the one the local tier holds for ``name`` (called by the route)."""
+    state = request.app[STATE_KEY]
+    resolver = state.resolver
+    cache = resolver.cache if resolver is not None else None
+    local_packed = getattr(cache, "local_packed", None)
+    if local_packed is None:
+        return
+    packed = local_packed(name.key)
+    if packed is not None and resolver.decode(packed) is record:  # type: ignore[union-attr]
+        state.replies.put(request.raw_path, Ready(name.key, packed, body.encode("utf-8"), name.prefix))
+
+
+def front(app: web.Application, inner: Handler) -> Handler:
+    """The request handler to put in front of ``inner`` (the application's): see the module."""
+    state = app[STATE_KEY]
+    replies = state.replies
+    metrics = {method: _children(ROUTE, method, "200") for method in ("GET", "HEAD")}
+    perf = time.perf_counter
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        ready = replies.get(request.raw_path)
+        if ready is not None:
+            started = perf()
+            headers = request.headers
+            method = request.method
+            resolver = state.resolver
+            if (
+                (method == "GET" or method == "HEAD")
+                and "Authorization" not in headers
+                and resolver is not None
+                and resolver.cache is not None
+                and resolver.cache.local_hit(ready.key, ready.packed)  # type: ignore[attr-defined]
+            ):
+                state.resolutions.count(ready.prefix, "rest", True)
+                rid = sane_request_id(headers.get("X-Request-Id"))
+                response = web.Response(body=ready.body, headers={"Content-Type": _JSON, "X-Request-Id": rid})
+                counter, latency = metrics[method]
+                counter.inc()
+                latency.observe(perf() - started)
+                return response
+        return await inner(request)
+
+    return handle
+
+
+def install(runner: web.BaseRunner) -> None:
+    """Put :func:`front` in front of the application of ``runner`` (set up, not yet serving), unless
+    its node keeps an access log."""
+    app = runner.app
+    server = runner.server
+    assert server is not None, "the runner is set up first"
+    if isinstance(app, web.Application) and not app[CONFIG_KEY].access_log:
+        server.request_handler = front(app, server.request_handler)
