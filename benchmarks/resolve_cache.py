@@ -8,7 +8,10 @@ of connections, one after the other:
   (the baseline: what aiohttp alone costs on this machine);
 - ``local``: idnode, local tier on (and Redis, as in production): every lookup is a local hit;
 - ``redis``: idnode, local tier off, Redis on: every lookup is a Redis hit (coalesced MGETs);
-- ``store``: idnode without any cache tier: every lookup reads the store (SQLite).
+- ``store``: idnode without any cache tier: every lookup reads the store (SQLite);
+- ``workers``: ``idnode serve --workers N`` as run by its supervisor, embedded store, no Redis: each
+  worker keeps a local tier, the supervisor's worker hub carries invalidations (before issue 15 such
+  a node kept no tier at all, i.e. ``store`` with N processes).
 
 Requests pick one of ``--handles`` registered handles at random; caches are warmed before the
 measured window. Prints requests/s, the ratio to ``bare``, p50 and p99 latency, and the cache
@@ -38,7 +41,7 @@ from typing import Any
 
 ADMIN_SECRET = "benchmark-admin-secret"
 NODE = "88.118.8"
-MODES = ("bare", "local", "redis", "store")
+MODES = ("bare", "local", "redis", "store", "workers")
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -83,9 +86,12 @@ def serve_one(mode: str, port: int, settings: dict[str, Any]) -> None:
         asyncio.run(_serve_bare(port))
         return
     from resolver.config import load_config
-    from resolver.server import serve
+    from resolver.server import run, serve
 
     config = load_config(env={}, overrides={**settings, "port": port, "native_port": 0, "log_level": "warning"})
+    if mode == "workers":  # the supervisor and its workers, as `idnode serve --workers N` runs them
+        run(config)
+        return
     asyncio.run(serve(config, reuse_port=True))
 
 
@@ -93,7 +99,8 @@ def start_servers(mode: str, processes: int, settings: dict[str, Any]) -> tuple[
     port = _free_port()
     env = {**os.environ, "IDNODE_ADMIN_SECRET": ADMIN_SECRET}
     cmd = [sys.executable, "-m", "benchmarks.resolve_cache", "--serve", mode, str(port), json.dumps(settings)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)]
+    count = 1 if mode == "workers" else processes  # the supervisor starts the workers itself
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(count)]
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -236,13 +243,33 @@ def run_aiohttp(port: int, paths_file: Path, connections: int, duration: float) 
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor's workers), from Linux ``/proc``."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += parents.get(p, [])
+    return out
+
+
 def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
-    """User + system CPU time the server processes have used so far (Linux ``/proc``; 0 elsewhere)."""
+    """User + system CPU time the server processes (and their children) have used so far (Linux
+    ``/proc``; 0 elsewhere)."""
     total = 0
     try:
         for p in procs:
-            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            for pid in _tree(p.pid):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     except (OSError, IndexError, ValueError):
         return 0.0
     return total / os.sysconf("SC_CLK_TCK")
@@ -288,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         "local": {**base, "redis": args.redis, "redis_key_prefix": prefix},
         "redis": {**base, "redis": args.redis, "redis_key_prefix": prefix, "cache_local_entries": 0},
         "store": {**base, "redis": "", "cache_local_entries": 0},
+        "workers": {**base, "redis": "", "workers": args.processes},
     }
 
     def load(port: int, duration: float) -> dict[str, float]:

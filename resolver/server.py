@@ -29,6 +29,7 @@ from resolver.http.keys import STATE_KEY
 from resolver.http.timeouts import HttpTimeouts, TimedSite
 from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.ops.banner import STARTUP_KEY, StartupFacts, banner
+from resolver.ops.rest_meter import REST
 
 __all__ = ["node_app", "run", "serve"]
 
@@ -122,6 +123,7 @@ async def serve(
     finally:
         log.info("idnode shutting down")
         await runner.cleanup()
+        REST.flush()  # the hot path's last counts
 
 
 def _install_uvloop() -> None:

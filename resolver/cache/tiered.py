@@ -62,7 +62,6 @@ _COUNT = {
     for tier in ("local", "redis")
     for result in ("hit", "negative", "miss")
 }
-_HIT = _COUNT["local", "hit"]
 
 
 def record_ttl(record: Record, wall_now: float) -> float:
@@ -253,13 +252,12 @@ class TieredCache:
 
     def local_hit(self, key: str, packed: bytes) -> bool:
         """A local-tier hit on ``key`` if it still holds ``packed`` (the record a ready reply was
-        rendered from), counted as :meth:`lookup` counts one; False: the reply is stale, or the tier
-        is not in use (nothing counted)."""
+        rendered from), counted in :attr:`stats`; the caller counts it in ``idnode_cache_requests_total``
+        (:mod:`resolver.ops.rest_meter`, in bulk). False: the reply is stale, or the tier is not in use."""
         local = self._readable()
         if local is None or not local.holds(key, packed, self.clock()):
             return False
         self.stats.local_hits += 1
-        _HIT.inc()
         return True
 
     async def _load(self, key: str, load: Loader, use_redis: bool) -> bytes | None:

@@ -48,6 +48,7 @@ class WorkerBus:
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._closing = False
         self.fenced = 0  # writes after which the other workers' flags were set (no answer from the hub)
 
     def stale(self) -> bool:
@@ -66,6 +67,7 @@ class WorkerBus:
             log.warning("cache: cannot reach the supervisor's worker hub yet: local tier off until it answers")
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,5 +140,6 @@ class WorkerBus:
                         done.set_exception(ConnectionError("worker hub connection lost"))
                 if was:
                     self.on_disconnected()
+                if was and not self._closing:
                     log.warning("cache: lost the supervisor's worker hub: local tier off until it is back")
             await asyncio.sleep(RECONNECT_DELAY)

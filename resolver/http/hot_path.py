@@ -7,7 +7,8 @@ route in :mod:`resolver.http.routes`), which renders the reply into
 the local cache tier. Later ones are answered here, in front of the application: one dictionary
 lookup by raw target, a check that the local tier still holds the very record the reply was
 rendered from (so invalidations, expiry and eviction retire it), then the counters the full path
-keeps (the cache's hit counter, the resolution counter, the HTTP request counter and latency) and
+keeps (the cache's hit counter, the resolution counter, the HTTP request counter and latency:
+:mod:`resolver.ops.rest_meter` adds them to the series in bulk) and
 the same headers (``Content-Type``, ``X-Request-Id``, an acceptable incoming id echoed). ``HEAD``
 is answered the same way (aiohttp leaves the body out). Anything else, including any request with
 an ``Authorization`` header or a query string, goes through the application unchanged.
@@ -27,11 +28,10 @@ from registry.model import HandleName, Record
 from resolver.http.keys import CONFIG_KEY, STATE_KEY
 from resolver.http.ready_replies import Ready
 from resolver.ops.logs import sane_request_id
-from resolver.ops.metrics import _children
+from resolver.ops.rest_meter import REST
 
-__all__ = ["ROUTE", "front", "install", "remember"]
+__all__ = ["front", "install", "remember"]
 
-ROUTE = "/api/handles/{handle}"  # the route template the full path counts these requests under
 _JSON = "application/json; charset=utf-8"
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -54,7 +54,7 @@ def front(app: web.Application, inner: Handler) -> Handler:
     """The request handler to put in front of ``inner`` (the application's): see the module."""
     state = app[STATE_KEY]
     replies = state.replies
-    metrics = {method: _children(ROUTE, method, "200") for method in ("GET", "HEAD")}
+    meter = REST
     perf = time.perf_counter
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
@@ -74,9 +74,7 @@ def front(app: web.Application, inner: Handler) -> Handler:
                 state.resolutions.count(ready.prefix, "rest", True)
                 rid = sane_request_id(headers.get("X-Request-Id"))
                 response = web.Response(body=ready.body, headers={"Content-Type": _JSON, "X-Request-Id": rid})
-                counter, latency = metrics[method]
-                counter.inc()
-                latency.observe(perf() - started)
+                meter.answered(method, perf() - started)  # and the cache's local hit
                 return response
         return await inner(request)
 
