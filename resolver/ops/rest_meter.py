@@ -42,9 +42,11 @@ class RestMeter:
     def _new_latency(self) -> list[Any]:
         return [0] * (len(self.bounds) + 1) + [0.0]
 
-    def answered(self, method: str, seconds: float) -> None:
-        """One 200 answered by the hot path to ``method`` (GET or HEAD) in ``seconds``, from the local tier."""
-        self.local_hits += 1
+    def answered(self, method: str, seconds: float, *, local_hit: bool = True) -> None:
+        """One 200 answered by the hot path to ``method`` (GET or HEAD) in ``seconds``; ``local_hit``:
+        from a ready reply (a local-tier hit the cache did not count)."""
+        if local_hit:
+            self.local_hits += 1
         self._requests[method] += 1
         latency = self._latency[method]
         latency[bisect_left(self.bounds, seconds)] += 1

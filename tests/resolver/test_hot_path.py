@@ -8,8 +8,11 @@ import re
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from resolver.config import load_config
 from resolver.http import routes
+from resolver.http.app import create_app
 from resolver.http.keys import STATE_KEY
 
 H = "88.118.8/hot"
@@ -39,25 +42,35 @@ def _full_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "resolve_name", refuse)
 
 
-async def test_a_ready_reply_is_the_full_paths_reply(client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_hot_path_replies_are_the_full_paths_replies(client, admin, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     await _put(client, admin, "https://example.com/a")
-    first = await client.get(PATH)
-    body = await first.read()
-    assert first.status == 200 and len(client.app[STATE_KEY].replies) == 1
+    # The same store served by an application without the hot path (it is off with the access log).
+    config = load_config(
+        env={},
+        overrides={"data_dir": str(tmp_path / "full"), "store": f"sqlite:///{tmp_path}/idnode.db", "access_log": True},
+    )
+    async with TestClient(TestServer(create_app(config))) as full:
+        reference = await full.get(PATH)
+        body = await reference.read()
+        full_head = await full.head(PATH)
+    assert reference.status == 200 and b"internal" not in body
+    first = await client.get(PATH)  # the lane (router and middleware skipped), which renders the reply
+    assert first.status == 200 and await first.read() == body
+    assert len(client.app[STATE_KEY].replies) == 1
     _full_path_off(monkeypatch)
-    second = await client.get(PATH)
+    second = await client.get(PATH)  # the ready reply
     assert second.status == 200 and await second.read() == body
-    assert b"internal" not in body
     for r in (first, second):
-        assert r.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert list(r.headers) == list(reference.headers)
+        for header in ("Content-Type", "Content-Length", "Server"):
+            assert r.headers[header] == reference.headers[header]
         assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-Id"])
-        assert r.headers["Content-Length"] == str(len(body))
-        assert set(r.headers) == set(first.headers)
     assert first.headers["X-Request-Id"] != second.headers["X-Request-Id"]
     echoed = await client.get(PATH, headers={"X-Request-Id": "trace-abc-123"})
     assert echoed.headers["X-Request-Id"] == "trace-abc-123"
     head = await client.head(PATH)
-    assert head.status == 200 and await head.read() == b"" and head.headers["Content-Length"] == str(len(body))
+    assert head.status == 200 and await head.read() == b""
+    assert list(head.headers) == list(full_head.headers) and head.headers["Content-Length"] == str(len(body))
 
 
 async def test_credentials_and_queries_take_the_full_path(client, admin) -> None:  # type: ignore[no-untyped-def]
