@@ -156,6 +156,17 @@ async def seed(store_url: str, count: int) -> list[str]:
         await store.close()
 
 
+async def forget_shared(store_url: str) -> None:
+    from registry.stores import open_store
+    from resolver.cache.shared import forget_shared_cache
+
+    store = await open_store(store_url)
+    try:
+        await forget_shared_cache(store)
+    finally:
+        await store.close()
+
+
 async def purge_redis(url: str, prefix: str) -> None:
     from redis.asyncio import Redis
 
@@ -333,6 +344,10 @@ def main(argv: list[str] | None = None) -> None:
         for round_no in range(1, args.rounds + 1):
             # Modes interleave round by round, so a noisy neighbour slows every mode alike.
             for mode in modes:
+                if mode in ("store", "workers"):
+                    # The Redis modes recorded their cache in the store, and a node started without
+                    # redis would use it (resolver.cache.shared): these modes measure no Redis at all.
+                    asyncio.run(forget_shared(store_url))
                 port, procs = start_servers(mode, args.processes, settings[mode])
                 try:
                     if mode != "bare":  # fill the tiers (every process) before measuring

@@ -23,32 +23,36 @@ from resolver.ops import metrics
 __all__ = ["FLUSH_INTERVAL", "REST", "ROUTE", "RestMeter"]
 
 FLUSH_INTERVAL = 1.0
-ROUTE = "/api/handles/{handle}"  # the route template the full path counts these requests under
-_METHODS = ("GET", "HEAD")
+ROUTE = "/api/handles/{handle}"  # the route template of the REST resolve
+_Key = tuple[str, str, int]  # route template, method, status
 
 
 class RestMeter:
     """Counts since the last flush; call from the event loop's thread only."""
 
-    __slots__ = ("_latency", "_requests", "_timer", "bounds", "local_hits")
+    __slots__ = ("_counts", "_latency", "_timer", "bounds", "local_hits")
 
     def __init__(self) -> None:
         self.bounds: tuple[float, ...] = tuple(metrics.HTTP_LATENCY._upper_bounds[:-1])  # without +Inf
         self.local_hits = 0
-        self._requests: dict[str, int] = dict.fromkeys(_METHODS, 0)
-        self._latency: dict[str, list[Any]] = {m: self._new_latency() for m in _METHODS}
+        self._counts: dict[_Key, int] = {}
+        self._latency: dict[tuple[str, str], list[Any]] = {}  # (route, method) -> [per bucket ..., +Inf, sum]
         self._timer: asyncio.TimerHandle | None = None
 
     def _new_latency(self) -> list[Any]:
         return [0] * (len(self.bounds) + 1) + [0.0]
 
-    def answered(self, method: str, seconds: float, *, local_hit: bool = True) -> None:
-        """One 200 answered by the hot path to ``method`` (GET or HEAD) in ``seconds``; ``local_hit``:
-        from a ready reply (a local-tier hit the cache did not count)."""
+    def answered(self, route: str, method: str, status: int, seconds: float, *, local_hit: bool = True) -> None:
+        """One request to ``route`` answered by the hot path in ``seconds``; ``local_hit``: from a
+        ready reply (a local-tier hit the cache did not count)."""
         if local_hit:
             self.local_hits += 1
-        self._requests[method] += 1
-        latency = self._latency[method]
+        key = (route, method, status)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+        latency = self._latency.get((route, method))
+        if latency is None:
+            latency = self._latency[route, method] = self._new_latency()
         latency[bisect_left(self.bounds, seconds)] += 1
         latency[-1] += seconds
         if self._timer is None:
@@ -62,22 +66,20 @@ class RestMeter:
         hits, self.local_hits = self.local_hits, 0
         if hits:
             metrics.CACHE_REQUESTS.labels("local", "hit").inc(hits)
-        for method in _METHODS:
-            count = self._requests[method]
-            if not count:
-                continue
-            self._requests[method] = 0
-            counts, self._latency[method] = self._latency[method], self._new_latency()
-            metrics.HTTP_REQUESTS.labels(ROUTE, method, "200").inc(count)
-            child = metrics.HTTP_LATENCY.labels(ROUTE, method)
+        counts, self._counts = self._counts, {}
+        for (route, method, status), count in counts.items():
+            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc(count)
+        latencies, self._latency = self._latency, {}
+        for (route, method), buckets_counted in latencies.items():
+            child = metrics.HTTP_LATENCY.labels(route, method)
             # prometheus-client has no bulk observe: add to the child's bucket and sum values, the
             # ones observe() adds to (non-cumulative buckets, in bound order, +Inf last).
             buckets = child._buckets
-            assert len(buckets) == len(counts) - 1, "prometheus-client's Histogram layout changed"
-            for i, n in enumerate(counts[:-1]):
+            assert len(buckets) == len(buckets_counted) - 1, "prometheus-client's Histogram layout changed"
+            for i, n in enumerate(buckets_counted[:-1]):
                 if n:
                     buckets[i].inc(n)
-            child._sum.inc(counts[-1])
+            child._sum.inc(buckets_counted[-1])
 
 
 REST = RestMeter()

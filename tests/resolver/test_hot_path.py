@@ -85,7 +85,7 @@ async def test_credentials_and_queries_take_the_full_path(client, admin) -> None
     assert [v["index"] for v in typed["values"]] == [2]
     # And the anonymous reply after them is still the public one.
     assert await (await client.get(PATH)).json() == public
-    assert list(client.app[STATE_KEY].replies._replies) == [PATH]  # only the plain anonymous target
+    assert [target for target, _ in client.app[STATE_KEY].replies._replies] == [PATH]  # the anonymous one
 
 
 async def test_writes_and_deletes_retire_ready_replies(client, admin) -> None:  # type: ignore[no-untyped-def]
@@ -132,3 +132,32 @@ async def test_hot_path_answers_are_counted(client, admin, monkeypatch) -> None:
     assert [b - a for a, b in zip(before, after, strict=True)] == [7, 7, 7, 7]
     found = client.app[STATE_KEY].resolutions.take()[0]
     assert found["rest"]["88.118.8"] >= 8
+
+
+async def test_a_handle_urls_redirect_is_kept_and_retired(client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from resolver.proxy import answer
+
+    await _put(client, admin, "https://example.com/a")
+    first = await client.get(f"/{H}", allow_redirects=False)
+    assert first.status == 302 and first.headers["Location"] == "https://example.com/a"
+    assert len(client.app[STATE_KEY].replies) == 1
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the full path answered")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(answer, "_answer", refuse)
+        second = await client.get(f"/{H}", allow_redirects=False)
+        assert second.status == 302 and list(second.headers) == list(first.headers)
+        for header in ("Location", "Vary", "Content-Length"):
+            assert second.headers[header] == first.headers[header]
+        assert second.headers["X-Request-Id"] != first.headers["X-Request-Id"]
+    # Another Accept is another answer (JSON here), never the kept redirect.
+    r = await client.get(f"/{H}", headers={"Accept": "application/json"}, allow_redirects=False)
+    assert r.status == 200 and (await r.json())["handle"] == H
+    # With credentials: the full path.
+    r = await client.get(f"/{H}", headers=admin, allow_redirects=False)
+    assert r.status == 302
+    await _put(client, admin, "https://example.com/b")
+    r = await client.get(f"/{H}", allow_redirects=False)
+    assert r.status == 302 and r.headers["Location"] == "https://example.com/b"
