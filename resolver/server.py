@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from registry.stores.base import HandleStore
-from resolver.cache.worker_hub import WorkerHub
+from resolver.cache.worker_hub import MAX_SLOTS, WorkerHub
 from resolver.config import Config
 from resolver.http import hot_path
 from resolver.http.app import create_app, node_site
@@ -174,7 +174,8 @@ def _supervise(config: Config) -> None:
     ctx = multiprocessing.get_context("spawn")
     stopping = False
     hub: WorkerHub | None = None
-    if not config.redis and config.cache_local_entries > 0 and config.cache_local_bytes > 0:
+    tiers = config.cache_local_entries > 0 and config.cache_local_bytes > 0
+    if not config.redis and tiers and config.workers <= MAX_SLOTS:
         # Each worker keeps a local tier; writes reach the others through this hub before they are acknowledged.
         hub = WorkerHub(tempfile.mkdtemp(prefix="idnode-hub-"), ack_wait=config.cache_invalidation_wait_ms / 1000)
         hub.start()
