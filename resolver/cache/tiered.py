@@ -14,7 +14,9 @@ Correctness rules, in one place:
   version, negative entries the store's ``current_version()`` read before the load, writers leave
   version tombstones; the local tier is only filled from a load if Redis accepted it (or Redis is
   not in use).
-- *The local tier is used only while the invalidation subscription is up* (always, without Redis);
+- *The local tier is used only while the invalidation subscription is up* (always, without Redis and
+  without other workers; with other workers and no Redis, while connected to the supervisor's worker
+  hub, :mod:`resolver.cache.worker_hub`, and with its stale flag checked before every local read);
   it is dropped whole whenever the subscription is (re)established.
 - *Degraded, never down*: any Redis failure sends the lookup to the store; the breaker keeps a dead
   Redis from costing every request a timeout. Store failures propagate (the caller answers 503).
