@@ -12,6 +12,9 @@ of connections, one after the other:
   of its own, seeded alike: a node started with ``redis`` records its Redis in the store it serves
   (``resolver/cache/shared.py``), and a node without ``redis`` on that store would use it, so on the
   store the ``local`` and ``redis`` modes serve, this mode measured Redis hits.
+- ``workers``: ``idnode serve --workers N`` as run by its supervisor, embedded store, no Redis: each
+  worker keeps a local tier, the supervisor's worker hub carries invalidations (before issue 15 such
+  a node kept no tier at all, i.e. ``store`` with N processes).
 
 Requests pick one of ``--handles`` registered handles at random; caches are warmed before the
 measured window. Prints requests/s, the ratio to ``bare``, p50 and p99 latency, and the cache
@@ -41,7 +44,7 @@ from typing import Any
 
 ADMIN_SECRET = "benchmark-admin-secret"
 NODE = "88.118.8"
-MODES = ("bare", "local", "redis", "store")
+MODES = ("bare", "local", "redis", "store", "workers")
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -86,9 +89,12 @@ def serve_one(mode: str, port: int, settings: dict[str, Any]) -> None:
         asyncio.run(_serve_bare(port))
         return
     from resolver.config import load_config
-    from resolver.server import serve
+    from resolver.server import run, serve
 
     config = load_config(env={}, overrides={**settings, "port": port, "native_port": 0, "log_level": "warning"})
+    if mode == "workers":  # the supervisor and its workers, as `idnode serve --workers N` runs them
+        run(config)
+        return
     asyncio.run(serve(config, reuse_port=True))
 
 
@@ -96,7 +102,8 @@ def start_servers(mode: str, processes: int, settings: dict[str, Any]) -> tuple[
     port = _free_port()
     env = {**os.environ, "IDNODE_ADMIN_SECRET": ADMIN_SECRET}
     cmd = [sys.executable, "-m", "benchmarks.resolve_cache", "--serve", mode, str(port), json.dumps(settings)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)]
+    count = 1 if mode == "workers" else processes  # the supervisor starts the workers itself
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(count)]
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -148,6 +155,17 @@ async def seed(store_url: str, count: int) -> list[str]:
         for i in range(0, len(writes), 1000):  # straight into the fresh store: no node runs yet
             await store.write(writes[i : i + 1000], now=registry.clock())
         return handles
+    finally:
+        await store.close()
+
+
+async def forget_shared(store_url: str) -> None:
+    from registry.stores import open_store
+    from resolver.cache.shared import forget_shared_cache
+
+    store = await open_store(store_url)
+    try:
+        await forget_shared_cache(store)
     finally:
         await store.close()
 
@@ -239,13 +257,33 @@ def run_aiohttp(port: int, paths_file: Path, connections: int, duration: float) 
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor's workers), from Linux ``/proc``."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += parents.get(p, [])
+    return out
+
+
 def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
-    """User + system CPU time the server processes have used so far (Linux ``/proc``; 0 elsewhere)."""
+    """User + system CPU time the server processes (and their children) have used so far (Linux
+    ``/proc``; 0 elsewhere)."""
     total = 0
     try:
         for p in procs:
-            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            for pid in _tree(p.pid):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     except (OSError, IndexError, ValueError):
         return 0.0
     return total / os.sysconf("SC_CLK_TCK")
@@ -300,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         "local": {**base, "redis": args.redis, "redis_key_prefix": prefix},
         "redis": {**base, "redis": args.redis, "redis_key_prefix": prefix, "cache_local_entries": 0},
         "store": {"data_dir": f"{work}/uncached", "store": uncached_url, "redis": "", "cache_local_entries": 0},
+        "workers": {**base, "redis": "", "workers": args.processes},
     }
 
     def load(port: int, duration: float) -> dict[str, float]:
@@ -317,6 +356,10 @@ def main(argv: list[str] | None = None) -> None:
         for round_no in range(1, args.rounds + 1):
             # Modes interleave round by round, so a noisy neighbour slows every mode alike.
             for mode in modes:
+                if mode == "workers":
+                    # The Redis modes recorded their cache in the store, and a node started without
+                    # redis would use it (resolver.cache.shared): this mode measures no Redis at all.
+                    asyncio.run(forget_shared(store_url))
                 port, procs = start_servers(mode, args.processes, settings[mode])
                 try:
                     if mode != "bare":  # fill the tiers (every process) before measuring

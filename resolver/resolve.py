@@ -1,8 +1,9 @@
 """The read path: look a handle up through the cache tiers, then the store, and say which values are served.
 
 Tiers are optional (the embedded defaults keep only the local one; several workers without Redis keep
-none); ``authoritative`` skips them all. Which values a caller is served is decided by
-:mod:`registry.read_policy` alone; the Resolver only memoises its answer for the common case.
+theirs in step through the supervisor's worker hub); ``authoritative`` skips them all. Which values a
+caller is served is decided by :mod:`registry.read_policy` alone; the Resolver only memoises its answer
+for the common case.
 """
 
 from __future__ import annotations

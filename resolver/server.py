@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -20,12 +21,15 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from registry.stores.base import HandleStore
+from resolver.cache.worker_hub import MAX_SLOTS, WorkerHub
 from resolver.config import Config
+from resolver.http import hot_path
 from resolver.http.app import create_app, node_site
 from resolver.http.keys import STATE_KEY
 from resolver.http.timeouts import HttpTimeouts, TimedSite
 from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.ops.banner import STARTUP_KEY, StartupFacts, banner
+from resolver.ops.rest_meter import REST
 
 __all__ = ["node_app", "run", "serve"]
 
@@ -94,6 +98,7 @@ async def serve(
         lingering_time=min(10.0, config.http_body_timeout),  # draining a body answered early (401, 413)
     )
     await runner.setup()
+    hot_path.install(runner)  # anonymous resolves answered from ready replies
     site = TimedSite(
         runner,
         config.host,
@@ -118,6 +123,7 @@ async def serve(
     finally:
         log.info("idnode shutting down")
         await runner.cleanup()
+        REST.flush()  # the hot path's last counts
 
 
 def _install_uvloop() -> None:
@@ -129,10 +135,14 @@ def _install_uvloop() -> None:
         pass
 
 
-def _worker(config: Config, number: int) -> None:
-    """One worker process: its own event loop, app and store connections, the shared port."""
+def _worker(config: Config, number: int, hub: str = "") -> None:
+    """One worker process: its own event loop, app and store connections, the shared port; ``hub``:
+    the address of the supervisor's worker hub (:mod:`resolver.cache.worker_hub`), if it runs one."""
+    from resolver.cache.worker_hub import HUB_ENV
     from resolver.ops.logs import setup_logging
 
+    if hub:
+        os.environ[HUB_ENV] = hub  # read by resolver.cache.tiered.build_cache
     setup_logging(config.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
     _install_uvloop()
@@ -143,7 +153,8 @@ async def _bootstrap(config: Config) -> StartupFacts:
     """Create the node's prefix handle once, before the workers start, so one secret is printed:
     running the app's startup and cleanup once does it (prefix handle, signing key). It leaves HS_SITE
     to the workers, which publish the interfaces they actually bind."""
-    app = create_app(dataclasses.replace(config, native_port=0), publish_site=False, background=False)
+    once = dataclasses.replace(config, native_port=0, cache_local_entries=0)  # it resolves nothing
+    app = create_app(once, publish_site=False, background=False)
     runner = web.AppRunner(app)
     await runner.setup()
     await runner.cleanup()
@@ -162,9 +173,16 @@ def _supervise(config: Config) -> None:
     facts = asyncio.run(_bootstrap(config))
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    hub: WorkerHub | None = None
+    tiers = config.cache_local_entries > 0 and config.cache_local_bytes > 0
+    if not config.redis and tiers and config.workers <= MAX_SLOTS:
+        # Each worker keeps a local tier; writes reach the others through this hub before they are acknowledged.
+        hub = WorkerHub(tempfile.mkdtemp(prefix="idnode-hub-"), ack_wait=config.cache_invalidation_wait_ms / 1000)
+        hub.start()
 
     def start(number: int):  # type: ignore[no-untyped-def]
-        proc = ctx.Process(target=_worker, args=(config, number), name=f"idnode-worker-{number}", daemon=False)
+        address = hub.address(number) if hub is not None else ""
+        proc = ctx.Process(target=_worker, args=(config, number, address), name=f"idnode-worker-{number}", daemon=False)
         proc.start()
         return proc
 
@@ -203,6 +221,9 @@ def _supervise(config: Config) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
+    if hub is not None:
+        hub.close()
+        shutil.rmtree(os.path.dirname(hub.path), ignore_errors=True)
     log.info("idnode supervisor stopped")
 
 

@@ -69,6 +69,15 @@ class LocalTier:
         self._data.move_to_end(key)
         return value
 
+    def holds(self, key: str, value: bytes, now: float) -> bool:
+        """Does ``key`` still hold this very ``value`` (the same object, unexpired at ``now``)? A hit
+        for a reply rendered from ``value`` (:mod:`resolver.http.hot_path`): counted as recently used."""
+        entry = self._data.get(key)
+        if entry is None or entry[0] is not value or now >= entry[1]:
+            return False
+        self._data.move_to_end(key)
+        return True
+
     def put(self, key: str, value: bytes | _Marker, ttl: float, now: float) -> bool:
         """Cache ``value`` (packed bytes or NEGATIVE) for ``ttl`` seconds from ``now``."""
         if ttl <= 0:

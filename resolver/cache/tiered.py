@@ -14,7 +14,9 @@ Correctness rules, in one place:
   version, negative entries the store's ``current_version()`` read before the load, writers leave
   version tombstones; the local tier is only filled from a load if Redis accepted it (or Redis is
   not in use).
-- *The local tier is used only while the invalidation subscription is up* (always, without Redis);
+- *The local tier is used only while the invalidation subscription is up* (always, without Redis and
+  without other workers; with other workers and no Redis, while connected to the supervisor's worker
+  hub, :mod:`resolver.cache.worker_hub`, and with its stale flag checked before every local read);
   it is dropped whole whenever the subscription is (re)established.
 - *Degraded, never down*: any Redis failure sends the lookup to the store; the breaker keeps a dead
   Redis from costing every request a timeout. Store failures propagate (the caller answers 503).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +40,8 @@ from resolver.cache.decoded import DecodedRecords
 from resolver.cache.invalidation import InvalidationBus
 from resolver.cache.local_tier import MISS, NEGATIVE, LocalTier, _Marker
 from resolver.cache.redis_tier import FillResult, RedisTier, RedisUnavailable, negative_entry, open_redis
+from resolver.cache.worker_bus import WorkerBus
+from resolver.cache.worker_hub import HUB_ENV
 from resolver.ops import metrics
 
 if TYPE_CHECKING:
@@ -114,6 +119,7 @@ class TieredCache:
         wall: Callable[[], float] = time.time,
         node_id: str | None = None,
         records: DecodedRecords | None = None,
+        peers: str | None = None,
     ) -> None:
         if redis is not None and current_version is None:
             raise ValueError("a Redis tier needs the store's current_version")
@@ -136,8 +142,18 @@ class TieredCache:
         self._recent: OrderedDict[str, int] = OrderedDict()
         self._floor = 0  # tickets below this cannot be checked any more: refuse their fills
         self.bus: InvalidationBus | None = None
-        # Without Redis the only writers are in this process (listener calls): the local tier is safe.
-        self._local_usable = local is not None and redis is None
+        # Without Redis the only writers are in this process (listener calls), or in the other workers
+        # of this node (``peers``: their hub's address), whose invalidations arrive once connected.
+        self._local_usable = local is not None and redis is None and peers is None
+        self.peers: WorkerBus | None = None
+        if peers is not None and local is not None and redis is None:
+            self.peers = WorkerBus(
+                peers,
+                on_keys=self._remote_keys,
+                on_connected=self._subscribed,
+                on_disconnected=self._unsubscribed,
+                ack_wait=ack_wait,
+            )
         if redis is not None:
             assert current_version is not None
             self.bus = InvalidationBus(
@@ -156,6 +172,8 @@ class TieredCache:
     async def start(self, wait: float = 2.0) -> None:
         if self.bus is not None:
             await self.bus.start(wait)
+        if self.peers is not None:
+            await self.peers.start(wait)
 
     async def close(self) -> None:
         flights = [f.task for f in self._flights.values() if f.task is not None]
@@ -164,12 +182,23 @@ class TieredCache:
         await asyncio.gather(*flights, return_exceptions=True)
         if self.bus is not None:
             await self.bus.close()
+        if self.peers is not None:
+            await self.peers.close()
         if self.redis is not None:
             await self.redis.close()
 
     # -- the read path -------------------------------------------------------------------------
+    def _readable(self) -> LocalTier | None:
+        """The local tier, if it may be read now (a stale flag from the worker hub drops it whole)."""
+        if not self._local_usable:
+            return None
+        peers = self.peers
+        if peers is not None and peers.stale():
+            self.drop_local(None)
+        return self.local
+
     async def lookup(self, key: str, load: Loader) -> bytes | None:
-        local = self.local if self._local_usable else None
+        local = self._readable()
         if local is not None:
             hit = local.get(key, self.clock())
             if hit is not MISS:
@@ -220,7 +249,7 @@ class TieredCache:
         (then ``lookup``, which counts the miss). A hit is counted in ``stats``; the caller counts it
         in ``idnode_cache_requests_total`` (the native listeners do, in bulk: one counter increment
         is a tenth of what such a reply costs)."""
-        local = self.local if self._local_usable else None
+        local = self._readable()
         if local is None:
             return MISS
         hit = local.get(key, self.clock())
@@ -231,6 +260,25 @@ class TieredCache:
             self.stats.negative_hits += 1
             return None
         return hit
+
+    def local_packed(self, key: str) -> bytes | None:
+        """The packed record the local tier would answer ``key`` with now (None: it would not), for
+        rendering a reply once (:mod:`resolver.http.hot_path`); nothing is counted."""
+        local = self._readable()
+        if local is None:
+            return None
+        hit = local.get(key, self.clock())
+        return hit if isinstance(hit, bytes) else None
+
+    def local_hit(self, key: str, packed: bytes) -> bool:
+        """A local-tier hit on ``key`` if it still holds ``packed`` (the record a ready reply was
+        rendered from), counted in :attr:`stats`; the caller counts it in ``idnode_cache_requests_total``
+        (:mod:`resolver.ops.rest_meter`, in bulk). False: the reply is stale, or the tier is not in use."""
+        local = self._readable()
+        if local is None or not local.holds(key, packed, self.clock()):
+            return False
+        self.stats.local_hits += 1
+        return True
 
     async def _load(self, key: str, load: Loader, use_redis: bool) -> bytes | None:
         """One store load per key at a time; later misses of the key wait for it."""
@@ -359,6 +407,8 @@ class TieredCache:
     async def invalidate(self, keys: Sequence[str]) -> None:
         """Forget ``keys`` here and, through the bus, everywhere (after a committed write)."""
         self.drop_local(keys)
+        if self.peers is not None:
+            await self.peers.invalidate(keys)  # every other worker of this node dropped them
         if self.bus is not None:
             await self.bus.invalidate(keys)
             # Again, now that the tombstones are in Redis: a lookup here that read Redis before
@@ -382,7 +432,10 @@ class TieredCache:
         if self.redis is None:
             out["redis"] = "disabled"
             out["breaker"] = "closed"
-            out["invalidation"] = "in-process"
+            if self.peers is None:
+                out["invalidation"] = "in-process"
+            else:
+                out["invalidation"] = "workers" if self.peers.subscribed else "disconnected"
         else:
             breaker = self.redis.breaker
             bus = self.bus
@@ -420,8 +473,10 @@ async def build_cache(
     """The cache the settings ask for (None: no tier at all), started. ``records``: the decoded
     records it shares with the Resolver."""
     local: LocalTier | None = None
+    # A worker of `idnode serve --workers N` without Redis: the supervisor's hub carries invalidations.
+    hub = os.environ.get(HUB_ENV, "") if not config.redis and config.workers > 1 else ""
     if config.cache_local_entries > 0 and config.cache_local_bytes > 0:
-        if config.redis or config.workers == 1:
+        if config.redis or config.workers == 1 or hub:
             local = LocalTier(config.cache_local_entries, config.cache_local_bytes)
         else:
             log.warning("cache: local tier off: %d workers and no Redis to carry invalidations", config.workers)
@@ -443,6 +498,7 @@ async def build_cache(
         ack_wait=config.cache_invalidation_wait_ms / 1000,
         clock=clock,
         records=records,
+        peers=hub if local is not None and hub else None,
     )
     await cache.start()
     return cache

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from resolver.http.ready_replies import ReadyReplies
 from resolver.http.sessions import SessionStore
 from resolver.ops.resolutions import ResolutionCounter, ResolutionFlusher
 
@@ -38,6 +39,8 @@ class NodeState:
     resolution_flusher: ResolutionFlusher | None = None  # set at startup (it writes to the store)
     jobs: JobRunner | None = None  # the background jobs of this process (set at startup)
     indexer: ValueIndexer | None = None  # keeps the reverse-lookup index up to date (set at startup)
+    # Anonymous resolve replies rendered once per record (resolver.http.hot_path serves them).
+    replies: ReadyReplies = field(default_factory=ReadyReplies)
 
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config")

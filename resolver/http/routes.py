@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +14,7 @@ from registry.inputs import MAX_U32, parse_uint
 from registry.jsonvalues import ValueLimits, parse_values, values_to_json
 from registry.model import MAX_INDEX, HandleName, prefix_handle_of
 from registry.read_policy import ValueFilter
+from resolver.http.hot_path import mark, render
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.web import flag, json_response, read_json, request_caller
 
@@ -92,9 +92,8 @@ async def resolve_name(request: web.Request, name: HandleName, interface: str = 
         request.app[STATE_KEY].resolutions.count(name.prefix, interface, record is not None)
         if record is None:
             raise HandleNotFound("Handle Not Found", name.text)
-        handle = json.dumps(name.text, ensure_ascii=False)
-        text = f'{{"responseCode":1,"handle":{handle},"values":{resolver.public_values_json(record)}}}'
-        return web.Response(text=text, content_type="application/json")
+        mark(request, name, record, interface)  # resolver.http.hot_path answers the next one
+        return web.Response(text=render(name, record, resolver), content_type="application/json")
     with _about(name):
         return await _resolve(request, name, interface)
 

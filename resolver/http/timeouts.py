@@ -90,6 +90,7 @@ class _Watched(asyncio.Protocol):
         self.last_data = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _timer fires
 
     # -- the transport's callbacks, passed on -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -126,11 +127,12 @@ class _Watched(asyncio.Protocol):
         assert self._loop is not None
         self.phase, self.request = _Phase.REQUEST, request
         self.last_data = self._loop.time()
-        self._arm(self.last_data + self.limits.tick)
+        if not request.content.is_eof():  # a body to watch (a GET has none: no timer to set)
+            self._arm(self.last_data + self.limits.tick)
 
     def end(self) -> None:
+        # The timer stays: when it fires, _check finds nothing due (or the next request's headers).
         self.phase, self.request = _Phase.IDLE, None
-        self._cancel()
 
     # -- the clocks ---------------------------------------------------------------------------------
     def _expect_head(self, now: float) -> None:
@@ -139,9 +141,15 @@ class _Watched(asyncio.Protocol):
         self._arm(self.deadline)
 
     def _arm(self, when: float) -> None:
+        """Make sure :meth:`_check` runs by ``when``. A timer already due earlier is kept (the check
+        then re-arms for what is due), so a keep-alive connection's requests set no timer each."""
         assert self._loop is not None
-        self._cancel()
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
         self._timer = self._loop.call_at(when, self._check)
+        self._timer_at = when
 
     def _cancel(self) -> None:
         if self._timer is not None:

@@ -45,6 +45,7 @@ from registry.inputs import parse_uint
 from registry.model import MAX_INDEX, HandleName, Record, normalise_prefix
 from registry.read_policy import public_values, served_values
 from registry.templates import TEMPLATE_INDEX, TEMPLATE_TYPE, Template, parse_template_ref
+from resolver.http.hot_path import mark
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.routes import resolve_name
 from resolver.http.web import error_response, flag, request_address, request_caller
@@ -248,6 +249,8 @@ async def _answer(request: web.Request, name: HandleName, kind: Wanted) -> web.S
                     raise InvalidRequest("urlappend would make the target no http(s) URL of the same host")
                 target = appended
             _REDIRECTED.inc()
+            if caller is None and view.shared and alias_of is None and not view.found.locations:
+                mark(request, name, view.record, "web")  # depends on the record alone: resolver.http.hot_path
             return web.Response(status=302, headers={"Location": target, "Vary": "Accept"})
     return await _page(request, view, alias_of)
 

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from registry.uscc import uscc_check_char
 from resolver.config import load_config
+from resolver.http import hot_path
 from resolver.http.app import create_app
 from tests.conftest import ADMIN_SECRET
 
@@ -42,6 +43,7 @@ async def client(tmp_path, monkeypatch, config_overrides) -> AsyncIterator[TestC
     store = config_overrides.pop("store", None) or f"sqlite:///{tmp_path}/idnode.db"
     config = load_config(env={}, overrides={"data_dir": str(tmp_path), "store": store, **config_overrides})
     async with TestClient(TestServer(create_app(config))) as c:
+        hot_path.install(c.server.runner)  # as idnode serve runs it: ready replies in front of the app
         yield c
 
 
