@@ -46,7 +46,7 @@ SECRET = "bench-secret-for-the-batch-benchmark"
 NODE_PREFIX = "88.118.8"
 TARGET_RATE = 100_000
 TARGET_RATIO = 0.3
-TARGET_GROWTH_MB = 300
+TARGET_GROWTH_MB = 150
 ROOT = Path(__file__).resolve().parent.parent
 
 

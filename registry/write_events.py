@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
-from registry.stores.base import HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import HandleWrite, NewHandle, WriteOutcome, WriteResult
 from registry.write_plan import Change
 
 __all__ = ["Commit", "KeysListener", "Subscriber", "WriteEvent", "keys_subscriber"]
@@ -38,7 +38,7 @@ class Commit:
 
     __slots__ = ("_events", "_keys", "_results", "_writes")
 
-    def __init__(self, writes: Sequence[HandleWrite], results: Sequence[WriteResult]) -> None:
+    def __init__(self, writes: Sequence[HandleWrite] | Sequence[NewHandle], results: Sequence[WriteResult]) -> None:
         self._writes = writes
         self._results = results
         self._keys: list[str] | None = None
