@@ -25,7 +25,7 @@ from registry.write_events import Commit
 
 __all__ = ["CHUNK", "CreateWriter"]
 
-CHUNK = 4096  # rows handed to the store at a time
+CHUNK = 4000  # rows handed to the store at a time (whole rows of the value-index queue: 2 × QUEUE_ROW)
 _EXISTS_CHUNK = 5000  # keys per existence query when nothing is written
 
 
@@ -55,6 +55,11 @@ class CreateWriter:
 
     async def add(self, row: NewHandle) -> None:
         self.rows.append(row)
+        await self.send_due()
+
+    async def send_due(self) -> None:
+        """Hand the rows added since the last chunk to the store once they make a chunk (``rows``
+        may be appended to directly, then this called)."""
         if len(self.rows) - self._sent >= CHUNK and self._streaming and not self._failed:
             await self._send()
 
@@ -116,5 +121,7 @@ class CreateWriter:
         return [WriteResult(WriteOutcome.EXISTS, have[r.key]) if r.key in have else not_written for r in rows]
 
     async def close(self) -> None:
-        """Release the store if the batch ended without :meth:`finish` (an error, a disconnect)."""
+        """Release the store if the batch ended without :meth:`finish` (an error, a disconnect), and
+        the rows (freed before the caller lets the cyclic garbage collector run again)."""
+        self.rows = []
         await self._drop_stream()

@@ -28,9 +28,16 @@ from registry.errors import ServerError, StoreUnavailable
 from registry.packing import pack_head
 from registry.stores.base import LIST_BUCKET, NewHandle, WriteOutcome, WriteResult
 from registry.stores.postgres_handle_writes import _LOCK, HANDLES_COPY_COLUMNS, _apply_sql, _numbered
+from registry.stores.postgres_values import QUEUE_ROW
 
 __all__ = ["PostgresCreateStream"]
 
+_QUEUE = (
+    "INSERT INTO value_index_queue (hids, prefixes)"
+    " SELECT array_agg(u.h ORDER BY u.o), array_agg(u.p ORDER BY u.o)"
+    " FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY u(h, p, o)"
+    f" GROUP BY (u.o - 1) / {QUEUE_ROW}"
+)
 _EXISTING = (
     "SELECT k.ord - 1, h.version FROM unnest($1::text[]) WITH ORDINALITY k(key, ord) CROSS JOIN LATERAL ("
     ' SELECT version FROM handles WHERE hkey = (k.key COLLATE "C") LIMIT 1) h'
@@ -67,8 +74,6 @@ class PostgresCreateStream:
         self._exists: dict[int, int] = {}
         self._failed = False
         self._created = 0
-        self._queued: list[int] = []
-        self._queued_prefixes: list[str] = []
         self._buckets: dict[tuple[str, int], int] = {}
         self._counts: dict[tuple[int, int], int] = {}
 
@@ -106,7 +111,7 @@ class PostgresCreateStream:
             return
         now, day, version, head, base = self._now, self._day, self._version, self._head, self._next_id + first
         records = []
-        buckets, queued, prefixes = self._buckets, self._queued, self._queued_prefixes
+        buckets, queued, prefixes = self._buckets, [], []
         created: dict[int, int] = {}
         for n, r in enumerate(rows):
             if have and n in have:
@@ -123,6 +128,7 @@ class PostgresCreateStream:
             status = await conn.copy_records_to_table("handles", records=records, columns=HANDLES_COPY_COLUMNS)
             if int(status.rsplit(" ", 1)[-1]) != len(records):
                 raise ServerError(f"store inconsistency: copied {status}, expected {len(records)} rows")
+            await conn.execute(_QUEUE, queued, prefixes)  # the value index's queue, as write() fills it
             self._created += len(records)
         for eid, n in created.items():
             self._counts[(eid, day)] = self._counts.get((eid, day), 0) + n
@@ -163,8 +169,8 @@ class PostgresCreateStream:
 
     async def _counters(self) -> None:
         args: dict[str, Any] = {
-            "q_hids": self._queued,
-            "q_prefixes": self._queued_prefixes,
+            "q_hids": [],  # queued chunk by chunk already
+            "q_prefixes": [],
             "id_span": self._rows,
             "hour": hour_of(self._now),
             "change_month": self._day // 100,

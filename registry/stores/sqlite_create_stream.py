@@ -57,7 +57,7 @@ class SQLiteCreateStream:
         self._exists: dict[int, int] = {}  # row number → version of the handle that exists
         self._failed = False  # atomic, and a key exists: nothing more is written
         self._error: BaseException | None = None
-        self._written: list[int] = []
+        self._written = 0  # handles inserted (and queued for the value index)
         self._buckets: dict[tuple[str, int], int] = {}
         self._counts: dict[tuple[int, int], int] = {}
 
@@ -102,7 +102,7 @@ class SQLiteCreateStream:
                 return
             now, version, head, hid = self._now, self._version, self._head, self._next_id
             params = []
-            buckets, written = self._buckets, self._written
+            buckets, written = self._buckets, []
             created: dict[int, int] = {}
             for r in rows:
                 if have and r.key in have:
@@ -116,6 +116,8 @@ class SQLiteCreateStream:
                 hid += 1
             self._next_id = hid
             c.executemany(_INSERT, params)
+            queue_for_index(c, written)
+            self._written += len(written)
             for eid, n in created.items():
                 ck = (eid, self._day)
                 self._counts[ck] = self._counts.get(ck, 0) + n
@@ -131,7 +133,7 @@ class SQLiteCreateStream:
             raise StoreUnavailable("the write stream is finished")
         await self.drain(0)
         self._closed = True
-        written = commit and not self._failed and self._error is None and bool(self._written)
+        written = commit and not self._failed and self._error is None and self._written > 0
         try:
             await self._store._on_writer(lambda c: self._end(c, written))
         except sqlite3.IntegrityError as exc:
@@ -157,7 +159,6 @@ class SQLiteCreateStream:
                 c.execute("ROLLBACK")
             return
         try:
-            queue_for_index(c, self._written)
             move_counters(c, self._buckets, self._counts, self._now)
         except BaseException:
             if c.in_transaction:

@@ -41,6 +41,7 @@ batch_routes = web.RouteTableDef()
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 CHUNK = 256 * 1024
+YIELD_EVERY = 256  # items parsed between two turns of the event loop (the store's I/O meanwhile)
 STALL = 0.25  # seconds the body may keep the node waiting while a store transaction is open
 
 
@@ -379,14 +380,19 @@ async def _register(
                 async for _ in body.chunks():
                     pass
             else:
+                take = validator.take_common
                 async for block in stream:
-                    for obj in block:
+                    for n, obj in enumerate(block, 1):
+                        if not n % YIELD_EVERY:
+                            await asyncio.sleep(0)  # the store's chunk task (PostgreSQL) takes its next step
                         if type(obj) is Item:
-                            await validator.add_common(obj)
+                            if not take(obj):  # packed at once, or the general path
+                                await validator.add_common(obj)
                         elif isinstance(obj, _LineError):
                             await validator.fail_item(obj.message)
                         else:
                             await validator.add(obj)
+                    await validator.flush()
             digest = body.sha.hexdigest() + ("|atomic" if atomic else "") + ("|overwrite" if overwrite else "")
             if seen is not None:
                 stored_hash, stored = seen
