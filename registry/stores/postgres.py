@@ -343,6 +343,7 @@ class PostgresStore(
         self._acquire_timeout = acquire_timeout if acquire_timeout is not None else command_timeout
         self._application_name = application_name
         self._pool: asyncpg.Pool | None = None
+        self._stream_gate = asyncio.Lock()  # one create_stream at a time in this process
 
     # -- connections ---------------------------------------------------------------------------
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
@@ -422,7 +423,12 @@ class PostgresStore(
         if pool is None:
             raise StoreUnavailable(f"PostgreSQL store at {self._where} is closed")
         stream = PostgresCreateStream(
-            pool, now=now, atomic=atomic, acquire_timeout=self._acquire_timeout, error=self._error_of
+            pool,
+            now=now,
+            atomic=atomic,
+            acquire_timeout=self._acquire_timeout,
+            error=self._error_of,
+            gate=self._stream_gate,
         )
         await stream.open()
         return stream

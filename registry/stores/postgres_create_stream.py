@@ -10,8 +10,9 @@ the same statement (:func:`registry.stores.postgres_handle_writes._apply_sql`) w
 commits. A key that exists is EXISTS; in an atomic stream it stops all writing (later chunks are
 only checked) and :meth:`finish` rolls back.
 
-The stream holds the version lock (the ``idnode_state`` row) from :meth:`open` to :meth:`finish` or
-:meth:`abort`: other writes, in every process, wait for it as they wait for a single large ``write``.
+A process runs one stream at a time. The stream holds the version lock (the ``idnode_state`` row)
+from :meth:`open` to :meth:`finish` or :meth:`abort`: other writes, in every process, wait for it
+as they wait for a single large ``write``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class PostgresCreateStream:
         atomic: bool,
         acquire_timeout: float | None,
         error: Callable[[BaseException], BaseException],
+        gate: asyncio.Lock,
     ) -> None:
         self._pool = pool
         self._now = now
@@ -63,6 +65,8 @@ class PostgresCreateStream:
         self._atomic = atomic
         self._acquire_timeout = acquire_timeout
         self._error_of = error
+        self._gate = gate
+        self._gated = False
         self._conn: Any = None
         self._tr: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,6 +82,10 @@ class PostgresCreateStream:
         self._counts: dict[tuple[int, int], int] = {}
 
     async def open(self) -> None:
+        # One stream per process at a time: one waiting for the version lock would hold a pooled
+        # connection, and the stream holding it still reads through the pool (prefixes, templates).
+        await self._gate.acquire()
+        self._gated = True
         try:
             self._conn = await self._pool.acquire(timeout=self._acquire_timeout)
             self._tr = self._conn.transaction()
@@ -205,6 +213,11 @@ class PostgresCreateStream:
 
     async def _release(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn)
+        try:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn)
+        finally:
+            if self._gated:
+                self._gated = False
+                self._gate.release()

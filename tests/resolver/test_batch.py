@@ -918,3 +918,12 @@ async def test_a_stalling_client_does_not_hold_the_store(client, ent, small_chun
     assert meanwhile == [201]
     assert await exists(client, f"{p}/slow-0") and await exists(client, f"{p}/slow-39")
     assert await counts(client) == {ent["id"]: 41}
+
+
+async def test_concurrent_streamed_batches_each_get_their_transaction(client, ent, small_chunks):
+    p = ent["prefix"]
+    bodies = [encode([item(f"{p}/c{k}-{n}", n) for n in range(30)], NDJSON) for k in range(3)]
+    replies = await asyncio.gather(*(post(client, ent["headers"], b, chunk=200) for b in bodies))
+    assert [(status, reply["created"]) for status, reply, _ in replies] == [(201, 30)] * 3
+    assert await counts(client) == {ent["id"]: 90}
+    assert await exists(client, f"{p}/c2-29")
