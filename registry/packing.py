@@ -10,7 +10,7 @@ import msgpack
 
 from registry.model import HandleValue, Record, Reference
 
-__all__ = ["PackError", "pack_record", "pack_values", "unpack_record", "unpack_values"]
+__all__ = ["PackError", "pack_head", "pack_record", "pack_tail", "pack_values", "unpack_record", "unpack_values"]
 
 FORMAT = 1
 
@@ -56,6 +56,18 @@ def unpack_values(blob: bytes) -> tuple[HandleValue, ...]:
 def pack_record(record: Record) -> bytes:
     rows = [_value_row(v) for v in record.values]
     return msgpack.packb([FORMAT, record.version, record.handle, rows], use_bin_type=True)
+
+
+def pack_head(version: int) -> bytes:
+    """The bytes a packed record starts with, up to and including its version: ``pack_head(v) +
+    pack_tail(h, vs)`` is ``pack_record(Record(h, vs, v))``, so a record can be packed before its
+    version is known (tests/registry/test_rows.py checks the splice)."""
+    return b"\x94" + msgpack.packb(FORMAT) + msgpack.packb(version)
+
+
+def pack_tail(handle: str, values: tuple[HandleValue, ...] | list[HandleValue]) -> bytes:
+    """The bytes of a packed record after its version (see :func:`pack_head`)."""
+    return msgpack.packb(handle, use_bin_type=True) + pack_values(values)
 
 
 def unpack_record(blob: bytes) -> Record:

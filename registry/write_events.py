@@ -8,10 +8,12 @@ asks for them, so a subscriber that needs only the keys (the cache) pays for not
 
 from __future__ import annotations
 
+import collections
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
-from registry.stores.base import HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import HandleWrite, NewHandle, WriteOutcome, WriteResult
 from registry.write_plan import Change
 
 __all__ = ["Commit", "KeysListener", "Subscriber", "WriteEvent", "keys_subscriber"]
@@ -21,6 +23,8 @@ _CHANGES = {
     WriteOutcome.REPLACED: Change.REPLACED,
     WriteOutcome.DELETED: Change.DELETED,
 }
+_OK = frozenset(_CHANGES)
+_outcome = operator.attrgetter("outcome")
 
 
 class WriteEvent(NamedTuple):
@@ -38,7 +42,7 @@ class Commit:
 
     __slots__ = ("_events", "_keys", "_results", "_writes")
 
-    def __init__(self, writes: Sequence[HandleWrite], results: Sequence[WriteResult]) -> None:
+    def __init__(self, writes: Sequence[HandleWrite] | Sequence[NewHandle], results: Sequence[WriteResult]) -> None:
         self._writes = writes
         self._results = results
         self._keys: list[str] | None = None
@@ -48,7 +52,8 @@ class Commit:
     def keys(self) -> list[str]:
         """The keys of the records that changed."""
         if self._keys is None:
-            self._keys = [w.key for w, r in zip(self._writes, self._results, strict=True) if r.ok]
+            ok = _OK
+            self._keys = [w.key for w, r in zip(self._writes, self._results, strict=True) if r.outcome in ok]
         return self._keys
 
     @property
@@ -63,12 +68,8 @@ class Commit:
 
     def counts(self) -> dict[Change, int]:
         """How many handles each kind of change touched."""
-        out: dict[Change, int] = {}
-        for r in self._results:
-            change = _CHANGES.get(r.outcome)
-            if change is not None:
-                out[change] = out.get(change, 0) + 1
-        return out
+        tally = collections.Counter(map(_outcome, self._results))  # in C: a batch has 100,000 results
+        return {change: tally[outcome] for outcome, change in _CHANGES.items() if tally[outcome]}
 
     def __bool__(self) -> bool:
         return bool(self.keys)

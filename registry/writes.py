@@ -10,6 +10,8 @@ ways in:
 - :meth:`WriteService.plan_batch` (a :class:`BatchPlanner`: items planned as they stream in) then
   :meth:`WriteService.apply`: a batch (HTTP, ``idnode import``); a plan is applied only by the
   service that made it;
+- :meth:`WriteService.create_writer` (a :class:`~registry.write_stream.CreateWriter`): the new
+  handles of a batch, written in one transaction while the batch is still being read;
 - :meth:`WriteService.write_node_prefix_handle`: the node's own prefix handle (bootstrap);
 - :meth:`WriteService.create_enterprise`: an enterprise and its prefix handle (onboarding).
 """
@@ -36,11 +38,20 @@ from registry.model import NA_PREFIX, HandleName, HandleValue, Record, normalise
 from registry.namespace import Namespace
 from registry.packing import unpack_record
 from registry.secretkeys import SecretHasher
-from registry.stores.base import AuditRecord, Enterprise, Gs1Prefix, HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import (
+    AuditRecord,
+    CreateStream,
+    Enterprise,
+    Gs1Prefix,
+    HandleWrite,
+    WriteOutcome,
+    WriteResult,
+)
 from registry.templates import TEMPLATE_INDEX
 from registry.templates_service import TemplateService
 from registry.write_events import Commit, Subscriber
 from registry.write_plan import Change, Mode, PlanContext, WritePlan, WriteRequest, plan_write
+from registry.write_stream import CreateWriter
 
 __all__ = ["BatchPlan", "BatchPlanner", "WriteReport", "WriteService"]
 
@@ -271,6 +282,16 @@ class WriteService:
         ctx = self.context(caller, now=now, default_admin=default_admin)
         return BatchPlanner(self, replace(ctx, default_admin=ctx.admin()), self._seal)
 
+    def create_writer(self, *, atomic: bool, now: int) -> CreateWriter:
+        """A writer for the new handles of a batch planned by :meth:`plan_batch` (with
+        :meth:`BatchPlanner.plan_new`): rows are written while the batch is read, in one transaction
+        opened here (``atomic``: all or none), and the commit is published as any other."""
+
+        async def open_stream() -> CreateStream:
+            return await self.ns.store.create_stream(now=now, atomic=atomic)
+
+        return CreateWriter(open_stream, self.ns.store.exists_many, self._publish)
+
     async def _records(self, keys: Sequence[str]) -> Mapping[str, Record]:
         out: dict[str, Record] = {}
         for start in range(0, len(keys), _READ_CHUNK):
@@ -350,42 +371,67 @@ class BatchPlanner:
     async def add(self, request: WriteRequest, position: int | None = None) -> HandleError | None:
         """Take one item (CREATE or REPLACE), or return the error that refuses it. ``position``:
         the item's number in the batch, for messages."""
-        writes, name = self._writes, request.name
         try:
-            mode = request.mode
-            if mode is not Mode.CREATE and mode is not Mode.REPLACE:
-                raise InvalidRequest("a batch creates or replaces handles")
-            prefix = name.key.partition("/")[0]
-            if prefix == NA_PREFIX:
-                raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch")
-            known = self._prefixes.get(prefix, ...)
-            if known is ...:
-                try:
-                    known = await writes.check_create(self._ctx.caller, name)
-                except HandleError as exc:
-                    known = exc
-                self._prefixes[prefix] = known
-            if isinstance(known, HandleError):
-                raise type(known)(known.message, name.text, code=known.code)
-            for v in request.values:
-                if v.index == TEMPLATE_INDEX:
-                    where = request.where if position is None else f"item {position}"
-                    await writes.templates.check_template(name, request.values, where)
-                    break
-            # Plain-text secret keys are hashed in the scrypt pool: the loop stays free.
-            values = await hash_secrets(writes.hasher, request.values)
-            if values is not request.values:
-                request = WriteRequest(name, mode, tuple(values), where=request.where)
-            if mode is Mode.CREATE:
-                o = plan_write(None, request, self._ctx)
-                self._planned.append(HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, known))
-            else:
-                self._planned.append(request)
+            self._planned.append(await self._plan(request, position))
         except HandleError as exc:
             if exc.handle is None:
-                exc.handle = name.text
+                exc.handle = request.name.text
             return exc
         return None
+
+    async def plan_new(self, request: WriteRequest, position: int | None = None) -> HandleWrite:
+        """The store write of one CREATE item, planned now and not kept (the caller writes it with
+        :meth:`WriteService.create_writer`); raises the HandleError that refuses it."""
+        try:
+            planned = await self._plan(request, position)
+        except HandleError as exc:
+            if exc.handle is None:
+                exc.handle = request.name.text
+            raise
+        if type(planned) is not HandleWrite:
+            raise InvalidRequest("a streamed batch only creates handles")
+        return planned
+
+    @property
+    def admin(self) -> HandleValue:
+        """The HS_ADMIN new handles of this batch get when they bring none."""
+        return self._ctx.admin()
+
+    def enterprise_of(self, prefix: str) -> int | None:
+        """The enterprise id of a normalised prefix this planner has accepted items under."""
+        known = self._prefixes.get(prefix)
+        return known if isinstance(known, int) else None
+
+    async def _plan(self, request: WriteRequest, position: int | None) -> HandleWrite | WriteRequest:
+        writes, name = self._writes, request.name
+        mode = request.mode
+        if mode is not Mode.CREATE and mode is not Mode.REPLACE:
+            raise InvalidRequest("a batch creates or replaces handles")
+        prefix = name.key.partition("/")[0]
+        if prefix == NA_PREFIX:
+            raise InvalidRequest("prefix handles are created by onboarding an enterprise, not in a batch")
+        known = self._prefixes.get(prefix, ...)
+        if known is ...:
+            try:
+                known = await writes.check_create(self._ctx.caller, name)
+            except HandleError as exc:
+                known = exc
+            self._prefixes[prefix] = known
+        if isinstance(known, HandleError):
+            raise type(known)(known.message, name.text, code=known.code)
+        for v in request.values:
+            if v.index == TEMPLATE_INDEX:
+                where = request.where if position is None else f"item {position}"
+                await writes.templates.check_template(name, request.values, where)
+                break
+        # Plain-text secret keys are hashed in the scrypt pool: the loop stays free.
+        values = await hash_secrets(writes.hasher, request.values)
+        if values is not request.values:
+            request = WriteRequest(name, mode, tuple(values), where=request.where)
+        if mode is Mode.CREATE:
+            o = plan_write(None, request, self._ctx)
+            return HandleWrite(o.key, o.handle, o.prefix, o.values, o.expect, known)
+        return request
 
     async def finish(self, *, atomic: bool = True, failed: bool = False) -> BatchPlan:
         """The plan of the items taken. ``failed``: items were refused (here or by the caller): an

@@ -21,6 +21,7 @@ __all__ = [
     "AuditEntry",
     "AuditRecord",
     "ConsoleSession",
+    "CreateStream",
     "Enterprise",
     "Gs1Prefix",
     "HandleStore",
@@ -28,6 +29,7 @@ __all__ = [
     "JobRecord",
     "JobReject",
     "ListedHandle",
+    "NewHandle",
     "Promoter",
     "ResolutionCount",
     "StoredHandle",
@@ -68,6 +70,17 @@ class HandleWrite(NamedTuple):
     values: tuple[HandleValue, ...] | None
     expect: int = ANY_VERSION
     enterprise_id: int | None = None
+
+
+class NewHandle(NamedTuple):
+    """A handle a :class:`CreateStream` creates (it must not exist yet). ``tail``: its packed record
+    after the version (:func:`registry.packing.pack_tail`), packed before the store is involved."""
+
+    key: str
+    handle: str
+    prefix: str  # normalised
+    enterprise_id: int | None
+    tail: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +321,10 @@ class HandleStore(Protocol):
         ``audit``: stored in the same transaction when anything was written. Every handle written
         is queued for the value index (registry.value_index) in that transaction too."""
 
+    async def create_stream(self, *, now: int, atomic: bool = True) -> CreateStream:
+        """Open one write transaction that creates handles chunk by chunk (a batch written while it
+        is still being read); it holds the store's write lock until it is finished or aborted."""
+
     async def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """(total under the normalised prefix, the handles of page ``page``); cost independent of page."""
 
@@ -526,3 +543,25 @@ class HandleStore(Protocol):
     ) -> list[bytes]:
         """Packed records of the handles having, for each condition, an indexed value meeting it, under
         one of ``prefixes`` (normalised; None: any), in listing order: ``limit`` from ``offset``."""
+
+
+class CreateStream(Protocol):
+    """One transaction creating handles in chunks, with the outcomes, counters, listing buckets and
+    value-index queue of :meth:`HandleStore.write` for the same :class:`NewHandle` writes (each
+    ``expect`` MUST_NOT_EXIST), all at one version. The store works on a chunk while its caller
+    prepares the next (the SQLite writer thread, the PostgreSQL server). Keys are distinct across
+    the whole stream (the caller checks). ``atomic``: after the first key that exists nothing more
+    is written and :meth:`finish` rolls back, but every later key is still checked."""
+
+    def add(self, rows: Sequence[NewHandle]) -> None:
+        """Queue a chunk; the store takes it up in order, without the caller waiting."""
+
+    async def drain(self, pending: int) -> None:
+        """Wait until at most ``pending`` chunks are queued (keeps a fast producer in step)."""
+
+    async def finish(self, *, commit: bool = True) -> list[WriteResult]:
+        """Commit (``commit`` and no atomic failure) or roll back; the outcome of every row added,
+        in order: CREATED, EXISTS, or NOT_WRITTEN when nothing was written."""
+
+    async def abort(self) -> None:
+        """Roll back and release the store (idempotent; also after :meth:`finish` failed)."""

@@ -62,9 +62,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import asyncpg.exceptions as pgerr
 
-from registry.errors import InvalidRequest, ServerError, StoreUnavailable
-from registry.stores.base import AuditRecord, schema_too_new
+from registry.errors import HandleError, InvalidRequest, ServerError, StoreUnavailable
+from registry.stores.base import AuditRecord, CreateStream, schema_too_new
 from registry.stores.postgres_audit import PostgresAudit, insert_audit
+from registry.stores.postgres_create_stream import PostgresCreateStream
 from registry.stores.postgres_enterprises import PostgresEnterprises
 from registry.stores.postgres_handle_reads import PostgresHandleReads
 from registry.stores.postgres_handle_writes import PostgresHandleWrites
@@ -342,6 +343,7 @@ class PostgresStore(
         self._acquire_timeout = acquire_timeout if acquire_timeout is not None else command_timeout
         self._application_name = application_name
         self._pool: asyncpg.Pool | None = None
+        self._stream_gate = asyncio.Lock()  # one create_stream at a time in this process
 
     # -- connections ---------------------------------------------------------------------------
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
@@ -414,6 +416,35 @@ class PostgresStore(
                 log.exception("PostgreSQL store error")
                 raise ServerError(f"store error: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def create_stream(self, *, now: int, atomic: bool = True) -> CreateStream:
+        """``registry.stores.base.HandleStore.create_stream``: see :mod:`registry.stores.postgres_create_stream`."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable(f"PostgreSQL store at {self._where} is closed")
+        stream = PostgresCreateStream(
+            pool,
+            now=now,
+            atomic=atomic,
+            acquire_timeout=self._acquire_timeout,
+            error=self._error_of,
+            gate=self._stream_gate,
+        )
+        await stream.open()
+        return stream
+
+    def _error_of(self, exc: BaseException) -> BaseException:
+        """The registry's error for a driver's exception (as :meth:`_run` maps them, without retrying)."""
+        if isinstance(exc, HandleError):
+            return exc
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+            return InvalidRequest(f"conflicting data: {exc}")
+        if isinstance(exc, asyncpg.DataError):
+            return InvalidRequest(f"invalid data for the store: {exc}")
+        if isinstance(exc, _UNAVAILABLE):
+            return self._unavailable(exc)
+        log.error("PostgreSQL store error in a write stream: %s: %s", type(exc).__name__, exc)
+        return ServerError(f"store error: {type(exc).__name__}: {exc}")
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async def run(conn: asyncpg.Connection, _: Attempt) -> list[asyncpg.Record]:

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import msgpack
 
 from registry.days import day_number, hour_of
 from registry.errors import InvalidRequest, ServerError
 from registry.model import HandleValue, Record
-from registry.packing import FORMAT, pack_record, pack_values
+from registry.packing import pack_head, pack_record, pack_tail
 from registry.stores.base import LIST_BUCKET, MUST_NOT_EXIST, AuditRecord, HandleWrite, WriteOutcome, WriteResult
 from registry.stores.postgres_audit import insert_audit
 from registry.stores.postgres_part import Attempt, PostgresPart
@@ -147,15 +146,8 @@ def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
 
 
 # -- packing: everything but the version is packed before the write lock -------------------------
-def _head(version: int) -> bytes:
-    """The bytes a packed record starts with, up to and including its version."""
-    return b"\x94" + msgpack.packb(FORMAT) + msgpack.packb(version)
-
-
-def _tail(handle: str, values: tuple[HandleValue, ...]) -> bytes:
-    """The bytes of a packed record after its version: ``_head(v) + _tail(h, vs)`` is
-    ``pack_record(Record(h, vs, v))`` (checked at import, see _SPLICE_OK)."""
-    return msgpack.packb(handle, use_bin_type=True) + pack_values(values)
+_head = pack_head  # the bytes a packed record starts with, up to and including its version
+_tail = pack_tail  # the bytes after it: _head(v) + _tail(h, vs) is pack_record(Record(h, vs, v))
 
 
 def _splice_ok() -> bool:

@@ -10,6 +10,7 @@ here (``_run`` retries a call once on a fresh connection unless it may have comm
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,3 +37,5 @@ class PostgresPart:
     _fetch: Callable[..., Awaitable[list[asyncpg.Record]]]
     _fetchrow: Callable[..., Awaitable[asyncpg.Record | None]]
     _execute: Callable[..., Awaitable[None]]
+    # Held by a batch written while it is read (postgres_create_stream); the value indexer waits for it.
+    _stream_gate: asyncio.Lock

@@ -126,7 +126,8 @@ class PostgresValues(PostgresPart):
                 attempt.commit_sent = True
             return sum(len(r[0]) for r in taken)
 
-        done = await self._run(run)
+        async with self._stream_gate:  # not while this process streams a batch in (it goes first)
+            done = await self._run(run)
         self._unanalysed = getattr(self, "_unanalysed", 0) + done
         if done < limit and self._unanalysed >= ANALYSE_AFTER:
             await self._tidy_index()

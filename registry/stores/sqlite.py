@@ -278,6 +278,14 @@ class SQLiteStore(
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"store unavailable: {exc}") from None
 
+    def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Run ``fn`` on the writer thread's connection with no transaction of its own (a
+        :class:`~registry.stores.sqlite_create_stream.SQLiteCreateStream` spans several calls);
+        calls run in the order they were made."""
+        if self._writer is None:
+            raise StoreUnavailable("store is closed")
+        return asyncio.get_running_loop().run_in_executor(self._writer, lambda: fn(self._conn()))
+
     async def open(self) -> None:
         if self._memory:
             # Keeps the shared in-memory database alive while the store is open.

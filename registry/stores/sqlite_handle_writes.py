@@ -14,12 +14,20 @@ from registry.days import day_number, hour_of
 from registry.errors import InvalidRequest
 from registry.model import Record
 from registry.packing import pack_record
-from registry.stores.base import LIST_BUCKET, MUST_NOT_EXIST, AuditRecord, HandleWrite, WriteOutcome, WriteResult
+from registry.stores.base import (
+    LIST_BUCKET,
+    MUST_NOT_EXIST,
+    AuditRecord,
+    CreateStream,
+    HandleWrite,
+    WriteOutcome,
+    WriteResult,
+)
 from registry.stores.sqlite_audit import insert_audit
 from registry.stores.sqlite_part import SQLitePart
 from registry.stores.sqlite_values import queue_for_index
 
-__all__ = ["SQLiteHandleWrites", "apply_writes", "existing_versions"]
+__all__ = ["SQLiteHandleWrites", "apply_writes", "existing_versions", "move_counters"]
 
 
 class SQLiteHandleWrites(SQLitePart):
@@ -36,6 +44,14 @@ class SQLiteHandleWrites(SQLitePart):
 
         async with self._write_lock:
             return await self._write(run)
+
+    async def create_stream(self, *, now: int, atomic: bool = True) -> CreateStream:
+        """``registry.stores.base.HandleStore.create_stream``: see :mod:`registry.stores.sqlite_create_stream`."""
+        from registry.stores.sqlite_create_stream import SQLiteCreateStream  # it builds on this module
+
+        stream = SQLiteCreateStream(self, now=now, atomic=atomic)
+        await stream.open()
+        return stream
 
 
 def existing_versions(c: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
@@ -69,7 +85,7 @@ def apply_writes(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int,
     if not todo or (atomic and len(todo) != len(writes)):
         return [r or WriteResult(WriteOutcome.NOT_WRITTEN) for r in results]
     version = int(c.execute("UPDATE meta SET value = value + 1 WHERE key = 'write_seq' RETURNING value").fetchone()[0])
-    day_now, hour_now = day_number(now), hour_of(now)
+    day_now = day_number(now)
     written: list[int] = []  # handle ids, for the value index
     counts: dict[tuple[int, int], int] = {}
     buckets: dict[tuple[str, int], int] = {}
@@ -115,6 +131,16 @@ def apply_writes(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int,
             bk = (row[2], row[0] // LIST_BUCKET)
             buckets[bk] = buckets.get(bk, 0) + 1
     queue_for_index(c, written)
+    move_counters(c, buckets, counts, now)
+    return [r for r in results if r is not None]  # every entry is filled by now
+
+
+def move_counters(
+    c: sqlite3.Connection, buckets: dict[tuple[str, int], int], counts: dict[tuple[int, int], int], now: int
+) -> None:
+    """In the write's transaction: the listing buckets ((prefix, bucket) → delta) and registration
+    counters ((enterprise id, creation day) → delta) a write moved."""
+    day_now, hour_now = day_number(now), hour_of(now)
     if buckets:
         c.executemany(
             "INSERT INTO list_buckets (prefix, bucket, n) VALUES (?, ?, ?) "
@@ -136,4 +162,3 @@ def apply_writes(c: sqlite3.Connection, writes: Sequence[HandleWrite], now: int,
             "ON CONFLICT (enterprise_id, month, change_month) DO UPDATE SET delta = delta + excluded.delta",
             [(month, change, eid, n) for (month, eid), n in months.items() if n],
         )
-    return [r for r in results if r is not None]  # every entry is filled by now

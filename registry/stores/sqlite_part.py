@@ -25,6 +25,8 @@ class SQLitePart:
     _read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
     _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
     _write_lock: asyncio.Lock
+    # Work on the writer thread outside ``_write``'s transaction (a stream of chunks, one transaction).
+    _on_writer: Callable[[Callable[[sqlite3.Connection], Any]], asyncio.Future[Any]]
 
     async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self._write_lock:

@@ -1,7 +1,15 @@
 """``POST /api/handles``: batch registration from NDJSON, a JSON array or a msgpack array.
 
 The body is parsed as a stream: items are validated as they arrive and only the validated items
-are kept, never a second copy of the raw batch.
+are kept, never a second copy of the raw batch. NDJSON is decoded a block of lines at a time by
+msgspec into the common item shape (:mod:`registry.batch_items`); a block with any other line is
+decoded line by line, and a line msgspec refuses goes through ``json`` as before.
+
+A batch that only creates is written while it is read (:class:`registry.batch.BatchValidator`
+with ``atomic`` given): the store's transaction is open while the body is parsed. It must not stay
+open while the node waits for a slow client, so whenever the next piece of the body takes longer
+than :data:`STALL` seconds to arrive, the validator suspends the stream (rolled back, written whole
+at the end).
 """
 
 from __future__ import annotations
@@ -13,11 +21,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
+import msgspec
 from aiohttp import web
 
 from registry.auth import Caller
-from registry.batch import BatchFailure, BatchValidator, gc_paused
-from registry.errors import RC_PROTOCOL_ERROR, RC_SUCCESS, InvalidRequest
+from registry.batch import BatchValidator, gc_paused
+from registry.batch_items import ITEM_DECODER, Item
+from registry.errors import RC_SUCCESS, InvalidRequest
 from registry.inputs import UNPAIRED_SURROGATE, has_unpaired_surrogate, json_problem
 from resolver.http.bodies import BodyDecoder, body_coding
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of
@@ -31,6 +41,8 @@ batch_routes = web.RouteTableDef()
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 CHUNK = 256 * 1024
+YIELD_EVERY = 256  # items parsed between two turns of the event loop (the store's I/O meanwhile)
+STALL = 0.25  # seconds the body may keep the node waiting while a store transaction is open
 
 
 class BodyTooLarge(InvalidRequest):
@@ -41,13 +53,30 @@ class _Body:
     """Reads the request body in chunks, decoding any gzip/deflate Content-Encoding, hashing the
     decoded bytes and enforcing the size limit on what is sent and on what it decodes to."""
 
-    def __init__(self, request: web.Request, limit: int) -> None:
+    def __init__(self, request: web.Request, limit: int, validator: BatchValidator | None = None) -> None:
         self.request = request
         self.limit = limit
         self.size = 0
         self.sha = hashlib.sha256()
         coding = body_coding(request)
         self.decoder = BodyDecoder(coding) if coding is not None else None
+        self.writer = validator.writer if validator is not None else None
+
+    async def _read(self) -> bytes:
+        """The next piece of the body (b"" at its end). While a store transaction is open, a piece
+        that keeps us waiting longer than STALL has the transaction rolled back first."""
+        content = self.request.content
+        writer = self.writer
+        if writer is None or not writer.holding:
+            return await content.read(CHUNK)
+        task = asyncio.ensure_future(content.read(CHUNK))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=STALL)
+            if not done:
+                await writer.suspend()
+            return await task
+        finally:
+            task.cancel()
 
     def _count(self, data: bytes) -> bytes:
         self.size += len(data)
@@ -58,7 +87,7 @@ class _Body:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         sent = 0
-        async for chunk in self.request.content.iter_chunked(CHUNK):
+        while chunk := await self._read():
             if self.decoder is None:
                 yield self._count(chunk)
                 continue
@@ -85,11 +114,26 @@ def _int_or_marker(digits: str) -> int | None:
 
 async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
     """One JSON value per line; a line that is not JSON yields a _LineError in its place."""
+    async for block in _ndjson_blocks(body, line_limit, typed=False):
+        for obj in block:
+            yield obj
+
+
+async def _ndjson_blocks(body: _Body, line_limit: int, *, typed: bool = True) -> AsyncIterator[list[Any]]:
+    """The items of the lines that arrived, a list per piece of the body. ``typed``: items of the
+    common shape come as :class:`registry.batch_items.Item` (decoded by msgspec), the others as
+    ``json`` decodes them; a line that is not JSON is a _LineError."""
     raw_decode = json.JSONDecoder().raw_decode
+    decode_item = ITEM_DECODER.decode  # one value per call: the whole line, or it refuses
     buf = b""
     line_no = 0
 
     def decode(line: bytes) -> Any:
+        if typed:
+            try:
+                return ITEM_DECODER.decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass  # not the common shape, or not JSON: json decides and words the refusal
         # raw_decode on text: json.loads(bytes) costs a third more per line (encoding detection).
         try:
             text = line.decode("utf-8")
@@ -102,23 +146,42 @@ async def _ndjson(body: _Body, line_limit: int) -> AsyncIterator[Any]:
             return _LineError(f"line {line_no}: {UNPAIRED_SURROGATE}")
         return obj
 
-    async for chunk in body.chunks():
-        lines = (buf + chunk).split(b"\n")
-        buf = lines.pop()
-        for line in lines:
+    def lines(block: bytes, last: bool) -> list[Any]:
+        nonlocal line_no
+        parts = block.split(b"\n")
+        if not last:
+            parts.pop()  # the block ends with its last line's newline
+        if typed and len(block) <= line_limit:
+            try:
+                items = [decode_item(line) for line in parts if line]
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass  # a line of another shape (or blank, or not JSON): line by line below
+            else:
+                line_no += len(parts)
+                return items
+        out = []
+        for line in parts:
             line_no += 1
             line = line.strip()
             if len(line) > line_limit:
                 # The same refusal whether or not the line arrived in one chunk.
                 raise InvalidRequest(f"line {line_no} is longer than {line_limit} bytes")
             if line:
-                yield decode(line)
+                out.append(decode(line))
+        return out
+
+    async for chunk in body.chunks():
+        data = buf + chunk
+        cut = data.rfind(b"\n") + 1
+        buf = data[cut:]
+        if cut:
+            block = lines(data[:cut], False)
+            if block:
+                yield block
         if len(buf) > line_limit:
             raise InvalidRequest(f"line {line_no + 1} is longer than {line_limit} bytes")
-    line = buf.strip()
-    if line:
-        line_no += 1
-        yield decode(line)
+    if buf.strip():
+        yield lines(buf, True)
 
 
 async def _json_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
@@ -244,13 +307,19 @@ async def _msgpack_array(body: _Body, item_limit: int) -> AsyncIterator[Any]:
     raise InvalidRequest("unexpected data after the msgpack array")
 
 
-def _stream(ctype: str, body: _Body, item_limit: int) -> AsyncIterator[Any]:
+async def _one_by_one(items: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
+    async for obj in items:
+        yield [obj]
+
+
+def _stream(ctype: str, body: _Body, item_limit: int) -> AsyncIterator[list[Any]]:
+    """The body's items, a list at a time."""
     if ctype in NDJSON_TYPES:
-        return _ndjson(body, item_limit)
+        return _ndjson_blocks(body, item_limit)
     if ctype == "application/json":
-        return _json_array(body, item_limit)
+        return _one_by_one(_json_array(body, item_limit))
     if ctype in MSGPACK_TYPES:
-        return _msgpack_array(body, item_limit)
+        return _one_by_one(_msgpack_array(body, item_limit))
     raise InvalidRequest(
         "Content-Type of a batch must be application/x-ndjson, application/json or application/msgpack, "
         f"got {ctype or 'none'}"
@@ -299,8 +368,10 @@ async def _register(
     config = request.app[CONFIG_KEY]
     registry = registry_of(request)
     seen = await registry.store.get_idempotent(scoped) if scoped is not None else None
-    validator = BatchValidator(registry.writes, caller, overwrite=overwrite, max_items=config.batch_max_items)
-    body = _Body(request, config.batch_max_bytes)
+    validator = BatchValidator(
+        registry.writes, caller, overwrite=overwrite, max_items=config.batch_max_items, atomic=atomic
+    )
+    body = _Body(request, config.batch_max_bytes, validator)
     stream = _stream(request.content_type, body, config.max_body_bytes)
     with gc_paused():
         try:
@@ -309,24 +380,33 @@ async def _register(
                 async for _ in body.chunks():
                     pass
             else:
-                async for obj in stream:
-                    if isinstance(obj, _LineError):
-                        validator.count += 1
-                        validator.failures.append(_line_failure(validator.count - 1, obj.message))
-                    else:
-                        await validator.add(obj)
+                take = validator.take_common
+                async for block in stream:
+                    for n, obj in enumerate(block, 1):
+                        if not n % YIELD_EVERY:
+                            await asyncio.sleep(0)  # the store's chunk task (PostgreSQL) takes its next step
+                        if type(obj) is Item:
+                            if not take(obj):  # packed at once, or the general path
+                                await validator.add_common(obj)
+                        elif isinstance(obj, _LineError):
+                            await validator.fail_item(obj.message)
+                        else:
+                            await validator.add(obj)
+                    await validator.flush()
+            digest = body.sha.hexdigest() + ("|atomic" if atomic else "") + ("|overwrite" if overwrite else "")
+            if seen is not None:
+                stored_hash, stored = seen
+                if stored_hash != digest:
+                    raise InvalidRequest("this Idempotency-Key was used before with a different request")
+                saved = json.loads(stored)
+                return _reply(request, saved["status"], saved["body"], replayed=True)
+            if validator.count == 0:
+                raise InvalidRequest("the batch holds no items")
+            report = await validator.finish(atomic=atomic)
         except BodyTooLarge as exc:
             return error_response(request, exc, 413)  # too large, not malformed: 413 rather than 400
-        digest = body.sha.hexdigest() + ("|atomic" if atomic else "") + ("|overwrite" if overwrite else "")
-        if seen is not None:
-            stored_hash, stored = seen
-            if stored_hash != digest:
-                raise InvalidRequest("this Idempotency-Key was used before with a different request")
-            saved = json.loads(stored)
-            return _reply(request, saved["status"], saved["body"], replayed=True)
-        if validator.count == 0:
-            raise InvalidRequest("the batch holds no items")
-        report = await validator.finish(atomic=atomic)
+        finally:
+            await validator.close()  # the store's transaction, if the batch ended before finishing
     BATCH_ITEMS.observe(report.total)
     for outcome, n in (("created", report.created), ("replaced", report.replaced), ("failed", report.failed)):
         if n:
@@ -338,10 +418,6 @@ async def _register(
         saved_bytes = json.dumps({"status": status, "body": reply}, ensure_ascii=False).encode("utf-8")
         await registry.store.add_idempotent(scoped, digest, saved_bytes, now=registry.clock())
     return _reply(request, status, reply)
-
-
-def _line_failure(position: int, message: str) -> BatchFailure:
-    return BatchFailure(position, None, RC_PROTOCOL_ERROR, message)
 
 
 def _reply(request: web.Request, status: int, body: dict[str, Any], *, replayed: bool = False) -> web.Response:

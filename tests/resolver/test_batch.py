@@ -844,3 +844,86 @@ def test_gc_pauses_nest_and_restore_the_collectors_state():
     with pytest.raises(RuntimeError), gc_paused():
         raise RuntimeError
     assert gc.isenabled()
+
+
+# -- written while read: chunks in one transaction, a client that stalls -----------------------------
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows go to the store 8 at a time, so a batch of a few dozen items spans several chunks."""
+    import registry.write_stream
+
+    monkeypatch.setattr(registry.write_stream, "CHUNK", 8)
+
+
+@pytest.mark.parametrize("bad", ["exists", "invalid"])
+async def test_an_atomic_batch_failing_after_chunks_were_written_writes_nothing(client, ent, small_chunks, bad):
+    p = ent["prefix"]
+    await _put(client, f"{p}/old-1", ent["headers"], [{"index": 1, "type": "URL", "data": "https://old/1"}])
+    items: list[Any] = [item(f"{p}/chunked-{n}", n) for n in range(50)]
+    items[40] = item(f"{p}/old-1", 40) if bad == "exists" else {"handle": f"{p}/bad", "values": [{"index": 0}]}
+    status, reply, _ = await post(client, ent["headers"], encode(items, NDJSON), chunk=300)
+    assert status == 400, reply
+    assert sorted(failures_by_position(reply)) == [40]
+    assert reply["written"] is False and reply["created"] == 0
+    assert not await exists(client, f"{p}/chunked-0")
+    assert await counts(client) == {ent["id"]: 1}
+    # Not atomic: the others are written, in one transaction all the same.
+    status, reply, _ = await post(client, ent["headers"], encode(items, NDJSON), params={"atomic": "false"}, chunk=300)
+    assert status == 201, reply
+    assert (reply["created"], reply["failed"]) == (49, 1)
+    assert await exists(client, f"{p}/chunked-0") and await exists(client, f"{p}/chunked-49")
+    assert await counts(client) == {ent["id"]: 50}
+
+
+async def test_an_atomic_batch_after_chunks_still_lists_every_existing_handle(client, ent, small_chunks):
+    p = ent["prefix"]
+    for n in (3, 45):
+        await _put(client, f"{p}/pre-{n}", ent["headers"], [{"index": 1, "type": "URL", "data": "https://old"}])
+    items: list[Any] = [item(f"{p}/pre-{n}", n) for n in range(50)]
+    items[20] = {"handle": f"{p}/bad"}  # refused: from here on nothing is written, keys are only checked
+    status, reply, _ = await post(client, ent["headers"], encode(items, NDJSON))
+    assert status == 400, reply
+    fails = failures_by_position(reply)
+    assert sorted(fails) == [3, 20, 45]
+    assert fails[3]["responseCode"] == fails[45]["responseCode"] == 101
+    assert not await exists(client, f"{p}/pre-0")
+
+
+async def test_a_stalling_client_does_not_hold_the_store(client, ent, small_chunks, monkeypatch):
+    """While the body stops arriving, the batch's transaction is rolled back, so other writes go on;
+    the batch is then written whole when its body is complete."""
+    import resolver.http.batch_routes
+
+    monkeypatch.setattr(resolver.http.batch_routes, "STALL", 0.05)
+    p = ent["prefix"]
+    body = encode([item(f"{p}/slow-{n}", n) for n in range(40)], NDJSON)
+    half = body.index(b"\n", len(body) // 2) + 1
+    meanwhile: list[int] = []
+
+    async def stalling() -> AsyncIterator[bytes]:
+        yield body[:half]
+        await asyncio.sleep(0.3)  # the batch has chunks in the store by now, and waits for us
+        values = [{"index": 1, "type": "URL", "data": "https://example.com/meanwhile"}]
+        r = await asyncio.wait_for(
+            client.put(f"/api/handles/{p}/meanwhile", json={"values": values}, headers=ent["headers"]), 10
+        )
+        meanwhile.append(r.status)
+        yield body[half:]
+
+    h = {**ent["headers"], "Content-Type": NDJSON}
+    r = await client.post("/api/handles", data=stalling(), headers=h)
+    reply = await r.json()
+    assert r.status == 201, reply
+    assert reply["created"] == 40
+    assert meanwhile == [201]
+    assert await exists(client, f"{p}/slow-0") and await exists(client, f"{p}/slow-39")
+    assert await counts(client) == {ent["id"]: 41}
+
+
+async def test_concurrent_streamed_batches_each_get_their_transaction(client, ent, small_chunks):
+    p = ent["prefix"]
+    bodies = [encode([item(f"{p}/c{k}-{n}", n) for n in range(30)], NDJSON) for k in range(3)]
+    replies = await asyncio.gather(*(post(client, ent["headers"], b, chunk=200) for b in bodies))
+    assert [(status, reply["created"]) for status, reply, _ in replies] == [(201, 30)] * 3
+    assert await counts(client) == {ent["id"]: 90}
+    assert await exists(client, f"{p}/c2-29")
