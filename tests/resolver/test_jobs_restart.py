@@ -1,6 +1,6 @@
 """A job survives its node: real ``idnode serve`` processes on one store.
 
-A 10,000-row import is submitted to node A; node B, on the same store and running no jobs itself,
+A 20,000-row import is submitted to node A; node B, on the same store and running no jobs itself,
 reports its progress (the state lives in the store); A is killed (SIGKILL) mid-job; the restarted A
 resumes the job from its checkpoint once the dead worker's lease has run out. Every row is
 registered exactly once: handles, registration counters and the job's counts agree. Stopped
@@ -24,7 +24,7 @@ from tests.resolver.conftest import NODE_ADMIN, basic
 from tests.resolver.test_shared_cache import call, enterprise
 
 ADMIN = basic(NODE_ADMIN, ADMIN_SECRET)
-ROWS = 10_000
+ROWS = 20_000  # enough that a loaded machine still sees the job running after its first checkpoint
 SETTINGS = ("--job-lease-seconds", "3", "--job-chunk-rows", "100")
 
 
@@ -83,12 +83,12 @@ def test_a_job_resumes_after_its_node_was_killed_and_registers_every_row_once(tm
         ent = enterprise(a, 1)
         headers = basic(ent["admin"], ent["secret"])
         job = upload(a, ent["prefix"], csv_rows(), headers)
-        seen = until(b, job["status_url"], headers, lambda j: j["processed"] >= 1000)  # progress, through B
+        seen = until(b, job["status_url"], headers, lambda j: j["processed"] >= 100)  # progress, through B
         assert seen["state"] == "running" and seen["processed"] < ROWS, "the job ended before it could be stopped"
         os.kill(a.proc.pid, signal.SIGKILL)
         a.proc.wait(timeout=30)
         before = status(b, job["status_url"], headers)
-        assert before["state"] == "running" and 1000 <= before["processed"] < ROWS  # held by a dead worker
+        assert before["state"] == "running" and 100 <= before["processed"] < ROWS  # held by a dead worker
 
         restarted = NodeProcess(data, *SETTINGS).wait_ready()
         try:
