@@ -286,3 +286,13 @@ def test_rejection_reasons_are_named_in_the_pages_language_with_the_registrys_de
     assert reason_text("zh", RC_NOT_AUTHORIZED, "outside 88.1") == "不在本企业前缀下：outside 88.1"
     assert reason_text("zh", RC_PROTOCOL_ERROR, "line 9: bad") == "该行无法读取：line 9: bad"
     assert reason_text("zh", 999, "odd") == "未注册：odd"  # a code without a kind of its own
+
+
+def test_no_template_has_an_inline_script_or_handler() -> None:
+    """The policy allows scripts from the node only; an inline one would be blocked (and is not written)."""
+    for path in (PACKAGE / "templates").rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        for tag in re.finditer(r"<script\b([^>]*)>(.*?)</script>", text, re.S):
+            assert 'src="{{ script_url }}"' in tag.group(1) and tag.group(2) == "", path
+        assert text.count("<script") == len(re.findall(r"<script\b[^>]*>\s*</script>", text)), path
+        assert not re.search(r"\son[a-z]+=", text), path  # no onclick= and the like
