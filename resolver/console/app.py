@@ -21,6 +21,7 @@ from resolver.console.operator import operator_routes
 from resolver.console.operator_audit import audit_routes
 from resolver.console.operator_status import status_routes
 from resolver.console.operator_templates import template_routes
+from resolver.console.scripts import script_routes
 from resolver.console.search import search_routes
 from resolver.console.sessions import ConsoleSessionStorage
 from resolver.console.signin import signin_routes
@@ -52,6 +53,7 @@ def setup_console(app: web.Application, *, clock: Callable[[], int] | None = Non
     app.router.add_routes(enterprise_routes)
     app.router.add_routes(dashboard_routes)
     app.router.add_routes(import_routes)
+    app.router.add_routes(script_routes)  # the one script: upload progress, a job's live counts
     app.router.add_routes(search_routes)
     app.router.add_routes(console_label_routes)
     app.router.add_routes(operator_routes)

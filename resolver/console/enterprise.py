@@ -74,6 +74,12 @@ async def templates_for(registry: Registry, prefix: str) -> list[Template]:
     return sorted(latest.values(), key=lambda t: t.id)
 
 
+async def label_fields(registry: Registry, prefix: str) -> list[str]:
+    """The field names of the enterprise's templates, each once: what a label may print under its code."""
+    names = {f.name for t in await templates_for(registry, prefix) for f in active_fields(t)}
+    return sorted(names)
+
+
 async def _template_of(registry: Registry, prefix: str, record: Record) -> Template | None:
     ref = record.value_at(TEMPLATE_INDEX)
     if ref is None:
@@ -147,6 +153,7 @@ async def identifiers(request: web.Request) -> web.Response:
         "prev_key": rows[0][0] if rows and has_prev else "",
         "next_key": rows[-1][0] if rows and has_next else "",
         "layouts": LAYOUT_NAMES,
+        "label_fields": await label_fields(registry, prefix),
         "prefix": prefix,
         "done": request.query.get("done", ""),
         "max_labels": MAX_LABELS,
@@ -222,6 +229,7 @@ async def identifier(request: web.Request) -> web.Response:
         "public_url_text": unquote(handle_url(public_base_url(request.app[CONFIG_KEY]), record.handle)),
         "qr_path": "/api/qr/" + quote(record.handle, safe="/"),
         "layouts": LAYOUT_NAMES,
+        "label_fields": await label_fields(registry_of(request), _prefix(me)),
         "done": request.query.get("done", ""),
     }
     return render(request, "console/identifier.html", context, me, nav="identifiers")

@@ -3,6 +3,14 @@ the node's job machinery (:mod:`registry.jobs`, run by :mod:`registry.job_runner
 /api/jobs`` and ``idnode import`` do), a page follows its progress, and its rejected rows download as
 CSV with the file's line numbers.
 
+The job page stays current in two ways: with scripts, :mod:`resolver.console.scripts`' script asks
+``/console/jobs/{id}/progress`` (the counts as JSON) every second and updates the page in place;
+without, a ``<noscript>`` refresh reloads the page every ``REFRESH_SECONDS`` (never both: a
+``Refresh`` header would reload the page under the script too). The import form posts the file
+with the script (to show how much of it is sent) or as a plain form.
+
+Rejected rows show their reason in the page's language (:mod:`resolver.console.reasons`).
+
 The file is streamed to the jobs' private directory within ``job_max_bytes`` (a larger one gets a
 page saying so, 413), hashed as it arrives and submitted as the signed-in identity under its own
 prefix. Submitting the same file again while its job is unfinished, or after it failed, continues
@@ -22,6 +30,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from promotion_tracker.webpages import negotiate_locale
+from promotion_tracker.webpages.locales import translations
 from registry.errors import HandleError, HandleNotFound, InvalidRequest, PermissionDenied
 from registry.jobs import JobOptions, job_file, job_json
 from registry.model import normalise_prefix
@@ -30,6 +40,7 @@ from registry.stores.base import JobRecord
 from resolver.console.enterprise import templates_for
 from resolver.console.forms import N_, active_fields
 from resolver.console.guard import ENTERPRISE, CrossSiteRequest, SignedIn, check_origin, tokens_match
+from resolver.console.reasons import reason_text
 from resolver.console.signin import require
 from resolver.console.site import render
 from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of
@@ -42,7 +53,9 @@ CHUNK = 256 * 1024
 MAX_FIELD = 4096  # bytes of a form field other than the file
 RECENT_JOBS = 20
 REJECTS_SHOWN = 20
-REFRESH_SECONDS = 2  # how often a page of an unfinished job reloads itself
+REFRESH_SECONDS = 2  # how often a page of an unfinished job reloads itself without scripts
+POLL_MS = 1000  # how often the page's script asks for the counts
+STATE_LABELS = {"queued": N_("Queued"), "running": N_("Running"), "done": N_("Done"), "failed": N_("Failed")}
 DRAIN_LIMIT = 64 << 20  # bytes of a too large upload read (and dropped) so that the browser sees the page
 XLSX_MAGIC = b"PK\x03\x04"
 FILE_TYPES = ".csv,.xlsx,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -253,27 +266,48 @@ def _job_view(job: JobRecord) -> dict[str, Any]:
 async def job_page(request: web.Request) -> web.Response:
     me = await _me(request)
     job = await _job(request, me)
+    locale = negotiate_locale(request)
     rejects = []
     if job.rejected:
-        rejects = await _runner(request).jobs.rejects(me.caller, job.id, after_line=0, limit=REJECTS_SHOWN)
+        found = await _runner(request).jobs.rejects(me.caller, job.id, after_line=0, limit=REJECTS_SHOWN)
+        rejects = [
+            {"line": r.line, "handle": r.handle, "reason": reason_text(locale, r.code, r.message)} for r in found
+        ]
+    unfinished = job.state in ("queued", "running")
     context = {
         "job": _job_view(job),
         "rejects": rejects,
-        "refresh": REFRESH_SECONDS if job.state in ("queued", "running") else 0,
+        "refresh": REFRESH_SECONDS if unfinished else 0,  # a <noscript> refresh, for browsers without scripts
+        "poll_url": f"/console/jobs/{job.id}/progress" if unfinished else "",
+        "poll_ms": POLL_MS,
         "continued": request.query.get("continued") == "1",
     }
-    response = render(request, "console/job.html", context, me, nav="imports")
-    if context["refresh"]:
-        response.headers["Refresh"] = str(REFRESH_SECONDS)  # reloads the page in any browser, without a script
-    return response
+    return render(request, "console/job.html", context, me, nav="imports")
+
+
+@import_routes.get("/console/jobs/{id}/progress")
+async def job_progress(request: web.Request) -> web.Response:
+    """The job's state and counts as JSON, for the script of its page (the enterprise's own jobs only)."""
+    me = await _me(request)
+    job = await _job(request, me)
+    view = _job_view(job)
+    label = translations(negotiate_locale(request)).gettext(STATE_LABELS.get(job.state, STATE_LABELS["failed"]))
+    keys = ("state", "total", "processed", "created", "present", "rejected", "percent")
+    return web.json_response({**{k: view[k] for k in keys}, "state_label": label, "error": bool(job.error)})
 
 
 @import_routes.get("/console/jobs/{id}/rejects.csv")
 async def job_rejects(request: web.Request) -> web.StreamResponse:
-    """Every rejected row: its line in the file, the identifier, the response code and the reason."""
+    """Every rejected row: its line in the file, the identifier, the response code, the registry's reason
+    and the reason in the page's language.
+
+    Both reasons, in fixed columns whatever the language: the people who fix the rows in a spreadsheet
+    read the localized one (in Guangzhou, Chinese); the registry's own words stay for the tools that
+    read the file and for asking support, who see the same words in the API and the node's log."""
     me = await _me(request)
     job = await _job(request, me)
     jobs = _runner(request).jobs
+    locale = negotiate_locale(request)
     page = await jobs.rejects(me.caller, job.id, after_line=0, limit=1000)
     response = web.StreamResponse(
         headers={
@@ -285,10 +319,10 @@ async def job_rejects(request: web.Request) -> web.StreamResponse:
     out = io.StringIO()
     out.write("\ufeff")  # so that spreadsheet programs read the file as UTF-8
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["line", "handle", "responseCode", "reason"])
+    writer.writerow(["line", "handle", "responseCode", "reason", "localizedReason"])
     while True:
         for r in page:
-            writer.writerow([r.line, r.handle or "", r.code, r.message])
+            writer.writerow([r.line, r.handle or "", r.code, r.message, reason_text(locale, r.code, r.message)])
         await response.write(out.getvalue().encode("utf-8"))
         out.seek(0)
         out.truncate()

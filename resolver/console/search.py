@@ -13,7 +13,7 @@ from aiohttp import web
 
 from registry.errors import InvalidHandle, InvalidRequest
 from registry.inputs import parse_uint
-from resolver.console.enterprise import LAYOUT_NAMES, MAX_SUFFIX, templates_for
+from resolver.console.enterprise import LAYOUT_NAMES, MAX_SUFFIX, label_fields, templates_for
 from resolver.console.guard import ENTERPRISE, SignedIn
 from resolver.console.signin import require
 from resolver.console.site import render
@@ -107,6 +107,7 @@ async def search_page(request: web.Request) -> web.Response:
         "next_link": next_link,
         "prev_link": prev_link,
         "layouts": LAYOUT_NAMES,
+        "label_fields": await label_fields(registry_of(request), me.enterprise.prefix),
         "max_labels": MAX_LABELS,
     }
     return render(request, "console/search.html", context, me, status=400 if error else 200, nav="search")

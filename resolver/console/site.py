@@ -4,8 +4,10 @@
 :func:`console_pages` is the one middleware, and it does nothing outside ``/console``: inside,
 it runs aiohttp-session with :class:`~resolver.console.sessions.ConsoleSessionStorage`, turns every
 error into a page in the person's language (403, 404, 405, 429 with ``Retry-After``, 503, …),
-remembers a ``?lang=`` choice in a cookie, and marks every answer ``no-store`` with a content
-security policy that allows no scripts, no frames and forms only to this site.
+remembers a ``?lang=`` choice in a cookie, and marks every answer ``no-store`` (unless the handler
+chose its own caching, as the console's script does) with a content security policy that allows
+scripts and requests only from this site (the one script of :mod:`resolver.console.scripts`; no
+inline script, no ``eval``), no frames, and forms only to this site.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from promotion_tracker.webpages.locales import babel_locale
 from registry.errors import HandleError
 from resolver.console.forms import N_
 from resolver.console.guard import SignedIn
+from resolver.console.scripts import SCRIPT_URL
 from resolver.console.sessions import ConsoleSessionStorage
 from resolver.http.statuses import http_status
 from resolver.http.throttle import TooManyFailures
@@ -38,7 +41,8 @@ LANG_COOKIE_AGE = 365 * 86400
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -106,7 +110,10 @@ async def console_pages(request: web.Request, handler: Handler) -> web.StreamRes
     except Exception:
         log.exception("console error on %s %s", request.method, request.path)
         response = error_page(request, 500, "internal error; the node's log has the details")
+    cache = response.headers.get("Cache-Control")
     response.headers.update(SECURITY_HEADERS)
+    if cache is not None:
+        response.headers["Cache-Control"] = cache
     lang = request.query.get("lang")
     if lang in LOCALES and request.cookies.get("lang") != lang and isinstance(response, web.Response):
         response.set_cookie("lang", lang, path="/", max_age=LANG_COOKIE_AGE, samesite="Lax", httponly=True)
@@ -147,7 +154,7 @@ def render(
     nav: str = "",
 ) -> web.Response:
     """A console page: ``context`` plus who is signed in (for the menu) and the form token."""
-    full = {"me": _me(me), "nav": nav, "csrf": me.csrf if me is not None else "", **context}
+    full = {"me": _me(me), "nav": nav, "csrf": me.csrf if me is not None else "", "script_url": SCRIPT_URL, **context}
     return render_page(request, template, full, status=status)
 
 

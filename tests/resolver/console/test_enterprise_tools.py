@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import html
 import io
 import re
 from typing import Any
@@ -50,17 +51,29 @@ async def _upload(
 
 
 async def _finished(http: aiohttp.ClientSession, node: Node, job_path: str) -> str:
-    """The job page once the job has ended (the page reloads itself until then: a Refresh header)."""
+    """The job page once the job has ended. Until then its script asks for the counts (JSON) and, for
+    browsers without scripts, a <noscript> refresh reloads it; never a Refresh header (that would
+    reload it under the script too)."""
     for _ in range(600):
         async with http.get(node.url(job_path)) as r:
-            assert r.status == 200
+            assert r.status == 200 and "Refresh" not in r.headers
             page = await r.text()
-            state = re.search(r'id="job" data-state="(\w+)"', page)
-            assert state is not None
-            if state.group(1) in ("done", "failed"):
-                assert "Refresh" not in r.headers
-                return page
-            assert r.headers["Refresh"] == "2"
+        state = re.search(r'id="job" data-state="(\w+)"', page)
+        assert state is not None
+        if state.group(1) in ("done", "failed"):
+            assert "http-equiv" not in page and "data-poll" not in page and "<script" not in page
+            return page
+        assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page
+        assert f'data-poll="{job_path}/progress"' in page and '<script src="/console/static/progress.js?v=' in page
+        async with http.get(node.url(job_path + "/progress"), headers={"Accept-Language": "en"}) as r:
+            assert r.status == 200 and r.content_type == "application/json"
+            counts = await r.json()
+            assert counts["state"] in ("queued", "running", "done") and counts["state_label"] in (
+                "Queued",
+                "Running",
+                "Done",
+            )
+            assert counts["processed"] == counts["created"] + counts["present"] + counts["rejected"]
         await asyncio.sleep(0.1)
     raise AssertionError("the job did not end")
 
@@ -98,8 +111,17 @@ async def test_an_import_runs_as_a_job_and_a_rerun_registers_nothing_twice(node:
             assert r.status == 200 and r.content_type == "text/csv"
             assert r.headers["Content-Disposition"].startswith("attachment;")
             rejected = list(csv.reader(io.StringIO((await r.read()).decode("utf-8-sig"))))
-        assert rejected[0] == ["line", "handle", "responseCode", "reason"]
+        assert rejected[0] == ["line", "handle", "responseCode", "reason", "localizedReason"]
         assert len(rejected) == 2 and rejected[1][0] == "4" and rejected[1][3]  # the file's line, and why
+        # The reason in the page's language (Chinese by default), the registry's own words kept after it.
+        assert rejected[1][4] == "标识格式无效：" + rejected[1][3] and "suffix" in rejected[1][3]
+        assert html.escape("标识格式无效：" + rejected[1][3], quote=False) in page
+        async with http.get(node.url(job_path), params={"lang": "en"}) as r:
+            english = await r.text()
+        assert (
+            f'<td class="value">{html.escape(rejected[1][3], quote=False)}</td>' in english
+            and "标识格式无效" not in english
+        )
 
         # The same file again: a new job that finds every good row registered and registers none twice.
         r = await _upload(http, node, body, csrf=csrf)
@@ -126,7 +148,7 @@ async def test_a_rerun_of_an_unfinished_import_continues_its_job(node: Node) -> 
         assert second.headers["Location"] == first.headers["Location"] + "?continued=1"
         async with http.get(node.url(second.headers["Location"])) as r:
             page = await r.text()
-            assert r.headers["Refresh"] == "2" and 'id="continued"' in page and 'data-state="queued"' in page
+            assert 'id="continued"' in page and 'data-state="queued"' in page and "data-poll=" in page
     finally:
         await http.close()
 
@@ -220,7 +242,8 @@ async def test_jobs_of_another_enterprise_and_forms_without_their_token(node: No
         r = await _upload(a_http, node, body, csrf=a_csrf)
         job_path = r.headers["Location"]
         await _finished(a_http, node, job_path)
-        for path in (job_path, job_path + "/rejects.csv", "/console/jobs/" + "0" * 32, "/console/jobs/nonsense"):
+        others = (job_path + "/rejects.csv", job_path + "/progress", "/console/jobs/" + "0" * 32 + "/progress")
+        for path in (job_path, *others, "/console/jobs/" + "0" * 32, "/console/jobs/nonsense"):
             async with b_http.get(node.url(path)) as r:
                 assert r.status == 404 and r.content_type == "text/html", path
         async with b_http.get(node.url("/console/imports")) as r:
@@ -356,3 +379,35 @@ async def test_the_dashboard_charts_resolutions_per_day(node: Node) -> None:
     bars = re.findall(r'data-value="(\d+)"', chart[: chart.index("</svg>")])
     assert len(bars) == 30 and bars[-1] == "3" and set(bars[:-1]) == {"0"}
     assert 'id="chart"' in page  # beside the registrations
+
+
+async def test_labels_print_a_template_field_under_the_code(node: Node) -> None:
+    """``field`` on the console's label forms prints that template field's value, as GET /api/labels?field=."""
+    for n, model in ((1, "DK-101"), (2, "DK-102")):
+        values = [
+            {"index": 1, "type": "URL", "data": {"format": "string", "value": f"https://trace.example.com/desk/{n}"}},
+            {"index": 1001, "type": "TEMPLATE", "data": {"format": "string", "value": "furniture@1"}},
+            {"index": 2001, "type": "MODEL", "data": {"format": "string", "value": model}},
+        ]
+        r = await node.client.put(
+            f"/api/handles/{node.a['prefix']}/DESK-{n}",
+            json={"values": values},
+            headers=basic(node.a["admin"], node.a["secret"]),
+        )
+        assert r.status == 201, await r.text()
+    http, csrf = await _signed_in_session(node, node.a["prefix"], node.a["secret"])
+    try:
+        async with http.get(node.url("/console/labels")) as r:
+            page = await r.text()
+        assert all(f'<option value="{f}">{f}</option>' in page for f in ("model", "material", "batch"))
+        chosen = [("csrf", csrf), ("layout", "a4-3x8"), ("field", "model"), ("suffix", "DESK-2")]
+        run = {"csrf": csrf, "layout": "a4-3x8", "from": "DESK-1", "count": "2", "field": "model"}
+        for form, models in ((chosen, ["DK-102"]), (run, ["DK-101", "DK-102"])):
+            async with http.post(node.url("/console/labels"), data=form) as r:
+                assert r.status == 200 and r.content_type == "application/pdf"
+                text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(await r.read())).pages)
+            assert all(m in text for m in models) and ("DK-101" in text) == ("DK-101" in models), text
+        async with http.post(node.url("/console/labels"), data={**run, "field": "colour"}, params={"lang": "en"}) as r:
+            assert r.status == 400 and "Choose one of the fields listed." in await r.text()
+    finally:
+        await http.close()

@@ -17,10 +17,12 @@ from babel.messages.pofile import read_po
 
 import resolver.console
 from registry.callers import key_range_end
-from registry.errors import InvalidCredential
+from registry.errors import RC_INVALID_VALUE, RC_NOT_AUTHORIZED, RC_PROTOCOL_ERROR, InvalidCredential
 from registry.templates import Template, TemplateField
 from resolver.console.charts import day_chart
 from resolver.console.forms import identity_from_text, read_identifier_form
+from resolver.console.reasons import reason_text
+from resolver.console.scripts import SCRIPT_URL
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, basic
 from tests.resolver.console.conftest import Node
@@ -166,9 +168,10 @@ async def test_other_routes_get_no_session_or_console_headers(node: Node) -> Non
     assert r.status == 200 and "Set-Cookie" not in r.headers and "Content-Security-Policy" not in r.headers
     r = await node.client.get("/console/nothing-here")
     assert r.status == 404 and r.content_type == "text/html" and r.headers["Cache-Control"] == "no-store"
-    assert (
-        "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
-        and "script-src" not in r.headers["Content-Security-Policy"]
+    # Scripts and requests from this site only: the one script file, no inline script, no eval.
+    assert r.headers["Content-Security-Policy"] == (
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     )
     r = await node.client.put("/console/key")
     assert r.status == 405 and r.content_type == "text/html"
@@ -261,3 +264,35 @@ async def test_an_identifier_page_shows_what_the_api_serves_its_reader(node: Nod
     finally:
         await http.close()
     assert "shown-to-all" in page and "shown-to-admins" in page and "shown-to-nobody" not in page
+
+
+async def test_the_one_script_is_served_from_the_console_and_kept_by_its_version(node: Node) -> None:
+    r = await node.client.get(SCRIPT_URL)
+    body = await r.text()
+    assert r.status == 200 and r.content_type == "text/javascript" and "XMLHttpRequest" in body
+    assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    r = await node.client.get("/console/static/progress.js")  # without the version: asked again each time
+    assert r.status == 200 and r.headers["Cache-Control"] == "no-cache"
+    r = await node.client.get("/console/signin")  # pages keep no-store, and carry no inline script
+    assert r.headers["Cache-Control"] == "no-store" and "<script>" not in await r.text()
+
+
+def test_rejection_reasons_are_named_in_the_pages_language_with_the_registrys_detail() -> None:
+    detail = "line 3: field 'model' does not match '^[A-Z]{2}-[0-9]{3}$'"
+    assert reason_text("zh", RC_INVALID_VALUE, detail) == "模板字段不符：" + detail
+    assert reason_text("en", RC_INVALID_VALUE, detail) == detail
+    assert reason_text("zh", RC_INVALID_VALUE, "value too long") == "值无效：value too long"
+    assert reason_text("zh", RC_NOT_AUTHORIZED, "outside 88.1") == "不在本企业前缀下：outside 88.1"
+    assert reason_text("zh", RC_PROTOCOL_ERROR, "line 9: bad") == "该行无法读取：line 9: bad"
+    assert reason_text("zh", 999, "odd") == "未注册：odd"  # a code without a kind of its own
+
+
+def test_no_template_has_an_inline_script_or_handler() -> None:
+    """The policy allows scripts from the node only; an inline one would be blocked (and is not written)."""
+    for path in (PACKAGE / "templates").rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        for tag in re.finditer(r"<script\b([^>]*)>(.*?)</script>", text, re.S):
+            assert 'src="{{ script_url }}"' in tag.group(1) and tag.group(2) == "", path
+        assert text.count("<script") == len(re.findall(r"<script\b[^>]*>\s*</script>", text)), path
+        assert not re.search(r"\son[a-z]+=", text), path  # no onclick= and the like
