@@ -67,6 +67,7 @@ class ReadyReplies:
         replies = self._replies
         replies.pop(target, None)
         replies[target] = ready
+        self._pages.pop(target, None)  # a retired page of the target (its record now has a URL: a 302)
         if len(replies) > self.size:
             del replies[next(iter(replies))]
 
@@ -75,6 +76,7 @@ class ReadyReplies:
         return self._pages.get(target)
 
     def put_page(self, target: Target, locale: str, ready: Ready) -> None:
+        self._replies.pop(target, None)  # a retired reply of the target (a 302 before its URL was removed)
         pages = self._pages
         by_locale = pages.pop(target, None) or {}
         by_locale[locale] = ready

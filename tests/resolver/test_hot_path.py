@@ -208,3 +208,22 @@ async def test_landing_pages_are_kept_by_language_and_retired(client, admin, mon
     for headers in ({}, {"Accept-Language": "en"}):
         body = await (await client.get(page, headers=headers)).read()
         assert b"https://example.com/b" in body and b"https://example.com/a" not in body
+
+
+async def test_a_redirect_becomes_a_kept_page_when_its_url_is_removed(client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from resolver.proxy import answer
+
+    await _put(client, admin, "https://example.com/a")
+    assert (await client.get(f"/{H}", allow_redirects=False)).status == 302  # kept
+    r = await client.put(PATH, json={"values": [{"index": 5, "type": "DESC", "data": "no URL now"}]}, headers=admin)
+    assert r.status in (200, 201), await r.text()
+    first = await client.get(f"/{H}", allow_redirects=False)  # the landing page, kept instead of the 302
+    assert first.status == 200 and b"no URL now" in await first.read()
+    with monkeypatch.context() as patched:
+        patched.setattr(answer, "_answer", _refuse)
+        again = await client.get(f"/{H}", allow_redirects=False)
+        assert again.status == 200 and await again.read() == await first.read()
+
+
+async def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the full path answered")
