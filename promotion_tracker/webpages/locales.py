@@ -19,7 +19,15 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
-__all__ = ["DEFAULT_LOCALE", "LOCALES", "babel_locale", "negotiate_locale", "parse_accept_language", "translations"]
+__all__ = [
+    "DEFAULT_LOCALE",
+    "LOCALES",
+    "babel_locale",
+    "choose_locale",
+    "negotiate_locale",
+    "parse_accept_language",
+    "translations",
+]
 
 LOCALES: tuple[str, ...] = ("zh", "en")
 DEFAULT_LOCALE = "zh"
@@ -58,17 +66,22 @@ def parse_accept_language(header: str) -> list[str]:
     return [tag for _, _, tag in sorted(ranked)]
 
 
-def negotiate_locale(request: web.Request) -> str:
-    """The one place that picks a page's language."""
-    for explicit in (request.query.get("lang"), request.cookies.get("lang")):
+def choose_locale(query_lang: str | None, cookie_lang: str | None, accept_language: str | None) -> str:
+    """A page's language from the ``lang`` query parameter, the ``lang`` cookie and ``Accept-Language``."""
+    for explicit in (query_lang, cookie_lang):
         code = _known(explicit)
         if code:
             return code
-    for tag in parse_accept_language(request.headers.get("Accept-Language", "")):
+    for tag in parse_accept_language(accept_language or ""):
         code = _known(tag)
         if code:
             return code
     return DEFAULT_LOCALE
+
+
+def negotiate_locale(request: web.Request) -> str:
+    """The one place that picks a page's language (:func:`choose_locale` of the request's inputs)."""
+    return choose_locale(request.query.get("lang"), request.cookies.get("lang"), request.headers.get("Accept-Language"))
 
 
 def add_catalogue_dir(path: Path) -> None:

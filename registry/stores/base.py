@@ -503,6 +503,9 @@ class HandleStore(Protocol):
     async def job_counts(self) -> dict[str, int]:
         """How many jobs there are in each state (states without jobs are left out)."""
 
+    async def job_counts_by_kind(self) -> dict[tuple[str, str], int]:
+        """How many jobs there are of each ``(kind, state)`` (pairs without jobs are left out)."""
+
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         """A failed job queued again, from its checkpoint, with its file stored again in ``parts`` parts."""
 

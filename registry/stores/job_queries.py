@@ -21,6 +21,7 @@ __all__ = [
     "CLAIMABLE",
     "COLUMNS",
     "COUNTS",
+    "COUNTS_BY_KIND",
     "DROP_PARTS",
     "FIND",
     "FINISH",
@@ -53,6 +54,7 @@ PART = "SELECT data FROM job_parts WHERE job_id = ? AND seq = ?"
 GET = f"{_SELECT} WHERE id = ?"
 FIND = f"{_SELECT} WHERE file_sha256 = ? AND kind = ? AND prefix = ? AND options = ? ORDER BY seq DESC LIMIT 1"
 COUNTS = "SELECT state, COUNT(*) FROM jobs GROUP BY state"
+COUNTS_BY_KIND = "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state"
 UNFINISHED = "SELECT COUNT(*) FROM jobs WHERE prefix = ? AND state IN ('queued', 'running')"
 REQUEUE = (
     "UPDATE jobs SET state = 'queued', error = NULL, finished_at = NULL, file_parts = ?, updated_at = ?, "

@@ -112,6 +112,10 @@ class PostgresJobs(PostgresPart):
         rows = await self._fetch(q.COUNTS)
         return {state: int(n) for state, n in rows}
 
+    async def job_counts_by_kind(self) -> dict[tuple[str, str], int]:
+        rows = await self._fetch(q.COUNTS_BY_KIND)
+        return {(kind, state): int(n) for kind, state, n in rows}
+
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         async def work(conn: asyncpg.Connection) -> bool:
             status = await conn.execute(n(q.REQUEUE), parts, now, job_id)

@@ -89,6 +89,10 @@ class SQLiteJobs(SQLitePart):
     async def job_counts(self) -> dict[str, int]:
         return {state: int(n) for state, n in await self._read(lambda c: c.execute(q.COUNTS).fetchall())}
 
+    async def job_counts_by_kind(self) -> dict[tuple[str, str], int]:
+        rows = await self._read(lambda c: c.execute(q.COUNTS_BY_KIND).fetchall())
+        return {(kind, state): int(n) for kind, state, n in rows}
+
     async def requeue_job(self, job_id: str, *, parts: int, now: int, audit: AuditRecord) -> bool:
         def run(c: sqlite3.Connection) -> bool:
             cur = c.execute(q.REQUEUE, (parts, now, job_id))

@@ -17,13 +17,11 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from registry.job_run import KINDS
-from registry.stores.base import JobRecord
 from resolver.ops import metrics
 
-__all__ = ["JOB_METER", "JOB_STATE_TTL", "JOB_WINDOW", "JobMeter", "JobStateCollector"]
+__all__ = ["JOB_METER", "JOB_STATE_TTL", "JobMeter", "JobStateCollector"]
 
 JOB_STATE_TTL = 5.0  # seconds a read of the job table serves scrapes
-JOB_WINDOW = 1000  # the newest jobs read: a deeper queue shows as this many (there is no count by state)
 UNFINISHED = ("queued", "running")
 
 
@@ -49,8 +47,8 @@ JOB_METER = JobMeter()
 
 
 class JobStateCollector:
-    """``idnode_jobs{state, kind}``: jobs queued and running now, from the store's newest
-    ``JOB_WINDOW`` jobs (read at most every ``JOB_STATE_TTL`` s)."""
+    """``idnode_jobs{state, kind}``: jobs queued and running now, counted by the store (one
+    ``GROUP BY kind, state`` over every job, read at most every ``JOB_STATE_TTL`` s)."""
 
     name = "jobs"
 
@@ -65,12 +63,11 @@ class JobStateCollector:
         store = self._store()
         if store is None:
             raise RuntimeError("the node has not opened its store yet")
-        read: Awaitable[list[JobRecord]] = store.list_jobs(prefix=None, owner=None, limit=JOB_WINDOW)
+        read: Awaitable[dict[tuple[str, str], int]] = store.job_counts_by_kind()
         counts = {(state, kind): 0 for state in UNFINISHED for kind in KINDS}
-        for job in await read:
-            key = (job.state, job.kind)
-            if key in counts:
-                counts[key] += 1
+        for (kind, state), n in (await read).items():
+            if (state, kind) in counts:
+                counts[state, kind] = n
         self._counts, self._at = counts, time.monotonic()
 
     def collect(self) -> Iterable[Any]:

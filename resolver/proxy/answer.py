@@ -249,10 +249,16 @@ async def _answer(request: web.Request, name: HandleName, kind: Wanted) -> web.S
                     raise InvalidRequest("urlappend would make the target no http(s) URL of the same host")
                 target = appended
             _REDIRECTED.inc()
-            if caller is None and view.shared and alias_of is None and not view.found.locations:
-                mark(request, name, view.record, "web")  # depends on the record alone: resolver.http.hot_path
+            if caller is None and view.shared and alias_of is None and not view.found.locations and asked is PLAIN:
+                # depends on the record alone: resolver.http.hot_path answers the next one
+                mark(request, name, view.record, "web", counter=_REDIRECTED)
             return web.Response(status=302, headers={"Location": target, "Vary": "Accept"})
-    return await _page(request, view, alias_of)
+    page = await _page(request, view, alias_of)
+    if caller is None and view.shared and alias_of is None and page.status == 200:
+        # The record, the raw target (the links to the page in each language) and the language alone.
+        locale = negotiate_locale(request)
+        mark(request, name, view.record, "web", locale=locale, counter=_LANDING[locale])
+    return page
 
 
 def _anchor(request: web.Request) -> str:
@@ -323,7 +329,7 @@ def _html(body: bytes, locale: str, status: int = 200) -> web.Response:
 async def _page(request: web.Request, view: View, alias_of: str | None) -> web.Response:
     state = request.app[PROXY_KEY]
     locale = negotiate_locale(request)
-    variant = (locale, alias_of)
+    variant = (locale, alias_of, request.raw_path)  # the page links to itself in each language
     if view.shared:
         body = state.pages.get(view.record, variant)
         if body is not None:

@@ -58,6 +58,7 @@ async def test_claims_leases_progress_and_the_end(store):
     assert await store.claim_job("runner-c", now=NOW + 10, lease_until=NOW + 40) is None  # both held
     assert await store.unfinished_jobs("88.118.8.1001") == 2
     assert await store.job_counts() == {"running": 2}
+    assert await store.job_counts_by_kind() == {("import", "running"): 2}
 
     progress = dataclasses.replace(first, total=10, processed=4, created=3, rejected=1, line=5, offset=80)
     rejects = [JobReject(3, "88.118.8.1001/x", 202, "bad value")]
@@ -105,6 +106,7 @@ async def test_a_failed_job_is_queued_again_from_its_checkpoint(store):
     failed = dataclasses.replace(claimed, state="failed", error="boom", line=7, processed=6, finished_at=NOW)
     assert await store.finish_job(failed, audit=audit("job.failed", claimed.id))
     assert await store.job_counts() == {"failed": 1}
+    assert await store.job_counts_by_kind() == {("import", "failed"): 1}
     assert not await store.requeue_job("f" * 32, parts=1, now=NOW, audit=audit("job.resume", "x"))
     assert await store.requeue_job(claimed.id, parts=3, now=NOW + 1, audit=audit("job.resume", claimed.id))
     assert not await store.requeue_job(claimed.id, parts=3, now=NOW + 1, audit=audit("job.resume", claimed.id))
@@ -132,3 +134,20 @@ async def test_listing_and_finding_reruns(store):
     assert found is not None and found.id == job(1).id
     assert await store.find_job("delete", "88.118.8.1001", "a" * 64, "{}") is None
     assert await store.find_job("import", "88.118.8.1001", "a" * 64, '{"template":"x@1"}') is None
+
+
+async def test_counts_by_kind_and_state_cover_every_job(store):
+    """Exact counts over the whole table (the jobs gauge reads them): not a window of the newest."""
+    kinds = ["import", "replace", "delete"]
+    for n in range(1, 31):
+        queued = dataclasses.replace(job(n), kind=kinds[n % 3])
+        await store.add_job(queued, audit=audit("job.submit", queued.id))
+    claimed = await store.claim_job("r", now=NOW, lease_until=NOW + 30)  # the oldest: job 1, a replace
+    assert claimed is not None and claimed.kind == "replace"
+    assert await store.job_counts_by_kind() == {
+        ("delete", "queued"): 10,
+        ("import", "queued"): 10,
+        ("replace", "queued"): 9,
+        ("replace", "running"): 1,
+    }
+    assert await store.job_counts() == {"queued": 29, "running": 1}

@@ -161,3 +161,69 @@ async def test_a_handle_urls_redirect_is_kept_and_retired(client, admin, monkeyp
     await _put(client, admin, "https://example.com/b")
     r = await client.get(f"/{H}", allow_redirects=False)
     assert r.status == 302 and r.headers["Location"] == "https://example.com/b"
+
+
+async def test_landing_pages_are_kept_by_language_and_retired(client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from resolver.proxy import answer
+
+    page = f"/{H}?noredirect"
+    await _put(client, admin, "https://example.com/a")
+    zh = await client.get(page)
+    en = await client.get(page, headers={"Accept-Language": "en-GB,en;q=0.9"})
+    foreign = await client.get(page + "&lang=en", headers={"Cookie": "lang=zh"})  # the query chose: not kept
+    zh_body, en_body = await zh.read(), await en.read()
+    assert (zh.status, zh.headers["Content-Language"], en.headers["Content-Language"]) == (200, "zh-CN", "en")
+    assert foreign.headers["Content-Language"] == "en" and b"internal" not in zh_body + en_body
+    assert len(client.app[STATE_KEY].replies) == 2
+
+    async def landings(lang: str) -> float:
+        text = await (await client.get("/metrics")).text()
+        return _sample(text, "idnode_web_landing_pages_total", lang=lang)
+
+    zh_before, en_before = await landings("zh"), await landings("en")
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the full path answered")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(answer, "_answer", refuse)
+        again = await client.get(page)
+        assert await again.read() == zh_body and list(again.headers) == list(zh.headers)
+        for header in ("Content-Type", "Content-Language", "Vary", "Content-Length"):
+            assert again.headers[header] == zh.headers[header]
+        assert again.headers["Vary"] == "Accept, Accept-Language, Cookie"
+        assert again.headers["X-Request-Id"] != zh.headers["X-Request-Id"]
+        # The cookie outranks Accept-Language, as negotiate_locale decides: the Chinese page.
+        cookie = await client.get(page, headers={"Cookie": "session=1; lang=zh", "Accept-Language": "en"})
+        assert await cookie.read() == zh_body
+        english = await client.get(page, headers={"Accept-Language": "en"})
+        assert await english.read() == en_body
+        assert (await landings("zh"), await landings("en")) == (zh_before + 2, en_before + 1)
+    # Credentials and another Accept: the full path; the anonymous page stays the public one.
+    assert b"internal" in await (await client.get(page, headers=admin)).read()
+    assert (await client.get(page, headers={"Accept": "application/json"})).status == 200
+    assert b"internal" not in await (await client.get(page)).read()
+    # A write retires every language's page.
+    await _put(client, admin, "https://example.com/b")
+    for headers in ({}, {"Accept-Language": "en"}):
+        body = await (await client.get(page, headers=headers)).read()
+        assert b"https://example.com/b" in body and b"https://example.com/a" not in body
+
+
+async def test_a_redirect_becomes_a_kept_page_when_its_url_is_removed(client, admin, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from resolver.proxy import answer
+
+    await _put(client, admin, "https://example.com/a")
+    assert (await client.get(f"/{H}", allow_redirects=False)).status == 302  # kept
+    r = await client.put(PATH, json={"values": [{"index": 5, "type": "DESC", "data": "no URL now"}]}, headers=admin)
+    assert r.status in (200, 201), await r.text()
+    first = await client.get(f"/{H}", allow_redirects=False)  # the landing page, kept instead of the 302
+    assert first.status == 200 and b"no URL now" in await first.read()
+    with monkeypatch.context() as patched:
+        patched.setattr(answer, "_answer", _refuse)
+        again = await client.get(f"/{H}", allow_redirects=False)
+        assert again.status == 200 and await again.read() == await first.read()
+
+
+async def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the full path answered")

@@ -182,7 +182,7 @@ async def test_jobs_queued_running_rows_and_ends(
 
 
 class _DownStore:
-    async def list_jobs(self, **_: Any) -> list[Any]:
+    async def job_counts_by_kind(self) -> dict[tuple[str, str], int]:
         from registry.errors import StoreUnavailable
 
         raise StoreUnavailable("the store is down")
@@ -206,3 +206,20 @@ async def test_a_scrape_answers_while_the_job_table_cannot_be_read() -> None:
     names = {f.name for f in text_string_to_metric_families(reply.body.decode())}
     assert "idnode_http_requests" in names and "idnode_jobs" not in names
     assert failures() == before + 1
+
+
+class _CountingStore:
+    """A store whose job table holds far more unfinished jobs than any window of the newest."""
+
+    async def job_counts_by_kind(self) -> dict[tuple[str, str], int]:
+        return {("import", "queued"): 1500, ("import", "running"): 2, ("delete", "done"): 7, ("other", "queued"): 3}
+
+
+async def test_the_jobs_gauge_counts_every_unfinished_job_by_kind_and_state() -> None:
+    collector = job_metrics.JobStateCollector(lambda: _CountingStore())
+    await collector.refresh()
+    (family,) = collector.collect()
+    got = {(s.labels["state"], s.labels["kind"]): s.value for s in family.samples}
+    assert got[("queued", "import")] == 1500 and got[("running", "import")] == 2
+    assert got[("queued", "delete")] == 0 and ("done", "delete") not in got  # queued and running only
+    assert ("queued", "other") not in got  # kinds the node does not run have no series
