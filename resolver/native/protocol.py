@@ -7,10 +7,10 @@ anything:
 
 - UDP: a request spread over several datagrams is reassembled by a bounded
   :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock). A
-  request the handler can answer at once (``respond_now``: a local cache hit) is answered in
-  ``datagram_received``; for the others at most ``max_inflight`` tasks are answering at once (further
-  datagrams are dropped, as a busy server's socket buffer would); replies over one 512-byte packet
-  go out as numbered packets. A reply
+  request the handler can answer at once (``respond_ready``: a repeated request whose reply is
+  ready; ``respond_now``: a local cache hit) is answered in ``datagram_received``; for the others
+  at most ``max_inflight`` tasks are answering at once (further datagrams are dropped, as a busy
+  server's socket buffer would); replies over one 512-byte packet go out as numbered packets. A reply
   message over ``max_reply`` bytes, or one that would overdraw the source address's
   :class:`~resolver.native.limits.UdpBudget`, is sent as a one-datagram truncated ERROR reply
   (:func:`~resolver.native.codec.truncated_reply`): the client asks again over TCP. So a forged
@@ -112,6 +112,10 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         NATIVE.datagrams_in += 1
         try:
+            wire = self.handler.respond_ready(data)
+            if wire is not None:  # a repeated request, its reply ready: no parsing, no task
+                self._send(wire, addr)
+                return
             size = len(data)
             if size >= ENVELOPE_SIZE and _SEQ_AND_LENGTH.unpack_from(data, 12) == (0, size - ENVELOPE_SIZE):
                 wire = self.handler.respond_now(data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:])
@@ -296,7 +300,9 @@ class TcpNativeProtocol(asyncio.Protocol):
                 and not transport.is_closing()
             ):
                 try:
-                    wire = self.handler.respond_now(data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:])
+                    wire = self.handler.respond_ready(data) or self.handler.respond_now(
+                        data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:]
+                    )
                 except Exception as exc:
                     self.handler.stats.internal += 1
                     log.debug("native tcp: unexpected error answering %s: %r", self.peer, exc)

@@ -16,6 +16,7 @@ import asyncio
 from bisect import bisect_left
 from typing import Any
 
+from registry.errors import RC_SUCCESS
 from resolver.ops import metrics
 
 __all__ = ["FLUSH_INTERVAL", "KNOWN_OPCODES", "NATIVE", "NativeMeter", "opcode_label"]
@@ -47,6 +48,7 @@ class NativeMeter:
         "datagrams_out",
         "local_hits",
         "local_negative",
+        "ready_replies",
         "tcp_open",
     )
 
@@ -57,6 +59,7 @@ class NativeMeter:
         self.tcp_open = 0  # open now (a level, not a count since the flush)
         self.local_hits = 0  # local cache tier hits (and cached "no such handle") of replies sent at once
         self.local_negative = 0
+        self.ready_replies = 0  # resolutions answered from ready replies (responseCode 1, local hits)
         self._requests: dict[tuple[int, int], int] = {}  # (opcode or _OTHER, responseCode) -> count
         self._latency: dict[int, list[Any]] = {}  # opcode -> [count per bucket ..., +Inf count, sum]
         self._resolution_codes: dict[int, int] = {}  # the fast path's: responseCode -> count (opcode 1)
@@ -73,6 +76,17 @@ class NativeMeter:
         """:meth:`answered` for a resolution (opcode 1), the native hot path's: no label to work out."""
         codes = self._resolution_codes
         codes[code] = codes.get(code, 0) + 1
+        latency = self._resolution_latency
+        latency[bisect_left(self.bounds, seconds)] += 1
+        latency[-1] += seconds
+        if self._timer is None:
+            self._schedule()
+
+    def ready(self, seconds: float) -> None:
+        """:meth:`resolution` of a ready reply (``NativeHandler.respond_ready``): a local-tier hit
+        answered with responseCode 1 (SUCCESS), counted in plain ints."""
+        self.ready_replies += 1
+        self.local_hits += 1
         latency = self._resolution_latency
         latency[bisect_left(self.bounds, seconds)] += 1
         latency[-1] += seconds
@@ -122,6 +136,9 @@ class NativeMeter:
             self._timer = None
         requests, self._requests = self._requests, {}
         resolutions, self._resolution_codes = self._resolution_codes, {}
+        if self.ready_replies:
+            resolutions[RC_SUCCESS] = resolutions.get(RC_SUCCESS, 0) + self.ready_replies
+            self.ready_replies = 0
         for code, count in resolutions.items():
             requests[1, code] = requests.get((1, code), 0) + count
         for (opcode, code), count in requests.items():
