@@ -157,17 +157,33 @@ class _Ready:
 class NativeStats:
     """Counters of one handler (shared by its listeners); plain ints, read by tests and metrics."""
 
-    requests: int = 0  # decoded requests answered
-    fast: int = 0  # of which on the fast path
+    answered: int = 0  # requests answered but from ready replies (``requests`` counts all)
+    fast_built: int = 0  # of which on the fast path
     errors: int = 0  # error replies to decoded requests (any response code but success)
     malformed: int = 0  # messages that could not be decoded (answered with PROTOCOL_ERROR when possible)
     dropped: int = 0  # datagrams / frames dropped without a reply
     internal: int = 0  # unexpected exceptions (answered with ERROR)
     truncated: int = 0  # UDP replies cut to a truncated ERROR (too large, or over the address's budget)
-    immediate: int = 0  # of the fast ones, answered in the listener's callback (no task: a cache hit)
-    ready: int = 0  # of the immediate ones, a repeated request answered from its ready reply
+    immediate_built: int = 0  # of the fast ones, answered in the listener's callback but from ready replies
+    ready: int = 0  # repeated requests answered from their ready replies (fast, at once)
     evicted: int = 0  # TCP connections closed to admit a new one (a connection cap was reached)
     idle_closed: int = 0  # TCP connections closed for going without a complete request too long
+
+    # A ready reply counts once (``ready``): the totals add it up when read.
+    @property
+    def requests(self) -> int:
+        """Decoded requests answered."""
+        return self.answered + self.ready
+
+    @property
+    def fast(self) -> int:
+        """Of which on the fast path."""
+        return self.fast_built + self.ready
+
+    @property
+    def immediate(self) -> int:
+        """Of the fast ones, answered in the listener's callback (no task: a cache hit)."""
+        return self.immediate_built + self.ready
 
 
 @lru_cache(maxsize=1024)
@@ -408,7 +424,7 @@ class NativeHandler:
 
     async def handle(self, request: Message) -> Message:
         """The reply to one decoded request."""
-        self.stats.requests += 1
+        self.stats.answered += 1
         try:
             opcode = request.header.opcode
             if opcode == OC_RESOLUTION and isinstance(request.body, ResolutionRequest):
@@ -491,11 +507,7 @@ class NativeHandler:
             rest = ready.rest
             ready.rest, ready.second = rest[:24] + self._expires + rest[28:], now
         self.resolutions.count(ready.prefix, "native", True)
-        stats = self.stats
-        stats.requests += 1
-        stats.fast += 1
-        stats.immediate += 1
-        stats.ready += 1
+        self.stats.ready += 1
         wire = b"".join((ready.head, data[4:12], ready.rest))
         NATIVE.ready(perf_counter() - started)
         return wire
@@ -550,7 +562,7 @@ class NativeHandler:
             else:
                 NATIVE.local_hits += 1
             template = self._outcome(query, record)
-        self.stats.immediate += 1
+        self.stats.immediate_built += 1
         wire = self._reply(envelope, payload, end, flags, template, started)
         if packed is not None and template.code == RC_SUCCESS and not flags[1]:
             self._keep_ready(envelope, payload, query.key, packed, query.prefix, wire)  # type: ignore[arg-type]
@@ -668,8 +680,8 @@ class NativeHandler:
         """The whole reply: ``template`` under the request's ids, version, flags and recursion count,
         the expiration, and the request digest when asked for, as ``reply_to`` and the codec write it."""
         stats = self.stats
-        stats.requests += 1
-        stats.fast += 1
+        stats.answered += 1
+        stats.fast_built += 1
         version = self._versions.get(envelope[:4]) or self._version(envelope)
         now = int(self.clock())
         if now != self._expires_for:

@@ -49,13 +49,14 @@ from resolver.native.handler import NativeHandler
 from resolver.native.limits import UdpBudget, address_key
 from resolver.ops.native_meter import NATIVE
 
-__all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
+__all__ = ["CREDIT", "TcpNativeProtocol", "UdpNativeProtocol"]
 
 log = logging.getLogger("idnode.native")
 
 _SEQ_AND_LENGTH = struct.Struct(">II")  # envelope bytes 12..20: sequence number, message length
 _LENGTH = struct.Struct(">I")  # envelope bytes 16..20: message length
 _ADDRESS_KEYS_MAX = 65_536  # source addresses whose budget key is remembered (cleared whole when full)
+CREDIT = 4096  # UDP reply bytes drawn from an address's budget at a time for ready replies
 
 
 # ---------------------------------------------------------------------------------------------- UDP
@@ -89,6 +90,8 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._keys: dict[Any, str] = {}  # source address -> address_key()
+        # source address -> reply bytes drawn from its key's budget ahead, not sent yet (see _send)
+        self._credit: dict[Any, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expiry: asyncio.TimerHandle | None = None
 
@@ -114,7 +117,15 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         try:
             wire = self.handler.respond_ready(data)
             if wire is not None:  # a repeated request, its reply ready: no parsing, no task
-                self._send(wire, addr)
+                size = len(wire)
+                credit = self._credit.get(addr, 0) - size
+                transport = self.transport
+                if credit >= 0 and size <= self.packet_size and transport is not None:
+                    self._credit[addr] = credit  # (size <= max_reply: _send drew the credit)
+                    transport.sendto(wire, addr)
+                    NATIVE.datagrams_out += 1
+                else:
+                    self._send(wire, addr)
                 return
             size = len(data)
             if size >= ENVELOPE_SIZE and _SEQ_AND_LENGTH.unpack_from(data, 12) == (0, size - ENVELOPE_SIZE):
@@ -200,6 +211,14 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
             if len(wire) <= self.packet_size:
                 transport.sendto(wire, addr)
                 NATIVE.datagrams_out += 1
+                if size <= self.max_reply and self._credit.get(addr, 0) < on_wire:
+                    # Draw the next replies' bytes at once (datagram_received sends ready replies
+                    # against them without a budget check each): what an address is sent stays
+                    # within its budget, at most CREDIT bytes of it drawn early.
+                    if len(self._credit) >= _ADDRESS_KEYS_MAX:
+                        self._credit.clear()
+                    if self.budget.spend(key, CREDIT, now):
+                        self._credit[addr] = self._credit.get(addr, 0) + CREDIT
             else:
                 for packet in split_udp(decode_envelope(wire), wire[ENVELOPE_SIZE:], self.packet_size):
                     transport.sendto(packet, addr)

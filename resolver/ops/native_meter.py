@@ -85,8 +85,7 @@ class NativeMeter:
     def ready(self, seconds: float) -> None:
         """:meth:`resolution` of a ready reply (``NativeHandler.respond_ready``): a local-tier hit
         answered with responseCode 1 (SUCCESS), counted in plain ints."""
-        self.ready_replies += 1
-        self.local_hits += 1
+        self.ready_replies += 1  # (a local hit each: added to local_hits when flushed)
         latency = self._resolution_latency
         latency[bisect_left(self.bounds, seconds)] += 1
         latency[-1] += seconds
@@ -138,6 +137,7 @@ class NativeMeter:
         resolutions, self._resolution_codes = self._resolution_codes, {}
         if self.ready_replies:
             resolutions[RC_SUCCESS] = resolutions.get(RC_SUCCESS, 0) + self.ready_replies
+            self.local_hits += self.ready_replies
             self.ready_replies = 0
         for code, count in resolutions.items():
             requests[1, code] = requests.get((1, code), 0) + count
