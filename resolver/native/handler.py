@@ -32,6 +32,11 @@ ids, versions, flags, recursion count and expiration patched in); anything it do
 goes the general way. The tests hold the two to identical output. ``respond_now`` is the fast path
 without waiting: the listeners call it in their receive callback and only start a task (``respond``)
 when it cannot answer there, i.e. when the record is not in the process's own cache tier.
+``respond_ready`` comes before it: a success ``respond_now`` made from the local tier (without a
+request digest) is kept whole, keyed by the request's bytes but its ids and expiration, and served
+again with the new request's ids while the local tier holds the very packed bytes it was made from
+(``TieredCache.local_hit``), its expiration remade once a second; so a repeated request costs one
+dictionary lookup, the tier's check, the counts and a join (held byte-identical by the tests too).
 """
 
 from __future__ import annotations
@@ -491,7 +496,8 @@ class NativeHandler:
     def respond_ready(self, data: bytes) -> bytes | None:
         """The reply to the whole request ``data`` (envelope and message) when it repeats one that was
         answered from the local cache tier before, else None (then ``respond_now``): one dictionary
-        lookup by the request's bytes without its ids and expiration (``ready_key``), and the check
+        lookup by the request's bytes without its ids and expiration (envelope bytes 0..4 and 12..20,
+        header bytes 0..16, then the body length, body and credential), and the check
         that the local tier still holds the very packed record the reply was made from (a write, an
         expiry, an eviction or the worker hub's stale flag all fail it). Counted as ``respond_now``
         counts (resolution statistics, the local hit, the native metrics). The bytes are those
