@@ -46,9 +46,12 @@ class NativeMeter:
         "bounds",
         "datagrams_in",
         "datagrams_out",
+        "first_bound",
         "local_hits",
         "local_negative",
+        "ready_first",
         "ready_replies",
+        "ready_seconds",
         "tcp_open",
     )
 
@@ -59,7 +62,13 @@ class NativeMeter:
         self.tcp_open = 0  # open now (a level, not a count since the flush)
         self.local_hits = 0  # local cache tier hits (and cached "no such handle") of replies sent at once
         self.local_negative = 0
-        self.ready_replies = 0  # resolutions answered from ready replies (responseCode 1, local hits)
+        self.first_bound = self.bounds[0]
+        # Resolutions answered from ready replies (responseCode 1, local hits): ``ready`` counts them,
+        # or the handler does, inline, while the flush timer is set and the latency is in the first
+        # bucket (``ready_first`` of them, ``ready_seconds`` their latencies' sum).
+        self.ready_replies = 0
+        self.ready_first = 0
+        self.ready_seconds = 0.0
         self._requests: dict[tuple[int, int], int] = {}  # (opcode or _OTHER, responseCode) -> count
         self._latency: dict[int, list[Any]] = {}  # opcode -> [count per bucket ..., +Inf count, sum]
         self._resolution_codes: dict[int, int] = {}  # the fast path's: responseCode -> count (opcode 1)
@@ -139,6 +148,10 @@ class NativeMeter:
             resolutions[RC_SUCCESS] = resolutions.get(RC_SUCCESS, 0) + self.ready_replies
             self.local_hits += self.ready_replies
             self.ready_replies = 0
+        if self.ready_first:
+            self._resolution_latency[0] += self.ready_first
+            self._resolution_latency[-1] += self.ready_seconds
+            self.ready_first, self.ready_seconds = 0, 0.0
         for code, count in resolutions.items():
             requests[1, code] = requests.get((1, code), 0) + count
         for (opcode, code), count in requests.items():
