@@ -529,7 +529,12 @@ class NativeHandler:
         """Keep ``wire``, the reply to a request answered from the local tier's ``packed``, ready for
         ``respond_ready`` (only replies with no request digest: the caller checks)."""
         hit = getattr(self.resolver.cache, "local_hit", None)
-        if hit is None or len(wire) > READY_REPLY_MAX or len(payload) > QUERY_BODY_MAX + HEADER_SIZE:
+        if (
+            hit is None
+            or len(wire) > READY_REPLY_MAX
+            or len(payload) > QUERY_BODY_MAX + HEADER_SIZE
+            or envelope[12:16] != b"\0\0\0\0"  # a sequence number (TCP takes any): a UDP fragment's
+        ):
             return
         request = envelope[:4] + envelope[12:] + payload[:16] + payload[20:]
         size = len(request) + len(wire) + _READY_OVERHEAD

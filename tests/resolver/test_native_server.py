@@ -1003,6 +1003,10 @@ def test_ready_replies_last_while_the_local_tier_holds_their_record(
         return node.call(lambda: fast.respond_ready(other))  # type: ignore[no-any-return]
 
     assert ready_again() == expected and fast.stats.ready == 1
+    # A request with a sequence number (TCP answers any; over UDP, a fragment) is not kept ready.
+    fragment = wire[:12] + struct.pack(">I", 5) + wire[16:]
+    assert node.call(lambda: fast.respond_now(fragment[:ENVELOPE_SIZE], fragment[ENVELOPE_SIZE:])) is not None
+    assert node.call(lambda: fast.respond_ready(fragment)) is None
     flag.set = True  # another worker wrote: the whole tier goes, and the ready replies with it
     assert node.call(lambda: fast.respond_ready(other)) is None and len(cache.local) == 0
     assert ready_again() == expected
