@@ -14,7 +14,8 @@ anything:
   message over ``max_reply`` bytes, or one that would overdraw the source address's
   :class:`~resolver.native.limits.UdpBudget`, is sent as a one-datagram truncated ERROR reply
   (:func:`~resolver.native.codec.truncated_reply`): the client asks again over TCP. So a forged
-  source address gets at most a few KB per request and a bounded number of bytes per second.
+  source address gets at most a few KB per request and a bounded number of bytes per second. Ready
+  replies are sent against bytes drawn from that budget ahead, ``CREDIT`` at a time.
 - TCP: frames are a 20-byte envelope then exactly ``length`` message bytes (at most 262,144). Several
   requests may follow each other on one connection; they are answered in order (at once, in
   ``data_received``, when nothing is queued before them and the handler can). Reading pauses while
@@ -120,9 +121,18 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
                 size = len(wire)
                 credit = self._credit.get(addr, 0) - size
                 transport = self.transport
-                if credit >= 0 and size <= self.packet_size and transport is not None:
-                    self._credit[addr] = credit  # (size <= max_reply: _send drew the credit)
-                    transport.sendto(wire, addr)
+                if (
+                    credit >= 0
+                    and size <= self.packet_size
+                    and size - ENVELOPE_SIZE <= self.max_reply
+                    and transport is not None
+                ):
+                    self._credit[addr] = credit
+                    try:
+                        transport.sendto(wire, addr)
+                    except OSError as exc:
+                        log.debug("native udp: cannot reply to %s: %r", addr, exc)
+                        return
                     NATIVE.datagrams_out += 1
                 else:
                     self._send(wire, addr)

@@ -19,20 +19,26 @@ from typing import Any
 import pytest
 
 from registry.errors import RC_ERROR, RC_SUCCESS
+from registry.model import HandleValue
 from resolver.native.codec import (
     DEFAULT_REQUEST_FLAGS,
     ENVELOPE_SIZE,
     HASH_SHA256,
     GetSiteInfoRequest,
     OpFlag,
+    ResolutionRequest,
+    ResolutionResponse,
     decode_envelope,
     decode_message,
     encode_message,
     encode_payload,
     make_request,
+    reply_to,
     request_digest,
 )
+from resolver.native.handler import NativeStats
 from resolver.native.limits import UdpBudget, address_key
+from resolver.native.protocol import CREDIT, UdpNativeProtocol
 from tests.nodeproc import NodeProcess
 from tests.resolver.native_client import (
     ask,
@@ -259,11 +265,6 @@ async def test_ready_replies_are_sent_within_the_budget() -> None:
     """Ready replies (``respond_ready``) go out against bytes drawn ahead from the address's budget,
     :data:`~resolver.native.protocol.CREDIT` at a time: what one address is sent whole stays within
     its budget, and past it the replies are truncated as before."""
-    from registry.model import HandleValue
-    from resolver.native.codec import ResolutionRequest, ResolutionResponse, make_request, reply_to
-    from resolver.native.handler import NativeStats
-    from resolver.native.protocol import CREDIT, UdpNativeProtocol
-
     request = make_request(ResolutionRequest("88.118.8/r1"), request_id=9)
     value = HandleValue(1, "URL", b"https://example.com/" + b"x" * 150)
     wire = encode_message(reply_to(request, ResolutionResponse("88.118.8/r1", (value,)), expiration=1, version=(2, 10)))
