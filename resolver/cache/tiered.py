@@ -274,8 +274,15 @@ class TieredCache:
         """A local-tier hit on ``key`` if it still holds ``packed`` (the record a ready reply was
         rendered from), counted in :attr:`stats`; the caller counts it in ``idnode_cache_requests_total``
         (:mod:`resolver.ops.rest_meter`, in bulk). False: the reply is stale, or the tier is not in use."""
-        local = self._readable()
-        if local is None or not local.holds(key, packed, self.clock()):
+        if not self._local_usable:  # (_readable and LocalTier.holds, inlined: the native hot path's)
+            return False
+        peers = self.peers
+        if peers is not None and peers.stale():
+            self.drop_local(None)
+            return False
+        local = self.local
+        assert local is not None
+        if not local.holds(key, packed, self.clock()):
             return False
         self.stats.local_hits += 1
         return True

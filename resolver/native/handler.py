@@ -32,6 +32,11 @@ ids, versions, flags, recursion count and expiration patched in); anything it do
 goes the general way. The tests hold the two to identical output. ``respond_now`` is the fast path
 without waiting: the listeners call it in their receive callback and only start a task (``respond``)
 when it cannot answer there, i.e. when the record is not in the process's own cache tier.
+``respond_ready`` comes before it: a success ``respond_now`` made from the local tier (without a
+request digest) is kept whole, keyed by the request's bytes but its ids and expiration, and served
+again with the new request's ids while the local tier holds the very packed bytes it was made from
+(``TieredCache.local_hit``), its expiration remade once a second; so a repeated request costs one
+dictionary lookup, the tier's check, the counts and a join (held byte-identical by the tests too).
 """
 
 from __future__ import annotations
@@ -133,22 +138,57 @@ _Flags = tuple[bytes, bool, bool]  # the reply's header bytes 8..16, digest want
 _Version = tuple[bytes, bytes, str]  # the reply envelope's bytes 0..4, digest algorithm byte and name
 _VALUE_CACHE_MAX = 16_384
 _VALUE_CACHE_BYTES = 16 * 1024 * 1024
+READY_MAX = 16_384  # requests whose whole reply is kept ready (cleared whole when full)
+READY_BYTES_MAX = 16 * 1024 * 1024  # request keys and replies kept ready (cleared whole beyond)
+READY_REPLY_MAX = 1_024  # bytes of a reply kept ready (larger ones take respond_now)
+_READY_OVERHEAD = 300  # rough bookkeeping bytes of one ready reply (object, dict slot)
+
+
+class _Ready:
+    """A whole reply to one request but its ids (envelope bytes 4..12): ``head`` its envelope's
+    versions, ``rest`` everything after the ids, with the expiration of ``second`` in it. Valid while
+    the local cache tier still holds ``packed`` under ``key`` (``hit``: ``TieredCache.local_hit``)."""
+
+    __slots__ = ("head", "hit", "key", "packed", "prefix", "rest", "second")
+
+    def __init__(
+        self, head: bytes, rest: bytes, second: int, key: str, packed: bytes, prefix: str, hit: Callable[..., bool]
+    ) -> None:
+        self.head, self.rest, self.second = head, rest, second
+        self.key, self.packed, self.prefix, self.hit = key, packed, prefix, hit
 
 
 @dataclass(slots=True)
 class NativeStats:
     """Counters of one handler (shared by its listeners); plain ints, read by tests and metrics."""
 
-    requests: int = 0  # decoded requests answered
-    fast: int = 0  # of which on the fast path
+    answered: int = 0  # requests answered but from ready replies (``requests`` counts all)
+    fast_built: int = 0  # of which on the fast path
     errors: int = 0  # error replies to decoded requests (any response code but success)
     malformed: int = 0  # messages that could not be decoded (answered with PROTOCOL_ERROR when possible)
     dropped: int = 0  # datagrams / frames dropped without a reply
     internal: int = 0  # unexpected exceptions (answered with ERROR)
     truncated: int = 0  # UDP replies cut to a truncated ERROR (too large, or over the address's budget)
-    immediate: int = 0  # of the fast ones, answered in the listener's callback (no task: a cache hit)
+    immediate_built: int = 0  # of the fast ones, answered in the listener's callback but from ready replies
+    ready: int = 0  # repeated requests answered from their ready replies (fast, at once)
     evicted: int = 0  # TCP connections closed to admit a new one (a connection cap was reached)
     idle_closed: int = 0  # TCP connections closed for going without a complete request too long
+
+    # A ready reply counts once (``ready``): the totals add it up when read.
+    @property
+    def requests(self) -> int:
+        """Decoded requests answered."""
+        return self.answered + self.ready
+
+    @property
+    def fast(self) -> int:
+        """Of which on the fast path."""
+        return self.fast_built + self.ready
+
+    @property
+    def immediate(self) -> int:
+        """Of the fast ones, answered in the listener's callback (no task: a cache hit)."""
+        return self.immediate_built + self.ready
 
 
 @lru_cache(maxsize=1024)
@@ -286,6 +326,8 @@ class NativeHandler:
         self._flags: dict[bytes, _Flags] = {}  # request header bytes 8..16 -> the reply's
         self._versions: dict[bytes, _Version] = {}  # request envelope bytes 0..4 -> the reply's
         self._expires_for, self._expires = -1, b""  # the second the expiration bytes were made for
+        self._ready: dict[bytes, _Ready] = {}  # request bytes but ids and expiration -> its reply
+        self._ready_bytes = 0
         self.set_site(site_data)
         self._names: dict[str, tuple[HandleName | None, str]] = {}  # text -> (name, error or "" or not-homed)
         self._values: dict[HandleValue, bytes] = {}
@@ -301,6 +343,7 @@ class NativeHandler:
         except InvalidValue:
             self.site_serial = 0
         self._flags.clear()  # they carry the serial
+        self._ready.clear()
 
     # -- the listeners' entry points ----------------------------------------------------------------
     async def respond(self, envelope: bytes, payload: bytes) -> bytes | None:
@@ -386,7 +429,7 @@ class NativeHandler:
 
     async def handle(self, request: Message) -> Message:
         """The reply to one decoded request."""
-        self.stats.requests += 1
+        self.stats.answered += 1
         try:
             opcode = request.header.opcode
             if opcode == OC_RESOLUTION and isinstance(request.body, ResolutionRequest):
@@ -450,6 +493,60 @@ class NativeHandler:
         return RC_SUCCESS, "", values
 
     # -- the fast path ------------------------------------------------------------------------------
+    def respond_ready(self, data: bytes) -> bytes | None:
+        """The reply to the whole request ``data`` (envelope and message) when it repeats one that was
+        answered from the local cache tier before, else None (then ``respond_now``): one dictionary
+        lookup by the request's bytes without its ids and expiration (envelope bytes 0..4 and 12..20,
+        header bytes 0..16, then the body length, body and credential), and the check
+        that the local tier still holds the very packed record the reply was made from (a write, an
+        expiry, an eviction or the worker hub's stale flag all fail it). Counted as ``respond_now``
+        counts (resolution statistics, the local hit, the native metrics). The bytes are those
+        ``respond`` would send."""
+        started = perf_counter()
+        ready = self._ready.get(data[:4] + data[12:36] + data[40:])
+        if ready is None or not ready.hit(ready.key, ready.packed):
+            return None
+        now = int(self.clock())
+        if now != ready.second:
+            if now != self._expires_for:
+                self._expires_for, self._expires = now, _U32.pack((now + MESSAGE_TTL) & 0xFFFFFFFF)
+            rest = ready.rest
+            ready.rest, ready.second = rest[:24] + self._expires + rest[28:], now
+        self.resolutions.count(ready.prefix, "native", True)
+        self.stats.ready += 1
+        wire = b"".join((ready.head, data[4:12], ready.rest))
+        seconds = perf_counter() - started
+        meter = NATIVE
+        if seconds <= meter.first_bound and meter.ready_replies:  # the common case, inline (its timer is set)
+            meter.ready_replies += 1
+            meter.ready_first += 1
+            meter.ready_seconds += seconds
+        else:
+            meter.ready(seconds)
+        return wire
+
+    def _keep_ready(self, envelope: bytes, payload: bytes, key: str, packed: bytes, prefix: str, wire: bytes) -> None:
+        """Keep ``wire``, the reply to a request answered from the local tier's ``packed``, ready for
+        ``respond_ready`` (only replies with no request digest: the caller checks)."""
+        hit = getattr(self.resolver.cache, "local_hit", None)
+        if (
+            hit is None
+            or len(wire) > READY_REPLY_MAX
+            or len(payload) > QUERY_BODY_MAX + HEADER_SIZE
+            or envelope[12:16] != b"\0\0\0\0"  # a sequence number (TCP takes any): a UDP fragment's
+        ):
+            return
+        request = envelope[:4] + envelope[12:] + payload[:16] + payload[20:]
+        size = len(request) + len(wire) + _READY_OVERHEAD
+        if len(self._ready) >= READY_MAX or self._ready_bytes + size > READY_BYTES_MAX:
+            self._ready.clear()
+            self._ready_bytes = 0
+        old = self._ready.get(request)
+        if old is not None:
+            self._ready_bytes -= len(request) + len(old.rest) + 12 + _READY_OVERHEAD
+        self._ready[request] = _Ready(wire[:4], wire[12:], self._expires_for, key, packed, prefix, hit)
+        self._ready_bytes += size
+
     def respond_now(self, envelope: bytes, payload: bytes) -> bytes | None:
         """The reply to a request that can be answered without waiting for anything, else None (then
         ``respond``): a plain resolution request (not authoritative) whose handle is invalid, not in
@@ -466,20 +563,28 @@ class NativeHandler:
         if query is None:
             return None
         template = query.error
+        packed = None
         if template is None:
-            try:
-                record = self.resolver.cached(query.key)
-            except Exception:  # cached bytes that do not unpack: respond() answers as it always does
+            cache = self.resolver.cache
+            if cache is None:
                 return None
-            if record is MISS:
+            try:
+                packed = cache.cached(query.key)
+                if packed is MISS:
+                    return None
+                record = None if packed is None else self.resolver.decode(packed)  # type: ignore[arg-type]
+            except Exception:  # cached bytes that do not unpack: respond() answers as it always does
                 return None
             if record is None:
                 NATIVE.local_negative += 1  # idnode_cache_requests_total, counted in bulk
             else:
                 NATIVE.local_hits += 1
-            template = self._outcome(query, record)  # type: ignore[arg-type]
-        self.stats.immediate += 1
-        return self._reply(envelope, payload, end, flags, template, started)
+            template = self._outcome(query, record)
+        self.stats.immediate_built += 1
+        wire = self._reply(envelope, payload, end, flags, template, started)
+        if packed is not None and template.code == RC_SUCCESS and not flags[1]:
+            self._keep_ready(envelope, payload, query.key, packed, query.prefix, wire)  # type: ignore[arg-type]
+        return wire
 
     async def _respond_fast(self, envelope: bytes, payload: bytes, end: int, query: Query, started: float) -> bytes:
         flags = self._flags.get(payload[8:16]) or self._request_flags(payload)
@@ -593,8 +698,8 @@ class NativeHandler:
         """The whole reply: ``template`` under the request's ids, version, flags and recursion count,
         the expiration, and the request digest when asked for, as ``reply_to`` and the codec write it."""
         stats = self.stats
-        stats.requests += 1
-        stats.fast += 1
+        stats.answered += 1
+        stats.fast_built += 1
         version = self._versions.get(envelope[:4]) or self._version(envelope)
         now = int(self.clock())
         if now != self._expires_for:

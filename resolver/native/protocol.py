@@ -7,14 +7,15 @@ anything:
 
 - UDP: a request spread over several datagrams is reassembled by a bounded
   :class:`~resolver.native.codec.UdpReassembler` (partial messages expire on the loop clock). A
-  request the handler can answer at once (``respond_now``: a local cache hit) is answered in
-  ``datagram_received``; for the others at most ``max_inflight`` tasks are answering at once (further
-  datagrams are dropped, as a busy server's socket buffer would); replies over one 512-byte packet
-  go out as numbered packets. A reply
+  request the handler can answer at once (``respond_ready``: a repeated request whose reply is
+  ready; ``respond_now``: a local cache hit) is answered in ``datagram_received``; for the others
+  at most ``max_inflight`` tasks are answering at once (further datagrams are dropped, as a busy
+  server's socket buffer would); replies over one 512-byte packet go out as numbered packets. A reply
   message over ``max_reply`` bytes, or one that would overdraw the source address's
   :class:`~resolver.native.limits.UdpBudget`, is sent as a one-datagram truncated ERROR reply
   (:func:`~resolver.native.codec.truncated_reply`): the client asks again over TCP. So a forged
-  source address gets at most a few KB per request and a bounded number of bytes per second.
+  source address gets at most a few KB per request and a bounded number of bytes per second. Ready
+  replies are sent against bytes drawn from that budget ahead, ``CREDIT`` at a time.
 - TCP: frames are a 20-byte envelope then exactly ``length`` message bytes (at most 262,144). Several
   requests may follow each other on one connection; they are answered in order (at once, in
   ``data_received``, when nothing is queued before them and the handler can). Reading pauses while
@@ -49,13 +50,14 @@ from resolver.native.handler import NativeHandler
 from resolver.native.limits import UdpBudget, address_key
 from resolver.ops.native_meter import NATIVE
 
-__all__ = ["TcpNativeProtocol", "UdpNativeProtocol"]
+__all__ = ["CREDIT", "TcpNativeProtocol", "UdpNativeProtocol"]
 
 log = logging.getLogger("idnode.native")
 
 _SEQ_AND_LENGTH = struct.Struct(">II")  # envelope bytes 12..20: sequence number, message length
 _LENGTH = struct.Struct(">I")  # envelope bytes 16..20: message length
 _ADDRESS_KEYS_MAX = 65_536  # source addresses whose budget key is remembered (cleared whole when full)
+CREDIT = 4096  # UDP reply bytes drawn from an address's budget at a time for ready replies
 
 
 # ---------------------------------------------------------------------------------------------- UDP
@@ -89,6 +91,8 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._keys: dict[Any, str] = {}  # source address -> address_key()
+        # source address -> reply bytes drawn from its key's budget ahead, not sent yet (see _send)
+        self._credit: dict[Any, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expiry: asyncio.TimerHandle | None = None
 
@@ -112,6 +116,27 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         NATIVE.datagrams_in += 1
         try:
+            wire = self.handler.respond_ready(data)
+            if wire is not None:  # a repeated request, its reply ready: no parsing, no task
+                size = len(wire)
+                credit = self._credit.get(addr, 0) - size
+                transport = self.transport
+                if (
+                    credit >= 0
+                    and size <= self.packet_size
+                    and size - ENVELOPE_SIZE <= self.max_reply
+                    and transport is not None
+                ):
+                    self._credit[addr] = credit
+                    try:
+                        transport.sendto(wire, addr)
+                    except OSError as exc:
+                        log.debug("native udp: cannot reply to %s: %r", addr, exc)
+                        return
+                    NATIVE.datagrams_out += 1
+                else:
+                    self._send(wire, addr)
+                return
             size = len(data)
             if size >= ENVELOPE_SIZE and _SEQ_AND_LENGTH.unpack_from(data, 12) == (0, size - ENVELOPE_SIZE):
                 wire = self.handler.respond_now(data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:])
@@ -196,6 +221,14 @@ class UdpNativeProtocol(asyncio.DatagramProtocol):
             if len(wire) <= self.packet_size:
                 transport.sendto(wire, addr)
                 NATIVE.datagrams_out += 1
+                if size <= self.max_reply and self._credit.get(addr, 0) < on_wire:
+                    # Draw the next replies' bytes at once (datagram_received sends ready replies
+                    # against them without a budget check each): what an address is sent stays
+                    # within its budget, at most CREDIT bytes of it drawn early.
+                    if len(self._credit) >= _ADDRESS_KEYS_MAX:
+                        self._credit.clear()
+                    if self.budget.spend(key, CREDIT, now):
+                        self._credit[addr] = self._credit.get(addr, 0) + CREDIT
             else:
                 for packet in split_udp(decode_envelope(wire), wire[ENVELOPE_SIZE:], self.packet_size):
                     transport.sendto(packet, addr)
@@ -296,7 +329,9 @@ class TcpNativeProtocol(asyncio.Protocol):
                 and not transport.is_closing()
             ):
                 try:
-                    wire = self.handler.respond_now(data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:])
+                    wire = self.handler.respond_ready(data) or self.handler.respond_now(
+                        data[:ENVELOPE_SIZE], data[ENVELOPE_SIZE:]
+                    )
                 except Exception as exc:
                     self.handler.stats.internal += 1
                     log.debug("native tcp: unexpected error answering %s: %r", self.peer, exc)

@@ -16,6 +16,7 @@ import asyncio
 from bisect import bisect_left
 from typing import Any
 
+from registry.errors import RC_SUCCESS
 from resolver.ops import metrics
 
 __all__ = ["FLUSH_INTERVAL", "KNOWN_OPCODES", "NATIVE", "NativeMeter", "opcode_label"]
@@ -45,8 +46,12 @@ class NativeMeter:
         "bounds",
         "datagrams_in",
         "datagrams_out",
+        "first_bound",
         "local_hits",
         "local_negative",
+        "ready_first",
+        "ready_replies",
+        "ready_seconds",
         "tcp_open",
     )
 
@@ -57,6 +62,13 @@ class NativeMeter:
         self.tcp_open = 0  # open now (a level, not a count since the flush)
         self.local_hits = 0  # local cache tier hits (and cached "no such handle") of replies sent at once
         self.local_negative = 0
+        self.first_bound = self.bounds[0]
+        # Resolutions answered from ready replies (responseCode 1, local hits): ``ready`` counts them,
+        # or the handler does, inline, while the flush timer is set and the latency is in the first
+        # bucket (``ready_first`` of them, ``ready_seconds`` their latencies' sum).
+        self.ready_replies = 0
+        self.ready_first = 0
+        self.ready_seconds = 0.0
         self._requests: dict[tuple[int, int], int] = {}  # (opcode or _OTHER, responseCode) -> count
         self._latency: dict[int, list[Any]] = {}  # opcode -> [count per bucket ..., +Inf count, sum]
         self._resolution_codes: dict[int, int] = {}  # the fast path's: responseCode -> count (opcode 1)
@@ -73,6 +85,16 @@ class NativeMeter:
         """:meth:`answered` for a resolution (opcode 1), the native hot path's: no label to work out."""
         codes = self._resolution_codes
         codes[code] = codes.get(code, 0) + 1
+        latency = self._resolution_latency
+        latency[bisect_left(self.bounds, seconds)] += 1
+        latency[-1] += seconds
+        if self._timer is None:
+            self._schedule()
+
+    def ready(self, seconds: float) -> None:
+        """:meth:`resolution` of a ready reply (``NativeHandler.respond_ready``): a local-tier hit
+        answered with responseCode 1 (SUCCESS), counted in plain ints."""
+        self.ready_replies += 1  # (a local hit each: added to local_hits when flushed)
         latency = self._resolution_latency
         latency[bisect_left(self.bounds, seconds)] += 1
         latency[-1] += seconds
@@ -122,6 +144,14 @@ class NativeMeter:
             self._timer = None
         requests, self._requests = self._requests, {}
         resolutions, self._resolution_codes = self._resolution_codes, {}
+        if self.ready_replies:
+            resolutions[RC_SUCCESS] = resolutions.get(RC_SUCCESS, 0) + self.ready_replies
+            self.local_hits += self.ready_replies
+            self.ready_replies = 0
+        if self.ready_first:
+            self._resolution_latency[0] += self.ready_first
+            self._resolution_latency[-1] += self.ready_seconds
+            self.ready_first, self.ready_seconds = 0, 0.0
         for code, count in resolutions.items():
             requests[1, code] = requests.get((1, code), 0) + count
         for (opcode, code), count in requests.items():

@@ -19,20 +19,26 @@ from typing import Any
 import pytest
 
 from registry.errors import RC_ERROR, RC_SUCCESS
+from registry.model import HandleValue
 from resolver.native.codec import (
     DEFAULT_REQUEST_FLAGS,
     ENVELOPE_SIZE,
     HASH_SHA256,
     GetSiteInfoRequest,
     OpFlag,
+    ResolutionRequest,
+    ResolutionResponse,
     decode_envelope,
     decode_message,
     encode_message,
     encode_payload,
     make_request,
+    reply_to,
     request_digest,
 )
+from resolver.native.handler import NativeStats
 from resolver.native.limits import UdpBudget, address_key
+from resolver.native.protocol import CREDIT, UdpNativeProtocol
 from tests.nodeproc import NodeProcess
 from tests.resolver.native_client import (
     ask,
@@ -253,3 +259,43 @@ def test_udp_budget_refills_and_stays_bounded() -> None:
         budget.spend(key, 1, 3.0)
     assert len(budget) == 3
     assert UdpBudget(0).spend("x", 10**9, 0.0)  # 0: no budget
+
+
+async def test_ready_replies_are_sent_within_the_budget() -> None:
+    """Ready replies (``respond_ready``) go out against bytes drawn ahead from the address's budget,
+    :data:`~resolver.native.protocol.CREDIT` at a time: what one address is sent whole stays within
+    its budget, and past it the replies are truncated as before."""
+    request = make_request(ResolutionRequest("88.118.8/r1"), request_id=9)
+    value = HandleValue(1, "URL", b"https://example.com/" + b"x" * 150)
+    wire = encode_message(reply_to(request, ResolutionResponse("88.118.8/r1", (value,)), expiration=1, version=(2, 10)))
+
+    class Ready:  # a handler whose every request has its reply ready
+        stats = NativeStats()
+
+        def respond_ready(self, data: bytes) -> bytes:
+            return wire
+
+    class Transport:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def sendto(self, data: bytes, addr: Any) -> None:
+            self.sent.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    rate = 3 * CREDIT
+    protocol = UdpNativeProtocol(Ready(), budget=UdpBudget(rate))  # type: ignore[arg-type]
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    try:
+        for _ in range(200):
+            protocol.datagram_received(b"request", ("127.0.0.7", 5000))
+    finally:
+        protocol.connection_lost(None)
+    whole = [d for d in transport.sent if d == wire]
+    cut = [d for d in transport.sent if d != wire]
+    assert len(transport.sent) == 200 and whole and cut
+    assert sum(map(len, whole)) <= rate + CREDIT  # (the loop clock moves a little meanwhile)
+    assert all(decode_envelope(d).truncated and decode_message(d).header.response_code == RC_ERROR for d in cut)

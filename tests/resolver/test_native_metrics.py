@@ -278,6 +278,42 @@ def test_the_fast_paths_resolutions_and_the_general_paths_add_up() -> None:
     assert sample(f"{LATENCY}_count", opcode="1") == after[2]
 
 
+def test_ready_replies_are_counted_as_resolutions_hits_and_latencies() -> None:
+    """Ready replies count as successful resolutions and local-tier hits, with their latencies: through
+    ``ready``, or inline by the handler (first bucket, timer set); a flush adds up both."""
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    meter = NativeMeter()
+    first = meter.first_bound
+    le = str(first)
+
+    def samples() -> tuple[float, ...]:
+        return (
+            sample(REQUESTS, opcode="1", code="1"),
+            sample(f"{LATENCY}_count", opcode="1"),
+            sample(f"{LATENCY}_bucket", opcode="1", le=le),
+            sample(f"{LATENCY}_sum", opcode="1"),
+            sample("idnode_cache_requests_total", tier="local", result="hit"),
+        )
+
+    before = samples()
+    meter.ready(first / 2)
+    meter.ready_replies += 1  # as NativeHandler.respond_ready counts inline
+    meter.ready_first += 1
+    meter.ready_seconds += first / 4
+    meter.ready(1.0)  # beyond the first bucket
+    meter.flush()
+    after = samples()
+    assert [a - b for a, b in zip(after[:3], before[:3], strict=True)] == [3, 3, 2]
+    assert after[3] - before[3] == pytest.approx(1.0 + first * 0.75)
+    assert after[4] - before[4] == 3
+    meter.flush()
+    assert samples() == after
+
+
 def _histogram_samples(opcode: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in metrics.NATIVE_LATENCY.collect():

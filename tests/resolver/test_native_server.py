@@ -38,6 +38,8 @@ from registry.errors import (
 from registry.model import HandleValue, Reference
 from registry.stores.base import MUST_NOT_EXIST, HandleWrite
 from registry.valuedata import PROTO_TCP, PROTO_UDP, decode_site
+from resolver.cache.local_tier import LocalTier
+from resolver.cache.tiered import TieredCache
 from resolver.config import Config, load_config
 from resolver.http.app import node_site
 from resolver.http.keys import STATE_KEY
@@ -69,6 +71,7 @@ from resolver.native.codec import (
 )
 from resolver.native.handler import NativeHandler
 from resolver.native.server import NativeServer, start_native
+from resolver.resolve import Resolver
 from resolver.server import node_app
 from tests.conftest import ADMIN_SECRET
 from tests.resolver.conftest import NODE_ADMIN, NODE_PREFIX, basic
@@ -362,6 +365,11 @@ async def test_cache_hits_are_answered_at_once_and_a_write_is_seen(node: Node) -
         assert found.get(NODE_PREFIX, 0) == counted + 1  # and counted in the resolution statistics
         assert (again.envelope.request_id, again.envelope.session_id) == (8, 3)
         assert again.body == first.body and set(by_index(again)) == {1}
+        ready = stats.ready
+        third = await ask(resolution(ITEM, request_id=9, session_id=4, types=("URL",)))
+        assert stats.ready == ready + 1 and stats.immediate == immediate + 2  # from the ready reply
+        assert found.get(NODE_PREFIX, 0) == counted + 2
+        assert (third.envelope.request_id, third.envelope.session_id) == (9, 4) and third.body == first.body
         assert not node.native.inflight
     await node.create(ITEM, [url(1, "https://example.com/moved"), *ITEM_VALUES[1:]])
     for ask in (node.udp, node.tcp, node.udp):
@@ -753,6 +761,10 @@ EQ_VALUES = (
 )
 EQ_WRITES = [
     HandleWrite(f"{NODE_PREFIX}/eq-1", f"{NODE_PREFIX}/eq-1", NODE_PREFIX, EQ_VALUES, MUST_NOT_EXIST),
+    # the same values but the one with a negative TTL (never cached): kept in the local tier
+    HandleWrite(
+        f"{NODE_PREFIX}/eq-2", f"{NODE_PREFIX}/eq-2", NODE_PREFIX, EQ_VALUES[:4] + EQ_VALUES[5:], MUST_NOT_EXIST
+    ),
     HandleWrite(
         f"{NODE_PREFIX}/eq-private",
         f"{NODE_PREFIX}/eq-private",
@@ -860,6 +872,7 @@ _text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
 _known_handles = st.sampled_from(
     [
         f"{NODE_PREFIX}/eq-1",
+        f"{NODE_PREFIX}/eq-2",
         f"{NODE_PREFIX}/eq-private",
         f"{NODE_PREFIX}/none",
         NODE_HANDLE,
@@ -872,7 +885,7 @@ _known_handles = st.sampled_from(
         f"{NODE_PREFIX}/a\x00b",
     ]
 )
-_handles = st.one_of(_known_handles, st.just(f"{NODE_PREFIX}/eq-1"), _text)
+_handles = st.one_of(_known_handles, st.just(f"{NODE_PREFIX}/eq-1"), st.just(f"{NODE_PREFIX}/eq-2"), _text)
 _type_names = st.sampled_from(["URL", "url", "EMAIL", "HS_SITE.", "HS_SITE", "NOTE", "REF"])
 _types = st.lists(st.one_of(_type_names, _text), max_size=4)
 _flags = st.one_of(
@@ -934,11 +947,83 @@ def test_fast_path_answers_exactly_as_the_codec_path(
         now = node.call(lambda: fast.respond_now(envelope, payload))
         assert now is None or now == got
     event(f"answered at once: {now is not None}")
+    # Asked again with other ids and another request expiration, a reply kept ready (a success from
+    # the local tier, no digest) is the same bytes as the codec path's for that request.
+    again = wire[:4] + struct.pack(">II", ids[1], ids[0] ^ 0x5A5A5A5A) + wire[12:36] + b"\1\2\3\4" + wire[40:]
+    expected = node.run(slow.respond(again[:ENVELOPE_SIZE], again[ENVELOPE_SIZE:]))
+    for _ in range(2):
+        ready = node.call(lambda: fast.respond_ready(again))
+        assert ready is None or ready == expected
+    event(f"answered from a ready reply: {ready is not None}")
     reply = decode_payload(decode_envelope(got), got[ENVELOPE_SIZE:])
     event(f"responseCode {reply.header.response_code}, digest {reply.digest is not None}")
+    if now is not None and reply.header.response_code == RC_SUCCESS and reply.digest is None:
+        assert ready is not None  # (the replies these requests get are far below READY_REPLY_MAX)
     assert (reply.envelope.session_id, reply.envelope.request_id) == ids
     if reply.header.response_code == RC_SUCCESS:
         assert all(v.public_read for v in reply.body.values)
+
+
+class _StaleFlag:
+    """A worker hub's stale flag (``TieredCache.peers``), set by hand."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def stale(self) -> bool:
+        was, self.set = self.set, False
+        return was
+
+
+def test_ready_replies_last_while_the_local_tier_holds_their_record(
+    fuzz_node: tuple[_ThreadNode, socket.socket],
+) -> None:
+    """A ready reply is served only while the local tier holds the very packed record it was made
+    from: not after the worker hub's stale flag dropped the tier, nor after the entry was replaced
+    (a write stores new bytes) or removed; never for an authoritative request."""
+    node, _ = fuzz_node
+    native = node.native
+    assert native is not None
+    flag = _StaleFlag()
+    cache = TieredCache(local=LocalTier(100, 1 << 20))
+    cache.peers = flag  # type: ignore[assignment]  # in place of the worker bus: its stale flag alone
+    resolver = Resolver(native.handler.resolver.store, cache)
+    site = node_site(node.config)
+    fast = NativeHandler(resolver, native.handler.registry, site, clock=lambda: 1_800_000_000.0)
+    slow = NativeHandler(resolver, native.handler.registry, site, clock=lambda: 1_800_000_000.0, fast_path=False)
+    wire = encode_message(resolution(f"{NODE_PREFIX}/eq-2", request_id=5))
+    envelope, payload = wire[:ENVELOPE_SIZE], wire[ENVELOPE_SIZE:]
+    other = wire[:4] + struct.pack(">II", 9, 10) + wire[12:]
+    expected = node.run(slow.respond(other[:ENVELOPE_SIZE], other[ENVELOPE_SIZE:]))
+
+    def ready_again() -> bytes | None:
+        assert node.call(lambda: fast.respond_ready(other)) is None  # nothing ready yet
+        assert node.run(fast.respond(envelope, payload)) is not None  # the lookup fills the tier
+        assert node.call(lambda: fast.respond_now(envelope, payload)) is not None  # a hit: kept ready
+        return node.call(lambda: fast.respond_ready(other))  # type: ignore[no-any-return]
+
+    assert ready_again() == expected and fast.stats.ready == 1
+    # A request with a sequence number (TCP answers any; over UDP, a fragment) is not kept ready.
+    fragment = wire[:12] + struct.pack(">I", 5) + wire[16:]
+    assert node.call(lambda: fast.respond_now(fragment[:ENVELOPE_SIZE], fragment[ENVELOPE_SIZE:])) is not None
+    assert node.call(lambda: fast.respond_ready(fragment)) is None
+    flag.set = True  # another worker wrote: the whole tier goes, and the ready replies with it
+    assert node.call(lambda: fast.respond_ready(other)) is None and len(cache.local) == 0
+    assert ready_again() == expected
+    key = f"{NODE_PREFIX}/eq-2".lower()
+    packed = cache.local.get(key, cache.clock())
+    assert isinstance(packed, bytes)
+    cache.local.put(key, bytes(bytearray(packed)), 60, cache.clock())  # equal bytes, another object
+    assert node.call(lambda: fast.respond_ready(other)) is None
+    assert ready_again() == expected
+    cache.local.discard(key)
+    assert node.call(lambda: fast.respond_ready(other)) is None
+    authoritative = encode_message(
+        resolution(f"{NODE_PREFIX}/eq-1", request_id=5, op_flags=DEFAULT_REQUEST_FLAGS | OpFlag.AT)
+    )
+    node.run(fast.respond(authoritative[:ENVELOPE_SIZE], authoritative[ENVELOPE_SIZE:]))
+    assert node.call(lambda: fast.respond_ready(authoritative)) is None
+    assert fast.stats.ready == 3
 
 
 def test_fast_path_leaves_other_messages_to_the_codec_path(fuzz_node: tuple[_ThreadNode, socket.socket]) -> None:
