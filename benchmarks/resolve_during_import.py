@@ -8,6 +8,7 @@ and polled until done). Prints per phase the probes made, p50/p95/p99 and the lo
 of each phase's p99 to the idle one.
 
     .venv/bin/python -m benchmarks.resolve_during_import [--rows 100000] [--store postgresql://…]
+        [--phases idle,batch]   # the idle baseline always runs first
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=100_000, help="items of the batch and rows of the job (100,000)")
     ap.add_argument("--idle", type=float, default=5, help="seconds of the idle phase (default 5)")
     ap.add_argument("--store", default="", help="store URL (default: embedded SQLite in a temporary directory)")
+    ap.add_argument("--phases", default="idle,batch,job", help="phases to run, in this order (default idle,batch,job)")
     args = ap.parse_args(argv)
     secret, run_id = secrets.token_urlsafe(18), secrets.token_hex(3)
     with tempfile.TemporaryDirectory(prefix="idnode-bench-") as tmp:
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 return (f"{args.rows:,} rows {state['state']} in {time.perf_counter() - t:.1f} s "
                         f"(submitted in {submitted:.1f} s)")  # fmt: skip
 
-            results = [(name, *prober.phase(fn)) for name, fn in (("idle", idle), ("batch", batch), ("job", job))]
+            phases = {"idle": idle, "batch": batch, "job": job}
+            wanted = [name for name in args.phases.split(",") if name in phases] or ["idle"]
+            results = [(name, *prober.phase(phases[name])) for name in ["idle", *(n for n in wanted if n != "idle")]]
             prober.close()
         finally:
             stop_node(node.proc)

@@ -33,6 +33,7 @@ from registry.stores.postgres_values import QUEUE_ROW
 
 __all__ = ["PostgresCreateStream"]
 
+_TURN = 2500  # rows built between two turns of the event loop (resolves answered between)
 _QUEUE = (
     "INSERT INTO value_index_queue (hids, prefixes)"
     " SELECT array_agg(u.h ORDER BY u.o), array_agg(u.p ORDER BY u.o)"
@@ -122,6 +123,8 @@ class PostgresCreateStream:
         buckets, queued, prefixes = self._buckets, [], []
         created: dict[int, int] = {}
         for n, r in enumerate(rows):
+            if not n % _TURN and n:
+                await asyncio.sleep(0)  # a chunk's rows are built in turns of the event loop
             if have and n in have:
                 continue
             hid = base + n
