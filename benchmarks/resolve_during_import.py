@@ -8,12 +8,16 @@ and polled until done). Prints per phase the probes made, p50/p95/p99 and the lo
 of each phase's p99 to the idle one.
 
     .venv/bin/python -m benchmarks.resolve_during_import [--rows 100000] [--store postgresql://…]
+        [--phases idle,batch]   # the idle baseline always runs first
+        [--slow-callbacks 20]   # also list the node's event-loop callbacks over 20 ms (asyncio debug mode)
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
+import re
 import secrets
 import tempfile
 import threading
@@ -65,14 +69,55 @@ class Prober:
         self.thread.join(30)
 
 
+# Put first on the node's PYTHONPATH by --slow-callbacks: uvloop's loops in asyncio's debug mode, which
+# logs every callback that runs longer than the threshold ("Executing <Task …> took 0.123 seconds").
+_SLOW_SITECUSTOMIZE = """\
+import os
+import uvloop
+
+_factory = uvloop.EventLoopPolicy._loop_factory
+
+
+def _debug_loop(self):
+    loop = _factory(self)
+    loop.set_debug(True)
+    loop.slow_callback_duration = float(os.environ["BENCH_SLOW_CALLBACK_MS"]) / 1000
+    return loop
+
+
+uvloop.EventLoopPolicy._loop_factory = _debug_loop
+"""
+_SLOW = re.compile(r"Executing (.*?) took ([0-9.]+) seconds")
+
+
+def _slow_callbacks(log: Path, start: int) -> str:
+    """The slow callbacks the node logged since byte ``start`` of its log: how many, the longest."""
+    took = []
+    for match in _SLOW.finditer(log.read_bytes()[start:].decode("utf-8", "replace")):
+        what = re.search(r"coro=<(\S+?)\(", match.group(1))
+        took.append((float(match.group(2)) * 1000, what.group(1) if what else match.group(1)[:60]))
+    took.sort(reverse=True)
+    return f"{len(took)}: " + ", ".join(f"{ms:.0f} ms {what}" for ms, what in took[:3]) if took else "0"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=100_000, help="items of the batch and rows of the job (100,000)")
     ap.add_argument("--idle", type=float, default=5, help="seconds of the idle phase (default 5)")
     ap.add_argument("--store", default="", help="store URL (default: embedded SQLite in a temporary directory)")
+    ap.add_argument("--phases", default="idle,batch,job", help="phases to run, in this order (default idle,batch,job)")
+    ap.add_argument(
+        "--slow-callbacks", type=float, default=0, metavar="MS",
+        help="run the node's event loop in asyncio's debug mode and list the callbacks longer than MS per phase",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     secret, run_id = secrets.token_urlsafe(18), secrets.token_hex(3)
     with tempfile.TemporaryDirectory(prefix="idnode-bench-") as tmp:
+        log = Path(tmp) / "node.log"
+        if args.slow_callbacks > 0:
+            (Path(tmp) / "sitecustomize.py").write_text(_SLOW_SITECUSTOMIZE)
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH", "")]))
+            os.environ["BENCH_SLOW_CALLBACK_MS"] = str(args.slow_callbacks)
         node = start_node(NodeOptions(store=args.store), Path(tmp), secret, run_id)
         try:
             seeded = seed(node.base, SeedPlan(handles=2000, promoters=1, enterprises=2), "88.118.8", secret, run_id)
@@ -113,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                 return (f"{args.rows:,} rows {state['state']} in {time.perf_counter() - t:.1f} s "
                         f"(submitted in {submitted:.1f} s)")  # fmt: skip
 
-            results = [(name, *prober.phase(fn)) for name, fn in (("idle", idle), ("batch", batch), ("job", job))]
+            phases = {"idle": idle, "batch": batch, "job": job}
+            wanted = [name for name in args.phases.split(",") if name in phases] or ["idle"]
+            results, slow = [], []
+            for name in ["idle", *(n for n in wanted if n != "idle")]:
+                start = log.stat().st_size
+                results.append((name, *prober.phase(phases[name])))
+                slow.append(_slow_callbacks(log, start) if args.slow_callbacks > 0 else "")
             prober.close()
         finally:
             stop_node(node.proc)
@@ -121,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store: {args.store or 'embedded SQLite'}; one client resolving a cached handle every 10 ms")
     print("| phase | what ran | probes | p50 ms | p95 ms | p99 ms | longest ms | p99 ÷ idle |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, note, q in results:
+    for (name, note, q), callbacks in zip(results, slow, strict=True):
         print(f"| {name} | {note} | {q['n']} | {q['p50']:.1f} | {q['p95']:.1f} | {q['p99']:.1f} | {q['max']:.0f} | "
               f"{q['p99'] / base_p99:.1f}x |")  # fmt: skip
+        if callbacks:
+            print(f"|   | node callbacks over {args.slow_callbacks:g} ms: {callbacks} | | | | | | |")
     return 0
 
 

@@ -17,8 +17,11 @@ made whole and written at the end.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import gc
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +41,7 @@ from registry.writes import WriteService
 
 __all__ = ["BatchFailure", "BatchReport", "BatchValidator", "gc_paused"]
 
+_outcome = operator.attrgetter("outcome")
 _gc_pauses = 0
 _gc_was_enabled = True
 
@@ -294,12 +298,13 @@ class BatchValidator:
             await writer.fail()
         rows, positions = writer.rows, self.positions
         results: list[WriteResult] = await writer.finish()
-        for position, row, result in zip(positions, rows, results, strict=True):
-            outcome = result.outcome
-            if outcome is WriteOutcome.CREATED:
-                report.created += 1
-            elif outcome is WriteOutcome.EXISTS:
-                self._fail(position, row.handle, _exists(row.handle))
+        await asyncio.sleep(0)  # the end of a batch in turns of the event loop: resolves answered between
+        tally = collections.Counter(map(_outcome, results))  # in C: a batch has 100,000 results
+        report.created = tally[WriteOutcome.CREATED]
+        if tally[WriteOutcome.EXISTS]:
+            for position, row, result in zip(positions, rows, results, strict=True):
+                if result.outcome is WriteOutcome.EXISTS:
+                    self._fail(position, row.handle, _exists(row.handle))
         report.written = report.created > 0
         report.failures = self.failures
         return report
@@ -310,6 +315,7 @@ class BatchValidator:
         garbage collector's first pass after :func:`gc_paused`."""
         self.positions, self._first = [], {}
         if self.writer is not None:
+            await asyncio.sleep(0)  # freeing 100,000 rows takes a turn of its own
             await self.writer.close()
 
 

@@ -108,6 +108,7 @@ class CreateWriter:
         finally:
             await stream.abort()  # releases the store if finishing failed; nothing after success
         commit = Commit(rows, results)
+        await asyncio.sleep(0)  # the commit's keys and their invalidation in a turn of their own
         if commit:
             await self._publish(commit)
         return results

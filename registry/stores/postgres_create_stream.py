@@ -33,6 +33,7 @@ from registry.stores.postgres_values import QUEUE_ROW
 
 __all__ = ["PostgresCreateStream"]
 
+_TURN = 2500  # rows built between two turns of the event loop (resolves answered between)
 _QUEUE = (
     "INSERT INTO value_index_queue (hids, prefixes)"
     " SELECT array_agg(u.h ORDER BY u.o), array_agg(u.p ORDER BY u.o)"
@@ -122,6 +123,8 @@ class PostgresCreateStream:
         buckets, queued, prefixes = self._buckets, [], []
         created: dict[int, int] = {}
         for n, r in enumerate(rows):
+            if not n % _TURN and n:
+                await asyncio.sleep(0)  # a chunk's rows are built in turns of the event loop
             if have and n in have:
                 continue
             hid = base + n
@@ -172,8 +175,10 @@ class PostgresCreateStream:
             if self._tr is None:
                 await self._release()
         done = WriteResult(WriteOutcome.CREATED, self._version) if written else WriteResult(WriteOutcome.NOT_WRITTEN)
-        exists = self._exists
-        return [WriteResult(WriteOutcome.EXISTS, exists[n]) if n in exists else done for n in range(self._rows)]
+        results = [done] * self._rows  # in C: a batch has 100,000 rows, few or none of them EXISTS
+        for n, version in self._exists.items():
+            results[n] = WriteResult(WriteOutcome.EXISTS, version)
+        return results
 
     async def _counters(self) -> None:
         args: dict[str, Any] = {

@@ -386,25 +386,40 @@ class TieredCache:
         return self._seq
 
     def drop_local(self, keys: Sequence[str] | None) -> None:
-        """Forget ``keys`` here (None: everything): local entries, shared loads, pending fills."""
+        """Forget ``keys`` here (None: everything): local entries, shared loads, pending fills.
+
+        In bulk (a batch's commit is 100,000 keys, mostly of new handles that no tier holds): only
+        the keys held are touched, and ``keys`` as long as :data:`RECENT_MAX` raise the floor to this
+        invalidation instead of being remembered one by one (the same refusals: every ticket taken
+        before it is refused, which is what remembering them all would end in)."""
         self._seq += 1
+        seq = self._seq
         if keys is None:
             if self.local is not None:
                 self.local.clear()
             self._recent.clear()
-            self._floor = self._seq
+            self._floor = seq
             self._flights.clear()
             self.stats.local_drops += 1
             return
-        for key in keys:
-            if self.local is not None:
-                self.local.discard(key)
-            self._flights.pop(key, None)
-            self._recent[key] = self._seq
-            self._recent.move_to_end(key)
-        while len(self._recent) > RECENT_MAX:
-            _, seq = self._recent.popitem(last=False)
-            self._floor = max(self._floor, seq)
+        if self.local is not None:
+            self.local.discard_many(keys)
+        flights = self._flights
+        if flights:
+            for key in [k for k in keys if k in flights]:
+                del flights[key]
+        recent = self._recent
+        if len(keys) >= RECENT_MAX:
+            recent.clear()
+            self._floor = seq
+            return
+        if recent:
+            for key in [k for k in keys if k in recent]:
+                del recent[key]  # re-added at the end, as the newest
+        recent.update(dict.fromkeys(keys, seq))
+        while len(recent) > RECENT_MAX:
+            _, old = recent.popitem(last=False)
+            self._floor = max(self._floor, old)
 
     async def on_commit(self, commit: Commit) -> None:
         """The write-event subscriber: every key a commit changed is invalidated before the write

@@ -19,7 +19,7 @@ from registry.stores import open_store
 from resolver.cache.breaker import CircuitBreaker
 from resolver.cache.local_tier import ENTRY_OVERHEAD, MISS, NEGATIVE, LocalTier
 from resolver.cache.redis_tier import FILL_LUA, TOMBSTONE_LUA, RedisTier, open_redis
-from resolver.cache.tiered import TieredCache
+from resolver.cache.tiered import RECENT_MAX, TieredCache
 from resolver.resolve import Resolver
 from tests.conftest import ADMIN_SECRET, REDIS_URL
 
@@ -424,6 +424,35 @@ async def test_late_local_fill_from_redis_is_refused():
     cache.drop_local(None)
     cache._fill_local("88.118.8/u", packed("88.118.8/u", 1), 60, ticket)
     assert len(cache.local) == 0  # type: ignore[arg-type]
+
+
+async def test_bulk_drop_of_a_batchs_keys():
+    """A batch's commit drops 100,000 keys at once: the entries held among them go (NEGATIVE ones of
+    new handles included), the others stay; a fill with a ticket from before the drop is refused for
+    every one of them, also when they are more than the tier remembers key by key."""
+    cache = TieredCache(local=LocalTier(1000, 1 << 20))
+    now = cache.clock()
+    keys = [f"88.118.8/n-{n}" for n in range(RECENT_MAX + 10)]
+    cache.local.put(keys[5], NEGATIVE, 60, now)  # type: ignore[union-attr]
+    cache.local.put("88.118.8/kept", packed("88.118.8/kept", 1), 60, now)  # type: ignore[union-attr]
+    small_ticket = cache.ticket()
+    cache.drop_local(keys[:3])  # a few keys: remembered one by one
+    cache._fill_local(keys[0], NEGATIVE, 60, small_ticket)
+    cache._fill_local(keys[3], NEGATIVE, 60, small_ticket)  # not dropped: its fill stands
+    assert keys[0] not in cache.local and keys[3] in cache.local  # type: ignore[operator]
+    ticket = cache.ticket()
+    cache.drop_local(keys)
+    assert keys[5] not in cache.local and keys[3] not in cache.local  # type: ignore[operator]
+    assert "88.118.8/kept" in cache.local  # type: ignore[operator]
+    for key in (keys[0], keys[-1], "88.118.8/other"):  # older tickets are refused for every key
+        cache._fill_local(key, NEGATIVE, 60, ticket)
+        assert key not in cache.local  # type: ignore[operator]
+    cache._fill_local(keys[7], NEGATIVE, 60, cache.ticket())  # a lookup begun after the drop fills
+    assert keys[7] in cache.local  # type: ignore[operator]
+    assert cache.local.bytes == sum(  # type: ignore[union-attr]
+        ENTRY_OVERHEAD + len(k) * 2 + (len(v[0]) if isinstance(v[0], bytes) else 0)
+        for k, v in cache.local._data.items()  # type: ignore[union-attr]
+    )
 
 
 async def test_status_reports_tiers(nodes):
