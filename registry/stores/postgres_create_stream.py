@@ -1,9 +1,11 @@
 """A batch of new handles written into PostgreSQL while it is still being read: one transaction on
 one pooled connection, one ``COPY`` per chunk.
 
-:meth:`PostgresCreateStream.add` queues a chunk as a task and returns at once; each task checks which
-of its keys exist (in the transaction, after the version lock) and COPYs the rest straight into
-``handles``, so the server inserts one chunk while the event loop decodes and checks the next. The
+:meth:`PostgresCreateStream.add` queues a chunk as a task and returns at once; each task COPYs the
+chunk straight into ``handles`` under a savepoint, so the server inserts one chunk while the event
+loop decodes and checks the next. No existence query goes first: the unique index on ``hkey`` checks
+every key as the rows go in, and only when one exists (the COPY fails) is the savepoint rolled back,
+the chunk's keys looked up, and the rest COPYed again (unless the stream is atomic). The
 outcomes, ids (``idnode_state.next_id`` + the row's number), listing buckets, registration counters
 and value-index queue are those of ``PostgresHandleWrites.write`` for the same creations, written by
 the same statement (:func:`registry.stores.postgres_handle_writes._apply_sql`) when the stream
@@ -110,17 +112,37 @@ class PostgresCreateStream:
     async def _chunk(self, previous: asyncio.Task[None] | None, rows: Sequence[NewHandle], first: int) -> None:
         if previous is not None:
             await previous  # in order, on one connection; a failure stops every later chunk
-        conn = self._conn
-        have = dict(await conn.fetch(_EXISTING, [r.key for r in rows])) if rows else {}
+        if not rows:
+            return
+        if self._failed:
+            await self._check(rows, first)  # nothing more is written: the chunk's keys are only checked
+            return
+        # Optimistic: COPY the whole chunk under a savepoint (the unique index on hkey checks every key as
+        # it inserts, so no existence query goes first); only when a key exists is the chunk checked and,
+        # unless the stream is atomic, COPYed again without the keys that exist.
+        try:
+            async with self._conn.transaction():
+                await self._write(rows, first, {})
+        except asyncpg.UniqueViolationError:
+            have = await self._check(rows, first)
+            if not have:
+                raise  # a key twice in the chunk: an error, as before
+            if not self._failed:
+                await self._write(rows, first, have)
+
+    async def _check(self, rows: Sequence[NewHandle], first: int) -> dict[int, int]:
+        have: dict[int, int] = dict(await self._conn.fetch(_EXISTING, [r.key for r in rows]))
         if have:
             for n, version in have.items():
                 self._exists[first + n] = version
             self._failed = self._failed or self._atomic
-        if self._failed:
-            return
+        return have
+
+    async def _write(self, rows: Sequence[NewHandle], first: int, have: dict[int, int]) -> None:
         now, day, version, head, base = self._now, self._day, self._version, self._head, self._next_id + first
         records = []
-        buckets, queued, prefixes = self._buckets, [], []
+        buckets: dict[tuple[str, int], int] = {}
+        queued, prefixes = [], []
         created: dict[int, int] = {}
         for n, r in enumerate(rows):
             if not n % _TURN and n:
@@ -135,12 +157,17 @@ class PostgresCreateStream:
             buckets[bk] = buckets.get(bk, 0) + 1
             if r.enterprise_id is not None:
                 created[r.enterprise_id] = created.get(r.enterprise_id, 0) + 1
-        if records:
-            status = await conn.copy_records_to_table("handles", records=records, columns=HANDLES_COPY_COLUMNS)
-            if int(status.rsplit(" ", 1)[-1]) != len(records):
-                raise ServerError(f"store inconsistency: copied {status}, expected {len(records)} rows")
-            await conn.execute(_QUEUE, queued, prefixes)  # the value index's queue, as write() fills it
-            self._created += len(records)
+        if not records:
+            return
+        conn = self._conn
+        status = await conn.copy_records_to_table("handles", records=records, columns=HANDLES_COPY_COLUMNS)
+        if int(status.rsplit(" ", 1)[-1]) != len(records):
+            raise ServerError(f"store inconsistency: copied {status}, expected {len(records)} rows")
+        await conn.execute(_QUEUE, queued, prefixes)  # the value index's queue, as write() fills it
+        # Counted only once the chunk is in (a savepoint rolled back leaves no count behind).
+        self._created += len(records)
+        for bk, n in buckets.items():
+            self._buckets[bk] = self._buckets.get(bk, 0) + n
         for eid, n in created.items():
             self._counts[(eid, day)] = self._counts.get((eid, day), 0) + n
 
