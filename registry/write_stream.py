@@ -66,9 +66,16 @@ class CreateWriter:
     async def _send(self) -> None:
         if self._stream is None:
             self._stream = await self._open()
-        stream, rows = self._stream, self.rows
-        for start in range(self._sent, len(rows), CHUNK):
-            stream.add(rows[start : start + CHUNK])
+        stream, rows, sent = self._stream, self.rows, self._sent
+        # What arrived since the last chunk goes as one chunk: a body's piece brings ~11,000 rows, and
+        # split at CHUNK its remainder made a second, small chunk that the next piece had to wait for
+        # (PostgreSQL: ~87k -> ~160k ids/s). Only rows held back (a suspended stream, the end of a
+        # batch) are split, into near-equal chunks of at least CHUNK.
+        new = len(rows) - sent
+        if new:
+            size = -(-new // max(1, new // CHUNK))
+            for start in range(sent, len(rows), size):
+                stream.add(rows[start : start + size])
         self._sent = len(rows)
         await asyncio.sleep(0)  # the chunk's task (PostgreSQL) starts sending
         await stream.drain(1)

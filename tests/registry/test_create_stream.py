@@ -101,3 +101,40 @@ async def test_an_abandoned_stream_writes_nothing_and_frees_the_store(store: Han
     # The write lock is free again: a write goes through at once.
     assert (await _existing(store)) > version
     assert await store.list_handles(P, 0, 10) == (1, [f"{P}/a"])
+
+
+async def test_the_writer_sends_what_arrived_as_one_chunk_and_splits_only_held_rows(store: HandleStore) -> None:
+    """``CreateWriter``: rows that arrive together (a body's piece) go to the store as one chunk, so the
+    store writes it while the next arrives instead of the caller waiting on a small remainder; rows held
+    back (the end of a batch) are split into near-equal chunks of at least ``CHUNK``."""
+    from registry.write_stream import CHUNK, CreateWriter
+
+    sizes: list[int] = []
+
+    async def open_stream():  # the store's real stream, recording the chunks it is given
+        stream = await store.create_stream(now=NOW + 60, atomic=False)
+        add = stream.add
+        stream.add = lambda rows: (sizes.append(len(rows)), add(rows))[1]  # type: ignore[method-assign]
+        return stream
+
+    async def nothing(_: object) -> None:
+        return None
+
+    writer = CreateWriter(open_stream, store.exists_many, nothing)
+    one_piece = CHUNK + CHUNK // 10
+    writer.rows.extend(row(f"w{n}") for n in range(one_piece))
+    await writer.send_due()
+    assert sizes == [one_piece]
+    writer.rows.extend(row(f"w{n}") for n in range(one_piece, one_piece + 2 * CHUNK + 500))
+    results = await writer.finish()
+    assert sizes == [one_piece, CHUNK + 250, CHUNK + 250]
+    assert len(results) == one_piece + 2 * CHUNK + 500
+    assert {r.outcome for r in results} == {CREATED}
+    version = results[0].version
+    # Rows at the edges of the SQLite store's multi-row INSERT statements (4,000, 512, 64, 8 and 1 rows)
+    # and of the chunks: each is its own record, at the batch's version.
+    for n in (0, 3999, 4000, 7999, 8000, 8511, 10559, 10999, 11000, len(results) - 1):
+        got = await store.get(f"{P}/w{n}")
+        assert got is not None, n
+        assert got.packed == pack_record(Record(handle=f"{P}/w{n}", values=vals(f"w{n}"), version=version))
+    assert await store.registration_counts(FEB28, MAR2, FAR) == {1: len(results)}
