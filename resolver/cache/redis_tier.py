@@ -13,7 +13,8 @@ it back after the writer's tombstone (the cache-aside race). Writers set tombsto
 :data:`TOMBSTONE_LUA` (never lowering a version) rather than deleting.
 
 Lookups arriving in the same event-loop tick share one MGET, and fills one pipeline
-(:class:`TickBatcher`). Every command
+(:class:`TickBatcher`); the MGETs go on a pipelined connection of their own
+(:mod:`resolver.cache.redis_pipe`) when the URL names a single server. Every command
 runs under a short timeout and behind a :class:`~resolver.cache.breaker.CircuitBreaker`; failures surface
 as :class:`RedisUnavailable` so the caller goes to the store instead.
 """
@@ -36,6 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from resolver.cache.breaker import CircuitBreaker
+from resolver.cache.redis_pipe import ReadPipe, pipe_options
 from resolver.ops import metrics
 
 __all__ = [
@@ -265,9 +267,15 @@ class RedisTier:
         breaker: CircuitBreaker,
         timeout: float = 0.25,
         max_batch: int = 1000,
+        url: str | None = None,
     ) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
+        # Reads on a pipelined connection of their own when ``url`` names a server it can reach
+        # (resolver.cache.redis_pipe); otherwise, and on a cluster, through ``client``.
+        self._pipe_options = pipe_options(url) if url is not None and not self.cluster else None
+        self._pipe: ReadPipe | None = None
+        self._pipe_lock = asyncio.Lock()
         self.key_prefix = key_prefix
         self.breaker = breaker
         self.timeout = timeout
@@ -327,10 +335,28 @@ class RedisTier:
         return await self.batcher.submit(key)
 
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
+        if self._pipe_options is not None:
+            prefix = f"{self.key_prefix}h:".encode()
+            encoded = [prefix + k.encode() for k in keys]
+            return await self.call(lambda: self._pipe_mget(encoded), operation="mget")
         names = [self.entry_key(k) for k in keys]
         if self.cluster:
             return await self.call(lambda: self.client.mget_nonatomic(names), operation="mget")  # type: ignore[union-attr]
         return await self.call(lambda: self.client.mget(names), operation="mget")
+
+    async def _pipe_mget(self, names: list[bytes]) -> list[bytes | None]:
+        pipe = self._pipe
+        if pipe is None or pipe.closed:
+            async with self._pipe_lock:  # one connection, opened by the first read that needs it
+                pipe = self._pipe
+                if pipe is None or pipe.closed:
+                    assert self._pipe_options is not None
+                    self._pipe = pipe = await ReadPipe.open(self._pipe_options)
+        try:
+            return await pipe.mget(names)
+        except asyncio.CancelledError:
+            pipe.close()  # timed out: Redis may be hung; the next read opens a new connection
+            raise
 
     # -- writes --------------------------------------------------------------------------------
     async def fill(self, key: str, value: bytes, version: int, ttl: float) -> int:
@@ -413,5 +439,7 @@ class RedisTier:
 
     async def close(self) -> None:
         await self.batcher.close()
+        if self._pipe is not None:
+            self._pipe.close()
         await self.fills.close()
         await self.client.aclose()

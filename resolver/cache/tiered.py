@@ -506,7 +506,13 @@ async def build_cache(
     if config.redis:
         timeout = config.redis_timeout_ms / 1000
         breaker = CircuitBreaker(config.redis_breaker_failures, config.redis_breaker_cooldown_ms / 1000, clock)
-        redis = RedisTier(open_redis(config.redis, timeout), config.redis_key_prefix, breaker=breaker, timeout=timeout)
+        redis = RedisTier(
+            open_redis(config.redis, timeout),
+            config.redis_key_prefix,
+            breaker=breaker,
+            timeout=timeout,
+            url=config.redis,
+        )
     if local is None and redis is None:
         return None
     cache = TieredCache(

@@ -18,6 +18,7 @@ from registry.service import NodeSettings, Registry
 from registry.stores import open_store
 from resolver.cache.breaker import CircuitBreaker
 from resolver.cache.local_tier import ENTRY_OVERHEAD, MISS, NEGATIVE, LocalTier
+from resolver.cache.redis_pipe import ReadPipe
 from resolver.cache.redis_tier import FILL_LUA, TOMBSTONE_LUA, RedisTier, open_redis
 from resolver.cache.tiered import RECENT_MAX, TieredCache
 from resolver.resolve import Resolver
@@ -63,7 +64,7 @@ async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
 
 
 def redis_tier(prefix: str, *, url: str = REDIS_URL, cooldown: float = 0.2) -> RedisTier:
-    return RedisTier(open_redis(url, 0.5), prefix, breaker=CircuitBreaker(3, cooldown), timeout=0.5)
+    return RedisTier(open_redis(url, 0.5), prefix, breaker=CircuitBreaker(3, cooldown), timeout=0.5, url=url)
 
 
 @dataclass
@@ -255,20 +256,20 @@ async def test_redis_negative_entry_keeps_floods_off_the_store(nodes, redis, red
     assert node.cache.stats.negative_hits == 20
 
 
-async def test_concurrent_lookups_share_one_mget(nodes, redis, redis_prefix):
+async def test_concurrent_lookups_share_one_mget(nodes, redis, redis_prefix, monkeypatch):
     node = await nodes(local=False)
     keys = [f"88.118.8/m{i}" for i in range(200)]
     await redis.mset({f"{redis_prefix}h:{k}": packed(k, i + 1) for i, k in enumerate(keys)})
     tier = node.cache.redis
     assert tier is not None
     calls: list[int] = []
-    mget = tier.client.mget
+    mget = ReadPipe.mget  # the tier's reads go on its pipelined connection (resolver.cache.redis_pipe)
 
-    async def counting_mget(names: list[str]) -> list[bytes | None]:
+    def counting_mget(pipe: ReadPipe, names: list[bytes]) -> Any:
         calls.append(len(names))
-        return await mget(names)
+        return mget(pipe, names)
 
-    tier.client.mget = counting_mget  # type: ignore[method-assign]
+    monkeypatch.setattr(ReadPipe, "mget", counting_mget)
     loads = Loads()
     results = await asyncio.gather(*(node.cache.lookup(k, loads) for k in keys + keys[:50]))
     assert calls == [200]  # 250 lookups, 200 distinct keys, one MGET

@@ -259,9 +259,8 @@ async def test_a_silent_redis_costs_one_timeout_not_one_per_request(tmp_path, re
     store = await open_store(f"sqlite:///{tmp_path}/idnode.db")
     registry = Registry(store, NodeSettings(prefix=NODE))
     await registry.bootstrap(ADMIN_SECRET, None)
-    tier = RedisTier(
-        open_redis(f"redis://127.0.0.1:{port}", 0.1), redis_prefix, breaker=CircuitBreaker(5, 30), timeout=0.1
-    )
+    url = f"redis://127.0.0.1:{port}"
+    tier = RedisTier(open_redis(url, 0.1), redis_prefix, breaker=CircuitBreaker(5, 30), timeout=0.1, url=url)
     cache = TieredCache(local=None, redis=tier, current_version=store.current_version)
     await cache.start(wait=0)
     resolver = Resolver(registry.store, cache)
