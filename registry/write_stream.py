@@ -2,8 +2,8 @@
 :meth:`registry.writes.WriteService.create_writer`, the one writer).
 
 The batch's checked rows (:class:`~registry.stores.base.NewHandle`, records packed already) go to a
-store :class:`~registry.stores.base.CreateStream` every :data:`CHUNK` rows, so the store inserts one
-chunk while the caller decodes and checks the next; one transaction covers the whole batch and is
+store :class:`~registry.stores.base.CreateStream` once :data:`CHUNK` of them have arrived, so the
+store inserts one chunk while the caller decodes and checks the next; one transaction covers the whole batch and is
 committed at the end, when the write events are published. The rows are kept until then, which
 allows two retreats:
 

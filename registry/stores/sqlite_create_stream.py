@@ -3,7 +3,10 @@ transaction on the writer thread, one chunk at a time.
 
 :meth:`SQLiteCreateStream.add` queues a chunk on the single writer thread and returns at once, so
 SQLite inserts it (``sqlite3`` lets go of the GIL while a statement runs) while the event loop
-decodes and checks the next chunk. The outcomes are those of
+decodes and checks the next chunk. A chunk is inserted optimistically, under a savepoint, in
+statements of thousands of rows (sqlite3 takes the GIL back from the event loop after every step);
+only when a key exists (the unique index on ``hkey`` refuses it) is the savepoint rolled back and
+the chunk's keys looked up. The outcomes are those of
 :func:`registry.stores.sqlite_handle_writes.apply_writes` for the same creations: a key that exists
 is EXISTS; in an atomic stream it stops all writing (later chunks are only checked) and
 :meth:`finish` rolls back. Ids, listing buckets, registration counters and the value-index queue
