@@ -158,7 +158,15 @@ def main(argv: list[str] | None = None) -> int:
                 return (f"{args.rows:,} rows {state['state']} in {time.perf_counter() - t:.1f} s "
                         f"(submitted in {submitted:.1f} s)")  # fmt: skip
 
-            phases = {"idle": idle, "batch": batch, "job": job}
+            def labels() -> str:
+                t = time.perf_counter()
+                status, reply = _call(node.base, "GET", f"/api/labels?prefix={ent['prefix']}&count=1000", None, auth,
+                                      timeout=300)  # fmt: skip
+                if status != 200:
+                    raise SystemExit(f"labels answered {status}: {str(reply)[:200]}")
+                return f"a PDF label sheet in {time.perf_counter() - t:.1f} s ({len(reply):,} bytes)"
+
+            phases = {"idle": idle, "batch": batch, "job": job, "labels": labels}
             wanted = [name for name in args.phases.split(",") if name in phases] or ["idle"]
             results, slow = [], []
             for name in ["idle", *(n for n in wanted if n != "idle")]:

@@ -19,6 +19,7 @@ import csv
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -33,6 +34,7 @@ FORMATS = ("csv", "ndjson", "xlsx", "lines")
 URL_COLUMN = "URL"
 KEY_COLUMNS = ("suffix", "handle")
 _TYPE = re.compile(r"^[^\s=@]{1,255}$")
+_COUNT_TURN = 1000  # rows counted between two releases of the GIL (RowReader.count)
 _SKIPPED_INDEXES = {1, 100, TEMPLATE_INDEX}  # URL, the default HS_ADMIN, the template reference
 MAX_COLUMNS = 1000
 
@@ -260,8 +262,17 @@ class RowReader:
                 yield from self._line_rows(fh, start_line, start_offset)
 
     def count(self) -> int:
-        """How many rows the file holds (blank lines are no rows)."""
-        return sum(1 for _ in self.rows())
+        """How many rows the file holds (blank lines are no rows).
+
+        Run in a thread beside the node's event loop, this is pure Python that holds the GIL: the loop,
+        which lets go of the GIL at every system call, had to wait for it each time, and a resolve
+        answered in ~1 ms took up to 220 ms while 100,000 rows were counted. So the GIL is let go
+        (``time.sleep(0)``) every :data:`_COUNT_TURN` rows, ~2 ms of counting."""
+        n = 0
+        for n, _ in enumerate(self.rows(), 1):
+            if not n % _COUNT_TURN:
+                time.sleep(0)
+        return n
 
     # -- CSV ---------------------------------------------------------------------------------------
     def _csv_header(self, lines: _Lines) -> tuple[int, list[_Column], bool]:

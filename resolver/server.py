@@ -28,6 +28,7 @@ from resolver.http import hot_path
 from resolver.http.app import create_app, node_site
 from resolver.http.keys import STATE_KEY
 from resolver.http.timeouts import HttpTimeouts, TimedSite
+from resolver.labels import renderer as label_renderer
 from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.ops.banner import STARTUP_KEY, StartupFacts, banner
 from resolver.ops.rest_meter import REST
@@ -126,6 +127,7 @@ async def serve(
         log.info("idnode shutting down")
         await runner.cleanup()
         REST.flush()  # the hot path's last counts
+        label_renderer.shutdown()  # its process, if a label sheet started one
 
 
 def settle_heap() -> None:

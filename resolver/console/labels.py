@@ -9,7 +9,6 @@ A ``field`` (one of the enterprise's template fields) prints that field's value 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +26,10 @@ from resolver.http.keys import CONFIG_KEY, registry_of
 from resolver.http.public_url import handle_url, public_base_url
 from resolver.http.statuses import http_status
 from resolver.labels.fields import FieldReader
-from resolver.labels.fonts import unicode_font
 from resolver.labels.layouts import LAYOUTS, layout_named
+from resolver.labels.renderer import render_sheet
 from resolver.labels.routes import LABELS_KEY, MAX_LABELS, SHEETS_AT_ONCE, _make_sheet
-from resolver.labels.sheet import Label, LabelSheet
+from resolver.labels.sheet import Label
 
 __all__ = ["console_label_routes"]
 
@@ -133,7 +132,6 @@ async def _selected_sheet(
     reader = FieldReader(registry, normalise_prefix(prefix), field_name) if field_name else None
     config = request.app[CONFIG_KEY]
     base = public_base_url(config)
-    sheet = LabelSheet(layout_named(layout), f"idnode labels {prefix}", lambda: unicode_font(config.label_font))
     seen: set[str] = set()
     labels = []
     for suffix in suffixes:
@@ -150,6 +148,4 @@ async def _selected_sheet(
             labels.append(Label(record.handle, handle_url(base, record.handle), note))
     if not labels:
         raise HandleNotFound(f"none of the chosen identifiers is registered under {prefix}", prefix)
-    for start in range(0, len(labels), 100):
-        await asyncio.to_thread(sheet.add, labels[start : start + 100])
-    return await asyncio.to_thread(sheet.finish)
+    return await render_sheet(layout_named(layout), f"idnode labels {prefix}", config.label_font, labels)

@@ -4,9 +4,10 @@ labels for a prefix's handles).
 A QR code is anonymous, like resolving: it encodes only the public URL, and it confirms that a handle
 exists exactly as ``GET /api/handles/{handle}`` does (404 otherwise, through the same cached lookup).
 A label sheet lists identifiers, so it takes the rights of listing them (the prefix's administrator or
-the node administrator). Codes are made on worker threads; a process renders at most
-``SHEETS_AT_ONCE`` sheets at a time (503 with Retry-After beyond), each of at most ``MAX_LABELS``
-labels, read from the store ``CHUNK`` records at a time.
+the node administrator). Codes are made on worker threads, sheets in the renderer process
+(resolver.labels.renderer); a process takes at most ``SHEETS_AT_ONCE`` sheets at a time (503 with
+Retry-After beyond), each of at most ``MAX_LABELS`` labels, read from the store ``CHUNK`` records
+at a time.
 
 Metrics (resolver.ops.metrics): codes served by format, made or from the cache; sheets made, their
 labels and the seconds each took.
@@ -34,10 +35,10 @@ from resolver.http.keys import CONFIG_KEY, registry_of, resolver_of
 from resolver.http.public_url import handle_url, public_base_url
 from resolver.http.web import request_caller
 from resolver.labels.fields import FieldReader
-from resolver.labels.fonts import unicode_font
 from resolver.labels.layouts import Layout, layout_named
 from resolver.labels.qr import MAX_SCALE, make_qr, png_bytes, svg_bytes
-from resolver.labels.sheet import Label, LabelSheet
+from resolver.labels.renderer import render_sheet
+from resolver.labels.sheet import Label
 from resolver.ops.metrics import LABEL_SHEET_SECONDS, LABEL_SHEETS, LABELS, QR_CODES
 
 __all__ = ["LABELS_KEY", "LabelsState", "label_routes", "setup_labels"]
@@ -211,14 +212,12 @@ async def _make_sheet(
     config = request.app[CONFIG_KEY]
     base = public_base_url(config)
     reader = FieldReader(registry, normalise_prefix(prefix), field_name) if field_name else None
-    sheet = LabelSheet(layout, f"idnode labels {prefix}", lambda: unicode_font(config.label_font))
+    labels = []
     async with aclosing(registry.handles_from(caller, prefix, start, count, chunk=CHUNK)) as chunks:
         async for rows in chunks:
-            labels = []
             for row in rows:
                 note = await reader.value(unpack_record(row.packed)) if reader is not None else None
                 labels.append(Label(row.handle, handle_url(base, row.handle), note))
-            await asyncio.to_thread(sheet.add, labels)
-    if sheet.count == 0:
+    if not labels:
         raise HandleNotFound(f"no handles under {prefix} to print", prefix)
-    return await asyncio.to_thread(sheet.finish), sheet.count
+    return await render_sheet(layout, f"idnode labels {prefix}", config.label_font, labels), len(labels)

@@ -9,6 +9,7 @@ sheet of Chinese and ASCII labels there.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -525,3 +526,32 @@ def test_a_served_node_prints_codes_of_its_public_url(tmp_path: Path) -> None:
         assert all(h in text for h in handles)
     finally:
         node.stop()
+
+
+async def test_sheets_are_laid_out_in_a_renderer_process_that_comes_back_after_dying() -> None:
+    """A sheet is pure-Python work of seconds: it runs in a process of its own (so the serving process's
+    event loop keeps its GIL), and a renderer killed meanwhile costs one sheet a 503, not the feature."""
+    import signal
+
+    from registry.errors import ServerBusy
+    from resolver.labels import renderer
+
+    labels = [Label(f"88.118.8.1001/R-{n}", f"https://id.example.com/88.118.8.1001/R-{n}", "产品") for n in range(30)]
+    layout = LAYOUTS["a4-3x8"]
+    pdf = await renderer.render_sheet(layout, "idnode labels 88.118.8.1001", "", labels)
+    assert len(PdfReader(io.BytesIO(pdf)).pages) == 2  # 30 labels, 24 a page
+    pool = renderer._pool
+    assert pool is not None
+    pids = list(pool._processes)  # type: ignore[attr-defined]
+    assert pids and os.getpid() not in pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(100):  # until the pool notices
+        if pool._broken:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.05)
+    with pytest.raises(ServerBusy):
+        await renderer.render_sheet(layout, "t", "", labels)
+    again = await renderer.render_sheet(layout, "t", "", labels[:5])
+    assert len(PdfReader(io.BytesIO(again)).pages) == 1
+    assert renderer._pool is not pool
