@@ -258,7 +258,7 @@ def audit_where(
         ("action", "=", action),
         ("target", "=", target),
         ("at", ">=", since),
-        ("actor", "=", actor),  # no index: read newest first until a page is full, as the log is small
+        ("actor", "=", actor),  # index audit_log_actor (actor, id): newest first
     )
     for column, op, value in conditions:
         if value is not None:

@@ -252,6 +252,8 @@ MIGRATIONS: list[tuple[int, str]] = [
     # The reverse-lookup value index (registry.value_index): the queue of written handles (every
     # existing handle queued, so the node indexes them), value rows, pg_trgm GIN.
     (9, VALUES_DDL),
+    # The audit log by actor (the console's and operators' "who did what" filter), newest first.
+    (10, "CREATE INDEX audit_log_actor ON audit_log (actor, id);"),
 ]
 # The schema version a store is at once every migration above has run (its highest number).
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)

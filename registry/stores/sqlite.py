@@ -154,6 +154,8 @@ MIGRATIONS: list[str] = [
     # 9: the reverse-lookup value index (registry.value_index): the queue of written handles (every
     # existing handle queued, so the node indexes them), value rows, FTS5 trigram table.
     VALUES_DDL,
+    # 10: the audit log by actor (the console's and operators' "who did what" filter), newest first.
+    "CREATE INDEX audit_log_actor ON audit_log (actor, id);",
 ]
 # The schema version a store is at once every migration above has run (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
