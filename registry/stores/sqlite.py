@@ -24,8 +24,9 @@ from typing import TypeVar
 
 from registry.errors import InvalidRequest, StoreInUse, StoreUnavailable
 from registry.private_files import PRIVATE_FILE, make_private, private_dir
-from registry.stores.base import schema_too_new
+from registry.stores.base import CreateStream, schema_too_new
 from registry.stores.sqlite_audit import SQLiteAudit
+from registry.stores.sqlite_create_stream import SQLiteCreateStream
 from registry.stores.sqlite_enterprises import SQLiteEnterprises
 from registry.stores.sqlite_handle_reads import SQLiteHandleReads
 from registry.stores.sqlite_handle_writes import SQLiteHandleWrites
@@ -216,6 +217,12 @@ class SQLiteStore(
         self._keeper: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._write_lock = asyncio.Lock()
+
+    async def create_stream(self, *, now: int, atomic: bool = True) -> CreateStream:
+        """``registry.stores.base.HandleStore.create_stream``: see :mod:`registry.stores.sqlite_create_stream`."""
+        stream = SQLiteCreateStream(self, now=now, atomic=atomic)
+        await stream.open()
+        return stream
 
     # -- connections ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

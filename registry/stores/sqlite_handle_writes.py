@@ -18,7 +18,6 @@ from registry.stores.base import (
     LIST_BUCKET,
     MUST_NOT_EXIST,
     AuditRecord,
-    CreateStream,
     HandleWrite,
     WriteOutcome,
     WriteResult,
@@ -44,14 +43,6 @@ class SQLiteHandleWrites(SQLitePart):
 
         async with self._write_lock:
             return await self._write(run)
-
-    async def create_stream(self, *, now: int, atomic: bool = True) -> CreateStream:
-        """``registry.stores.base.HandleStore.create_stream``: see :mod:`registry.stores.sqlite_create_stream`."""
-        from registry.stores.sqlite_create_stream import SQLiteCreateStream  # it builds on this module
-
-        stream = SQLiteCreateStream(self, now=now, atomic=atomic)
-        await stream.open()
-        return stream
 
 
 def existing_versions(c: sqlite3.Connection, keys: Sequence[str]) -> dict[str, int]:
