@@ -91,11 +91,14 @@ async def render_sheet(layout: Layout, title: str, font_setting: str, labels: Se
 
 
 def shutdown() -> None:
-    """Stop the renderer process, if one was started (the node stopping)."""
-    global _idle
+    """Stop the renderer process, if one was started (the node stopping), and wait for it: a serving
+    process that exits with its renderer still waiting for work waits for ever (multiprocessing joins
+    its children before the executor has told them to stop)."""
+    global _idle, _pool
     if _idle is not None:
         _idle.cancel()
         _idle = None
-    pool = _pool
+    with _lock:
+        pool, _pool = _pool, None
     if pool is not None:
-        _discard(pool)
+        pool.shutdown(wait=True, cancel_futures=True)

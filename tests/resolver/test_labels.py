@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -577,3 +578,38 @@ async def test_an_idle_renderer_is_stopped_and_the_next_sheet_starts_one(monkeyp
     assert (await renderer.render_sheet(layout, "t", "", labels)).startswith(b"%PDF")
     assert renderer._pool is not None and renderer._pool is not pool
     renderer.shutdown()
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for entry in Path(f"/proc/{parent}/task").iterdir():
+            children = Path(f"/proc/{parent}/task/{entry.name}/children")
+            for child in children.read_text().split() if children.exists() else []:
+                found.add(int(child))
+                todo.append(int(child))
+    return found
+
+
+def test_a_node_with_workers_stops_with_its_renderers(tmp_path: Path) -> None:
+    """Each worker that made a sheet has a renderer process; SIGTERM stops them all, promptly (a worker
+    exiting with its renderer idle used to wait for it for ever)."""
+    node = NodeProcess(tmp_path, "--workers", "2").wait_ready()
+    try:
+        admin = basic(NODE_ADMIN, ADMIN_SECRET)
+        value = {"values": [{"index": 1, "type": "URL", "data": "https://trace.example.com/1"}]}
+        _http(f"{node.url}/api/handles/88.118.8/label-stop", admin, value, "PUT")
+        for _ in range(6):  # new connections: the workers share the port, so most likely both make one
+            assert _http(f"{node.url}/api/labels?prefix=88.118.8&count=1", admin).startswith(b"%PDF")
+        family = _descendants(node.proc.pid)
+        renderers = [p for p in family if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(renderers) >= 3  # two workers and at least one renderer
+    finally:
+        started = time.monotonic()
+        code = node.stop(timeout=30)
+    assert code == 0 and time.monotonic() - started < 20, node.log()[-2000:]
+    deadline = time.monotonic() + 5  # multiprocessing's resource tracker ends once its last user has
+    while [p for p in family if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in family if Path(f"/proc/{p}").exists()]
