@@ -4,11 +4,12 @@ Starts ``idnode serve`` (1 worker; embedded SQLite, or ``--store``) as ``make be
 identifiers, then one client thread resolves a seeded (cached) identifier every 10 ms over a
 keep-alive connection through three phases: **idle** (the baseline, same run), **batch** (one
 ``--rows``-item NDJSON ``POST /api/handles``) and **job** (one ``--rows``-row CSV import job, submitted
-and polled until done). Prints per phase the probes made, p50/p95/p99 and the longest, and the ratio
-of each phase's p99 to the idle one.
+and polled until done). Two more phases on request: **xlsx-job** (the same job from an XLSX
+workbook) and **labels** (one 1,000-label PDF sheet, ``GET /api/labels``). Prints per phase the
+probes made, p50/p95/p99 and the longest, and the ratio of each phase's p99 to the idle one.
 
     .venv/bin/python -m benchmarks.resolve_during_import [--rows 100000] [--store postgresql://…]
-        [--phases idle,batch]   # the idle baseline always runs first
+        [--phases idle,batch,job,xlsx-job,labels]   # the idle baseline always runs first
         [--slow-callbacks 20]   # also list the node's event-loop callbacks over 20 ms (asyncio debug mode)
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import os
 import re
 import secrets
@@ -27,6 +29,8 @@ from pathlib import Path
 
 from benchmarks.profiles import SeedPlan
 from benchmarks.run_locust import NodeOptions, _basic, _call, seed, start_node, stop_node
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _quantiles(xs: list[float]) -> dict[str, float]:
@@ -105,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=100_000, help="items of the batch and rows of the job (100,000)")
     ap.add_argument("--idle", type=float, default=5, help="seconds of the idle phase (default 5)")
     ap.add_argument("--store", default="", help="store URL (default: embedded SQLite in a temporary directory)")
-    ap.add_argument("--phases", default="idle,batch,job", help="phases to run, in this order (default idle,batch,job)")
+    ap.add_argument(
+        "--phases", default="idle,batch,job",
+        help="phases to run, in this order, of idle, batch, job, xlsx-job, labels (default idle,batch,job)",
+    )  # fmt: skip
     ap.add_argument(
         "--slow-callbacks", type=float, default=0, metavar="MS",
         help="run the node's event loop in asyncio's debug mode and list the callbacks longer than MS per phase",
@@ -142,9 +149,28 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"batch answered {status}: {str(reply)[:200]}")
                 return f"{args.rows:,} items in {time.perf_counter() - t:.1f} s"
 
-            def job() -> str:
-                rows = "".join(f"RJ-{run_id}-{n:07d},https://erp.example.com/{n}\n" for n in range(args.rows))
-                body, headers = ("suffix,URL\n" + rows).encode(), {**auth, "Content-Type": "text/csv"}
+            def workbook() -> bytes:
+                import openpyxl
+
+                book = openpyxl.Workbook(write_only=True)
+                sheet = book.create_sheet()
+                sheet.append(["suffix", "URL"])
+                for n in range(args.rows):
+                    sheet.append([f"RX-{run_id}-{n:07d}", f"https://erp.example.com/{n}"])
+                out = io.BytesIO()
+                book.save(out)
+                return out.getvalue()
+
+            # Made before the phases: seconds of pure Python here would starve this process's own
+            # prober thread of the GIL, and its waits would be counted as the node's.
+            xlsx_body = workbook() if "xlsx-job" in args.phases.split(",") else b""
+
+            def job(xlsx: bool = False) -> str:
+                if xlsx:
+                    body, headers = xlsx_body, {**auth, "Content-Type": XLSX}
+                else:
+                    rows = "".join(f"RJ-{run_id}-{n:07d},https://erp.example.com/{n}\n" for n in range(args.rows))
+                    body, headers = ("suffix,URL\n" + rows).encode(), {**auth, "Content-Type": "text/csv"}
                 t = time.perf_counter()
                 status, reply = _call(node.base, "POST", f"/api/jobs?kind=import&prefix={ent['prefix']}", body, headers)
                 if status != 202:
@@ -166,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"labels answered {status}: {str(reply)[:200]}")
                 return f"a PDF label sheet in {time.perf_counter() - t:.1f} s ({len(reply):,} bytes)"
 
-            phases = {"idle": idle, "batch": batch, "job": job, "labels": labels}
+            phases = {"idle": idle, "batch": batch, "job": job, "xlsx-job": lambda: job(xlsx=True), "labels": labels}
             wanted = [name for name in args.phases.split(",") if name in phases] or ["idle"]
             results, slow = [], []
             for name in ["idle", *(n for n in wanted if n != "idle")]:

@@ -27,13 +27,15 @@ import time
 import uuid
 from typing import Any
 
+from registry import offload
 from registry.audit import audit_record, set_source
 from registry.auth import Identity
-from registry.errors import HandleError, StoreUnavailable
+from registry.errors import HandleError, InvalidRequest, ServerBusy, StoreUnavailable
 from registry.job_events import JobObserver, row_counts
 from registry.job_run import Tally, enterprise_admin, run_rows
 from registry.jobs import JobService, job_file
 from registry.private_files import private_dir
+from registry.rows import cells_path, write_cells
 from registry.stores.base import JobRecord, JobReject
 from registry.tasks import cancel_and_wait
 
@@ -188,6 +190,10 @@ class JobRunner:
             path = await self._file(job)
             caller = await self.registry.caller_of(Identity.parse(job.owner))
             await self.jobs.require_submitter(caller, job.kind, job.prefix)  # its owner's rights now
+            if job.fmt == "xlsx":  # its rows read once, in the helper process (registry.rows.write_cells)
+                refused = await offload.run(write_cells, path)
+                if refused is not None:
+                    raise InvalidRequest(refused)
             reader = await self.jobs.reader(job, path)
             await asyncio.to_thread(reader.check)
             if tally.total is None:
@@ -215,6 +221,8 @@ class JobRunner:
             log.warning("job %s: another runner holds it now; stopped here", job.id)
         except StoreUnavailable as exc:  # the lease runs out, and a runner takes the job up again
             log.warning("job %s: paused, the store is unavailable: %s", job.id, exc.message)
+        except ServerBusy as exc:  # the helper process died under it: released, taken up again
+            log.warning("job %s: paused: %s", job.id, exc.message)
         except (HandleError, _Failed) as exc:
             message = exc.message if isinstance(exc, HandleError) else str(exc)
             await self._finish(job, tally, "failed", message)
@@ -231,8 +239,9 @@ class JobRunner:
                 with contextlib.suppress(HandleError):
                     await self.store.release_job(job.id, self.runner_id, now=self.registry.clock())
             if finished:
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+                for done in (path, cells_path(path)):
+                    with contextlib.suppress(OSError):
+                        os.remove(done)
 
     async def _save(self, job: JobRecord, tally: Tally, rejects: list[JobReject]) -> None:
         now = self.registry.clock()

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from registry import offload
 from registry.stores.base import HandleStore
 from resolver.cache.worker_hub import MAX_SLOTS, WorkerHub
 from resolver.config import Config
@@ -28,7 +29,6 @@ from resolver.http import hot_path
 from resolver.http.app import create_app, node_site
 from resolver.http.keys import STATE_KEY
 from resolver.http.timeouts import HttpTimeouts, TimedSite
-from resolver.labels import renderer as label_renderer
 from resolver.native.server import NativeServer, start_native_or_warn
 from resolver.ops.banner import STARTUP_KEY, StartupFacts, banner
 from resolver.ops.rest_meter import REST
@@ -127,7 +127,7 @@ async def serve(
         log.info("idnode shutting down")
         await runner.cleanup()
         REST.flush()  # the hot path's last counts
-        label_renderer.shutdown()  # its process, if a label sheet started one
+        offload.shutdown()  # the helper process, if a label sheet or a workbook started one
 
 
 def settle_heap() -> None:

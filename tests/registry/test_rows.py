@@ -4,6 +4,7 @@ byte offsets, and the column rules (unknown columns refused, ``--column`` mappin
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import openpyxl
 import pytest
 
 from registry.errors import InvalidRequest
-from registry.rows import ColumnSpec, RowReader, parse_column
+from registry.rows import ColumnSpec, RowReader, cells_path, check_file, parse_column, write_cells
 from registry.templates import Template, TemplateField
 
 P = "88.118.8.1001"
@@ -182,3 +183,34 @@ def test_a_file_that_is_no_workbook_is_refused(tmp_path):
     path = write(tmp_path, "i.xlsx", "suffix,URL\nA,B\n")
     with pytest.raises(InvalidRequest, match="not an XLSX workbook"):
         RowReader(path, "xlsx", prefix=P).check()
+    assert write_cells(path) == "the file is not an XLSX workbook (BadZipFile)"
+    assert not os.path.exists(cells_path(path)) and not os.path.exists(cells_path(path) + ".spool")
+
+
+def test_a_workbook_read_once_gives_the_same_rows(tmp_path):
+    """``write_cells`` (the node's helper process reads a workbook once): a reader of the file then
+    reads its rows back, the same rows, errors and row numbers as from the workbook itself."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["suffix", "URL", "colour", "made", None])
+    sheet.append(["A-1", "https://e.com/1", "红", dt.datetime(2026, 1, 15, 8, 30)])
+    sheet.append([None, None, None, None])
+    sheet.append([1002, "https://e.com/2", 3.0, True])
+    sheet.append(["A-三", "https://e.com/3", "blue", None, "extra"])  # a cell too many
+    sheet.append(["A-4", "https://e.com/4", 2.5, dt.time(9, 15)])
+    path = str(tmp_path / "w.xlsx")
+    book.save(path)
+    columns = [ColumnSpec("colour", "COLOUR"), ColumnSpec("made", "MADE")]
+    direct = list(RowReader(path, "xlsx", prefix=P, columns=columns).rows())
+    assert write_cells(path) is None and os.path.exists(cells_path(path))
+    reader = RowReader(path, "xlsx", prefix=P, columns=columns)
+    reader.check()
+    assert list(reader.rows()) == direct and len(direct) == 4
+    assert reader.count() == 4
+    assert list(reader.rows(4)) == direct[2:]  # resumed after row 4
+    assert write_cells(path) is None  # read already: kept
+    # The header is checked from what was read, as from the workbook.
+    with pytest.raises(InvalidRequest, match="'colour' is not known"):
+        RowReader(path, "xlsx", prefix=P).check()
+    assert "'colour' is not known" in (check_file(RowReader(path, "xlsx", prefix=P)) or "")
+    assert check_file(reader) is None

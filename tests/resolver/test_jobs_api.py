@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -160,6 +161,14 @@ async def test_xlsx_ndjson_replace_and_delete(node):
     assert (job["format"], job["total"], job["created"], job["rejected"]) == ("xlsx", 300, 299, 1)
     rejects = (await (await node.get(job["rejects_url"], headers=headers)).json())["rejects"]
     assert [(x["line"], x["message"]) for x in rejects] == [(151, "row 151 has 3 cells, the header 2")]
+    # The workbook was read once in the helper process; nothing of it is left once the job is done.
+    runner = node.app[STATE_KEY].jobs
+    assert runner is not None
+    for _ in range(100):  # removed just after the job is marked done
+        if not os.listdir(runner.workdir):
+            break
+        await asyncio.sleep(0.05)
+    assert not os.listdir(runner.workdir)
 
     ndjson = "".join(
         f'{{"suffix":"N-{n}","values":[{{"index":1,"type":"URL","data":"https://n/{n}"}}]}}\n' for n in range(40)

@@ -534,6 +534,7 @@ async def test_sheets_are_laid_out_in_a_renderer_process_that_comes_back_after_d
     event loop keeps its GIL), and a renderer killed meanwhile costs one sheet a 503, not the feature."""
     import signal
 
+    from registry import offload
     from registry.errors import ServerBusy
     from resolver.labels import renderer
 
@@ -541,7 +542,7 @@ async def test_sheets_are_laid_out_in_a_renderer_process_that_comes_back_after_d
     layout = LAYOUTS["a4-3x8"]
     pdf = await renderer.render_sheet(layout, "idnode labels 88.118.8.1001", "", labels)
     assert len(PdfReader(io.BytesIO(pdf)).pages) == 2  # 30 labels, 24 a page
-    pool = renderer._pool
+    pool = offload._pool
     assert pool is not None
     pids = list(pool._processes)  # type: ignore[attr-defined]
     assert pids and os.getpid() not in pids
@@ -555,29 +556,30 @@ async def test_sheets_are_laid_out_in_a_renderer_process_that_comes_back_after_d
         await renderer.render_sheet(layout, "t", "", labels)
     again = await renderer.render_sheet(layout, "t", "", labels[:5])
     assert len(PdfReader(io.BytesIO(again)).pages) == 1
-    assert renderer._pool is not pool
+    assert offload._pool is not pool
 
 
 async def test_an_idle_renderer_is_stopped_and_the_next_sheet_starts_one(monkeypatch) -> None:
+    from registry import offload
     from resolver.labels import renderer
 
-    monkeypatch.setattr(renderer, "IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(offload, "IDLE_SECONDS", 0.2)
     labels = [Label(f"88.118.8.1001/I-{n}", f"https://id.example.com/88.118.8.1001/I-{n}") for n in range(3)]
     layout = LAYOUTS["a4-3x8"]
     first, second = await asyncio.gather(  # two at once: the idle timer waits for both
         renderer.render_sheet(layout, "t", "", labels), renderer.render_sheet(layout, "t", "", labels[:1])
     )
     assert first.startswith(b"%PDF") and second.startswith(b"%PDF")
-    pool = renderer._pool
+    pool = offload._pool
     assert pool is not None
     for _ in range(100):
-        if renderer._pool is None:
+        if offload._pool is None:
             break
         await asyncio.sleep(0.05)
-    assert renderer._pool is None  # stopped after 0.2 s idle
+    assert offload._pool is None  # stopped after 0.2 s idle
     assert (await renderer.render_sheet(layout, "t", "", labels)).startswith(b"%PDF")
-    assert renderer._pool is not None and renderer._pool is not pool
-    renderer.shutdown()
+    assert offload._pool is not None and offload._pool is not pool
+    offload.shutdown()
 
 
 def _descendants(pid: int) -> set[int]:
