@@ -39,7 +39,10 @@ from registry.write_plan import Mode, WriteRequest
 from registry.write_stream import CreateWriter
 from registry.writes import WriteService
 
-__all__ = ["BatchFailure", "BatchReport", "BatchValidator", "gc_paused"]
+__all__ = ["CHANGED_MEANWHILE", "BatchFailure", "BatchReport", "BatchValidator", "gc_paused"]
+
+# The refusal of an item whose handle another writer changed between planning and writing.
+CHANGED_MEANWHILE = "changed by another writer meanwhile; retry"
 
 _outcome = operator.attrgetter("outcome")
 _gc_pauses = 0
@@ -285,7 +288,7 @@ class BatchValidator:
             elif outcome is WriteOutcome.EXISTS:
                 self._fail(position, write.handle, _exists(write.handle))
             elif outcome is not WriteOutcome.NOT_WRITTEN:
-                self._fail(position, write.handle, InvalidRequest("changed by another writer meanwhile; retry"))
+                self._fail(position, write.handle, InvalidRequest(CHANGED_MEANWHILE))
         report.written = report.created + report.replaced > 0
         report.failures = self.failures
         return report

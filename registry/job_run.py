@@ -9,6 +9,9 @@ The one machinery of ``idnode import`` (registry.importer) and the node's jobs (
   (slow rows — secret keys to hash, templates to check — still commit every second or so), or when
   ``stop`` is set (Ctrl-C, the node stopping): then the rows validated so far are written and the run
   returns. So an interruption loses at most the rows of the chunk being read, never a written one;
+- a replace job creates or overwrites what is there when it writes: a row whose handle another
+  writer created or changed between planning and writing is planned and written again
+  (``RACE_RETRIES`` times), not refused;
 - after each chunk the :class:`Checkpoint` gets the counts and the line and byte offset through
   which every row is written and counted, and the rows rejected in that chunk, by their line in the
   file. A resumed run starts after that line. A row written by a chunk whose checkpoint was lost
@@ -21,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from registry import valuedata
 from registry.admin_values import ADMIN_INDEX, DEFAULT_HANDLE_ADMIN_PERMS, SECKEY_INDEX
 from registry.auth import Caller
-from registry.batch import BatchValidator
+from registry.batch import CHANGED_MEANWHILE, BatchFailure, BatchValidator
 from registry.errors import (
     RC_HANDLE_ALREADY_EXISTS,
     RC_NOT_AUTHORIZED,
@@ -44,6 +47,7 @@ __all__ = ["KINDS", "Checkpoint", "Tally", "enterprise_admin", "run_rows"]
 
 KINDS = ("import", "replace", "delete")  # what a job does with its rows
 YIELD_EVERY = 100  # rows between returns to the event loop (the node keeps answering meanwhile)
+RACE_RETRIES = 3  # times a replace job's row is written again after another writer changed it meanwhile
 
 
 @dataclass
@@ -87,6 +91,7 @@ class _Chunk:
     def __init__(self, validator: BatchValidator | None) -> None:
         self.validator = validator
         self.lines: list[int] = []  # of the validator's items, by position
+        self.items: list[Any] = []  # the items themselves, by position (a replace job's, for a retry)
         self.rejects: list[JobReject] = []
         self.rows = 0
         self.started = time.monotonic()
@@ -141,13 +146,34 @@ async def run_rows(
             report = await current.validator.finish(atomic=False)
             tally.created += report.created
             tally.replaced += report.replaced
-            for failure in report.failures:
+            failures = await retry_raced(current, report.failures) if overwrite else report.failures
+            for failure in failures:
                 if failure.code == RC_HANDLE_ALREADY_EXISTS and not overwrite:
                     tally.present += 1
                 else:
                     reject(current, current.lines[failure.position], failure.handle, failure.code, failure.message)
         tally.processed += current.rows
         await checkpoint(tally, current.rejects)
+
+    async def retry_raced(current: _Chunk, failures: list[BatchFailure]) -> list[BatchFailure]:
+        """A replace job's rows that another writer changed between planning and writing (a handle
+        created meanwhile, a version moved on) are planned and written again, up to RACE_RETRIES
+        times: a replace creates or overwrites whatever is there when it writes."""
+        for _ in range(RACE_RETRIES):
+            raced = [f for f in failures if f.code == RC_HANDLE_ALREADY_EXISTS or f.message == CHANGED_MEANWHILE]
+            if not raced:
+                break
+            again = new_chunk().validator
+            assert again is not None
+            for failure in raced:
+                await again.add(current.items[failure.position])
+            report = await again.finish(atomic=False)
+            tally.created += report.created
+            tally.replaced += report.replaced
+            moved = {id(f) for f in raced}
+            failures = [f for f in failures if id(f) not in moved]
+            failures += [replace(f, position=raced[f.position].position) for f in report.failures]
+        return failures
 
     current = new_chunk()
     for n, row in enumerate(reader.rows(tally.line, tally.offset)):
@@ -163,6 +189,8 @@ async def run_rows(
                 reject(current, row.line, handle, RC_NOT_AUTHORIZED, outside)
             elif current.validator is not None:
                 current.lines.append(row.line)
+                if overwrite:
+                    current.items.append(row.item)
                 await current.validator.add(row.item)
             else:
                 await _delete(registry, caller, row.line, row.item, tally, current, reject)

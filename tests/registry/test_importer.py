@@ -502,3 +502,31 @@ async def test_lines_json_will_not_convert_are_rejected_not_fatal(node, tmp_path
     messages = [r["message"] for r in rejects_of(path)]
     assert any("4300 digits" in m for m in messages) and any("surrogate" in m for m in messages)
     assert sorted(await handles_under(registry, ent.prefix)) == [f"{ent.prefix}/SKU-00001", f"{ent.prefix}/SKU-00003"]
+
+
+async def test_a_replace_that_races_another_writer_writes_again(node, tmp_path, monkeypatch):
+    """A replace job plans a row as a creation; before it writes, another writer creates that handle
+    (or changes it). The row is planned and written again, not rejected as "already exists"."""
+    from registry.model import HandleValue
+
+    registry, ent = node
+    path = write_ndjson(tmp_path / "r.ndjson", [url_row(n) for n in range(6)])
+    apply = registry.writes.apply
+    raced: list[str] = []
+
+    async def racing_apply(plan):  # type: ignore[no-untyped-def]
+        if not raced:  # the first chunk: another writer gets there first, for two of its rows
+            for n in (1, 4):
+                name = registry.parse(f"{ent.prefix}/SKU-{n:05d}")
+                await registry.put_handle(node_admin(), name, [HandleValue(1, "URL", b"https://other/")])
+                raced.append(name.text)
+        return await apply(plan)
+
+    monkeypatch.setattr(registry.writes, "apply", racing_apply)
+    summary = await import_file(registry, node_admin(), path, prefix=ent.prefix, fmt="ndjson", overwrite=True)
+    assert len(raced) == 2
+    assert (summary.created, summary.replaced, summary.failed) == (4, 2, 0), summary.failures
+    for n in range(6):
+        record = await registry.read_record(parse_handle(f"{ent.prefix}/SKU-{n:05d}").key)
+        assert record is not None and record.value_at(1).data == f"https://e.com/{n}".encode()
+    assert not os.path.exists(path + ".rejects.ndjson")
