@@ -34,6 +34,7 @@ from registry.errors import HandleError, InvalidRequest, ServerBusy, StoreUnavai
 from registry.job_events import JobObserver, row_counts
 from registry.job_run import Tally, enterprise_admin, run_rows
 from registry.jobs import JobService, job_file
+from registry.offload import HelperStopped
 from registry.private_files import private_dir
 from registry.rows import cells_path, write_cells
 from registry.stores.base import JobRecord, JobReject
@@ -42,6 +43,7 @@ from registry.tasks import cancel_and_wait
 __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
+HELPER_DEATHS = 3  # times the helper process may die under one job before the job fails
 POLL_SECONDS = 2.0  # how often an idle runner looks for claimable jobs
 STOP_WAIT = 30.0  # seconds close() waits for running jobs to end their chunk
 
@@ -74,6 +76,7 @@ class JobRunner:
         self.chunk_seconds = chunk_seconds
         self.observer = observer
         self._observed: dict[str, Tally] = {}  # per running job: the counts the observer heard of
+        self._helper_deaths: dict[str, int] = {}  # per job: how often the helper process died under it
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, asyncio.Task[None]] = {}
         self._stops: dict[str, asyncio.Event] = {}
@@ -92,10 +95,13 @@ class JobRunner:
         self._wake.set()
 
     def _sweep(self) -> None:
-        """Files of jobs this machine ran before it stopped: their jobs are resumed from the store."""
+        """Files of jobs this machine ran before it stopped: their jobs are resumed from the store. A
+        spool is left ten minutes: the workers of one node share the directory, and a worker that
+        starts must not take one another is writing."""
         for path in glob.glob(os.path.join(self.workdir, "*")):
             with contextlib.suppress(OSError):
-                if time.time() - os.path.getmtime(path) > 3600 or path.endswith(".spool"):
+                age = time.time() - os.path.getmtime(path)
+                if age > 3600 or (path.endswith(".spool") and age > 600):
                     os.remove(path)
 
     async def _loop(self) -> None:
@@ -221,7 +227,15 @@ class JobRunner:
             log.warning("job %s: another runner holds it now; stopped here", job.id)
         except StoreUnavailable as exc:  # the lease runs out, and a runner takes the job up again
             log.warning("job %s: paused, the store is unavailable: %s", job.id, exc.message)
-        except ServerBusy as exc:  # the helper process died under it: released, taken up again
+        except HelperStopped as exc:  # the helper process died under it: released, taken up again
+            deaths = self._helper_deaths[job.id] = self._helper_deaths.get(job.id, 0) + 1
+            if deaths >= HELPER_DEATHS:  # the file itself kills it (out of memory, say): not again
+                message = f"the node's helper process stopped {deaths} times reading this file"
+                await self._finish(job, tally, "failed", message)
+                finished = True
+            else:
+                log.warning("job %s: paused: %s", job.id, exc.message)
+        except ServerBusy as exc:  # busy for now (secret checks): released, taken up again
             log.warning("job %s: paused: %s", job.id, exc.message)
         except (HandleError, _Failed) as exc:
             message = exc.message if isinstance(exc, HandleError) else str(exc)
@@ -239,6 +253,7 @@ class JobRunner:
                 with contextlib.suppress(HandleError):
                     await self.store.release_job(job.id, self.runner_id, now=self.registry.clock())
             if finished:
+                self._helper_deaths.pop(job.id, None)
                 for done in (path, cells_path(path)):
                     with contextlib.suppress(OSError):
                         os.remove(done)

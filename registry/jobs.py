@@ -194,7 +194,9 @@ class JobService:
         options = JobOptions.from_text(job.options)
         kind = "delete" if job.kind == "delete" else "write"
         template = await self.template(job.prefix, options)
-        return RowReader(path, job.fmt, prefix=job.prefix, kind=kind, template=template, columns=options.columns)
+        return RowReader(
+            path, job.fmt, prefix=job.prefix, kind=kind, template=template, columns=options.columns, read_cells=True
+        )
 
     async def submit(
         self,

@@ -7,8 +7,9 @@ was opened (benchmarks/README.md, "Resolution during bulk writes"). Such work go
 one helper process per serving process, started on first use with ``spawn`` (the serving process
 has threads, which a ``fork`` would copy half-way), at a lower scheduling priority than the node's
 own, one task at a time, stopped once idle for :data:`IDLE_SECONDS` and when the node stops
-(:func:`shutdown`). A helper that dies (killed, out of memory) costs the task in hand a 503 with
-Retry-After; the next task starts a new one.
+(:func:`shutdown`, which stops a task in hand rather than wait for it). A helper that dies (killed,
+out of memory) fails the tasks in hand and queued with :class:`HelperStopped` (a 503 with
+Retry-After; a job is paused); one found dead before a task is handed to it is replaced at once.
 
 What runs there must be a module-level function whose arguments and result pickle; let it return
 errors as values (an exception whose ``__init__`` takes other arguments cannot be sent back).
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 
 from registry.errors import ServerBusy
 
-__all__ = ["IDLE_SECONDS", "NICENESS", "run", "shutdown"]
+__all__ = ["IDLE_SECONDS", "NICENESS", "HelperStopped", "run", "shutdown"]
 
 T = TypeVar("T")
 NICENESS = 5  # the helper's priority below the node's: scans come first on a busy machine
@@ -40,6 +41,13 @@ _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _idle: asyncio.TimerHandle | None = None  # stops the helper once it has been idle for IDLE_SECONDS
 _busy = 0  # tasks in hand (the idle timer starts when none is)
+
+
+class HelperStopped(ServerBusy):
+    """The helper process died while it had the task (or before it could start it)."""
+
+    def __init__(self) -> None:
+        super().__init__("the node's helper process stopped; try again", retry_after=1)
 
 
 def _lower_priority() -> None:
@@ -74,10 +82,16 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
         _idle = None
     _busy += 1
     try:
-        return await loop.run_in_executor(pool, fn, *args)
+        try:
+            future = loop.run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:  # it died while idle (the OOM killer, say): a new one takes the task
+            _discard(pool)
+            pool = _executor()
+            future = loop.run_in_executor(pool, fn, *args)
+        return await future
     except BrokenProcessPool:
         _discard(pool)
-        raise ServerBusy("the node's helper process stopped; try again", retry_after=1) from None
+        raise HelperStopped from None
     finally:
         _busy -= 1
         if not _busy and _pool is pool:
@@ -87,12 +101,19 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
 def shutdown() -> None:
     """Stop the helper process, if one was started (the node stopping), and wait for it: a serving
     process that exits with its helper still waiting for work waits for ever (multiprocessing joins
-    its children before the executor has told them to stop)."""
+    its children before the executor has told them to stop). A task in hand is not waited for: the
+    helper is terminated (a workbook's rows are read again when the job resumes, a label sheet's
+    request has ended with the node)."""
     global _idle, _pool
     if _idle is not None:
         _idle.cancel()
         _idle = None
     with _lock:
         pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if pool is None:
+        return
+    if _busy:
+        for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop a task
+            with contextlib.suppress(Exception):
+                process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)

@@ -136,7 +136,10 @@ class RowReader:
         kind: str = "write",
         template: Template | None = None,
         columns: Sequence[ColumnSpec] = (),
+        read_cells: bool = False,
     ) -> None:
+        """``read_cells``: read a workbook's rows from the file :func:`write_cells` made beside it, when
+        there is one (the node's jobs; ``idnode import`` reads the workbook itself)."""
         if fmt not in FORMATS:
             raise InvalidRequest(f"unknown file format {fmt!r}: one of {', '.join(FORMATS)}")
         if fmt == "lines" and kind != "delete":
@@ -151,6 +154,7 @@ class RowReader:
         self.kind = kind
         self.template = template
         self.columns = tuple(columns)
+        self.read_cells = read_cells
         self._plan: tuple[int, list[_Column], bool] | None = None  # key position, value columns, key is "handle"
         self._width = 0  # columns of the header
 
@@ -373,7 +377,7 @@ class RowReader:
         from openpyxl.utils.exceptions import InvalidFileException
 
         cells = cells_path(self.path)
-        if os.path.exists(cells):  # the workbook's rows, read once by write_cells in a helper process
+        if self.read_cells and os.path.exists(cells):  # the rows write_cells read in the helper process
 
             @contextmanager
             def read_back() -> Iterator[Iterator[tuple[Any, ...]]]:
@@ -446,17 +450,21 @@ def write_cells(path: str) -> str | None:
     if os.path.exists(cells_path(path)):
         return None  # read already (a job resumed on this machine)
     reader = RowReader(path, "xlsx", prefix="")
-    spool = cells_path(path) + ".spool"
+    spool = f"{cells_path(path)}.{os.getpid()}.spool"  # each process its own: several may run one job's file
     try:
         with reader._workbook() as rows, open(spool, "w", encoding="ascii") as out:
             for cells in rows:
                 out.write(json.dumps([_cell_text(c) for c in cells]))
                 out.write("\n")
-    except InvalidRequest as exc:
+        os.replace(spool, cells_path(path))
+    except Exception as exc:  # a message, not an exception (it may not pickle back; see registry.offload)
         with contextlib.suppress(OSError):
             os.remove(spool)
-        return exc.message
-    os.replace(spool, cells_path(path))
+        if isinstance(exc, InvalidRequest):
+            return exc.message
+        if isinstance(exc, OSError):
+            return f"the file could not be read ({type(exc).__name__}: {exc.strerror or exc})"
+        return f"the file is not an XLSX workbook ({type(exc).__name__})"
     return None
 
 
@@ -466,4 +474,8 @@ def check_file(reader: RowReader) -> str | None:
         reader.check()
     except InvalidRequest as exc:
         return exc.message
+    except OSError as exc:
+        return f"the file could not be read ({type(exc).__name__}: {exc.strerror or exc})"
+    except Exception as exc:  # a message, not an exception (it may not pickle back; see registry.offload)
+        return f"the file is not an XLSX workbook ({type(exc).__name__})"
     return None

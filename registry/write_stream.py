@@ -25,7 +25,7 @@ from registry.write_events import Commit
 
 __all__ = ["CHUNK", "CreateWriter"]
 
-CHUNK = 10_000  # rows handed to the store at a time (whole rows of the value-index queue: 5 × QUEUE_ROW)
+CHUNK = 10_000  # rows that make a chunk: what has arrived goes to the store once there are this many
 _EXISTS_CHUNK = 5000  # keys per existence query when nothing is written
 
 

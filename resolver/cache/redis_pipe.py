@@ -9,11 +9,12 @@ order, so a FIFO of futures pairs them), and parses replies with hiredis, redis-
 
 It understands the URLs redis-py does for a single server: ``redis://`` and ``unix://`` with
 username, password and database, and ``rediss://`` with the certificate options ``ssl_cert_reqs``
-and ``ssl_ca_certs``. For anything else (a cluster, other TLS options) :func:`pipe_options` says
-None and the tier reads through redis-py as before. Errors surface as redis-py's exceptions
-(``ConnectionError``, ``ResponseError``), so :meth:`RedisTier.call` treats them alike: timeout,
-breaker, metrics. A connection that fails or times out is dropped (a late reply would pair with the
-wrong request) and the next read opens a new one.
+and ``ssl_ca_certs``. For anything else (a cluster, other TLS options, a CA file it cannot load)
+:func:`pipe_options` says None and the tier reads through redis-py as before; so it does once
+Redis refuses the pipe's ``AUTH`` or ``SELECT`` (a server older than Redis 6 given a username).
+Errors surface as redis-py's exceptions (``ConnectionError``, ``ResponseError``), so
+:meth:`RedisTier.call` treats them alike: timeout, breaker, metrics. A connection that fails or
+times out is dropped and the next read opens a new one.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def pipe_options(url: str) -> PipeOptions | None:
         return None
     tls = None
     if parts.scheme == "rediss":
-        tls = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
+        try:
+            tls = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
+        except (OSError, ssl.SSLError, ValueError):  # a CA file that is not there: redis-py says so
+            return None
         if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
             tls.check_hostname = False
             tls.verify_mode = ssl.CERT_NONE

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from resolver.cache.breaker import CircuitBreaker
 from resolver.cache.redis_pipe import ReadPipe, pipe_options
@@ -350,8 +350,15 @@ class RedisTier:
             async with self._pipe_lock:  # one connection, opened by the first read that needs it
                 pipe = self._pipe
                 if pipe is None or pipe.closed:
-                    assert self._pipe_options is not None
-                    self._pipe = pipe = await ReadPipe.open(self._pipe_options)
+                    options = self._pipe_options
+                    if options is None:  # given up meanwhile: through redis-py
+                        return list(await self.client.mget([n.decode() for n in names]))
+                    try:
+                        self._pipe = pipe = await ReadPipe.open(options)
+                    except ResponseError as exc:  # AUTH or SELECT refused: redis-py reads from now on
+                        log.warning("cache: Redis refused the read connection (%s); reading through redis-py", exc)
+                        self._pipe_options = None
+                        return list(await self.client.mget([n.decode() for n in names]))
         try:
             return await pipe.mget(names)
         except asyncio.CancelledError:
@@ -427,7 +434,10 @@ class RedisTier:
 
     async def reset_connections(self) -> None:
         """Close idle pooled connections: after an outage they may still point at a dead server,
-        and each would cost the breaker a failure on first use."""
+        and each would cost the breaker a failure on first use. The read pipe too: the next read
+        opens a new one."""
+        if self._pipe is not None:
+            self._pipe.close()
         try:
             if self.cluster:
                 for node in self.client.get_nodes():  # type: ignore[union-attr]
@@ -439,6 +449,7 @@ class RedisTier:
 
     async def close(self) -> None:
         await self.batcher.close()
+        self._pipe_options = None  # no read opens another pipe
         if self._pipe is not None:
             self._pipe.close()
         await self.fills.close()

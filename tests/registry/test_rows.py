@@ -203,7 +203,7 @@ def test_a_workbook_read_once_gives_the_same_rows(tmp_path):
     columns = [ColumnSpec("colour", "COLOUR"), ColumnSpec("made", "MADE")]
     direct = list(RowReader(path, "xlsx", prefix=P, columns=columns).rows())
     assert write_cells(path) is None and os.path.exists(cells_path(path))
-    reader = RowReader(path, "xlsx", prefix=P, columns=columns)
+    reader = RowReader(path, "xlsx", prefix=P, columns=columns, read_cells=True)
     reader.check()
     assert list(reader.rows()) == direct and len(direct) == 4
     assert reader.count() == 4
@@ -211,6 +211,34 @@ def test_a_workbook_read_once_gives_the_same_rows(tmp_path):
     assert write_cells(path) is None  # read already: kept
     # The header is checked from what was read, as from the workbook.
     with pytest.raises(InvalidRequest, match="'colour' is not known"):
-        RowReader(path, "xlsx", prefix=P).check()
-    assert "'colour' is not known" in (check_file(RowReader(path, "xlsx", prefix=P)) or "")
+        RowReader(path, "xlsx", prefix=P, read_cells=True).check()
+    assert "'colour' is not known" in (check_file(RowReader(path, "xlsx", prefix=P, read_cells=True)) or "")
     assert check_file(reader) is None
+    # Only a reader told to (the node's jobs) reads the file beside the workbook; `idnode import` never.
+    with open(cells_path(path), "a", encoding="ascii") as fh:
+        fh.write('["A-9", "https://e.com/9", "", ""]\n')
+    assert len(list(RowReader(path, "xlsx", prefix=P, columns=columns, read_cells=True).rows())) == 5
+    assert list(RowReader(path, "xlsx", prefix=P, columns=columns).rows()) == direct
+
+
+def test_a_workbook_broken_half_way_is_refused_by_message_and_leaves_no_file(tmp_path):
+    """What the helper process returns is a message, whatever the workbook's fault (an exception of
+    the XML parser or of zipfile could not always be sent back), and no spool is left behind."""
+    import zipfile
+
+    book = openpyxl.Workbook()
+    for n in range(2000):
+        book.active.append([f"S-{n}", f"https://e.com/{n}"])
+    good = tmp_path / "good.xlsx"
+    book.save(good)
+    broken = tmp_path / "broken.xlsx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("sheet1.xml"):
+                data = data[: len(data) // 2]  # the sheet cut off in the middle of its rows
+            dst.writestr(item, data)
+    message = write_cells(str(broken))
+    assert message is not None and message.startswith("the file is not an XLSX workbook (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.xlsx", "good.xlsx"]
+    assert check_file(RowReader(str(tmp_path / "missing.xlsx"), "xlsx", prefix=P)) is not None

@@ -150,6 +150,33 @@ def workbook(rows: list[list[Any]]) -> bytes:
     return out.getvalue()
 
 
+async def test_a_workbook_that_keeps_killing_the_helper_fails_its_job(sqlite_node, monkeypatch):
+    """The helper process dying under a job pauses it (taken up again); dying under it every time (a
+    workbook that runs it out of memory, say) fails it after HELPER_DEATHS tries, not in a loop."""
+    from registry import offload
+    from registry.job_runner import HELPER_DEATHS
+    from registry.rows import write_cells
+
+    node = sqlite_node
+    real_run = offload.run
+    deaths: list[str] = []
+
+    async def dying_run(fn, *args):  # type: ignore[no-untyped-def]
+        if fn is write_cells:
+            deaths.append(args[0])
+            raise offload.HelperStopped
+        return await real_run(fn, *args)
+
+    monkeypatch.setattr(offload, "run", dying_run)
+    ent = await onboard(node, 1)
+    rows: list[list[Any]] = [["suffix", "URL"], ["K-1", "https://e.com/1"]]
+    r = await submit(node, ent["prefix"], workbook(rows), ent["headers"], ctype=XLSX_TYPE)
+    assert r.status == 202, await r.text()
+    job = await wait(node, (await r.json())["status_url"], ent["headers"])
+    assert job["state"] == "failed" and len(deaths) == HELPER_DEATHS
+    assert job["error"] == f"the node's helper process stopped {HELPER_DEATHS} times reading this file"
+
+
 async def test_xlsx_ndjson_replace_and_delete(node):
     ent = await onboard(node, 1)
     prefix, headers = ent["prefix"], ent["headers"]

@@ -529,34 +529,72 @@ def test_a_served_node_prints_codes_of_its_public_url(tmp_path: Path) -> None:
         node.stop()
 
 
-async def test_sheets_are_laid_out_in_a_renderer_process_that_comes_back_after_dying() -> None:
+async def test_sheets_are_laid_out_in_a_helper_process_that_comes_back_after_dying() -> None:
     """A sheet is pure-Python work of seconds: it runs in a process of its own (so the serving process's
-    event loop keeps its GIL), and a renderer killed meanwhile costs one sheet a 503, not the feature."""
+    event loop keeps its GIL). A helper killed while idle is replaced by the next sheet at once; one
+    killed in the middle of a task costs that task a 503 (HelperStopped), not the feature."""
     import signal
+    import time
 
     from registry import offload
-    from registry.errors import ServerBusy
-    from resolver.labels import renderer
 
     labels = [Label(f"88.118.8.1001/R-{n}", f"https://id.example.com/88.118.8.1001/R-{n}", "产品") for n in range(30)]
     layout = LAYOUTS["a4-3x8"]
-    pdf = await renderer.render_sheet(layout, "idnode labels 88.118.8.1001", "", labels)
+    pdf = await renderer_sheet(layout, labels)
     assert len(PdfReader(io.BytesIO(pdf)).pages) == 2  # 30 labels, 24 a page
     pool = offload._pool
     assert pool is not None
     pids = list(pool._processes)  # type: ignore[attr-defined]
     assert pids and os.getpid() not in pids
-    for pid in pids:
+    for pid in pids:  # killed while idle
         os.kill(pid, signal.SIGKILL)
     for _ in range(100):  # until the pool notices
         if pool._broken:  # type: ignore[attr-defined]
             break
         await asyncio.sleep(0.05)
-    with pytest.raises(ServerBusy):
-        await renderer.render_sheet(layout, "t", "", labels)
-    again = await renderer.render_sheet(layout, "t", "", labels[:5])
+    again = await renderer_sheet(layout, labels[:5])
     assert len(PdfReader(io.BytesIO(again)).pages) == 1
     assert offload._pool is not pool
+    # Killed in the middle of a task.
+    busy = asyncio.ensure_future(offload.run(time.sleep, 30))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        pool = offload._pool
+        if pool is not None and pool._processes:  # type: ignore[attr-defined]
+            break
+    await asyncio.sleep(0.3)  # the sleep has started
+    for pid in list(pool._processes):  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(offload.HelperStopped):
+        await asyncio.wait_for(busy, 10)
+    assert (await renderer_sheet(layout, labels[:1])).startswith(b"%PDF")
+
+
+async def renderer_sheet(layout: Any, labels: list[Label]) -> bytes:
+    from resolver.labels import renderer
+
+    return await renderer.render_sheet(layout, "idnode labels 88.118.8.1001", "", labels)
+
+
+async def test_the_node_stopping_does_not_wait_for_a_task_in_hand() -> None:
+    """``offload.shutdown`` terminates a helper that is busy (a workbook of minutes would otherwise hold
+    the node's exit), and the task gets HelperStopped."""
+    import time
+
+    from registry import offload
+
+    busy = asyncio.ensure_future(offload.run(time.sleep, 60))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if offload._pool is not None and offload._pool._processes:  # type: ignore[attr-defined]
+            break
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    offload.shutdown()
+    assert time.monotonic() - started < 10
+    with pytest.raises(offload.HelperStopped):
+        await asyncio.wait_for(busy, 10)
+    assert offload._pool is None
 
 
 async def test_an_idle_renderer_is_stopped_and_the_next_sheet_starts_one(monkeypatch) -> None:

@@ -44,6 +44,7 @@ def test_pipe_options_follow_the_url() -> None:
     assert pipe_options("redis://127.0.0.1:6379?protocol=3") is None
     assert pipe_options("rediss://cache.example?ssl_certfile=/etc/client.pem") is None
     assert pipe_options("memcached://127.0.0.1:11211") is None
+    assert pipe_options("rediss://cache.example?ssl_ca_certs=/no/such/ca.pem") is None  # redis-py reports it
 
 
 @pytest.fixture
@@ -107,6 +108,16 @@ async def test_a_password_and_a_database_from_the_url(locked_redis: RedisServer,
         assert wrong is not None
         with pytest.raises(ResponseError):
             await ReadPipe.open(wrong)
+        # A tier whose pipe Redis refuses (AUTH, SELECT) reads through redis-py from then on.
+        url_db2 = f"redis://:s3cret@127.0.0.1:{locked_redis.port}/2"
+        tier = RedisTier(open_redis(url_db2, 0.5), redis_prefix, breaker=CircuitBreaker(3, 1), timeout=0.5, url=url_db2)
+        tier._pipe_options = wrong
+        try:
+            assert await tier.get("88.118.8/x") == b"in db 2"  # redis-py, with the right password
+            assert tier._pipe_options is None and tier._pipe is None
+            assert await tier.get("88.118.8/x") == b"in db 2"
+        finally:
+            await tier.close()
         db0 = pipe_options(f"redis://:s3cret@127.0.0.1:{locked_redis.port}/0")
         assert db0 is not None
         pipe = await ReadPipe.open(db0)
