@@ -6,10 +6,12 @@ route that maps a request to a handle (GS1 Digital Link). By ``Accept``
 
 - ``application/json``: exactly what ``GET /api/handles/{handle}`` answers for the same query and
   credentials (:func:`resolver.http.routes.resolve_name`, the same code);
-- ``application/linkset+json``: the RFC 9264 linkset of the URL-like values
-  (:mod:`resolver.proxy.linkset`);
-- anything else: 302 to the target the proxy parameters choose (:mod:`resolver.proxy.targets`), or,
-  with ``noredirect`` or no target, the landing page (HTML, Chinese or English).
+- ``application/linkset+json``, or GS1's ``linkType=linkset`` (``all``): the RFC 9264 linkset of the
+  URL-like values (:mod:`resolver.proxy.linkset`);
+- anything else: 302 to the link of GS1's ``linkType`` when the linkset has one of that type (in the
+  language ``Accept-Language`` prefers), else to the target the proxy parameters choose
+  (:mod:`resolver.proxy.targets`), or, with ``noredirect`` or no target, the landing page (HTML,
+  Chinese or English).
 
 Only values the caller may read are used, for every answer: :mod:`registry.read_policy` decides
 (anonymous callers: public values). An ``HS_ALIAS`` value is followed within this node (at most
@@ -25,6 +27,7 @@ caches) and credentials that may read non-public values bypass the memos.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -50,7 +53,7 @@ from resolver.http.keys import CONFIG_KEY, STATE_KEY, registry_of, resolver_of
 from resolver.http.routes import resolve_name
 from resolver.http.web import error_response, flag, request_address, request_caller
 from resolver.ops.metrics import WEB_ERROR_PAGES, WEB_LANDING_PAGES, WEB_LINKSETS, WEB_REDIRECTS
-from resolver.proxy.linkset import linkset
+from resolver.proxy.linkset import GS1_VOCABULARY, linkset, relation_of
 from resolver.proxy.locations import MAX_LOCATT
 from resolver.proxy.memo import RecordMemo
 from resolver.proxy.negotiation import LINKSET_TYPE, Wanted, wanted
@@ -64,6 +67,9 @@ MAX_ALIAS_HOPS = 8
 MAX_TYPE = 255
 MAX_LOCATT_LENGTH = 255
 MAX_URLAPPEND = 2048
+MAX_LINK_TYPE = 500
+ALL_LINKS = frozenset({"linkset", "all"})  # linkType values that ask for the whole linkset
+_GS1_URI = re.compile(r"^https?://(?:www\.|ref\.)?gs1\.org/voc/")  # the GS1 vocabulary under its other names
 PAGE_VARY = "Accept, Accept-Language, Cookie"
 PRIVATE = {"Cache-Control": "private, no-store"}  # pages showing what only these credentials may read
 
@@ -113,6 +119,7 @@ class Asked:
     noredirect: bool = False
     ignore_aliases: bool = False
     auth: bool = False
+    link_type: str | None = None  # GS1's linkType: a link relation to redirect to, or "linkset"/"all"
 
 
 PLAIN = Asked()
@@ -134,6 +141,9 @@ def _asked(request: web.Request) -> Asked:
     append = query.get("urlappend")
     if append is not None and len(append) > MAX_URLAPPEND:
         raise InvalidRequest(f"urlappend is at most {MAX_URLAPPEND} characters")
+    link_type = query.get("linkType", "").strip() or None
+    if link_type is not None and len(link_type) > MAX_LINK_TYPE:
+        raise InvalidRequest(f"linkType is at most {MAX_LINK_TYPE} characters")
     return Asked(
         index=index,
         type=type_,
@@ -142,6 +152,7 @@ def _asked(request: web.Request) -> Asked:
         noredirect=flag(request, "noredirect"),
         ignore_aliases=flag(request, "ignore_aliases"),
         auth=flag(request, "auth"),
+        link_type=link_type,
     )
 
 
@@ -237,11 +248,13 @@ async def _answer(request: web.Request, name: HandleName, kind: Wanted) -> web.S
         followed = await _follow(request, view, caller, asked)
         if followed.name.key != name.key:
             view, alias_of = followed, name.text
-    if kind is Wanted.LINKSET:
+    if kind is Wanted.LINKSET or asked.link_type in ALL_LINKS:
         return await _linkset(request, view)
     if not asked.noredirect:
-        client = request_address(request) if view.found.locations else None
-        target = view.found.target(index=asked.index, type_=asked.type, locatt=asked.locatt, client=client)
+        target = await _typed_link(request, view, asked.link_type) if asked.link_type is not None else None
+        if target is None:  # no linkType, or none of that type: the default target
+            client = request_address(request) if view.found.locations else None
+            target = view.found.target(index=asked.index, type_=asked.type, locatt=asked.locatt, client=client)
         if target is not None:
             if asked.urlappend is not None:
                 appended = append_to(target, asked.urlappend)
@@ -266,6 +279,42 @@ def _anchor(request: web.Request) -> str:
     when the operator set it (behind a TLS-terminating proxy the request alone says ``http``)."""
     base = request.app[CONFIG_KEY].public_base_url.rstrip("/") or f"{request.scheme}://{request.host}"
     return base + request.raw_path.split("?", 1)[0]
+
+
+async def _typed_link(request: web.Request, view: View, link_type: str) -> str | None:
+    """The target of ``linkType`` (GS1-Conformant Resolver: ``gs1:pip``, its URI, or another link
+    relation) among the links the linkset would list, the one in the first language of
+    ``Accept-Language`` that one is in if several; None when the handle has no link of that type."""
+    relation = relation_of(_GS1_URI.sub(GS1_VOCABULARY, link_type))
+    if relation is None:
+        return None
+    facts = await _facts(request, view)
+    names = {f.index: f.name for f in facts.template.fields} if facts.template is not None else {}
+    contexts = linkset(_anchor(request), view.found, names)["linkset"]
+    targets = contexts[0].get(relation, []) if contexts else []
+    if not targets:
+        return None
+    for language in _languages(request.headers.get("Accept-Language")):
+        for target in targets:
+            if any(tag.lower().split("-")[0] == language for tag in target.get("hreflang", ())):
+                return str(target["href"])
+    return str(targets[0]["href"])
+
+
+def _languages(header: str | None) -> list[str]:
+    """The primary language subtags ``Accept-Language`` asks for, most wanted first (q=0 left out)."""
+    ranked = []
+    for n, part in enumerate((header or "")[:500].split(",")):
+        tag, _, params = part.strip().partition(";")
+        weight = 1.0
+        if params.strip().startswith("q="):
+            try:
+                weight = float(params.strip()[2:])
+            except ValueError:
+                weight = 0.0
+        if tag and tag != "*" and weight > 0:
+            ranked.append((-weight, n, tag.lower().split("-")[0]))
+    return [tag for _, _, tag in sorted(ranked)]
 
 
 async def _linkset(request: web.Request, view: View) -> web.Response:

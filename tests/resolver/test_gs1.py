@@ -373,3 +373,63 @@ def test_two_nodes_resolve_what_either_registered_at_once(two_nodes) -> None:  #
 
     status, description = call(f"{b.url}/.well-known/gs1resolver")
     assert status == 200 and description["resolverRoot"] == b.url
+
+
+async def test_link_type_chooses_the_link_to_redirect_to(client: TestClient, product: dict[str, Any]) -> None:
+    """GS1's ``linkType``: the link of that type (``gs1:pip``, its URI under any of GS1's names, or another
+    relation), in the language asked for when there are several; the default link when there is none of
+    that type; the whole linkset for ``linkType=linkset`` (or ``all``), whatever ``Accept`` says."""
+    locations = (
+        "<locations>"
+        '<location href="https://trace.example.com/pip-zh" rel="gs1:pip" hreflang="zh" />'
+        '<location href="https://trace.example.com/pip-en" rel="gs1:pip" hreflang="en" weight="0" />'
+        '<location href="https://trace.example.com/leaflet" rel="gs1:epil" weight="0" />'
+        "</locations>"
+    )
+    values = [
+        {"index": 1, "type": "URL", "data": "https://trace.example.com/product"},
+        {"index": 2, "type": "10320/loc", "data": locations},
+    ]
+    r = await client.put(
+        f"/api/handles/{product['prefix']}/01/{GTIN}", json={"values": values}, headers=product["headers"]
+    )
+    assert r.status in (200, 201), await r.text()
+
+    async def location(query: str, **headers: str) -> str:
+        r = await client.get(f"/01/{GTIN}?{query}", headers={**BROWSER, **headers}, allow_redirects=False)
+        assert r.status == 302, await r.text()
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        return r.headers["Location"].removeprefix("https://trace.example.com/")
+
+    assert await location("linkType=gs1:pip", **{"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}) == "pip-zh"
+    assert await location("linkType=gs1:pip", **{"Accept-Language": "en-GB, zh;q=0.5"}) == "pip-en"
+    assert await location("linkType=gs1:pip", **{"Accept-Language": "fr"}) == "pip-zh"  # none in French: the first
+    assert await location("linkType=https://gs1.org/voc/epil") == "leaflet"
+    assert await location("linkType=https%3A%2F%2Fref.gs1.org%2Fvoc%2Fepil") == "leaflet"
+    # None of that type, or no link relation at all: what a plain request gets (here the weighted
+    # 10320/loc location, as HANDLE.NET chooses it).
+    plain = await location("17=261231")
+    assert plain == "pip-zh"
+    for other in ("linkType=gs1:recipeInfo", "linkType=no such thing", "linkType=gs1:"):
+        assert await location(other) == plain, other
+    for everything in ("linkset", "all"):
+        r = await client.get(f"/01/{GTIN}?linkType={everything}", headers=BROWSER)
+        assert r.status == 200 and r.content_type == "application/linkset+json", everything
+        (context,) = (await r.json())["linkset"]
+        assert {t["href"] for t in context["https://gs1.org/voc/pip"]} == {
+            "https://trace.example.com/pip-zh",
+            "https://trace.example.com/pip-en",
+        }
+    r = await client.get(f"/01/{GTIN}?linkType=gs1:pip&noredirect", headers=BROWSER)
+    assert r.status == 200 and r.content_type == "text/html"  # noredirect: the landing page
+    r = await client.get(f"/01/{GTIN}?linkType=" + "x" * 501, headers=JSON)
+    assert r.status == 200  # JSON clients get the record; linkType is for browsers and linksets
+    r = await client.get(f"/01/{GTIN}?linkType=" + "x" * 501, headers=BROWSER)
+    assert r.status == 400 and "linkType is at most 500 characters" in await r.text()
+    # A handle's own URL takes it too.
+    r = await client.get(
+        f"/{product['prefix']}/01/{GTIN}?linkType=gs1:pip",
+        headers={**BROWSER, "Accept-Language": "en"},
+        allow_redirects=False,
+    )
+    assert r.status == 302 and r.headers["Location"] == "https://trace.example.com/pip-en"
