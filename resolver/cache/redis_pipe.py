@@ -112,9 +112,9 @@ class ReadPipe(asyncio.Protocol):
         try:
             if options.password is not None:
                 who = (options.username.encode(),) if options.username else ()
-                await pipe._call(_command(b"AUTH", *who, options.password.encode()))
+                await pipe._send(_command(b"AUTH", *who, options.password.encode()))
             if options.db:
-                await pipe._call(_command(b"SELECT", str(options.db).encode()))
+                await pipe._send(_command(b"SELECT", str(options.db).encode()))
         except BaseException:
             pipe.close()
             raise
@@ -126,9 +126,6 @@ class ReadPipe(asyncio.Protocol):
         for name in names:
             out.append(b"$%d\r\n%s\r\n" % (len(name), name))
         return self._send(b"".join(out))
-
-    def _call(self, command: bytes) -> asyncio.Future[Any]:
-        return self._send(command)
 
     def _send(self, command: bytes) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -277,6 +277,7 @@ class RedisTier:
         self._pipe: ReadPipe | None = None
         self._pipe_lock = asyncio.Lock()
         self.key_prefix = key_prefix
+        self._entry_prefix = f"{key_prefix}h:".encode()  # entry_key's, for the pipe's MGETs
         self.breaker = breaker
         self.timeout = timeout
         self.batcher: TickBatcher[str, bytes | None] = TickBatcher(self._mget, max_batch=max_batch)
@@ -336,7 +337,7 @@ class RedisTier:
 
     async def _mget(self, keys: list[str]) -> list[bytes | None]:
         if self._pipe_options is not None:
-            prefix = f"{self.key_prefix}h:".encode()
+            prefix = self._entry_prefix
             encoded = [prefix + k.encode() for k in keys]
             return await self.call(lambda: self._pipe_mget(encoded), operation="mget")
         names = [self.entry_key(k) for k in keys]
@@ -350,14 +351,13 @@ class RedisTier:
             async with self._pipe_lock:  # one connection, opened by the first read that needs it
                 pipe = self._pipe
                 if pipe is None or pipe.closed:
-                    options = self._pipe_options
-                    if options is None:  # given up meanwhile: through redis-py
-                        return list(await self.client.mget([n.decode() for n in names]))
                     try:
-                        self._pipe = pipe = await ReadPipe.open(options)
+                        if self._pipe_options is not None:  # (None: given up meanwhile)
+                            self._pipe = pipe = await ReadPipe.open(self._pipe_options)
                     except ResponseError as exc:  # AUTH or SELECT refused: redis-py reads from now on
                         log.warning("cache: Redis refused the read connection (%s); reading through redis-py", exc)
                         self._pipe_options = None
+                    if self._pipe_options is None:
                         return list(await self.client.mget([n.decode() for n in names]))
         try:
             return await pipe.mget(names)

@@ -4,8 +4,8 @@ labels for a prefix's handles).
 A QR code is anonymous, like resolving: it encodes only the public URL, and it confirms that a handle
 exists exactly as ``GET /api/handles/{handle}`` does (404 otherwise, through the same cached lookup).
 A label sheet lists identifiers, so it takes the rights of listing them (the prefix's administrator or
-the node administrator). Codes are made on worker threads, sheets in the renderer process
-(resolver.labels.renderer); a process takes at most ``SHEETS_AT_ONCE`` sheets at a time (503 with
+the node administrator). Codes are made on worker threads, sheets in the node's helper process
+(resolver.labels.renderer, registry.offload); a process takes at most ``SHEETS_AT_ONCE`` sheets at a time (503 with
 Retry-After beyond), each of at most ``MAX_LABELS`` labels, read from the store ``CHUNK`` records
 at a time.
 

@@ -35,6 +35,7 @@ from multidict import MultiMapping
 from prometheus_client import Counter
 
 from promotion_tracker.webpages import LOCALES, negotiate_locale, render_page
+from promotion_tracker.webpages.locales import parse_accept_language
 from registry.auth import Caller
 from registry.errors import (
     HandleError,
@@ -294,27 +295,12 @@ async def _typed_link(request: web.Request, view: View, link_type: str) -> str |
     targets = contexts[0].get(relation, []) if contexts else []
     if not targets:
         return None
-    for language in _languages(request.headers.get("Accept-Language")):
+    asked_for = parse_accept_language(request.headers.get("Accept-Language") or "")
+    for language in (tag.lower().split("-")[0] for tag in asked_for if tag != "*"):
         for target in targets:
             if any(tag.lower().split("-")[0] == language for tag in target.get("hreflang", ())):
                 return str(target["href"])
     return str(targets[0]["href"])
-
-
-def _languages(header: str | None) -> list[str]:
-    """The primary language subtags ``Accept-Language`` asks for, most wanted first (q=0 left out)."""
-    ranked = []
-    for n, part in enumerate((header or "")[:500].split(",")):
-        tag, _, params = part.strip().partition(";")
-        weight = 1.0
-        if params.strip().startswith("q="):
-            try:
-                weight = float(params.strip()[2:])
-            except ValueError:
-                weight = 0.0
-        if tag and tag != "*" and weight > 0:
-            ranked.append((-weight, n, tag.lower().split("-")[0]))
-    return [tag for _, _, tag in sorted(ranked)]
 
 
 async def _linkset(request: web.Request, view: View) -> web.Response:

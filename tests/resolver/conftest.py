@@ -9,12 +9,13 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
 from registry.uscc import uscc_check_char
 from resolver.config import load_config
 from resolver.http import hot_path
 from resolver.http.app import create_app
-from tests.conftest import ADMIN_SECRET
+from tests.conftest import ADMIN_SECRET, REDIS_URL
 
 NODE_PREFIX = "88.118.8"
 NODE_ADMIN = f"300:0.NA/{NODE_PREFIX}"
@@ -73,3 +74,14 @@ def onboard(client: TestClient, admin: dict[str, str]) -> Callable[..., Any]:
         return reply
 
     return make
+
+
+@pytest.fixture
+async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
+    """A client of the machine's Redis; the keys under this test's prefix are removed afterwards."""
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    names = [k async for k in client.scan_iter(match=redis_prefix + "*", count=1000)]
+    if names:
+        await client.unlink(*names)
+    await client.aclose()

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from registry.auth import Caller
 from registry.model import HandleValue, Record
@@ -51,16 +50,6 @@ class Loads:
     async def __call__(self, key: str) -> bytes | None:
         self.calls.append(key)
         return self.data.get(key)
-
-
-@pytest.fixture
-async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    names = [k async for k in client.scan_iter(match=redis_prefix + "*", count=1000)]
-    if names:
-        await client.unlink(*names)
-    await client.aclose()
 
 
 def redis_tier(prefix: str, *, url: str = REDIS_URL, cooldown: float = 0.2) -> RedisTier:

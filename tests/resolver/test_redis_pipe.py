@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -47,16 +47,6 @@ def test_pipe_options_follow_the_url() -> None:
     assert pipe_options("rediss://cache.example?ssl_ca_certs=/no/such/ca.pem") is None  # redis-py reports it
 
 
-@pytest.fixture
-async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    names = [k async for k in client.scan_iter(match=redis_prefix + "*", count=1000)]
-    if names:
-        await client.unlink(*names)
-    await client.aclose()
-
-
 async def test_mgets_are_pipelined_on_one_connection_and_answered_in_order(redis: Redis, redis_prefix: str) -> None:
     await redis.mset({f"{redis_prefix}k{n}": f"v{n}".encode() for n in range(200)})
     options = pipe_options(REDIS_URL)
@@ -72,7 +62,7 @@ async def test_mgets_are_pipelined_on_one_connection_and_answered_in_order(redis
         assert (await redis.info("clients"))["connected_clients"] == clients_before  # no connection more
         # An error reply fails its own call only; the calls around it are answered.
         before = pipe.mget([f"{redis_prefix}k1".encode()])
-        bad = pipe._call(_command(b"NO-SUCH-COMMAND"))
+        bad = pipe._send(_command(b"NO-SUCH-COMMAND"))
         after = pipe.mget([f"{redis_prefix}k2".encode()])
         assert await before == [b"v1"]
         with pytest.raises(ResponseError, match="unknown command"):
