@@ -285,9 +285,10 @@ class BatchValidator:
                 report.created += 1
             elif outcome is WriteOutcome.REPLACED:
                 report.replaced += 1
-            elif outcome is WriteOutcome.EXISTS:
+            elif outcome is WriteOutcome.EXISTS and not self.overwrite:
                 self._fail(position, write.handle, _exists(write.handle))
             elif outcome is not WriteOutcome.NOT_WRITTEN:
+                # (with overwrite, EXISTS too: the handle was created between planning and writing)
                 self._fail(position, write.handle, InvalidRequest(CHANGED_MEANWHILE))
         report.written = report.created + report.replaced > 0
         report.failures = self.failures

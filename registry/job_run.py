@@ -160,7 +160,7 @@ async def run_rows(
         created meanwhile, a version moved on) are planned and written again, up to RACE_RETRIES
         times: a replace creates or overwrites whatever is there when it writes."""
         for _ in range(RACE_RETRIES):
-            raced = [f for f in failures if f.code == RC_HANDLE_ALREADY_EXISTS or f.message == CHANGED_MEANWHILE]
+            raced = [f for f in failures if f.message == CHANGED_MEANWHILE]
             if not raced:
                 break
             again = new_chunk().validator

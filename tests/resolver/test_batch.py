@@ -927,3 +927,28 @@ async def test_concurrent_streamed_batches_each_get_their_transaction(client, en
     assert [(status, reply["created"]) for status, reply, _ in replies] == [(201, 30)] * 3
     assert await counts(client) == {ent["id"]: 90}
     assert await exists(client, f"{p}/c2-29")
+
+
+async def test_an_overwrite_that_races_a_creation_says_retry_not_exists(client, ent, monkeypatch):
+    """``overwrite=true`` planned an item as a creation; another writer created the handle before the
+    batch wrote it. The item fails with "changed by another writer meanwhile; retry" (its write was
+    refused), not "handle already exists", which an overwrite never means."""
+    from registry.batch import CHANGED_MEANWHILE
+
+    p = ent["prefix"]
+    registry = client.app[STATE_KEY].registry
+    apply = registry.writes.apply
+
+    async def racing_apply(plan):  # type: ignore[no-untyped-def]
+        await _put(client, f"{p}/raced", ent["headers"], [{"index": 1, "type": "URL", "data": "https://other/"}])
+        return await apply(plan)
+
+    monkeypatch.setattr(registry.writes, "apply", racing_apply)
+    items = [item(f"{p}/raced", 1), item(f"{p}/calm", 2)]
+    status, reply, _ = await post(
+        client, ent["headers"], encode(items, NDJSON), params={"overwrite": "true", "atomic": "false"}
+    )
+    assert status == 201, reply
+    assert (reply["created"], reply["failed"]) == (1, 1)
+    (failure,) = reply["failures"]
+    assert failure["position"] == 0 and failure["message"] == CHANGED_MEANWHILE
